@@ -1,0 +1,2 @@
+//! cdkube (CD³): a Kubernetes operator that builds every new Git commit in a builder Pod.
+pub mod api;
