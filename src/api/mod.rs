@@ -1,1 +1,1 @@
-pub mod x {}
+//! The Pipeline API.
