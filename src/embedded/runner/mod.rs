@@ -1,0 +1,409 @@
+//! The local pod runner: plays kubelet (and the scheduler) for a single node, through the Kubernetes
+//! API only. It watches Pods, binds new ones to its node, runs their containers as host processes
+//! (see [`workspace`] for how volumes are made real) and reports status and Events.
+//!
+//! What is emulated and what is not:
+//! - images are not pulled; a command `cdkube` (or `…/cdkube`) runs the configured cdkube binary;
+//!   a container without `command` cannot start (the image's entrypoint is unknown);
+//! - volumes: `emptyDir` (a directory; `medium` and `sizeLimit` ignored) and `hostPath` directories;
+//!   other types fail the Pod with reason FailedMount;
+//! - no readiness/liveness probes (a running container is ready), no resource limits, no network or
+//!   PID isolation (every Pod has IP 127.0.0.1), no service-account token mount;
+//! - restartPolicy Never, OnFailure and Always, with kubelet's crash-loop back-off; a restarted
+//!   container appends to the same log file; restartable init containers (sidecars) are refused;
+//! - a process that leaves its process group (e.g. `setsid`) escapes being stopped;
+//! - state lives in the API and in `<state_dir>/pods/`; a Pod this runner (or an earlier run of it)
+//!   had started is, after a runner restart, stopped and reported Failed (reason RunnerRestarted),
+//!   never silently resumed.
+pub mod container;
+pub mod env;
+pub mod pod;
+pub mod process;
+pub mod status;
+pub mod workspace;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use workspace::VolumeMode;
+
+/// Node name the runner binds Pods to unless configured otherwise.
+pub const DEFAULT_NODE_NAME: &str = "cdkube-dev";
+/// `reportingController` of the runner's Events.
+pub const REPORTER: &str = "cdkube-runner";
+
+/// What can stop the runner from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The state directory could not be created.
+    #[error("creating state directory {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// How the runner is set up.
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// Root of the Pod workspaces and logs (`<state_dir>/pods/…`), shared with the API server.
+    pub state_dir: PathBuf,
+    /// The single node this runner plays.
+    pub node_name: String,
+    /// Watch only this namespace; `None` for all.
+    pub namespace: Option<String>,
+    /// The binary run for a container command `cdkube`.
+    pub cdkube_bin: PathBuf,
+    /// How volumes are mounted; `None` probes for mount-namespace support and falls back to rewriting.
+    pub volume_mode: Option<VolumeMode>,
+}
+
+impl RunnerConfig {
+    /// A runner for all namespaces on node [`DEFAULT_NODE_NAME`], volume mode probed.
+    pub fn new(state_dir: impl Into<PathBuf>, cdkube_bin: impl Into<PathBuf>) -> Self {
+        RunnerConfig {
+            state_dir: state_dir.into(),
+            node_name: DEFAULT_NODE_NAME.into(),
+            namespace: None,
+            cdkube_bin: cdkube_bin.into(),
+            volume_mode: None,
+        }
+    }
+}
+
+/// Why a Pod task is asked to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The Pod has a deletionTimestamp: stop within the grace period, then delete it for good.
+    Delete {
+        /// Time between SIGTERM and SIGKILL.
+        grace: Duration,
+    },
+    /// The Pod object is gone from the API.
+    Vanished,
+    /// The runner is shutting down.
+    Shutdown,
+}
+
+/// Shared by every Pod task.
+pub struct Ctx {
+    client: Client,
+    host: workspace::Host,
+    state_dir: PathBuf,
+    node: String,
+    recorder: Recorder,
+}
+
+impl Ctx {
+    /// Publishes an Event; failures are logged, never fatal.
+    async fn event(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        let ev = KubeEvent { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
+        if let Err(e) = self.recorder.publish(&ev, reference).await {
+            tracing::debug!("event {reason} not recorded: {e}");
+        }
+    }
+}
+
+/// A running pod runner. Dropping it aborts it without stopping Pod processes (as if it had
+/// crashed); [`Runner::shutdown`] stops them first.
+pub struct Runner {
+    shutdown: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    mode: VolumeMode,
+}
+
+impl Runner {
+    /// Starts watching Pods with `client`.
+    pub fn start(client: Client, config: RunnerConfig) -> Result<Runner, Error> {
+        let state_err = |source| Error::StateDir { path: config.state_dir.clone(), source };
+        std::fs::create_dir_all(&config.state_dir).map_err(state_err)?;
+        let mode = config.volume_mode.unwrap_or_else(|| {
+            if process::namespaces_permitted(&config.state_dir) { VolumeMode::Namespace } else { VolumeMode::Rewrite }
+        });
+        let reporter = Reporter { controller: REPORTER.into(), instance: Some(config.node_name.clone()) };
+        let ctx = Arc::new(Ctx {
+            recorder: Recorder::new(client.clone(), reporter),
+            client: client.clone(),
+            host: workspace::Host {
+                mode,
+                cdkube_bin: config.cdkube_bin.clone(),
+                base_env: workspace::Host::default_base_env(),
+            },
+            state_dir: config.state_dir.clone(),
+            node: config.node_name.clone(),
+        });
+        let api: Api<Pod> = match &config.namespace {
+            Some(ns) => Api::namespaced(client, ns),
+            None => Api::all(client),
+        };
+        let (shutdown, rx) = watch::channel(false);
+        let task = tokio::spawn(Loop::new(ctx).run(api, rx));
+        tracing::info!(node = %config.node_name, ?mode, "pod runner started");
+        Ok(Runner { shutdown, task: Some(task), mode })
+    }
+
+    /// How this runner mounts volumes.
+    pub fn volume_mode(&self) -> VolumeMode {
+        self.mode
+    }
+
+    /// Stops every Pod process (SIGTERM, SIGKILL after 2 s) and the watch; returns when all are gone.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A Pod the runner has taken on.
+struct Entry {
+    stop: watch::Sender<Option<Stop>>,
+    /// The final grace-0 delete has been issued.
+    deleting: bool,
+}
+
+/// The watch loop and its table of Pods, keyed by uid.
+struct Loop {
+    ctx: Arc<Ctx>,
+    pods: HashMap<String, Entry>,
+    tasks: JoinSet<()>,
+    relist: Option<HashSet<String>>,
+}
+
+impl Loop {
+    fn new(ctx: Arc<Ctx>) -> Self {
+        Loop { ctx, pods: HashMap::new(), tasks: JoinSet::new(), relist: None }
+    }
+
+    async fn run(mut self, api: Api<Pod>, mut shutdown: watch::Receiver<bool>) {
+        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        tokio::pin!(stream);
+        loop {
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => break,
+                event = stream.next() => match event {
+                    Some(Ok(event)) => self.on_event(event),
+                    Some(Err(e)) => tracing::warn!("pod watch: {e}"),
+                    None => break,
+                },
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+            }
+        }
+        for entry in self.pods.values() {
+            let _ = entry.stop.send(Some(Stop::Shutdown));
+        }
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    fn on_event(&mut self, event: Event<Pod>) {
+        match event {
+            Event::Init => self.relist = Some(HashSet::new()),
+            Event::InitApply(pod) => {
+                if let (Some(seen), Some(uid)) = (self.relist.as_mut(), pod.metadata.uid.clone()) {
+                    seen.insert(uid);
+                }
+                self.on_apply(pod);
+            }
+            Event::InitDone => {
+                // Pods deleted while the watch was down never get a Delete event.
+                if let Some(seen) = self.relist.take() {
+                    let gone: Vec<String> = self.pods.keys().filter(|u| !seen.contains(*u)).cloned().collect();
+                    for uid in gone {
+                        self.on_gone(&uid);
+                    }
+                }
+            }
+            Event::Apply(pod) => self.on_apply(pod),
+            Event::Delete(pod) => {
+                let Some(uid) = pod.metadata.uid.clone() else { return };
+                let running = self.pods.get(&uid).is_some_and(|e| !e.stop.is_closed());
+                self.on_gone(&uid);
+                // A running task removes the directory itself once its processes are gone.
+                let dir = self.dir(&pod);
+                if !running && dir.owned_by(&uid) {
+                    dir.remove();
+                }
+            }
+        }
+    }
+
+    fn dir(&self, pod: &Pod) -> workspace::PodDir {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        workspace::PodDir::new(&self.ctx.state_dir, ns, pod.metadata.name.as_deref().unwrap_or(""))
+    }
+
+    fn on_gone(&mut self, uid: &str) {
+        if let Some(entry) = self.pods.remove(uid) {
+            let _ = entry.stop.send(Some(Stop::Vanished));
+        }
+    }
+
+    fn on_apply(&mut self, pod: Pod) {
+        let Some(uid) = pod.metadata.uid.clone() else { return };
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+        if node.is_some_and(|n| n != self.ctx.node) {
+            return;
+        }
+        let deleting = pod.metadata.deletion_timestamp.is_some();
+        if let Some(entry) = self.pods.get_mut(&uid) {
+            if !deleting {
+                return;
+            }
+            if !entry.stop.is_closed() {
+                let grace = deletion_grace(&pod);
+                entry.stop.send_if_modified(|s| s.is_none() && s.replace(Stop::Delete { grace }).is_none());
+            } else if !entry.deleting {
+                // The Pod had already finished here; only the object is left to remove.
+                entry.deleting = true;
+                self.tasks.spawn(finish_deletion(self.ctx.clone(), pod));
+            }
+            return;
+        }
+        let (stop, rx) = watch::channel(None);
+        if deleting {
+            self.tasks.spawn(finish_deletion(self.ctx.clone(), pod));
+            self.pods.insert(uid, Entry { stop, deleting: true });
+            return;
+        }
+        if is_terminal(&pod) {
+            drop(rx);
+            self.pods.insert(uid, Entry { stop, deleting: false });
+            return;
+        }
+        if was_started(&pod, &self.dir(&pod)) {
+            self.tasks.spawn(recover(self.ctx.clone(), pod));
+        } else {
+            self.tasks.spawn(pod::run(self.ctx.clone(), pod, rx));
+        }
+        self.pods.insert(uid, Entry { stop, deleting: false });
+    }
+}
+
+fn deletion_grace(pod: &Pod) -> Duration {
+    let secs = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .unwrap_or(30);
+    Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+}
+
+/// True when a runner (an earlier run of this one) had already started this Pod.
+fn was_started(pod: &Pod, dir: &workspace::PodDir) -> bool {
+    if pod.metadata.uid.as_deref().is_some_and(|u| dir.owned_by(u)) {
+        return true;
+    }
+    let status = pod.status.as_ref();
+    let containers = status.into_iter().flat_map(|s| {
+        s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten())
+    });
+    containers
+        .filter_map(|c| c.state.as_ref())
+        .any(|s| s.running.is_some() || s.terminated.is_some())
+}
+
+/// Stops the process groups an earlier runner left for this Pod, verified by their start time so a
+/// reused pid is never signalled.
+fn kill_leftovers(pod: &Pod, dir: &workspace::PodDir) {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let names = spec.init_containers.iter().flatten().chain(spec.containers.iter()).map(|c| c.name.clone());
+    for name in names {
+        let Ok(text) = std::fs::read_to_string(dir.pid_file(&name)) else { continue };
+        let mut parts = text.split_whitespace().map(str::parse::<u64>);
+        if let (Some(Ok(pid)), Some(Ok(start))) = (parts.next(), parts.next()) {
+            let pid = i32::try_from(pid).unwrap_or(0);
+            if process::process_start_time(pid) == Some(start) {
+                process::signal_group(pid, libc::SIGKILL);
+            }
+        }
+        let _ = std::fs::remove_file(dir.pid_file(&name));
+    }
+}
+
+/// A Pod that was running when the runner died: stop what is left, report it Failed.
+async fn recover(ctx: Arc<Ctx>, pod: Pod) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    kill_leftovers(&pod, &workspace::PodDir::new(&ctx.state_dir, &ns, &name));
+    let message = "the cdkube pod runner stopped while this Pod was running; its processes were stopped \
+                   and it is not resumed";
+    let mut status = pod.status.clone().unwrap_or_default();
+    let now = Time(Timestamp::now());
+    for c in status.init_container_statuses.iter_mut().flatten().chain(status.container_statuses.iter_mut().flatten()) {
+        if c.state.as_ref().is_some_and(|s| s.terminated.is_none()) {
+            c.state = Some(k8s_openapi::api::core::v1::ContainerState {
+                terminated: Some(k8s_openapi::api::core::v1::ContainerStateTerminated {
+                    exit_code: 137,
+                    reason: Some("ContainerStatusUnknown".into()),
+                    message: Some("The container could not be located when the pod was terminated".into()),
+                    finished_at: Some(now.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            c.ready = false;
+            c.started = Some(false);
+        }
+    }
+    for cond in status.conditions.iter_mut().flatten() {
+        if (cond.type_ == "Ready" || cond.type_ == "ContainersReady") && cond.status != "False" {
+            cond.status = "False".into();
+            cond.reason = Some("PodCompleted".into());
+            cond.message = None;
+            cond.last_transition_time = Some(now.clone());
+        }
+    }
+    status.phase = Some("Failed".into());
+    status.reason = Some("RunnerRestarted".into());
+    status.message = Some(message.into());
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let body = serde_json::json!({ "status": status });
+    if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&body)).await {
+        tracing::warn!(pod = %name, "status update failed: {e}");
+    }
+    ctx.event(&pod::reference(&pod, None), EventType::Warning, "RunnerRestarted", message.into()).await;
+}
+
+/// A deleted Pod that has no running task: stop leftovers, remove the object and its directory.
+async fn finish_deletion(ctx: Arc<Ctx>, pod: Pod) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let dir = workspace::PodDir::new(&ctx.state_dir, &ns, &name);
+    if dir.owned_by(&uid) {
+        kill_leftovers(&pod, &dir);
+    }
+    pod::delete_now(&Api::namespaced(ctx.client.clone(), &ns), &name, &uid).await;
+    if dir.owned_by(&uid) {
+        dir.remove();
+    }
+}

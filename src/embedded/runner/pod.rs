@@ -1,0 +1,336 @@
+//! One Pod's life on the runner, as kubelet's pod worker lives it: bind the Pod to the node,
+//! prepare its workspace, run the init containers one by one, then all containers together,
+//! enforce `activeDeadlineSeconds`, stop everything when the Pod is deleted, and keep `status`
+//! and Events current.
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::events::EventType;
+use kube::{Api, Resource};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::container::{self, Job, Restart, Update};
+use super::status::{Book, Kind, Phase};
+use super::workspace::{self, PodDir};
+use super::{Ctx, Stop};
+
+/// Grace period when the Pod object vanished or the runner stops (kubelet's minimum).
+const SHORT_GRACE: Duration = Duration::from_secs(2);
+
+/// Why a group of containers stopped before finishing.
+enum Cause {
+    Stop(Stop),
+    Deadline,
+}
+
+/// How a group of containers ended.
+enum GroupEnd {
+    /// Every container finished; last exit codes (None: never ran).
+    Exited(Vec<Option<i32>>),
+    /// Stopped from outside.
+    Stopped(Cause),
+}
+
+/// Runs `pod` to completion, or until `stop` says otherwise.
+pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut stop: watch::Receiver<Option<Stop>>) {
+    let Some(mut life) = Life::new(ctx, pod) else { return };
+    if !life.bind().await {
+        return;
+    }
+    match life.live(&mut stop).await {
+        Some(Stop::Delete { .. }) => life.remove().await,
+        Some(Stop::Vanished) => life.dir.remove(),
+        Some(Stop::Shutdown) | None => {}
+    }
+}
+
+/// Reference for Events about the Pod (or, with a field path, one of its containers).
+pub fn reference(pod: &Pod, field_path: Option<String>) -> ObjectReference {
+    let mut r = pod.object_ref(&());
+    // Without the resourceVersion, repeated Events for the Pod collapse into a series.
+    r.resource_version = None;
+    r.field_path = field_path;
+    r
+}
+
+struct Life {
+    ctx: Arc<Ctx>,
+    pod: Arc<Pod>,
+    api: Api<Pod>,
+    name: String,
+    uid: String,
+    dir: PodDir,
+    book: Book,
+    reference: ObjectReference,
+}
+
+impl Life {
+    fn new(ctx: Arc<Ctx>, pod: Pod) -> Option<Self> {
+        let name = pod.metadata.name.clone()?;
+        let uid = pod.metadata.uid.clone()?;
+        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let api = Api::namespaced(ctx.client.clone(), &ns);
+        let dir = PodDir::new(&ctx.state_dir, &ns, &name);
+        let book = Book::new(&pod);
+        let reference = reference(&pod, None);
+        Some(Life { ctx, pod: Arc::new(pod), api, name, uid, dir, book, reference })
+    }
+
+    /// Assigns the Pod to this node as the scheduler does: through the `binding` subresource, or a
+    /// patch of `spec.nodeName` where the server does not serve `binding`. False if bound elsewhere.
+    async fn bind(&mut self) -> bool {
+        let node = self.ctx.node.clone();
+        match self.pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+            Some(n) if n == node => return true,
+            Some(_) => return false,
+            None => {}
+        }
+        let binding = serde_json::json!({
+            "apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": self.name, "namespace": self.pod.metadata.namespace},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        });
+        let pp = PostParams::default();
+        let bound = match self.api.create_subresource::<_, serde_json::Value>("binding", &self.name, &pp, &binding).await {
+            Ok(_) => true,
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 405 => {
+                let patch = serde_json::json!({"spec": {"nodeName": node}});
+                let patched = self.api.patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+                patched.map_err(|e| tracing::warn!(pod = %self.name, "binding by patch failed: {e}")).is_ok()
+            }
+            Err(e) => {
+                tracing::warn!(pod = %self.name, "binding failed: {e}");
+                false
+            }
+        };
+        if bound {
+            let note = format!("Successfully assigned {}/{} to {node}", self.namespace(), self.name);
+            self.ctx.event(&self.reference, EventType::Normal, "Scheduled", note).await;
+        }
+        bound
+    }
+
+    fn namespace(&self) -> &str {
+        self.pod.metadata.namespace.as_deref().unwrap_or("default")
+    }
+
+    /// Everything between binding and the end; returns the stop request that ended it, if any.
+    async fn live(&mut self, stop: &mut watch::Receiver<Option<Stop>>) -> Option<Stop> {
+        if let Err(e) = self.dir.claim(&self.uid) {
+            self.fail("FailedMount", format!("preparing the Pod directory {}: {e}", self.dir.path().display())).await;
+            return None;
+        }
+        let images = self.images();
+        let note = format!("images are not pulled: cdkube runs the containers as host processes ({images})");
+        self.ctx.event(&self.reference, EventType::Normal, "ImageNotPulled", note).await;
+        let volumes = match workspace::prepare_volumes(&self.pod, &self.dir) {
+            Ok(v) => Arc::new(v),
+            Err(e) => {
+                self.fail("FailedMount", e.to_string()).await;
+                return None;
+            }
+        };
+        self.patch().await;
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        let restart = match spec.restart_policy.as_deref() {
+            Some("Never") => Restart::Never,
+            Some("OnFailure") => Restart::OnFailure,
+            _ => Restart::Always,
+        };
+        // Init containers must succeed once: they are retried on failure unless the policy is Never.
+        let init_restart = if restart == Restart::Never { Restart::Never } else { Restart::OnFailure };
+        let deadline = self.deadline();
+        for (idx, c) in spec.init_containers.iter().flatten().enumerate() {
+            match self.group(Kind::Init, vec![(idx, c.clone())], init_restart, &volumes, stop, deadline).await {
+                GroupEnd::Exited(codes) if codes.iter().all(|c| *c == Some(0)) => {}
+                GroupEnd::Exited(_) => {
+                    self.finish(Phase::Failed, None, None).await;
+                    return None;
+                }
+                GroupEnd::Stopped(cause) => return self.stopped(cause).await,
+            }
+        }
+        let all: Vec<_> = spec.containers.iter().cloned().enumerate().collect();
+        match self.group(Kind::Main, all, restart, &volumes, stop, deadline).await {
+            GroupEnd::Exited(codes) => {
+                let phase = if codes.iter().all(|c| *c == Some(0)) { Phase::Succeeded } else { Phase::Failed };
+                self.finish(phase, None, None).await;
+                None
+            }
+            GroupEnd::Stopped(cause) => self.stopped(cause).await,
+        }
+    }
+
+    fn images(&self) -> String {
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        let mut images: Vec<String> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+            .filter_map(|c| c.image.clone())
+            .collect();
+        images.dedup();
+        images.join(", ")
+    }
+
+    /// activeDeadlineSeconds, counted from the Pod's start time, as a tokio instant.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        let secs = self.pod.spec.as_ref()?.active_deadline_seconds?;
+        let elapsed = Timestamp::now().duration_since(self.book.start_time()).unsigned_abs();
+        let left = Duration::from_secs(u64::try_from(secs).unwrap_or(0)).saturating_sub(elapsed);
+        Some(tokio::time::Instant::now() + left)
+    }
+
+    /// Runs containers together until all have finished for good or something stops them.
+    async fn group(
+        &mut self,
+        kind: Kind,
+        containers: Vec<(usize, Container)>,
+        restart: Restart,
+        volumes: &Arc<HashMap<String, PathBuf>>,
+        stop: &mut watch::Receiver<Option<Stop>>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> GroupEnd {
+        let (tx, mut rx) = mpsc::channel(16);
+        let (kill_tx, kill_rx) = watch::channel(None);
+        let mut tasks = JoinSet::new();
+        for (idx, container) in containers {
+            let job = self.job(kind, idx, container, restart, volumes);
+            tasks.spawn(container::run(self.ctx.clone(), job, tx.clone(), kill_rx.clone()));
+        }
+        drop(tx);
+        let mut cause = None;
+        let far = tokio::time::Instant::now() + Duration::from_secs(u32::MAX.into());
+        loop {
+            tokio::select! {
+                update = rx.recv() => match update {
+                    Some(u) => {
+                        self.apply(kind, u);
+                        self.patch().await;
+                    }
+                    None => break,
+                },
+                requested = container::requested(stop), if cause.is_none() => {
+                    let request = requested.unwrap_or(Stop::Shutdown);
+                    let grace = match request {
+                        Stop::Delete { grace } => grace,
+                        Stop::Vanished | Stop::Shutdown => SHORT_GRACE,
+                    };
+                    cause = Some(Cause::Stop(request));
+                    let _ = kill_tx.send(Some(grace));
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && cause.is_none() => {
+                    cause = Some(Cause::Deadline);
+                    self.deadline_exceeded().await;
+                    let _ = kill_tx.send(Some(self.termination_grace()));
+                }
+            }
+        }
+        let mut codes = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            // A panicked container task counts as a container that never ran.
+            codes.push(done.ok().flatten());
+        }
+        match cause {
+            Some(c) => GroupEnd::Stopped(c),
+            None => GroupEnd::Exited(codes),
+        }
+    }
+
+    fn job(&self, kind: Kind, idx: usize, container: Container, restart: Restart, volumes: &Arc<HashMap<String, PathBuf>>) -> Job {
+        let list = if kind == Kind::Init { "initContainers" } else { "containers" };
+        let field_path = format!("spec.{list}{{{}}}", container.name);
+        Job {
+            pod: self.pod.clone(),
+            reference: reference(&self.pod, Some(field_path)),
+            container,
+            kind,
+            idx,
+            volumes: volumes.clone(),
+            dir: self.dir.clone(),
+            restart,
+        }
+    }
+
+    fn apply(&mut self, kind: Kind, update: Update) {
+        match update {
+            Update::Waiting(idx, reason, message) => self.book.waiting(kind, idx, reason, Some(message)),
+            Update::Running(idx, at) => {
+                self.book.running(kind, idx, at);
+                if kind == Kind::Main && self.book.phase == Phase::Pending {
+                    self.book.phase = Phase::Running;
+                }
+            }
+            Update::Terminated(idx, term) => self.book.terminated(kind, idx, term),
+            Update::Restarting(idx) => self.book.restarting(kind, idx),
+        }
+    }
+
+    fn termination_grace(&self) -> Duration {
+        let secs = self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+        Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+    }
+
+    async fn deadline_exceeded(&mut self) {
+        let message = "Pod was active on the node longer than the specified deadline";
+        self.ctx.event(&self.reference, EventType::Warning, "DeadlineExceeded", message.into()).await;
+        self.finish(Phase::Failed, Some("DeadlineExceeded"), Some(message.into())).await;
+    }
+
+    /// After a stop: a deadline leaves the (already failed) Pod in place with its final container
+    /// states; other causes are handed back to the caller.
+    async fn stopped(&mut self, cause: Cause) -> Option<Stop> {
+        match cause {
+            Cause::Deadline => {
+                self.patch().await;
+                None
+            }
+            Cause::Stop(s) => Some(s),
+        }
+    }
+
+    async fn fail(&mut self, reason: &str, message: String) {
+        self.ctx.event(&self.reference, EventType::Warning, reason, message.clone()).await;
+        self.finish(Phase::Failed, Some(reason), Some(message)).await;
+    }
+
+    async fn finish(&mut self, phase: Phase, reason: Option<&str>, message: Option<String>) {
+        self.book.finish(phase, reason, message);
+        self.patch().await;
+    }
+
+    /// Writes the whole status through the status subresource.
+    async fn patch(&mut self) {
+        let body = serde_json::json!({ "status": self.book.status() });
+        if let Err(e) = self.api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&body)).await {
+            tracing::warn!(pod = %self.name, "status update failed: {e}");
+        }
+    }
+
+    /// The processes are gone: delete the object for good (kubelet's final grace-0 delete).
+    async fn remove(&self) {
+        delete_now(&self.api, &self.name, &self.uid).await;
+        self.dir.remove();
+    }
+}
+
+/// Deletes the Pod with grace period 0, only if it is still the object with `uid`.
+pub async fn delete_now(api: &Api<Pod>, name: &str, uid: &str) {
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions { uid: Some(uid.into()), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &dp).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+        Err(e) => tracing::warn!(pod = %name, "final delete failed: {e}"),
+    }
+}

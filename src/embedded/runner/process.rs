@@ -1,0 +1,453 @@
+//! One container as one host process group: spawn (optionally inside a private mount namespace),
+//! signal the whole group, wait for the exit status.
+//!
+//! Every container gets its own process group so that a shell and the children it forks are stopped
+//! together, as a container runtime stops everything in the container's cgroup.
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Child;
+
+/// What could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The log file or a workspace directory could not be prepared.
+    #[error("preparing {path}: {source}")]
+    Prepare {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// A path held a NUL byte and cannot be passed to the kernel.
+    #[error("path {0:?} contains a NUL byte")]
+    Nul(String),
+    /// A mountPath or workingDir whose directory would have to be created on the host itself.
+    #[error("{0} does not exist on the host; the runner does not create directories in host filesystems")]
+    HostPath(PathBuf),
+    /// `exec` (or the namespace setup just before it) failed.
+    #[error("starting {program:?}: {source}")]
+    Spawn {
+        /// The program that was to run.
+        program: String,
+        /// The underlying error, as the kernel reported it.
+        source: std::io::Error,
+    },
+}
+
+/// A bind mount made inside the container's private mount namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindMount {
+    /// Host directory (the volume's directory).
+    pub source: PathBuf,
+    /// Absolute path as the container sees it (the volumeMount's `mountPath`).
+    pub target: PathBuf,
+    /// Remount read-only (`readOnly: true`).
+    pub read_only: bool,
+}
+
+/// A private root: a tmpfs holding the host's top-level directories (bind-mounted) plus the volumes.
+#[derive(Clone, Debug)]
+pub struct Isolation {
+    /// Host directory on which the tmpfs root is mounted (inside the namespace only).
+    pub root: PathBuf,
+    /// Volume mounts, applied in order (parents before children).
+    pub mounts: Vec<BindMount>,
+}
+
+/// A fully resolved container process.
+#[derive(Clone, Debug)]
+pub struct ProcessSpec {
+    /// Program to exec (searched in `PATH` when it has no `/`).
+    pub program: String,
+    /// Arguments after the program.
+    pub args: Vec<String>,
+    /// The complete environment; nothing is inherited from the runner.
+    pub env: Vec<(String, String)>,
+    /// Working directory: a container path under [`Isolation`], a host path otherwise.
+    pub cwd: PathBuf,
+    /// `Some` to run in a private mount namespace.
+    pub isolation: Option<Isolation>,
+    /// File that receives stdout and stderr, appended, interleaved in write order.
+    pub log: PathBuf,
+}
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Normal exit with this status.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+impl Exit {
+    /// The exit code Kubernetes reports: the status, or 128 + signal number.
+    pub fn code(self) -> i32 {
+        match self {
+            Exit::Code(c) => c,
+            Exit::Signal(s) => 128 + s,
+        }
+    }
+}
+
+/// A started process group.
+pub struct Running {
+    /// Process id of the leader, which is also the process group id.
+    pub pid: i32,
+    child: Child,
+}
+
+impl Running {
+    /// Waits for the leader to exit, then kills what is left of its group (a container's processes
+    /// do not outlive its main process).
+    pub async fn wait(mut self) -> Exit {
+        let status = self.child.wait().await;
+        signal_group(self.pid, libc::SIGKILL);
+        match status {
+            Ok(s) => match (s.code(), s.signal()) {
+                (Some(c), _) => Exit::Code(c),
+                (None, Some(sig)) => Exit::Signal(sig),
+                (None, None) => Exit::Code(-1),
+            },
+            // Only possible if the child was already reaped, which nothing else here does.
+            Err(_) => Exit::Code(-1),
+        }
+    }
+}
+
+/// Sends `signal` to every process of the group led by `pgid`. A group that is already gone is fine.
+pub fn signal_group(pgid: i32, signal: i32) {
+    if pgid > 1 {
+        // SAFETY: killpg only sends a signal; pgid > 1 never addresses "every process".
+        unsafe {
+            libc::killpg(pgid, signal);
+        }
+    }
+}
+
+/// Stops a group the way kubelet stops a container: SIGTERM, then SIGKILL after `grace`.
+/// Returns at once; the caller learns about the exit through [`Running::wait`].
+pub fn terminate_group(pgid: i32, grace: Duration) -> tokio::task::JoinHandle<()> {
+    signal_group(pgid, libc::SIGTERM);
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        signal_group(pgid, libc::SIGKILL);
+    })
+}
+
+/// Starts the process. Its stdout and stderr both append to `spec.log`.
+pub fn spawn(spec: &ProcessSpec) -> Result<Running, Error> {
+    let log = open_log(&spec.log)?;
+    let err_log = log.try_clone().map_err(|source| Error::Prepare { path: spec.log.clone(), source })?;
+    let mut cmd = tokio::process::Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(err_log))
+        .process_group(0);
+    match &spec.isolation {
+        None => {
+            cmd.current_dir(&spec.cwd);
+        }
+        Some(iso) => {
+            let plan = NamespacePlan::new(iso, &spec.cwd)?;
+            // SAFETY: the closure only makes raw syscalls on memory prepared before fork; it
+            // allocates nothing and takes no locks.
+            unsafe {
+                cmd.pre_exec(move || plan.enter());
+            }
+        }
+    }
+    let child = cmd.spawn().map_err(|source| Error::Spawn { program: spec.program.clone(), source })?;
+    let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+    Ok(Running { pid, child })
+}
+
+fn open_log(path: &Path) -> Result<File, Error> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Prepare { path: dir.to_path_buf(), source })?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| Error::Prepare { path: path.to_path_buf(), source })
+}
+
+/// Returns true when this process may create private mount namespaces (root, or CAP_SYS_ADMIN, and
+/// no seccomp profile forbidding it). Probed by actually doing it once, with `true` as the program.
+pub fn namespaces_permitted(scratch: &Path) -> bool {
+    let root = scratch.join("namespace-probe");
+    if std::fs::create_dir_all(&root).is_err() {
+        return false;
+    }
+    let Ok(plan) = NamespacePlan::new(&Isolation { root: root.clone(), mounts: Vec::new() }, Path::new("/")) else {
+        return false;
+    };
+    let mut cmd = std::process::Command::new("true");
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: see `spawn`.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || plan.enter());
+    }
+    let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
+    let _ = std::fs::remove_dir(&root);
+    ok
+}
+
+/// Everything the forked child needs, as C strings allocated before fork.
+struct NamespacePlan {
+    root: CString,
+    /// Top-level host entries recreated in the tmpfs root.
+    entries: Vec<RootEntry>,
+    /// Directory creations and volume binds inside the new root, in order.
+    steps: Vec<Step>,
+    cwd: CString,
+}
+
+enum RootEntry {
+    Dir { source: CString, target: CString },
+    Symlink { link: CString, target: CString },
+}
+
+enum Step {
+    Mkdir(CString),
+    Bind { source: CString, target: CString, read_only: bool },
+}
+
+fn cstr(p: &Path) -> Result<CString, Error> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::Nul(p.display().to_string()))
+}
+
+impl NamespacePlan {
+    fn new(iso: &Isolation, cwd: &Path) -> Result<Self, Error> {
+        let prepare = |path: &Path, source| Error::Prepare { path: path.to_path_buf(), source };
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir("/").map_err(|e| prepare(Path::new("/"), e))? {
+            let entry = entry.map_err(|e| prepare(Path::new("/"), e))?;
+            let host = entry.path();
+            let inside = iso.root.join(entry.file_name());
+            let kind = entry.file_type().map_err(|e| prepare(&host, e))?;
+            if kind.is_symlink() {
+                let link = std::fs::read_link(&host).map_err(|e| prepare(&host, e))?;
+                entries.push(RootEntry::Symlink { link: cstr(&link)?, target: cstr(&inside)? });
+            } else if kind.is_dir() {
+                entries.push(RootEntry::Dir { source: cstr(&host)?, target: cstr(&inside)? });
+            }
+            // Top-level regular files (e.g. /.dockerenv) are not carried over.
+        }
+        let mut mounts = iso.mounts.clone();
+        mounts.sort_by_key(|m| m.target.components().count());
+        let mut steps = Vec::new();
+        for (i, m) in mounts.iter().enumerate() {
+            for dir in missing_dirs(&m.target, &mounts[..i])? {
+                steps.push(Step::Mkdir(cstr(&inside(&iso.root, &dir))?));
+            }
+            steps.push(Step::Bind {
+                source: cstr(&m.source)?,
+                target: cstr(&inside(&iso.root, &m.target))?,
+                read_only: m.read_only,
+            });
+        }
+        for dir in missing_dirs(cwd, &mounts)? {
+            steps.push(Step::Mkdir(cstr(&inside(&iso.root, &dir))?));
+        }
+        Ok(NamespacePlan { root: cstr(&iso.root)?, entries, steps, cwd: cstr(cwd)? })
+    }
+
+    /// Runs in the forked child: private namespace, tmpfs root, binds, chroot, chdir.
+    fn enter(&self) -> std::io::Result<()> {
+        let null = std::ptr::null();
+        // SAFETY: plain syscalls on NUL-terminated strings owned by `self`.
+        unsafe {
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(null, c"/".as_ptr(), null, libc::MS_REC | libc::MS_PRIVATE, null as _))?;
+            check(libc::mount(
+                c"tmpfs".as_ptr(),
+                self.root.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                c"mode=0755".as_ptr() as _,
+            ))?;
+            for entry in &self.entries {
+                match entry {
+                    RootEntry::Dir { source, target } => {
+                        check(libc::mkdir(target.as_ptr(), 0o755))?;
+                        let flags = libc::MS_BIND | libc::MS_REC;
+                        check(libc::mount(source.as_ptr(), target.as_ptr(), null, flags, null as _))?;
+                    }
+                    RootEntry::Symlink { link, target } => check(libc::symlink(link.as_ptr(), target.as_ptr()))?,
+                }
+            }
+            for step in &self.steps {
+                match step {
+                    Step::Mkdir(dir) => {
+                        if libc::mkdir(dir.as_ptr(), 0o755) != 0 {
+                            let err = std::io::Error::last_os_error();
+                            if err.raw_os_error() != Some(libc::EEXIST) {
+                                return Err(err);
+                            }
+                        }
+                    }
+                    Step::Bind { source, target, read_only } => {
+                        let flags = libc::MS_BIND | libc::MS_REC;
+                        check(libc::mount(source.as_ptr(), target.as_ptr(), null, flags, null as _))?;
+                        if *read_only {
+                            let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+                            check(libc::mount(null, target.as_ptr(), null, flags, null as _))?;
+                        }
+                    }
+                }
+            }
+            check(libc::chroot(self.root.as_ptr()))?;
+            check(libc::chdir(self.cwd.as_ptr()))?;
+        }
+        Ok(())
+    }
+}
+
+fn check(rc: libc::c_int) -> std::io::Result<()> {
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// `root` + absolute container path `p`.
+fn inside(root: &Path, p: &Path) -> PathBuf {
+    root.join(p.strip_prefix("/").unwrap_or(p))
+}
+
+/// The directories, shallowest first, to create in the new root so that `path` exists there:
+/// components inside an already-mounted volume, or in the tmpfs root (their top-level directory
+/// does not exist on the host). A missing directory under an existing host directory would have
+/// to be created on the host itself; that is refused rather than done.
+fn missing_dirs(path: &Path, mounted: &[BindMount]) -> Result<Vec<PathBuf>, Error> {
+    let mut out = Vec::new();
+    let mut acc = PathBuf::from("/");
+    let mut on_host = false;
+    for comp in path.components().skip(1) {
+        acc.push(comp);
+        let in_volume = mounted.iter().any(|m| acc.starts_with(&m.target) && acc != m.target);
+        if in_volume {
+            out.push(acc.clone());
+        } else if mounted.iter().any(|m| acc == m.target) {
+            continue;
+        } else if !acc.exists() {
+            if on_host {
+                return Err(Error::HostPath(acc));
+            }
+            out.push(acc.clone());
+        } else {
+            on_host = true;
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the start time (clock ticks since boot, field 22 of `/proc/PID/stat`) of a process, so a
+/// pid recorded earlier can be told apart from a reused one.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields after its closing paren are plain.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dir: &Path, program: &str, args: &[&str]) -> ProcessSpec {
+        ProcessSpec {
+            program: program.into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
+            cwd: dir.to_path_buf(),
+            isolation: None,
+            log: dir.join("c.log"),
+        }
+    }
+
+    #[tokio::test]
+    async fn stdout_and_stderr_share_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(dir.path(), "sh", &["-c", "echo out; echo err >&2; echo out2; exit 3"]);
+        let exit = spawn(&s).unwrap().wait().await;
+        assert_eq!(exit, Exit::Code(3));
+        assert_eq!(std::fs::read_to_string(dir.path().join("c.log")).unwrap(), "out\nerr\nout2\n");
+    }
+
+    #[tokio::test]
+    async fn terminate_stops_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(dir.path(), "sh", &["-c", "sleep 1000 & echo $! > child.pid; wait"]);
+        let run = spawn(&s).unwrap();
+        let pid_file = dir.path().join("child.pid");
+        let child_pid = wait_for(|| std::fs::read_to_string(&pid_file).ok().filter(|s| s.ends_with('\n'))).await;
+        let child_pid: i32 = child_pid.trim().parse().unwrap();
+        let killer = terminate_group(run.pid, Duration::from_secs(30));
+        assert_eq!(run.wait().await, Exit::Signal(libc::SIGTERM));
+        killer.abort();
+        wait_for(|| process_start_time(child_pid).is_none().then_some(())).await;
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_a_spawn_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = spawn(&spec(dir.path(), "no-such-program-cdkube", &[])).err().unwrap();
+        assert!(matches!(err, Error::Spawn { .. }), "{err}");
+    }
+
+    #[test]
+    fn directories_are_created_only_outside_host_filesystems() {
+        let ws = BindMount { source: "/x".into(), target: "/workspace".into(), read_only: false };
+        let dirs = missing_dirs(Path::new("/workspace/a"), std::slice::from_ref(&ws)).unwrap();
+        assert_eq!(dirs, vec![PathBuf::from("/workspace/a")]);
+        let dirs = missing_dirs(Path::new("/cdkube-no-such-top/a"), &[]).unwrap();
+        assert_eq!(dirs, vec![PathBuf::from("/cdkube-no-such-top"), PathBuf::from("/cdkube-no-such-top/a")]);
+        assert!(missing_dirs(Path::new("/tmp"), &[]).unwrap().is_empty());
+        let err = missing_dirs(Path::new("/usr/cdkube-no-such/x"), &[]).err().unwrap();
+        assert!(matches!(err, Error::HostPath(p) if p == Path::new("/usr/cdkube-no-such")));
+    }
+
+    #[tokio::test]
+    async fn private_namespace_puts_volumes_at_their_mount_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        if !namespaces_permitted(dir.path()) {
+            eprintln!("NOTICE: mount namespaces are not permitted here; namespace isolation not tested");
+            return;
+        }
+        let volume = dir.path().join("vol");
+        std::fs::create_dir_all(&volume).unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let mut s = spec(dir.path(), "sh", &["-c", "pwd; echo made > here; cat /cdkube-test-ws/here"]);
+        s.cwd = PathBuf::from("/cdkube-test-ws/sub");
+        let mount = BindMount { source: volume.clone(), target: "/cdkube-test-ws".into(), read_only: false };
+        s.isolation = Some(Isolation { root, mounts: vec![mount] });
+        s.args[1] = "pwd; echo made > /cdkube-test-ws/here; cat /cdkube-test-ws/here".into();
+        assert_eq!(spawn(&s).unwrap().wait().await, Exit::Code(0));
+        let log = std::fs::read_to_string(dir.path().join("c.log")).unwrap();
+        assert_eq!(log, "/cdkube-test-ws/sub\nmade\n");
+        assert_eq!(std::fs::read_to_string(volume.join("here")).unwrap(), "made\n");
+        assert!(volume.join("sub").is_dir());
+        assert!(!Path::new("/cdkube-test-ws").exists(), "the host root was modified");
+    }
+
+    async fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "condition not met in time");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
