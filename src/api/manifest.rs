@@ -43,12 +43,16 @@ pub enum Outcome {
 
 impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let at = format!("{}: document {}", self.file, self.document);
+        // Document 0 stands for the file as a whole (it could not be read).
+        let at = if self.document == 0 { self.file.clone() } else { format!("{}: document {}", self.file, self.document) };
         match &self.outcome {
             Outcome::Valid { name } => write!(f, "{at}: Pipeline {name:?} is valid"),
             Outcome::Skipped { kind } => write!(f, "{at}: skipped {kind} (not a Pipeline)"),
             Outcome::Invalid { errors } => {
-                let lines: Vec<String> = errors.iter().map(|e| format!("{at}: {e}")).collect();
+                let line = |e: &FieldError| {
+                    if e.path.is_empty() { format!("{at}: {}", e.message) } else { format!("{at}: {e}") }
+                };
+                let lines: Vec<String> = errors.iter().map(line).collect();
                 write!(f, "{}", lines.join("\n"))
             }
         }
@@ -76,7 +80,7 @@ pub fn check_files(paths: &[String], options: Options) -> Vec<Entry> {
     for path in paths {
         match read(path) {
             Ok(text) => split_documents(path, &text, &mut documents, &mut entries),
-            Err(e) => entries.push(invalid(path, 0, FieldError { path: "file".into(), message: e })),
+            Err(e) => entries.push(invalid(path, 0, FieldError { path: String::new(), message: e })),
         }
     }
     let secrets = collect_secrets(&documents);

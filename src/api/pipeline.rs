@@ -23,6 +23,8 @@ pub const DEFAULT_HISTORY_LIMIT: i32 = 10;
 /// Bounds of `historyLimit`.
 pub const HISTORY_LIMIT_RANGE: std::ops::RangeInclusive<i32> = 1..=100;
 
+// clippy reads repeated `type_ = "string"` inside several printcolumn(...) groups as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "delivery.inge.4pr.es",

@@ -154,7 +154,12 @@ pub fn parse_schedule(expression: &str) -> Result<cron::Schedule, String> {
         6 => expression.to_string(),
         n => return Err(format!("{expression:?} has {n} fields; a cron expression has 5 (or 6 with seconds first)")),
     };
-    cron::Schedule::from_str(&normalised).map_err(|e| format!("{expression:?} is not a valid cron expression: {e}"))
+    cron::Schedule::from_str(&normalised).map_err(|e| {
+        // The cron crate draws a caret diagram over several lines; its last line is the explanation.
+        let text = e.to_string();
+        let reason = text.lines().last().unwrap_or_default().trim().to_string();
+        format!("{expression:?} is not a valid cron expression: {reason}")
+    })
 }
 
 fn check_branch(branch: &str) -> Result<(), String> {
@@ -310,5 +315,129 @@ pub fn validate_secret_data(
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(repo: &str) -> PipelineSpec {
+        PipelineSpec {
+            repo: repo.into(),
+            build_image: "busybox".into(),
+            build_commands: vec!["echo".into()],
+            target_name: "app".into(),
+            target_version: "1.0".into(),
+            ..Default::default()
+        }
+    }
+
+    fn paths(result: Result<(), Vec<FieldError>>) -> Vec<String> {
+        result.err().unwrap_or_default().into_iter().map(|e| e.path).collect()
+    }
+
+    #[test]
+    fn repo_urls_by_transport() {
+        let strict = Options::default();
+        for (url, kind) in [
+            ("https://github.com/org/repo.git", RepoUrl::Http),
+            ("http://127.0.0.1:8080/repo", RepoUrl::Http),
+            ("ssh://git@host:2222/srv/repo.git", RepoUrl::Ssh),
+            ("git@github.com:org/repo.git", RepoUrl::Ssh),
+            ("host:/srv/repo.git", RepoUrl::Ssh),
+            ("git://127.0.0.1:9418/repo.git", RepoUrl::Git),
+        ] {
+            assert_eq!(RepoUrl::parse(url, strict), Ok(kind), "{url}");
+        }
+        for url in ["ftp://host/repo", "https://host/", "https:///repo", "git@host:", "with space/x", "", "s3://b/k"] {
+            assert!(RepoUrl::parse(url, strict).is_err(), "{url} should be refused");
+        }
+        let error = RepoUrl::parse("https://me:s3cret@host/repo.git", strict).unwrap_err();
+        assert!(!error.contains("s3cret"), "a password must never be echoed: {error}");
+    }
+
+    #[test]
+    fn local_repos_only_when_allowed() {
+        let local = Options { allow_local_repos: true };
+        for url in ["file:///srv/repo.git", "/srv/repo.git", "./repo"] {
+            assert!(RepoUrl::parse(url, Options::default()).is_err(), "{url}");
+            assert_eq!(RepoUrl::parse(url, local), Ok(RepoUrl::Local), "{url}");
+        }
+    }
+
+    #[test]
+    fn durations_have_the_schema_shape() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["", "1.5m", "5 m", "5min", "-5s", "m", "5"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cron_takes_five_or_six_fields() {
+        assert!(parse_schedule("*/5 * * * *").is_ok());
+        assert!(parse_schedule("30 */5 * * * *").is_ok());
+        assert!(parse_schedule("0 0 * * * * 2030").unwrap_err().contains("7 fields"));
+        assert!(parse_schedule("99 * * * *").unwrap_err().contains("not a valid cron expression"));
+    }
+
+    #[test]
+    fn timing_rules() {
+        let mut s = spec("https://h/r");
+        s.interval = Some("9s".into());
+        assert_eq!(paths(validate(&s)), ["spec.interval"]);
+        s.interval = Some("10s".into());
+        assert!(validate(&s).is_ok());
+        s.schedule = Some("* * * * *".into());
+        assert_eq!(paths(validate(&s)), ["spec.schedule"]);
+        s.interval = None;
+        s.timeout = Some("0s".into());
+        assert_eq!(paths(validate(&s)), ["spec.timeout"]);
+    }
+
+    #[test]
+    fn branch_names() {
+        for good in ["main", "release/1.2", "feature-x"] {
+            assert!(check_branch(good).is_ok(), "{good}");
+        }
+        for bad in ["refs/heads/main", "-x", "a..b", "a b", "x.lock", "x/", "a~1"] {
+            assert!(check_branch(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_error_is_collected() {
+        let mut s = spec("ftp://h/r");
+        s.build_commands = vec![];
+        s.history_limit = Some(0);
+        s.env = vec![k8s_openapi::api::core::v1::EnvVar { name: "1BAD".into(), ..Default::default() }];
+        assert_eq!(paths(validate(&s)), ["spec.repo", "spec.historyLimit", "spec.buildCommands", "spec.env[0].name"]);
+    }
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect()
+    }
+
+    #[test]
+    fn secret_keys_follow_the_transport() {
+        let o = Options::default();
+        let https = spec("https://h/r");
+        assert!(validate_secret_data(&https, "s", &data(&[("username", "u"), ("password", "p")]), o).is_ok());
+        assert!(validate_secret_data(&https, "s", &data(&[("bearerToken", "t")]), o).is_ok());
+        assert!(validate_secret_data(&https, "s", &data(&[("username", "u")]), o).is_err());
+        assert!(validate_secret_data(&https, "s", &data(&[("password", "p"), ("bearerToken", "t")]), o).is_err());
+        assert!(validate_secret_data(&https, "s", &data(&[("ca.crt", "garbage")]), o).is_err());
+        let ssh = spec("git@h:r.git");
+        let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n";
+        assert!(validate_secret_data(&ssh, "s", &data(&[("identity", key), ("known_hosts", "h ssh-ed25519 AAAA")]), o).is_ok());
+        assert!(validate_secret_data(&ssh, "s", &data(&[("identity", key)]), o).is_err());
+        assert!(validate_secret_data(&ssh, "s", &data(&[("identity", "not a key"), ("known_hosts", "h k")]), o).is_err());
+        let git = spec("git://h/r");
+        assert!(validate_secret_data(&git, "s", &data(&[("username", "u"), ("password", "p")]), o).is_err());
+        let error = validate_secret_data(&https, "s", &data(&[("username", "u"), ("password", "hunter2"), ("bearerToken", "t")]), o);
+        assert!(!format!("{error:?}").contains("hunter2"));
     }
 }
