@@ -87,7 +87,9 @@ pub async fn run(
     let mut backoff = FIRST_BACKOFF;
     let mut last = None;
     loop {
-        let Some(env) = resolve_env(&ctx, &job, &tx, &mut kill).await else { return last };
+        let Some(env) = resolve_env(&ctx, &job, &tx, &mut kill).await else {
+            return last;
+        };
         let started = Timestamp::now();
         let (code, killed) = match start(&ctx, &job, env).await {
             Ok(running) => {
@@ -95,13 +97,21 @@ pub async fn run(
                 wait(&ctx, &job, running, started, &tx, &mut kill).await
             }
             Err((reason, message)) => {
-                ctx.event(&job.reference, EventType::Warning, "Failed", format!("Error: {message}")).await;
+                ctx.event(
+                    &job.reference,
+                    EventType::Warning,
+                    "Failed",
+                    format!("Error: {message}"),
+                )
+                .await;
                 let term = ContainerStateTerminated {
                     exit_code: START_FAILED,
                     reason: Some(reason.into()),
                     message: Some(message),
                     started_at: None,
-                    finished_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now())),
+                    finished_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        Timestamp::now(),
+                    )),
                     ..Default::default()
                 };
                 let _ = tx.send(Update::Terminated(job.idx, term)).await;
@@ -121,8 +131,15 @@ pub async fn run(
             job.container.name,
             ctx_pod_name(&job)
         );
-        let _ = tx.send(Update::Waiting(job.idx, "CrashLoopBackOff", message.clone())).await;
-        ctx.event(&job.reference, EventType::Warning, "BackOff", message).await;
+        let _ = tx
+            .send(Update::Waiting(
+                job.idx,
+                "CrashLoopBackOff",
+                message.clone(),
+            ))
+            .await;
+        ctx.event(&job.reference, EventType::Warning, "BackOff", message)
+            .await;
         if stopped_within(&mut kill, backoff).await {
             return last;
         }
@@ -156,8 +173,20 @@ async fn resolve_env(
             Ok(vars) => return Some(Ok(vars)),
             Err(e) if e.is_retriable() => {
                 let message = e.to_string();
-                let _ = tx.send(Update::Waiting(job.idx, "CreateContainerConfigError", message.clone())).await;
-                ctx.event(&job.reference, EventType::Warning, "Failed", format!("Error: {message}")).await;
+                let _ = tx
+                    .send(Update::Waiting(
+                        job.idx,
+                        "CreateContainerConfigError",
+                        message.clone(),
+                    ))
+                    .await;
+                ctx.event(
+                    &job.reference,
+                    EventType::Warning,
+                    "Failed",
+                    format!("Error: {message}"),
+                )
+                .await;
                 if stopped_within(kill, retry).await {
                     return None;
                 }
@@ -176,18 +205,41 @@ async fn start(
 ) -> Result<process::Running, (&'static str, String)> {
     let env = env.map_err(|m| ("CreateContainerConfigError", m))?;
     if job.kind == Kind::Init && job.container.restart_policy.as_deref() == Some("Always") {
-        let message = "restartable init containers (sidecars) are not supported by the cdkube local runner";
+        let message =
+            "restartable init containers (sidecars) are not supported by the cdkube local runner";
         return Err(("CreateContainerError", message.into()));
     }
-    let spec = workspace::process_spec(&ctx.host, &job.pod, &job.dir, &job.container, &job.volumes, env)
-        .map_err(|e| ("CreateContainerError", e.to_string()))?;
+    let spec = workspace::process_spec(
+        &ctx.host,
+        &job.pod,
+        &job.dir,
+        &job.container,
+        &job.volumes,
+        env,
+    )
+    .map_err(|e| ("CreateContainerError", e.to_string()))?;
     let name = &job.container.name;
-    ctx.event(&job.reference, EventType::Normal, "Created", format!("Created container: {name}")).await;
+    ctx.event(
+        &job.reference,
+        EventType::Normal,
+        "Created",
+        format!("Created container: {name}"),
+    )
+    .await;
     let running = process::spawn(&spec).map_err(|e| ("StartError", e.to_string()))?;
-    ctx.event(&job.reference, EventType::Normal, "Started", format!("Started container {name}")).await;
+    ctx.event(
+        &job.reference,
+        EventType::Normal,
+        "Started",
+        format!("Started container {name}"),
+    )
+    .await;
     let start_time = process::process_start_time(running.pid).unwrap_or(0);
     // Lets a later runner find and stop this process group if this one dies.
-    let _ = std::fs::write(job.dir.pid_file(&job.container.name), format!("{} {start_time}", running.pid));
+    let _ = std::fs::write(
+        job.dir.pid_file(&job.container.name),
+        format!("{} {start_time}", running.pid),
+    );
     Ok(running)
 }
 

@@ -105,14 +105,30 @@ pub fn field_value(pod: &Pod, path: &str) -> Result<String, Error> {
         "metadata.annotations" => Some(format_map(meta.annotations.as_ref())),
         "spec.nodeName" => spec.and_then(|s| s.node_name.clone()),
         "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()),
-        "status.hostIP" | "status.podIP" | "status.hostIPs" | "status.podIPs" => Some("127.0.0.1".into()),
+        "status.hostIP" | "status.podIP" | "status.hostIPs" | "status.podIPs" => {
+            Some("127.0.0.1".into())
+        }
         _ => {
             if let Some(key) = subscript(path, "metadata.labels") {
-                Some(meta.labels.as_ref().and_then(|m| m.get(key)).cloned().unwrap_or_default())
+                Some(
+                    meta.labels
+                        .as_ref()
+                        .and_then(|m| m.get(key))
+                        .cloned()
+                        .unwrap_or_default(),
+                )
             } else if let Some(key) = subscript(path, "metadata.annotations") {
-                Some(meta.annotations.as_ref().and_then(|m| m.get(key)).cloned().unwrap_or_default())
+                Some(
+                    meta.annotations
+                        .as_ref()
+                        .and_then(|m| m.get(key))
+                        .cloned()
+                        .unwrap_or_default(),
+                )
             } else {
-                return Err(Error::Unsupported(format!("unsupported fieldRef fieldPath {path:?}")));
+                return Err(Error::Unsupported(format!(
+                    "unsupported fieldRef fieldPath {path:?}"
+                )));
             }
         }
     };
@@ -121,14 +137,22 @@ pub fn field_value(pod: &Pod, path: &str) -> Result<String, Error> {
 
 /// `metadata.labels['key']` → `key`.
 fn subscript<'a>(path: &'a str, field: &str) -> Option<&'a str> {
-    let inner = path.strip_prefix(field)?.strip_prefix("['")?.strip_suffix("']")?;
+    let inner = path
+        .strip_prefix(field)?
+        .strip_prefix("['")?
+        .strip_suffix("']")?;
     Some(inner)
 }
 
 /// The downward API's format for a whole map: `key="value"` lines, sorted.
 fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
-    map.map(|m| m.iter().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join("\n"))
-        .unwrap_or_default()
+    map.map(|m| {
+        m.iter()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+    .unwrap_or_default()
 }
 
 /// An ordered environment where a later definition replaces an earlier one in place.
@@ -147,14 +171,24 @@ impl Env {
 }
 
 /// Builds the container's declared environment (without the runner's base variables such as PATH).
-pub async fn container_env(client: &Client, pod: &Pod, container: &Container) -> Result<Vec<(String, String)>, Error> {
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+pub async fn container_env(
+    client: &Client,
+    pod: &Pod,
+    container: &Container,
+) -> Result<Vec<(String, String)>, Error> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let objects = Objects { client, ns: &ns };
     let mut env = Env::default();
     for source in container.env_from.iter().flatten() {
         let prefix = source.prefix.clone().unwrap_or_default();
         let data = if let Some(r) = &source.config_map_ref {
-            objects.config_map(&r.name, r.optional.unwrap_or(false)).await?
+            objects
+                .config_map(&r.name, r.optional.unwrap_or(false))
+                .await?
         } else if let Some(r) = &source.secret_ref {
             objects.secret(&r.name, r.optional.unwrap_or(false)).await?
         } else {
@@ -174,10 +208,13 @@ pub async fn container_env(client: &Client, pod: &Pod, container: &Container) ->
         }
     }
     let Env { order, mut values } = env;
-    Ok(order.into_iter().map(|k| {
-        let v = values.remove(&k).unwrap_or_default();
-        (k, v)
-    }).collect())
+    Ok(order
+        .into_iter()
+        .map(|k| {
+            let v = values.remove(&k).unwrap_or_default();
+            (k, v)
+        })
+        .collect())
 }
 
 /// One `env` entry's value; `None` when an optional reference is absent.
@@ -193,7 +230,11 @@ async fn var_value(
     source_value(objects, pod, source).await
 }
 
-async fn source_value(objects: &Objects<'_>, pod: &Pod, source: &EnvVarSource) -> Result<Option<String>, Error> {
+async fn source_value(
+    objects: &Objects<'_>,
+    pod: &Pod,
+    source: &EnvVarSource,
+) -> Result<Option<String>, Error> {
     if let Some(f) = &source.field_ref {
         return field_value(pod, &f.field_path).map(Some);
     }
@@ -208,7 +249,9 @@ async fn source_value(objects: &Objects<'_>, pod: &Pod, source: &EnvVarSource) -
         return objects.key(data, "ConfigMap", &c.name, &c.key, optional);
     }
     if source.resource_field_ref.is_some() {
-        return Err(Error::Unsupported("resourceFieldRef is not supported by the cdkube local runner".into()));
+        return Err(Error::Unsupported(
+            "resourceFieldRef is not supported by the cdkube local runner".into(),
+        ));
     }
     Err(Error::Unsupported("valueFrom names no source".into()))
 }
@@ -220,9 +263,17 @@ struct Objects<'a> {
 }
 
 impl Objects<'_> {
-    async fn secret(&self, name: &str, optional: bool) -> Result<Option<BTreeMap<String, String>>, Error> {
+    async fn secret(
+        &self,
+        name: &str,
+        optional: bool,
+    ) -> Result<Option<BTreeMap<String, String>>, Error> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), self.ns);
-        let found = api.get_opt(name).await.map_err(|source| Error::Api { kind: "secret", name: name.into(), source })?;
+        let found = api.get_opt(name).await.map_err(|source| Error::Api {
+            kind: "secret",
+            name: name.into(),
+            source,
+        })?;
         match found {
             Some(s) => Ok(Some(
                 s.data
@@ -232,18 +283,31 @@ impl Objects<'_> {
                     .collect(),
             )),
             None if optional => Ok(None),
-            None => Err(Error::NotFound { kind: "secret", name: name.into() }),
+            None => Err(Error::NotFound {
+                kind: "secret",
+                name: name.into(),
+            }),
         }
     }
 
-    async fn config_map(&self, name: &str, optional: bool) -> Result<Option<BTreeMap<String, String>>, Error> {
+    async fn config_map(
+        &self,
+        name: &str,
+        optional: bool,
+    ) -> Result<Option<BTreeMap<String, String>>, Error> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), self.ns);
-        let found =
-            api.get_opt(name).await.map_err(|source| Error::Api { kind: "configmap", name: name.into(), source })?;
+        let found = api.get_opt(name).await.map_err(|source| Error::Api {
+            kind: "configmap",
+            name: name.into(),
+            source,
+        })?;
         match found {
             Some(c) => Ok(Some(c.data.unwrap_or_default())),
             None if optional => Ok(None),
-            None => Err(Error::NotFound { kind: "configmap", name: name.into() }),
+            None => Err(Error::NotFound {
+                kind: "configmap",
+                name: name.into(),
+            }),
         }
     }
 
@@ -255,11 +319,18 @@ impl Objects<'_> {
         key: &str,
         optional: bool,
     ) -> Result<Option<String>, Error> {
-        let Some(mut data) = data else { return Ok(None) };
+        let Some(mut data) = data else {
+            return Ok(None);
+        };
         match data.remove(key) {
             Some(v) => Ok(Some(v)),
             None if optional => Ok(None),
-            None => Err(Error::KeyMissing { kind, namespace: self.ns.into(), name: name.into(), key: key.into() }),
+            None => Err(Error::KeyMissing {
+                kind,
+                namespace: self.ns.into(),
+                name: name.into(),
+                key: key.into(),
+            }),
         }
     }
 }
@@ -276,7 +347,10 @@ mod tests {
     use super::*;
 
     fn vars() -> HashMap<String, String> {
-        [("A", "alpha"), ("B", "beta")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        [("A", "alpha"), ("B", "beta")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -304,10 +378,19 @@ mod tests {
         assert_eq!(field_value(&pod, "metadata.namespace").unwrap(), "ns");
         assert_eq!(field_value(&pod, "metadata.uid").unwrap(), "u-1");
         assert_eq!(field_value(&pod, "metadata.labels['app']").unwrap(), "x");
-        assert_eq!(field_value(&pod, "metadata.labels").unwrap(), "app=\"x\"\ntier=\"b\"");
-        assert_eq!(field_value(&pod, "metadata.annotations['note']").unwrap(), "hi \"there\"");
+        assert_eq!(
+            field_value(&pod, "metadata.labels").unwrap(),
+            "app=\"x\"\ntier=\"b\""
+        );
+        assert_eq!(
+            field_value(&pod, "metadata.annotations['note']").unwrap(),
+            "hi \"there\""
+        );
         assert_eq!(field_value(&pod, "spec.nodeName").unwrap(), "cdkube-dev");
-        assert!(matches!(field_value(&pod, "spec.bogus"), Err(Error::Unsupported(_))));
+        assert!(matches!(
+            field_value(&pod, "spec.bogus"),
+            Err(Error::Unsupported(_))
+        ));
     }
 
     #[test]

@@ -32,9 +32,9 @@ use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -112,8 +112,20 @@ pub struct Ctx {
 
 impl Ctx {
     /// Publishes an Event; failures are logged, never fatal.
-    async fn event(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
-        let ev = KubeEvent { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
+    async fn event(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let ev = KubeEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
         if let Err(e) = self.recorder.publish(&ev, reference).await {
             tracing::debug!("event {reason} not recorded: {e}");
         }
@@ -131,12 +143,22 @@ pub struct Runner {
 impl Runner {
     /// Starts watching Pods with `client`.
     pub fn start(client: Client, config: RunnerConfig) -> Result<Runner, Error> {
-        let state_err = |source| Error::StateDir { path: config.state_dir.clone(), source };
+        let state_err = |source| Error::StateDir {
+            path: config.state_dir.clone(),
+            source,
+        };
         std::fs::create_dir_all(&config.state_dir).map_err(state_err)?;
         let mode = config.volume_mode.unwrap_or_else(|| {
-            if process::namespaces_permitted(&config.state_dir) { VolumeMode::Namespace } else { VolumeMode::Rewrite }
+            if process::namespaces_permitted(&config.state_dir) {
+                VolumeMode::Namespace
+            } else {
+                VolumeMode::Rewrite
+            }
         });
-        let reporter = Reporter { controller: REPORTER.into(), instance: Some(config.node_name.clone()) };
+        let reporter = Reporter {
+            controller: REPORTER.into(),
+            instance: Some(config.node_name.clone()),
+        };
         let ctx = Arc::new(Ctx {
             recorder: Recorder::new(client.clone(), reporter),
             client: client.clone(),
@@ -155,7 +177,11 @@ impl Runner {
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(Loop::new(ctx).run(api, rx));
         tracing::info!(node = %config.node_name, ?mode, "pod runner started");
-        Ok(Runner { shutdown, task: Some(task), mode })
+        Ok(Runner {
+            shutdown,
+            task: Some(task),
+            mode,
+        })
     }
 
     /// How this runner mounts volumes.
@@ -197,7 +223,12 @@ struct Loop {
 
 impl Loop {
     fn new(ctx: Arc<Ctx>) -> Self {
-        Loop { ctx, pods: HashMap::new(), tasks: JoinSet::new(), relist: None }
+        Loop {
+            ctx,
+            pods: HashMap::new(),
+            tasks: JoinSet::new(),
+            relist: None,
+        }
     }
 
     async fn run(mut self, api: Api<Pod>, mut shutdown: watch::Receiver<bool>) {
@@ -232,7 +263,12 @@ impl Loop {
             Event::InitDone => {
                 // Pods deleted while the watch was down never get a Delete event.
                 if let Some(seen) = self.relist.take() {
-                    let gone: Vec<String> = self.pods.keys().filter(|u| !seen.contains(*u)).cloned().collect();
+                    let gone: Vec<String> = self
+                        .pods
+                        .keys()
+                        .filter(|u| !seen.contains(*u))
+                        .cloned()
+                        .collect();
                     for uid in gone {
                         self.on_gone(&uid);
                     }
@@ -240,7 +276,9 @@ impl Loop {
             }
             Event::Apply(pod) => self.on_apply(pod),
             Event::Delete(pod) => {
-                let Some(uid) = pod.metadata.uid.clone() else { return };
+                let Some(uid) = pod.metadata.uid.clone() else {
+                    return;
+                };
                 let running = self.pods.get(&uid).is_some_and(|e| !e.stop.is_closed());
                 self.on_gone(&uid);
                 // A running task removes the directory itself once its processes are gone.
@@ -254,7 +292,11 @@ impl Loop {
 
     fn dir(&self, pod: &Pod) -> workspace::PodDir {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-        workspace::PodDir::new(&self.ctx.state_dir, ns, pod.metadata.name.as_deref().unwrap_or(""))
+        workspace::PodDir::new(
+            &self.ctx.state_dir,
+            ns,
+            pod.metadata.name.as_deref().unwrap_or(""),
+        )
     }
 
     fn on_gone(&mut self, uid: &str) {
@@ -264,7 +306,9 @@ impl Loop {
     }
 
     fn on_apply(&mut self, pod: Pod) {
-        let Some(uid) = pod.metadata.uid.clone() else { return };
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
         let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
         if node.is_some_and(|n| n != self.ctx.node) {
             return;
@@ -276,7 +320,9 @@ impl Loop {
             }
             if !entry.stop.is_closed() {
                 let grace = deletion_grace(&pod);
-                entry.stop.send_if_modified(|s| s.is_none() && s.replace(Stop::Delete { grace }).is_none());
+                entry.stop.send_if_modified(|s| {
+                    s.is_none() && s.replace(Stop::Delete { grace }).is_none()
+                });
             } else if !entry.deleting {
                 // The Pod had already finished here; only the object is left to remove.
                 entry.deleting = true;
@@ -287,12 +333,24 @@ impl Loop {
         let (stop, rx) = watch::channel(None);
         if deleting {
             self.tasks.spawn(finish_deletion(self.ctx.clone(), pod));
-            self.pods.insert(uid, Entry { stop, deleting: true });
+            self.pods.insert(
+                uid,
+                Entry {
+                    stop,
+                    deleting: true,
+                },
+            );
             return;
         }
         if is_terminal(&pod) {
             drop(rx);
-            self.pods.insert(uid, Entry { stop, deleting: false });
+            self.pods.insert(
+                uid,
+                Entry {
+                    stop,
+                    deleting: false,
+                },
+            );
             return;
         }
         if was_started(&pod, &self.dir(&pod)) {
@@ -300,7 +358,13 @@ impl Loop {
         } else {
             self.tasks.spawn(pod::run(self.ctx.clone(), pod, rx));
         }
-        self.pods.insert(uid, Entry { stop, deleting: false });
+        self.pods.insert(
+            uid,
+            Entry {
+                stop,
+                deleting: false,
+            },
+        );
     }
 }
 
@@ -308,13 +372,20 @@ fn deletion_grace(pod: &Pod) -> Duration {
     let secs = pod
         .metadata
         .deletion_grace_period_seconds
-        .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
         .unwrap_or(30);
     Duration::from_secs(u64::try_from(secs).unwrap_or(0))
 }
 
 fn is_terminal(pod: &Pod) -> bool {
-    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 /// True when a runner (an earlier run of this one) had already started this Pod.
@@ -324,7 +395,10 @@ fn was_started(pod: &Pod, dir: &workspace::PodDir) -> bool {
     }
     let status = pod.status.as_ref();
     let containers = status.into_iter().flat_map(|s| {
-        s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten())
+        s.init_container_statuses
+            .iter()
+            .flatten()
+            .chain(s.container_statuses.iter().flatten())
     });
     containers
         .filter_map(|c| c.state.as_ref())
@@ -335,9 +409,16 @@ fn was_started(pod: &Pod, dir: &workspace::PodDir) -> bool {
 /// reused pid is never signalled.
 fn kill_leftovers(pod: &Pod, dir: &workspace::PodDir) {
     let spec = pod.spec.clone().unwrap_or_default();
-    let names = spec.init_containers.iter().flatten().chain(spec.containers.iter()).map(|c| c.name.clone());
+    let names = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .map(|c| c.name.clone());
     for name in names {
-        let Ok(text) = std::fs::read_to_string(dir.pid_file(&name)) else { continue };
+        let Ok(text) = std::fs::read_to_string(dir.pid_file(&name)) else {
+            continue;
+        };
         let mut parts = text.split_whitespace().map(str::parse::<u64>);
         if let (Some(Ok(pid)), Some(Ok(start))) = (parts.next(), parts.next()) {
             let pid = i32::try_from(pid).unwrap_or(0);
@@ -351,20 +432,31 @@ fn kill_leftovers(pod: &Pod, dir: &workspace::PodDir) {
 
 /// A Pod that was running when the runner died: stop what is left, report it Failed.
 async fn recover(ctx: Arc<Ctx>, pod: Pod) {
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
     kill_leftovers(&pod, &workspace::PodDir::new(&ctx.state_dir, &ns, &name));
     let message = "the cdkube pod runner stopped while this Pod was running; its processes were stopped \
                    and it is not resumed";
     let mut status = pod.status.clone().unwrap_or_default();
     let now = Time(Timestamp::now());
-    for c in status.init_container_statuses.iter_mut().flatten().chain(status.container_statuses.iter_mut().flatten()) {
+    for c in status
+        .init_container_statuses
+        .iter_mut()
+        .flatten()
+        .chain(status.container_statuses.iter_mut().flatten())
+    {
         if c.state.as_ref().is_some_and(|s| s.terminated.is_none()) {
             c.state = Some(k8s_openapi::api::core::v1::ContainerState {
                 terminated: Some(k8s_openapi::api::core::v1::ContainerStateTerminated {
                     exit_code: 137,
                     reason: Some("ContainerStatusUnknown".into()),
-                    message: Some("The container could not be located when the pod was terminated".into()),
+                    message: Some(
+                        "The container could not be located when the pod was terminated".into(),
+                    ),
                     finished_at: Some(now.clone()),
                     ..Default::default()
                 }),
@@ -387,23 +479,34 @@ async fn recover(ctx: Arc<Ctx>, pod: Pod) {
     status.message = Some(message.into());
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let body = serde_json::json!({ "status": status });
-    if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&body)).await {
+    if let Err(e) = api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+    {
         tracing::warn!(pod = %name, "status update failed: {e}");
     }
-    ctx.event(&pod::reference(&pod, None), EventType::Warning, "RunnerRestarted", message.into()).await;
+    ctx.event(
+        &pod::reference(&pod, None),
+        EventType::Warning,
+        "RunnerRestarted",
+        message.into(),
+    )
+    .await;
 }
 
 /// A deleted Pod that has no running task: stop leftovers, remove the object and its directory.
 async fn finish_deletion(ctx: Arc<Ctx>, pod: Pod) {
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let dir = workspace::PodDir::new(&ctx.state_dir, &ns, &name);
     if dir.owned_by(&uid) {
         kill_leftovers(&pod, &dir);
-    }
-    pod::delete_now(&Api::namespaced(ctx.client.clone(), &ns), &name, &uid).await;
-    if dir.owned_by(&uid) {
         dir.remove();
     }
+    pod::delete_now(&Api::namespaced(ctx.client.clone(), &ns), &name, &uid).await;
 }

@@ -39,7 +39,9 @@ enum GroupEnd {
 
 /// Runs `pod` to completion, or until `stop` says otherwise.
 pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut stop: watch::Receiver<Option<Stop>>) {
-    let Some(mut life) = Life::new(ctx, pod) else { return };
+    let Some(mut life) = Life::new(ctx, pod) else {
+        return;
+    };
     if !life.bind().await {
         return;
     }
@@ -74,12 +76,25 @@ impl Life {
     fn new(ctx: Arc<Ctx>, pod: Pod) -> Option<Self> {
         let name = pod.metadata.name.clone()?;
         let uid = pod.metadata.uid.clone()?;
-        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let api = Api::namespaced(ctx.client.clone(), &ns);
         let dir = PodDir::new(&ctx.state_dir, &ns, &name);
         let book = Book::new(&pod);
         let reference = reference(&pod, None);
-        Some(Life { ctx, pod: Arc::new(pod), api, name, uid, dir, book, reference })
+        Some(Life {
+            ctx,
+            pod: Arc::new(pod),
+            api,
+            name,
+            uid,
+            dir,
+            book,
+            reference,
+        })
     }
 
     /// Assigns the Pod to this node as the scheduler does: through the `binding` subresource, or a
@@ -97,12 +112,21 @@ impl Life {
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         });
         let pp = PostParams::default();
-        let bound = match self.api.create_subresource::<_, serde_json::Value>("binding", &self.name, &pp, &binding).await {
+        let bound = match self
+            .api
+            .create_subresource::<_, serde_json::Value>("binding", &self.name, &pp, &binding)
+            .await
+        {
             Ok(_) => true,
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 405 => {
                 let patch = serde_json::json!({"spec": {"nodeName": node}});
-                let patched = self.api.patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch)).await;
-                patched.map_err(|e| tracing::warn!(pod = %self.name, "binding by patch failed: {e}")).is_ok()
+                let patched = self
+                    .api
+                    .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await;
+                patched
+                    .map_err(|e| tracing::warn!(pod = %self.name, "binding by patch failed: {e}"))
+                    .is_ok()
             }
             Err(e) => {
                 tracing::warn!(pod = %self.name, "binding failed: {e}");
@@ -110,8 +134,14 @@ impl Life {
             }
         };
         if bound {
-            let note = format!("Successfully assigned {}/{} to {node}", self.namespace(), self.name);
-            self.ctx.event(&self.reference, EventType::Normal, "Scheduled", note).await;
+            let note = format!(
+                "Successfully assigned {}/{} to {node}",
+                self.namespace(),
+                self.name
+            );
+            self.ctx
+                .event(&self.reference, EventType::Normal, "Scheduled", note)
+                .await;
         }
         bound
     }
@@ -123,12 +153,23 @@ impl Life {
     /// Everything between binding and the end; returns the stop request that ended it, if any.
     async fn live(&mut self, stop: &mut watch::Receiver<Option<Stop>>) -> Option<Stop> {
         if let Err(e) = self.dir.claim(&self.uid) {
-            self.fail("FailedMount", format!("preparing the Pod directory {}: {e}", self.dir.path().display())).await;
+            self.fail(
+                "FailedMount",
+                format!(
+                    "preparing the Pod directory {}: {e}",
+                    self.dir.path().display()
+                ),
+            )
+            .await;
             return None;
         }
         let images = self.images();
-        let note = format!("images are not pulled: cdkube runs the containers as host processes ({images})");
-        self.ctx.event(&self.reference, EventType::Normal, "ImageNotPulled", note).await;
+        let note = format!(
+            "images are not pulled: cdkube runs the containers as host processes ({images})"
+        );
+        self.ctx
+            .event(&self.reference, EventType::Normal, "ImageNotPulled", note)
+            .await;
         let volumes = match workspace::prepare_volumes(&self.pod, &self.dir) {
             Ok(v) => Arc::new(v),
             Err(e) => {
@@ -144,10 +185,24 @@ impl Life {
             _ => Restart::Always,
         };
         // Init containers must succeed once: they are retried on failure unless the policy is Never.
-        let init_restart = if restart == Restart::Never { Restart::Never } else { Restart::OnFailure };
+        let init_restart = if restart == Restart::Never {
+            Restart::Never
+        } else {
+            Restart::OnFailure
+        };
         let deadline = self.deadline();
         for (idx, c) in spec.init_containers.iter().flatten().enumerate() {
-            match self.group(Kind::Init, vec![(idx, c.clone())], init_restart, &volumes, stop, deadline).await {
+            match self
+                .group(
+                    Kind::Init,
+                    vec![(idx, c.clone())],
+                    init_restart,
+                    &volumes,
+                    stop,
+                    deadline,
+                )
+                .await
+            {
                 GroupEnd::Exited(codes) if codes.iter().all(|c| *c == Some(0)) => {}
                 GroupEnd::Exited(_) => {
                     self.finish(Phase::Failed, None, None).await;
@@ -157,9 +212,16 @@ impl Life {
             }
         }
         let all: Vec<_> = spec.containers.iter().cloned().enumerate().collect();
-        match self.group(Kind::Main, all, restart, &volumes, stop, deadline).await {
+        match self
+            .group(Kind::Main, all, restart, &volumes, stop, deadline)
+            .await
+        {
             GroupEnd::Exited(codes) => {
-                let phase = if codes.iter().all(|c| *c == Some(0)) { Phase::Succeeded } else { Phase::Failed };
+                let phase = if codes.iter().all(|c| *c == Some(0)) {
+                    Phase::Succeeded
+                } else {
+                    Phase::Failed
+                };
                 self.finish(phase, None, None).await;
                 None
             }
@@ -183,7 +245,9 @@ impl Life {
     /// activeDeadlineSeconds, counted from the Pod's start time, as a tokio instant.
     fn deadline(&self) -> Option<tokio::time::Instant> {
         let secs = self.pod.spec.as_ref()?.active_deadline_seconds?;
-        let elapsed = Timestamp::now().duration_since(self.book.start_time()).unsigned_abs();
+        let elapsed = Timestamp::now()
+            .duration_since(self.book.start_time())
+            .unsigned_abs();
         let left = Duration::from_secs(u64::try_from(secs).unwrap_or(0)).saturating_sub(elapsed);
         Some(tokio::time::Instant::now() + left)
     }
@@ -203,7 +267,12 @@ impl Life {
         let mut tasks = JoinSet::new();
         for (idx, container) in containers {
             let job = self.job(kind, idx, container, restart, volumes);
-            tasks.spawn(container::run(self.ctx.clone(), job, tx.clone(), kill_rx.clone()));
+            tasks.spawn(container::run(
+                self.ctx.clone(),
+                job,
+                tx.clone(),
+                kill_rx.clone(),
+            ));
         }
         drop(tx);
         let mut cause = None;
@@ -244,8 +313,19 @@ impl Life {
         }
     }
 
-    fn job(&self, kind: Kind, idx: usize, container: Container, restart: Restart, volumes: &Arc<HashMap<String, PathBuf>>) -> Job {
-        let list = if kind == Kind::Init { "initContainers" } else { "containers" };
+    fn job(
+        &self,
+        kind: Kind,
+        idx: usize,
+        container: Container,
+        restart: Restart,
+        volumes: &Arc<HashMap<String, PathBuf>>,
+    ) -> Job {
+        let list = if kind == Kind::Init {
+            "initContainers"
+        } else {
+            "containers"
+        };
         let field_path = format!("spec.{list}{{{}}}", container.name);
         Job {
             pod: self.pod.clone(),
@@ -261,7 +341,9 @@ impl Life {
 
     fn apply(&mut self, kind: Kind, update: Update) {
         match update {
-            Update::Waiting(idx, reason, message) => self.book.waiting(kind, idx, reason, Some(message)),
+            Update::Waiting(idx, reason, message) => {
+                self.book.waiting(kind, idx, reason, Some(message))
+            }
             Update::Running(idx, at) => {
                 self.book.running(kind, idx, at);
                 if kind == Kind::Main && self.book.phase == Phase::Pending {
@@ -274,14 +356,31 @@ impl Life {
     }
 
     fn termination_grace(&self) -> Duration {
-        let secs = self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+        let secs = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30);
         Duration::from_secs(u64::try_from(secs).unwrap_or(0))
     }
 
     async fn deadline_exceeded(&mut self) {
         let message = "Pod was active on the node longer than the specified deadline";
-        self.ctx.event(&self.reference, EventType::Warning, "DeadlineExceeded", message.into()).await;
-        self.finish(Phase::Failed, Some("DeadlineExceeded"), Some(message.into())).await;
+        self.ctx
+            .event(
+                &self.reference,
+                EventType::Warning,
+                "DeadlineExceeded",
+                message.into(),
+            )
+            .await;
+        self.finish(
+            Phase::Failed,
+            Some("DeadlineExceeded"),
+            Some(message.into()),
+        )
+        .await;
     }
 
     /// After a stop: a deadline leaves the (already failed) Pod in place with its final container
@@ -297,8 +396,11 @@ impl Life {
     }
 
     async fn fail(&mut self, reason: &str, message: String) {
-        self.ctx.event(&self.reference, EventType::Warning, reason, message.clone()).await;
-        self.finish(Phase::Failed, Some(reason), Some(message)).await;
+        self.ctx
+            .event(&self.reference, EventType::Warning, reason, message.clone())
+            .await;
+        self.finish(Phase::Failed, Some(reason), Some(message))
+            .await;
     }
 
     async fn finish(&mut self, phase: Phase, reason: Option<&str>, message: Option<String>) {
@@ -309,15 +411,20 @@ impl Life {
     /// Writes the whole status through the status subresource.
     async fn patch(&mut self) {
         let body = serde_json::json!({ "status": self.book.status() });
-        if let Err(e) = self.api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&body)).await {
+        if let Err(e) = self
+            .api
+            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+        {
             tracing::warn!(pod = %self.name, "status update failed: {e}");
         }
     }
 
-    /// The processes are gone: delete the object for good (kubelet's final grace-0 delete).
+    /// The processes are gone: clean the workspace, then delete the object for good (kubelet's
+    /// final grace-0 delete comes after the volumes are cleaned up).
     async fn remove(&self) {
-        delete_now(&self.api, &self.name, &self.uid).await;
         self.dir.remove();
+        delete_now(&self.api, &self.name, &self.uid).await;
     }
 }
 
@@ -325,7 +432,10 @@ impl Life {
 pub async fn delete_now(api: &Api<Pod>, name: &str, uid: &str) {
     let dp = DeleteParams {
         grace_period_seconds: Some(0),
-        preconditions: Some(Preconditions { uid: Some(uid.into()), resource_version: None }),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.into()),
+            resource_version: None,
+        }),
         ..DeleteParams::default()
     };
     match api.delete(name, &dp).await {

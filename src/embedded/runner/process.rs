@@ -28,7 +28,9 @@ pub enum Error {
     #[error("path {0:?} contains a NUL byte")]
     Nul(String),
     /// A mountPath or workingDir whose directory would have to be created on the host itself.
-    #[error("{0} does not exist on the host; the runner does not create directories in host filesystems")]
+    #[error(
+        "{0} does not exist on the host; the runner does not create directories in host filesystems"
+    )]
     HostPath(PathBuf),
     /// `exec` (or the namespace setup just before it) failed.
     #[error("starting {program:?}: {source}")]
@@ -144,7 +146,10 @@ pub fn terminate_group(pgid: i32, grace: Duration) -> tokio::task::JoinHandle<()
 /// Starts the process. Its stdout and stderr both append to `spec.log`.
 pub fn spawn(spec: &ProcessSpec) -> Result<Running, Error> {
     let log = open_log(&spec.log)?;
-    let err_log = log.try_clone().map_err(|source| Error::Prepare { path: spec.log.clone(), source })?;
+    let err_log = log.try_clone().map_err(|source| Error::Prepare {
+        path: spec.log.clone(),
+        source,
+    })?;
     let mut cmd = tokio::process::Command::new(&spec.program);
     cmd.args(&spec.args)
         .env_clear()
@@ -166,20 +171,29 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Running, Error> {
             }
         }
     }
-    let child = cmd.spawn().map_err(|source| Error::Spawn { program: spec.program.clone(), source })?;
+    let child = cmd.spawn().map_err(|source| Error::Spawn {
+        program: spec.program.clone(),
+        source,
+    })?;
     let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
     Ok(Running { pid, child })
 }
 
 fn open_log(path: &Path) -> Result<File, Error> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Prepare { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::Prepare {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     }
     OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|source| Error::Prepare { path: path.to_path_buf(), source })
+        .map_err(|source| Error::Prepare {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Returns true when this process may create private mount namespaces (root, or CAP_SYS_ADMIN, and
@@ -189,11 +203,19 @@ pub fn namespaces_permitted(scratch: &Path) -> bool {
     if std::fs::create_dir_all(&root).is_err() {
         return false;
     }
-    let Ok(plan) = NamespacePlan::new(&Isolation { root: root.clone(), mounts: Vec::new() }, Path::new("/")) else {
+    let Ok(plan) = NamespacePlan::new(
+        &Isolation {
+            root: root.clone(),
+            mounts: Vec::new(),
+        },
+        Path::new("/"),
+    ) else {
         return false;
     };
     let mut cmd = std::process::Command::new("true");
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     // SAFETY: see `spawn`.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || plan.enter());
@@ -220,7 +242,11 @@ enum RootEntry {
 
 enum Step {
     Mkdir(CString),
-    Bind { source: CString, target: CString, read_only: bool },
+    Bind {
+        source: CString,
+        target: CString,
+        read_only: bool,
+    },
 }
 
 fn cstr(p: &Path) -> Result<CString, Error> {
@@ -229,7 +255,10 @@ fn cstr(p: &Path) -> Result<CString, Error> {
 
 impl NamespacePlan {
     fn new(iso: &Isolation, cwd: &Path) -> Result<Self, Error> {
-        let prepare = |path: &Path, source| Error::Prepare { path: path.to_path_buf(), source };
+        let prepare = |path: &Path, source| Error::Prepare {
+            path: path.to_path_buf(),
+            source,
+        };
         let mut entries = Vec::new();
         for entry in std::fs::read_dir("/").map_err(|e| prepare(Path::new("/"), e))? {
             let entry = entry.map_err(|e| prepare(Path::new("/"), e))?;
@@ -238,9 +267,15 @@ impl NamespacePlan {
             let kind = entry.file_type().map_err(|e| prepare(&host, e))?;
             if kind.is_symlink() {
                 let link = std::fs::read_link(&host).map_err(|e| prepare(&host, e))?;
-                entries.push(RootEntry::Symlink { link: cstr(&link)?, target: cstr(&inside)? });
+                entries.push(RootEntry::Symlink {
+                    link: cstr(&link)?,
+                    target: cstr(&inside)?,
+                });
             } else if kind.is_dir() {
-                entries.push(RootEntry::Dir { source: cstr(&host)?, target: cstr(&inside)? });
+                entries.push(RootEntry::Dir {
+                    source: cstr(&host)?,
+                    target: cstr(&inside)?,
+                });
             }
             // Top-level regular files (e.g. /.dockerenv) are not carried over.
         }
@@ -260,7 +295,12 @@ impl NamespacePlan {
         for dir in missing_dirs(cwd, &mounts)? {
             steps.push(Step::Mkdir(cstr(&inside(&iso.root, &dir))?));
         }
-        Ok(NamespacePlan { root: cstr(&iso.root)?, entries, steps, cwd: cstr(cwd)? })
+        Ok(NamespacePlan {
+            root: cstr(&iso.root)?,
+            entries,
+            steps,
+            cwd: cstr(cwd)?,
+        })
     }
 
     /// Runs in the forked child: private namespace, tmpfs root, binds, chroot, chdir.
@@ -269,7 +309,13 @@ impl NamespacePlan {
         // SAFETY: plain syscalls on NUL-terminated strings owned by `self`.
         unsafe {
             check(libc::unshare(libc::CLONE_NEWNS))?;
-            check(libc::mount(null, c"/".as_ptr(), null, libc::MS_REC | libc::MS_PRIVATE, null as _))?;
+            check(libc::mount(
+                null,
+                c"/".as_ptr(),
+                null,
+                libc::MS_REC | libc::MS_PRIVATE,
+                null as _,
+            ))?;
             check(libc::mount(
                 c"tmpfs".as_ptr(),
                 self.root.as_ptr(),
@@ -282,9 +328,17 @@ impl NamespacePlan {
                     RootEntry::Dir { source, target } => {
                         check(libc::mkdir(target.as_ptr(), 0o755))?;
                         let flags = libc::MS_BIND | libc::MS_REC;
-                        check(libc::mount(source.as_ptr(), target.as_ptr(), null, flags, null as _))?;
+                        check(libc::mount(
+                            source.as_ptr(),
+                            target.as_ptr(),
+                            null,
+                            flags,
+                            null as _,
+                        ))?;
                     }
-                    RootEntry::Symlink { link, target } => check(libc::symlink(link.as_ptr(), target.as_ptr()))?,
+                    RootEntry::Symlink { link, target } => {
+                        check(libc::symlink(link.as_ptr(), target.as_ptr()))?
+                    }
                 }
             }
             for step in &self.steps {
@@ -297,9 +351,19 @@ impl NamespacePlan {
                             }
                         }
                     }
-                    Step::Bind { source, target, read_only } => {
+                    Step::Bind {
+                        source,
+                        target,
+                        read_only,
+                    } => {
                         let flags = libc::MS_BIND | libc::MS_REC;
-                        check(libc::mount(source.as_ptr(), target.as_ptr(), null, flags, null as _))?;
+                        check(libc::mount(
+                            source.as_ptr(),
+                            target.as_ptr(),
+                            null,
+                            flags,
+                            null as _,
+                        ))?;
                         if *read_only {
                             let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
                             check(libc::mount(null, target.as_ptr(), null, flags, null as _))?;
@@ -315,7 +379,11 @@ impl NamespacePlan {
 }
 
 fn check(rc: libc::c_int) -> std::io::Result<()> {
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// `root` + absolute container path `p`.
@@ -333,7 +401,9 @@ fn missing_dirs(path: &Path, mounted: &[BindMount]) -> Result<Vec<PathBuf>, Erro
     let mut on_host = false;
     for comp in path.components().skip(1) {
         acc.push(comp);
-        let in_volume = mounted.iter().any(|m| acc.starts_with(&m.target) && acc != m.target);
+        let in_volume = mounted
+            .iter()
+            .any(|m| acc.starts_with(&m.target) && acc != m.target);
         if in_volume {
             out.push(acc.clone());
         } else if mounted.iter().any(|m| acc == m.target) {
@@ -377,19 +447,35 @@ mod tests {
     #[tokio::test]
     async fn stdout_and_stderr_share_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let s = spec(dir.path(), "sh", &["-c", "echo out; echo err >&2; echo out2; exit 3"]);
+        let s = spec(
+            dir.path(),
+            "sh",
+            &["-c", "echo out; echo err >&2; echo out2; exit 3"],
+        );
         let exit = spawn(&s).unwrap().wait().await;
         assert_eq!(exit, Exit::Code(3));
-        assert_eq!(std::fs::read_to_string(dir.path().join("c.log")).unwrap(), "out\nerr\nout2\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("c.log")).unwrap(),
+            "out\nerr\nout2\n"
+        );
     }
 
     #[tokio::test]
     async fn terminate_stops_the_whole_group() {
         let dir = tempfile::tempdir().unwrap();
-        let s = spec(dir.path(), "sh", &["-c", "sleep 1000 & echo $! > child.pid; wait"]);
+        let s = spec(
+            dir.path(),
+            "sh",
+            &["-c", "sleep 1000 & echo $! > child.pid; wait"],
+        );
         let run = spawn(&s).unwrap();
         let pid_file = dir.path().join("child.pid");
-        let child_pid = wait_for(|| std::fs::read_to_string(&pid_file).ok().filter(|s| s.ends_with('\n'))).await;
+        let child_pid = wait_for(|| {
+            std::fs::read_to_string(&pid_file)
+                .ok()
+                .filter(|s| s.ends_with('\n'))
+        })
+        .await;
         let child_pid: i32 = child_pid.trim().parse().unwrap();
         let killer = terminate_group(run.pid, Duration::from_secs(30));
         assert_eq!(run.wait().await, Exit::Signal(libc::SIGTERM));
@@ -400,19 +486,33 @@ mod tests {
     #[tokio::test]
     async fn missing_program_is_a_spawn_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = spawn(&spec(dir.path(), "no-such-program-cdkube", &[])).err().unwrap();
+        let err = spawn(&spec(dir.path(), "no-such-program-cdkube", &[]))
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::Spawn { .. }), "{err}");
     }
 
     #[test]
     fn directories_are_created_only_outside_host_filesystems() {
-        let ws = BindMount { source: "/x".into(), target: "/workspace".into(), read_only: false };
+        let ws = BindMount {
+            source: "/x".into(),
+            target: "/workspace".into(),
+            read_only: false,
+        };
         let dirs = missing_dirs(Path::new("/workspace/a"), std::slice::from_ref(&ws)).unwrap();
         assert_eq!(dirs, vec![PathBuf::from("/workspace/a")]);
         let dirs = missing_dirs(Path::new("/cdkube-no-such-top/a"), &[]).unwrap();
-        assert_eq!(dirs, vec![PathBuf::from("/cdkube-no-such-top"), PathBuf::from("/cdkube-no-such-top/a")]);
+        assert_eq!(
+            dirs,
+            vec![
+                PathBuf::from("/cdkube-no-such-top"),
+                PathBuf::from("/cdkube-no-such-top/a")
+            ]
+        );
         assert!(missing_dirs(Path::new("/tmp"), &[]).unwrap().is_empty());
-        let err = missing_dirs(Path::new("/usr/cdkube-no-such/x"), &[]).err().unwrap();
+        let err = missing_dirs(Path::new("/usr/cdkube-no-such/x"), &[])
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::HostPath(p) if p == Path::new("/usr/cdkube-no-such")));
     }
 
@@ -420,24 +520,43 @@ mod tests {
     async fn private_namespace_puts_volumes_at_their_mount_paths() {
         let dir = tempfile::tempdir().unwrap();
         if !namespaces_permitted(dir.path()) {
-            eprintln!("NOTICE: mount namespaces are not permitted here; namespace isolation not tested");
+            eprintln!(
+                "NOTICE: mount namespaces are not permitted here; namespace isolation not tested"
+            );
             return;
         }
         let volume = dir.path().join("vol");
         std::fs::create_dir_all(&volume).unwrap();
         let root = dir.path().join("root");
         std::fs::create_dir_all(&root).unwrap();
-        let mut s = spec(dir.path(), "sh", &["-c", "pwd; echo made > here; cat /cdkube-test-ws/here"]);
+        let mut s = spec(
+            dir.path(),
+            "sh",
+            &["-c", "pwd; echo made > here; cat /cdkube-test-ws/here"],
+        );
         s.cwd = PathBuf::from("/cdkube-test-ws/sub");
-        let mount = BindMount { source: volume.clone(), target: "/cdkube-test-ws".into(), read_only: false };
-        s.isolation = Some(Isolation { root, mounts: vec![mount] });
+        let mount = BindMount {
+            source: volume.clone(),
+            target: "/cdkube-test-ws".into(),
+            read_only: false,
+        };
+        s.isolation = Some(Isolation {
+            root,
+            mounts: vec![mount],
+        });
         s.args[1] = "pwd; echo made > /cdkube-test-ws/here; cat /cdkube-test-ws/here".into();
         assert_eq!(spawn(&s).unwrap().wait().await, Exit::Code(0));
         let log = std::fs::read_to_string(dir.path().join("c.log")).unwrap();
         assert_eq!(log, "/cdkube-test-ws/sub\nmade\n");
-        assert_eq!(std::fs::read_to_string(volume.join("here")).unwrap(), "made\n");
+        assert_eq!(
+            std::fs::read_to_string(volume.join("here")).unwrap(),
+            "made\n"
+        );
         assert!(volume.join("sub").is_dir());
-        assert!(!Path::new("/cdkube-test-ws").exists(), "the host root was modified");
+        assert!(
+            !Path::new("/cdkube-test-ws").exists(),
+            "the host root was modified"
+        );
     }
 
     async fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
@@ -446,7 +565,10 @@ mod tests {
             if let Some(v) = f() {
                 return v;
             }
-            assert!(tokio::time::Instant::now() < deadline, "condition not met in time");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "condition not met in time"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -1,8 +1,8 @@
 //! The Pod status the runner reports, kept in one place and recomputed on every change: phase,
 //! the four kubelet conditions and per-container states, as kubelet fills them.
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, HostIP,
-    Pod, PodCondition, PodIP, PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -67,9 +67,20 @@ impl Book {
     pub fn new(pod: &Pod) -> Self {
         let spec = pod.spec.clone().unwrap_or_default();
         let has_init = spec.init_containers.as_ref().is_some_and(|c| !c.is_empty());
-        let main_reason = if has_init { "PodInitializing" } else { "ContainerCreating" };
-        let init = spec.init_containers.iter().flatten().map(|c| waiting_status(&c.name, &c.image, "PodInitializing"));
-        let main = spec.containers.iter().map(|c| waiting_status(&c.name, &c.image, main_reason));
+        let main_reason = if has_init {
+            "PodInitializing"
+        } else {
+            "ContainerCreating"
+        };
+        let init = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| waiting_status(&c.name, &c.image, "PodInitializing"));
+        let main = spec
+            .containers
+            .iter()
+            .map(|c| waiting_status(&c.name, &c.image, main_reason));
         Book {
             phase: Phase::Pending,
             reason: None,
@@ -102,7 +113,10 @@ impl Book {
     pub fn waiting(&mut self, kind: Kind, idx: usize, reason: &str, message: Option<String>) {
         if let Some(c) = self.container(kind, idx) {
             c.state = Some(ContainerState {
-                waiting: Some(ContainerStateWaiting { reason: Some(reason.into()), message }),
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(reason.into()),
+                    message,
+                }),
                 ..Default::default()
             });
             c.ready = false;
@@ -114,7 +128,9 @@ impl Book {
     pub fn running(&mut self, kind: Kind, idx: usize, at: Timestamp) {
         if let Some(c) = self.container(kind, idx) {
             c.state = Some(ContainerState {
-                running: Some(ContainerStateRunning { started_at: Some(Time(at)) }),
+                running: Some(ContainerStateRunning {
+                    started_at: Some(Time(at)),
+                }),
                 ..Default::default()
             });
             // No readiness probes are run: a running container is ready, as kubelet treats one without probes.
@@ -126,7 +142,10 @@ impl Book {
     /// Marks the container terminated; a previous termination moves to `lastState`.
     pub fn terminated(&mut self, kind: Kind, idx: usize, term: ContainerStateTerminated) {
         if let Some(c) = self.container(kind, idx) {
-            c.state = Some(ContainerState { terminated: Some(term), ..Default::default() });
+            c.state = Some(ContainerState {
+                terminated: Some(term),
+                ..Default::default()
+            });
             c.ready = false;
             c.started = Some(false);
         }
@@ -156,31 +175,64 @@ impl Book {
         let now = Timestamp::now();
         let initialized = self.init.iter().all(succeeded);
         let terminal = self.phase.is_terminal();
-        let unready: Vec<&str> =
-            self.main.iter().filter(|c| !c.ready).map(|c| c.name.as_str()).collect();
+        let unready: Vec<&str> = self
+            .main
+            .iter()
+            .filter(|c| !c.ready)
+            .map(|c| c.name.as_str())
+            .collect();
         let ready = !terminal && unready.is_empty();
         let not_ready = |what: &str| {
             if terminal {
                 (Some("PodCompleted".to_string()), None)
             } else {
-                (Some(format!("{what}NotReady")), Some(format!("containers with unready status: [{}]", unready.join(" "))))
+                (
+                    Some(format!("{what}NotReady")),
+                    Some(format!(
+                        "containers with unready status: [{}]",
+                        unready.join(" ")
+                    )),
+                )
             }
         };
-        let incomplete: Vec<&str> =
-            self.init.iter().filter(|c| !succeeded(c)).map(|c| c.name.as_str()).collect();
+        let incomplete: Vec<&str> = self
+            .init
+            .iter()
+            .filter(|c| !succeeded(c))
+            .map(|c| c.name.as_str())
+            .collect();
         let init_cond = if initialized {
             (None, None)
         } else {
             (
                 Some("ContainersNotInitialized".to_string()),
-                Some(format!("containers with incomplete status: [{}]", incomplete.join(" "))),
+                Some(format!(
+                    "containers with incomplete status: [{}]",
+                    incomplete.join(" ")
+                )),
             )
         };
         let wanted = [
             ("PodReadyToStartContainers", true, (None, None)),
             ("Initialized", initialized, init_cond),
-            ("Ready", ready, if ready { (None, None) } else { not_ready("Containers") }),
-            ("ContainersReady", ready, if ready { (None, None) } else { not_ready("Containers") }),
+            (
+                "Ready",
+                ready,
+                if ready {
+                    (None, None)
+                } else {
+                    not_ready("Containers")
+                },
+            ),
+            (
+                "ContainersReady",
+                ready,
+                if ready {
+                    (None, None)
+                } else {
+                    not_ready("Containers")
+                },
+            ),
             ("PodScheduled", true, (None, None)),
         ];
         let conditions = wanted
@@ -223,7 +275,10 @@ impl Book {
 }
 
 fn succeeded(c: &ContainerStatus) -> bool {
-    c.state.as_ref().and_then(|s| s.terminated.as_ref()).is_some_and(|t| t.exit_code == 0)
+    c.state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .is_some_and(|t| t.exit_code == 0)
 }
 
 fn waiting_status(name: &str, image: &Option<String>, reason: &str) -> ContainerStatus {
@@ -236,7 +291,10 @@ fn waiting_status(name: &str, image: &Option<String>, reason: &str) -> Container
         restart_count: 0,
         started: Some(false),
         state: Some(ContainerState {
-            waiting: Some(ContainerStateWaiting { reason: Some(reason.into()), message: None }),
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(reason.into()),
+                message: None,
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -244,7 +302,11 @@ fn waiting_status(name: &str, image: &Option<String>, reason: &str) -> Container
 }
 
 /// A terminated state as kubelet reports it: reason Completed for exit 0, Error otherwise.
-pub fn termination(exit_code: i32, started: Timestamp, finished: Timestamp) -> ContainerStateTerminated {
+pub fn termination(
+    exit_code: i32,
+    started: Timestamp,
+    finished: Timestamp,
+) -> ContainerStateTerminated {
     ContainerStateTerminated {
         exit_code,
         reason: Some(if exit_code == 0 { "Completed" } else { "Error" }.into()),
@@ -267,7 +329,13 @@ mod tests {
     }
 
     fn condition(s: &PodStatus, t: &str) -> (String, Option<String>) {
-        let c = s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == t).unwrap();
+        let c = s
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == t)
+            .unwrap();
         (c.status.clone(), c.reason.clone())
     }
 
@@ -276,7 +344,10 @@ mod tests {
         let mut book = Book::new(&pod());
         let s = book.status();
         assert_eq!(s.phase.as_deref(), Some("Pending"));
-        assert_eq!(condition(&s, "Initialized"), ("False".into(), Some("ContainersNotInitialized".into())));
+        assert_eq!(
+            condition(&s, "Initialized"),
+            ("False".into(), Some("ContainersNotInitialized".into()))
+        );
         assert_eq!(condition(&s, "PodScheduled").0, "True");
         let now = Timestamp::now();
         book.terminated(Kind::Init, 0, termination(0, now, now));
@@ -290,8 +361,16 @@ mod tests {
         book.finish(Phase::Failed, None, None);
         let s = book.status();
         assert_eq!(s.phase.as_deref(), Some("Failed"));
-        assert_eq!(condition(&s, "Ready"), ("False".into(), Some("PodCompleted".into())));
-        let t = s.container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
+        assert_eq!(
+            condition(&s, "Ready"),
+            ("False".into(), Some("PodCompleted".into()))
+        );
+        let t = s.container_statuses.unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .terminated
+            .unwrap();
         assert_eq!((t.exit_code, t.reason.as_deref()), (2, Some("Error")));
     }
 }

@@ -26,7 +26,9 @@ use crate::embedded::logs::container_log_path;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A volume type the local runner does not provide.
-    #[error("volume {name:?}: {kind} volumes are not supported by the cdkube local runner (emptyDir and hostPath are)")]
+    #[error(
+        "volume {name:?}: {kind} volumes are not supported by the cdkube local runner (emptyDir and hostPath are)"
+    )]
     UnsupportedVolume {
         /// Volume name.
         name: String,
@@ -42,7 +44,9 @@ pub enum Error {
         path: PathBuf,
     },
     /// A volumeMount naming a volume the Pod does not declare.
-    #[error("volumeMount {mount_path:?} refers to volume {volume:?}, which the Pod does not declare")]
+    #[error(
+        "volumeMount {mount_path:?} refers to volume {volume:?}, which the Pod does not declare"
+    )]
     UnknownVolume {
         /// The mount path.
         mount_path: String,
@@ -58,7 +62,9 @@ pub enum Error {
         value: String,
     },
     /// No `command`: the image's entrypoint is unknown because images are not pulled.
-    #[error("container has no command; cdkube dev does not pull images, so the image's entrypoint is unknown")]
+    #[error(
+        "container has no command; cdkube dev does not pull images, so the image's entrypoint is unknown"
+    )]
     NoCommand,
     /// Creating a workspace directory failed.
     #[error("creating {path}: {source}")]
@@ -92,8 +98,16 @@ impl PodDir {
     /// The directory of Pod `namespace/name` under `state_dir`.
     pub fn new(state_dir: &Path, namespace: &str, name: &str) -> Self {
         let log = container_log_path(state_dir, namespace, name, "c");
-        let root = log.parent().map(Path::to_path_buf).unwrap_or_else(|| state_dir.to_path_buf());
-        PodDir { state_dir: state_dir.into(), namespace: namespace.into(), name: name.into(), root }
+        let root = log
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| state_dir.to_path_buf());
+        PodDir {
+            state_dir: state_dir.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            root,
+        }
     }
 
     /// The Pod directory itself.
@@ -164,11 +178,17 @@ pub fn prepare_volumes(pod: &Pod, dir: &PodDir) -> Result<HashMap<String, PathBu
                 create_dir(&path)?;
             }
             if !path.is_dir() {
-                return Err(Error::HostPath { name: v.name.clone(), path });
+                return Err(Error::HostPath {
+                    name: v.name.clone(),
+                    path,
+                });
             }
             path
         } else {
-            return Err(Error::UnsupportedVolume { name: v.name.clone(), kind: volume_kind(v) });
+            return Err(Error::UnsupportedVolume {
+                name: v.name.clone(),
+                kind: volume_kind(v),
+            });
         };
         out.insert(v.name.clone(), path);
     }
@@ -179,12 +199,18 @@ pub fn prepare_volumes(pod: &Pod, dir: &PodDir) -> Result<HashMap<String, PathBu
 fn volume_kind(v: &k8s_openapi::api::core::v1::Volume) -> String {
     serde_json::to_value(v)
         .ok()
-        .and_then(|j| j.as_object().and_then(|o| o.keys().find(|k| *k != "name").cloned()))
+        .and_then(|j| {
+            j.as_object()
+                .and_then(|o| o.keys().find(|k| *k != "name").cloned())
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
 fn create_dir(path: &Path) -> Result<(), Error> {
-    std::fs::create_dir_all(path).map_err(|source| Error::Io { path: path.into(), source })
+    std::fs::create_dir_all(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })
 }
 
 /// What the runner adds to every container on top of its spec.
@@ -221,14 +247,28 @@ pub fn process_spec(
     declared_env: Vec<(String, String)>,
 ) -> Result<ProcessSpec, Error> {
     let vars: HashMap<String, String> = declared_env.iter().cloned().collect();
-    let mut argv: Vec<String> = container.command.iter().flatten().map(|s| super::env::expand(s, &vars)).collect();
+    let mut argv: Vec<String> = container
+        .command
+        .iter()
+        .flatten()
+        .map(|s| super::env::expand(s, &vars))
+        .collect();
     if argv.is_empty() {
         return Err(Error::NoCommand);
     }
-    argv.extend(container.args.iter().flatten().map(|s| super::env::expand(s, &vars)));
+    argv.extend(
+        container
+            .args
+            .iter()
+            .flatten()
+            .map(|s| super::env::expand(s, &vars)),
+    );
     let mounts = bind_mounts(container, volumes)?;
     let mut env = host.base_env.clone();
-    env.push(("HOSTNAME".into(), pod.metadata.name.clone().unwrap_or_default()));
+    env.push((
+        "HOSTNAME".into(),
+        pod.metadata.name.clone().unwrap_or_default(),
+    ));
     env.retain(|(k, _)| !vars.contains_key(k));
     env.extend(declared_env);
     let working_dir = match container.working_dir.as_deref() {
@@ -239,7 +279,10 @@ pub fn process_spec(
         VolumeMode::Namespace => {
             let root = dir.private_root(&container.name);
             create_dir(&root)?;
-            (working_dir.unwrap_or_else(|| PathBuf::from("/")), Some(Isolation { root, mounts }))
+            (
+                working_dir.unwrap_or_else(|| PathBuf::from("/")),
+                Some(Isolation { root, mounts }),
+            )
         }
         VolumeMode::Rewrite => {
             for arg in &mut argv {
@@ -251,7 +294,9 @@ pub fn process_spec(
             let cwd = match working_dir {
                 Some(w) => match mounted_at(&w, &mounts) {
                     Some(p) => p,
-                    None => dir.scratch(&container.name).join(w.strip_prefix("/").unwrap_or(&w)),
+                    None => dir
+                        .scratch(&container.name)
+                        .join(w.strip_prefix("/").unwrap_or(&w)),
                 },
                 None => dir.scratch(&container.name),
             };
@@ -266,21 +311,37 @@ pub fn process_spec(
     } else {
         program
     };
-    Ok(ProcessSpec { program, args: argv.collect(), env, cwd, isolation, log: dir.log(&container.name) })
+    Ok(ProcessSpec {
+        program,
+        args: argv.collect(),
+        env,
+        cwd,
+        isolation,
+        log: dir.log(&container.name),
+    })
 }
 
 /// The container's volumeMounts with host sources (subPath directories created).
-fn bind_mounts(container: &Container, volumes: &HashMap<String, PathBuf>) -> Result<Vec<BindMount>, Error> {
+fn bind_mounts(
+    container: &Container,
+    volumes: &HashMap<String, PathBuf>,
+) -> Result<Vec<BindMount>, Error> {
     let mut out = Vec::new();
     for m in container.volume_mounts.iter().flatten() {
         let Some(base) = volumes.get(&m.name) else {
-            return Err(Error::UnknownVolume { mount_path: m.mount_path.clone(), volume: m.name.clone() });
+            return Err(Error::UnknownVolume {
+                mount_path: m.mount_path.clone(),
+                volume: m.name.clone(),
+            });
         };
         let mut source = base.clone();
         if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
             let rel = Path::new(sub);
             if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-                return Err(Error::BadPath { field: "subPath", value: sub.into() });
+                return Err(Error::BadPath {
+                    field: "subPath",
+                    value: sub.into(),
+                });
             }
             source = source.join(rel);
             create_dir(&source)?;
@@ -297,8 +358,17 @@ fn bind_mounts(container: &Container, volumes: &HashMap<String, PathBuf>) -> Res
 /// An absolute, normalised path without `..`.
 fn absolute(field: &'static str, value: &str) -> Result<PathBuf, Error> {
     let p = Path::new(value);
-    let ok = p.is_absolute() && p.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-    if ok { Ok(p.components().collect()) } else { Err(Error::BadPath { field, value: value.into() }) }
+    let ok = p.is_absolute()
+        && p.components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if ok {
+        Ok(p.components().collect())
+    } else {
+        Err(Error::BadPath {
+            field,
+            value: value.into(),
+        })
+    }
 }
 
 /// The host path of container path `p` when it lies in a mounted volume (deepest mount wins).
@@ -307,7 +377,10 @@ fn mounted_at(p: &Path, mounts: &[BindMount]) -> Option<PathBuf> {
         .iter()
         .filter(|m| p.starts_with(&m.target))
         .max_by_key(|m| m.target.components().count())
-        .map(|m| m.source.join(p.strip_prefix(&m.target).unwrap_or(Path::new(""))))
+        .map(|m| {
+            m.source
+                .join(p.strip_prefix(&m.target).unwrap_or(Path::new("")))
+        })
 }
 
 /// `Rewrite` mode: a token that is a mount path or starts with `mountPath/` becomes a host path.
@@ -349,11 +422,18 @@ mod tests {
     }
 
     fn host(mode: VolumeMode) -> Host {
-        Host { mode, cdkube_bin: "/opt/bin/cdkube".into(), base_env: vec![("PATH".into(), "/bin".into())] }
+        Host {
+            mode,
+            cdkube_bin: "/opt/bin/cdkube".into(),
+            base_env: vec![("PATH".into(), "/bin".into())],
+        }
     }
 
     fn declared() -> Vec<(String, String)> {
-        vec![("MODE".into(), "fetch".into()), ("OUT".into(), "/workspace/out".into())]
+        vec![
+            ("MODE".into(), "fetch".into()),
+            ("OUT".into(), "/workspace/out".into()),
+        ]
     }
 
     #[test]
@@ -363,13 +443,32 @@ mod tests {
         let dir = PodDir::new(state.path(), "ns", "p");
         let volumes = prepare_volumes(&pod, &dir).unwrap();
         let c = &pod.spec.as_ref().unwrap().containers[0];
-        let spec = process_spec(&host(VolumeMode::Rewrite), &pod, &dir, c, &volumes, declared()).unwrap();
+        let spec = process_spec(
+            &host(VolumeMode::Rewrite),
+            &pod,
+            &dir,
+            c,
+            &volumes,
+            declared(),
+        )
+        .unwrap();
         let ws = dir.volume("ws");
         assert_eq!(spec.program, "/opt/bin/cdkube");
-        assert_eq!(spec.args, vec!["fetch".to_string(), ws.join("src").display().to_string(), "/workspacex".into(), "$(MODE)".into()]);
+        assert_eq!(
+            spec.args,
+            vec![
+                "fetch".to_string(),
+                ws.join("src").display().to_string(),
+                "/workspacex".into(),
+                "$(MODE)".into()
+            ]
+        );
         assert_eq!(spec.cwd, ws.join("src"));
         assert!(spec.cwd.is_dir());
-        assert!(spec.env.contains(&("OUT".into(), ws.join("out").display().to_string())));
+        assert!(
+            spec.env
+                .contains(&("OUT".into(), ws.join("out").display().to_string()))
+        );
         assert!(spec.env.contains(&("HOSTNAME".into(), "p".into())));
         assert!(spec.isolation.is_none());
         assert_eq!(spec.log, state.path().join("pods/ns/p/build.log"));
@@ -382,11 +481,29 @@ mod tests {
         let dir = PodDir::new(state.path(), "ns", "p");
         let volumes = prepare_volumes(&pod, &dir).unwrap();
         let c = &pod.spec.as_ref().unwrap().containers[0];
-        let spec = process_spec(&host(VolumeMode::Namespace), &pod, &dir, c, &volumes, declared()).unwrap();
-        assert_eq!(spec.args[0..2], ["fetch".to_string(), "/workspace/src".into()]);
+        let spec = process_spec(
+            &host(VolumeMode::Namespace),
+            &pod,
+            &dir,
+            c,
+            &volumes,
+            declared(),
+        )
+        .unwrap();
+        assert_eq!(
+            spec.args[0..2],
+            ["fetch".to_string(), "/workspace/src".into()]
+        );
         assert_eq!(spec.cwd, PathBuf::from("/workspace/src"));
         let iso = spec.isolation.unwrap();
-        assert_eq!(iso.mounts, vec![BindMount { source: dir.volume("ws"), target: "/workspace".into(), read_only: false }]);
+        assert_eq!(
+            iso.mounts,
+            vec![BindMount {
+                source: dir.volume("ws"),
+                target: "/workspace".into(),
+                read_only: false
+            }]
+        );
     }
 
     #[test]
@@ -397,11 +514,27 @@ mod tests {
         let spec = pod.spec.as_mut().unwrap();
         spec.containers[0].command = None;
         let c = spec.containers[0].clone();
-        let err = process_spec(&host(VolumeMode::Rewrite), &pod, &dir, &c, &HashMap::new(), vec![]).unwrap_err();
+        let err = process_spec(
+            &host(VolumeMode::Rewrite),
+            &pod,
+            &dir,
+            &c,
+            &HashMap::new(),
+            vec![],
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::NoCommand));
         let mut c2 = c.clone();
         c2.command = Some(vec!["true".into()]);
-        let err = process_spec(&host(VolumeMode::Rewrite), &pod, &dir, &c2, &HashMap::new(), vec![]).unwrap_err();
+        let err = process_spec(
+            &host(VolumeMode::Rewrite),
+            &pod,
+            &dir,
+            &c2,
+            &HashMap::new(),
+            vec![],
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::UnknownVolume { .. }), "{err}");
         let secret_pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p"},
@@ -409,7 +542,10 @@ mod tests {
         }))
         .unwrap();
         let err = prepare_volumes(&secret_pod, &dir).unwrap_err();
-        assert_eq!(err.to_string(), "volume \"s\": secret volumes are not supported by the cdkube local runner (emptyDir and hostPath are)");
+        assert_eq!(
+            err.to_string(),
+            "volume \"s\": secret volumes are not supported by the cdkube local runner (emptyDir and hostPath are)"
+        );
         assert!(absolute("mountPath", "/a/../b").is_err());
         assert!(absolute("mountPath", "rel").is_err());
     }
