@@ -327,14 +327,10 @@ impl NamespacePlan {
                 match entry {
                     RootEntry::Dir { source, target } => {
                         check(libc::mkdir(target.as_ptr(), 0o755))?;
+                        // Best effort: a top-level directory that cannot be bound (e.g. an
+                        // automount point) stays empty rather than failing every container.
                         let flags = libc::MS_BIND | libc::MS_REC;
-                        check(libc::mount(
-                            source.as_ptr(),
-                            target.as_ptr(),
-                            null,
-                            flags,
-                            null as _,
-                        ))?;
+                        libc::mount(source.as_ptr(), target.as_ptr(), null, flags, null as _);
                     }
                     RootEntry::Symlink { link, target } => {
                         check(libc::symlink(link.as_ptr(), target.as_ptr()))?

@@ -142,11 +142,12 @@ impl Book {
     /// Marks the container terminated; a previous termination moves to `lastState`.
     pub fn terminated(&mut self, kind: Kind, idx: usize, term: ContainerStateTerminated) {
         if let Some(c) = self.container(kind, idx) {
+            // A completed init container counts as ready, as kubelet reports it.
+            c.ready = kind == Kind::Init && term.exit_code == 0;
             c.state = Some(ContainerState {
                 terminated: Some(term),
                 ..Default::default()
             });
-            c.ready = false;
             c.started = Some(false);
         }
     }
