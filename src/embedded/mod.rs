@@ -1,3 +1,30 @@
 //! The embedded control plane (DESIGN.md §3): an API server emulator and a local pod runner.
+//!
+//! Start the API server with [`ApiServer::start`]; it serves the Kubernetes REST API on
+//! 127.0.0.1 to kube-rs and kubectl alike.
+pub mod admission;
+pub mod apiserver;
+pub mod cel;
+pub mod crd;
+pub mod discovery;
+pub mod events;
+pub mod fields;
+pub mod gc;
+pub mod handlers;
+pub mod ids;
+pub mod kubeconfig;
 pub mod logs;
+pub mod openapi;
+pub mod ops;
+pub mod patch;
+pub mod podlog;
+pub mod resources;
 pub mod runner;
+pub mod schema;
+pub mod selector;
+pub mod status;
+pub mod store;
+pub mod table;
+pub mod watch;
+
+pub use apiserver::{ApiServer, ApiServerConfig, Error as ApiServerError, RunningApiServer};

@@ -1,0 +1,401 @@
+//! Type-specific behaviour of writes: decoding built-in types, defaults, pruning and schema
+//! validation of custom resources, CRD status, pod and namespace rules.
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::ops::{FieldValidation, WriteOpts};
+use super::resources::ResourceType;
+use super::status::{ApiError, ApiResult, FieldError};
+use super::store::State;
+use super::{crd, schema};
+
+/// Defaults, prunes and normalises an object before validation. Returns warnings.
+pub fn prepare(
+    st: &State,
+    rt: &ResourceType,
+    obj: &mut Value,
+    old: Option<&Value>,
+    opts: &WriteOpts,
+) -> ApiResult<Vec<String>> {
+    let unknown = if let Some(custom) = &rt.custom {
+        if old.is_none() && custom.status && let Some(m) = obj.as_object_mut() {
+            // Status is written through the subresource only.
+            m.remove("status");
+        }
+        let unknown = schema::prune(&custom.schema, obj);
+        schema::apply_defaults(&custom.schema, obj);
+        unknown
+    } else {
+        prepare_builtin(rt, obj, old)?
+    };
+    let _ = st;
+    unknown_fields(rt, unknown, opts.validation)
+}
+
+fn unknown_fields(rt: &ResourceType, unknown: Vec<String>, mode: FieldValidation) -> ApiResult<Vec<String>> {
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lines: Vec<String> = unknown.iter().map(|p| format!("unknown field {p:?}")).collect();
+    match mode {
+        FieldValidation::Strict => {
+            let _ = rt;
+            Err(ApiError::bad_request(format!("strict decoding error: {}", lines.join(", "))))
+        }
+        FieldValidation::Warn => Ok(lines),
+        FieldValidation::Ignore => Ok(Vec::new()),
+    }
+}
+
+/// Decodes a built-in object through its typed form, as the real server does: unknown fields
+/// are dropped (and reported), wrong types are a 400.
+fn prepare_builtin(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> ApiResult<Vec<String>> {
+    use k8s_openapi::api::{coordination::v1 as coord, core::v1 as core};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as ext;
+    let roundtrip = match rt.plural.as_str() {
+        "pods" => typed::<core::Pod>(rt, obj),
+        "namespaces" => typed::<core::Namespace>(rt, obj),
+        "secrets" => typed::<core::Secret>(rt, obj),
+        "configmaps" => typed::<core::ConfigMap>(rt, obj),
+        "serviceaccounts" => typed::<core::ServiceAccount>(rt, obj),
+        "events" => typed::<core::Event>(rt, obj),
+        "leases" => typed::<coord::Lease>(rt, obj),
+        "customresourcedefinitions" => typed::<ext::CustomResourceDefinition>(rt, obj),
+        _ => Ok(obj.clone()),
+    }?;
+    let mut unknown = Vec::new();
+    collect_dropped(obj, &roundtrip, "", &mut unknown);
+    *obj = roundtrip;
+    match rt.plural.as_str() {
+        "pods" => prepare_pod(obj, old),
+        "namespaces" => prepare_namespace(obj, old),
+        "secrets" if obj["type"].is_null() => obj["type"] = json!("Opaque"),
+        "customresourcedefinitions" => crd::prepare(obj, old),
+        _ => {}
+    }
+    Ok(unknown)
+}
+
+fn typed<T: DeserializeOwned + Serialize>(rt: &ResourceType, obj: &Value) -> ApiResult<Value> {
+    let typed: T = serde_json::from_value(obj.clone()).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{} in version {:?} cannot be handled as a {}: {e}",
+            rt.kind, rt.version, rt.kind
+        ))
+    })?;
+    let mut back = serde_json::to_value(typed).map_err(|e| ApiError::internal(e.to_string()))?;
+    // Typed decoding loses empty maps the client sent; keep apiVersion/kind as sent.
+    back["apiVersion"] = obj["apiVersion"].clone();
+    back["kind"] = obj["kind"].clone();
+    if back["metadata"].is_null() {
+        back["metadata"] = json!({});
+    }
+    Ok(back)
+}
+
+/// Paths present (non-null) in `sent` but missing after decoding.
+fn collect_dropped(sent: &Value, kept: &Value, prefix: &str, out: &mut Vec<String>) {
+    match (sent, kept) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                match b.get(k) {
+                    Some(kv) => collect_dropped(v, kv, &path, out),
+                    None if !is_empty(v) => out.push(path),
+                    None => {}
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (i, (v, kv)) in a.iter().zip(b).enumerate() {
+                collect_dropped(v, kv, &format!("{prefix}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+fn prepare_pod(obj: &mut Value, old: Option<&Value>) {
+    if let Some(old) = old {
+        // Pod status only changes through pods/status, which copies it in afterwards.
+        if obj["status"].is_null() {
+            obj["status"] = old["status"].clone();
+        }
+        return;
+    }
+    let spec = &mut obj["spec"];
+    for (field, value) in [
+        ("restartPolicy", json!("Always")),
+        ("terminationGracePeriodSeconds", json!(30)),
+        ("dnsPolicy", json!("ClusterFirst")),
+        ("schedulerName", json!("default-scheduler")),
+        ("securityContext", json!({})),
+        ("enableServiceLinks", json!(true)),
+        ("priority", json!(0)),
+        ("preemptionPolicy", json!("PreemptLowerPriority")),
+    ] {
+        if spec[field].is_null() {
+            spec[field] = value;
+        }
+    }
+    if spec["serviceAccountName"].is_null() {
+        spec["serviceAccountName"] = json!("default");
+    }
+    if spec["serviceAccount"].is_null() {
+        spec["serviceAccount"] = spec["serviceAccountName"].clone();
+    }
+    for list in ["initContainers", "containers"] {
+        for c in spec[list].as_array_mut().into_iter().flatten() {
+            if c["terminationMessagePath"].is_null() {
+                c["terminationMessagePath"] = json!("/dev/termination-log");
+            }
+            if c["terminationMessagePolicy"].is_null() {
+                c["terminationMessagePolicy"] = json!("File");
+            }
+            if c["imagePullPolicy"].is_null() {
+                let image = c["image"].as_str().unwrap_or_default();
+                let last = image.rsplit('/').next().unwrap_or_default();
+                let tagged = last.contains(':') && !image.ends_with(":latest");
+                let policy = if tagged || image.contains('@') { "IfNotPresent" } else { "Always" };
+                c["imagePullPolicy"] = json!(policy);
+            }
+        }
+    }
+    obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj["spec"])});
+}
+
+fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = spec["containers"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let has = |c: &Value, kind: &str| c["resources"][kind].as_object().is_some_and(|m| !m.is_empty());
+    if containers.iter().all(|c| !has(c, "requests") && !has(c, "limits")) {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        let limits = &c["resources"]["limits"];
+        ["cpu", "memory"].iter().all(|r| !limits[r].is_null())
+            && c["resources"]["requests"].as_object().is_none_or(|req| req.iter().all(|(k, v)| &limits[k] == v))
+    });
+    if guaranteed { "Guaranteed" } else { "Burstable" }
+}
+
+fn prepare_namespace(obj: &mut Value, old: Option<&Value>) {
+    let name = obj["metadata"]["name"].clone();
+    obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
+    if old.is_none() {
+        obj["spec"] = json!({"finalizers": ["kubernetes"]});
+        obj["status"] = json!({"phase": "Active"});
+    }
+}
+
+/// Validates the object after `prepare`; 422 with every field error.
+pub fn validate(st: &State, rt: &ResourceType, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let mut errs = Vec::new();
+    validate_meta(rt, obj, &mut errs);
+    if let Some(custom) = &rt.custom {
+        errs.extend(schema::validate(&custom.schema, obj));
+        if errs.is_empty() {
+            errs.extend(super::cel::validate(&custom.schema, obj, old));
+        }
+    } else {
+        match rt.plural.as_str() {
+            "pods" => validate_pod(obj, old, &mut errs),
+            "customresourcedefinitions" => errs.extend(crd::validate(st, obj, old)),
+            "events" if rt.view == super::resources::View::EventsV1 => errs.extend(super::events::validate_v1(obj)),
+            "secrets" => {
+                if let Some(old) = old
+                    && old["type"] != obj["type"]
+                {
+                    errs.push(FieldError::invalid("type", &obj["type"], "field is immutable"));
+                }
+            }
+            _ => {}
+        }
+    }
+    if errs.is_empty() { Ok(()) } else { Err(ApiError::invalid(&rt.group, &rt.kind, name, &errs)) }
+}
+
+const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+
+/// RFC 1123 label: lower-case alphanumerics and `-`, at most 63 characters.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(|part| {
+        !part.is_empty()
+            && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !part.starts_with('-')
+            && !part.ends_with('-')
+    })
+}
+
+fn validate_meta(rt: &ResourceType, obj: &Value, errs: &mut Vec<FieldError>) {
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let label_only = rt.plural == "namespaces";
+    if label_only && !is_dns_label(name) {
+        errs.push(FieldError::invalid("metadata.name", &json!(name), LABEL_MSG));
+    } else if !label_only && !is_dns_subdomain(name) {
+        errs.push(FieldError::invalid("metadata.name", &json!(name), SUBDOMAIN_MSG));
+    }
+    for (field, map) in [("labels", &obj["metadata"]["labels"]), ("annotations", &obj["metadata"]["annotations"])] {
+        if !(map.is_null() || map.as_object().is_some_and(|m| m.values().all(Value::is_string))) {
+            errs.push(FieldError::invalid(&format!("metadata.{field}"), map, "must be a map of strings"));
+        }
+    }
+    if let Some(labels) = obj["metadata"]["labels"].as_object() {
+        for (k, v) in labels {
+            let s = v.as_str().unwrap_or_default();
+            let ok = s.len() <= 63
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && (s.is_empty() || (s.starts_with(|c: char| c.is_ascii_alphanumeric()) && s.ends_with(|c: char| c.is_ascii_alphanumeric())));
+            if !ok {
+                errs.push(FieldError::invalid(
+                    "metadata.labels",
+                    v,
+                    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
+                ));
+                let _ = k;
+            }
+        }
+    }
+    for (i, owner) in obj["metadata"]["ownerReferences"].as_array().into_iter().flatten().enumerate() {
+        for field in ["apiVersion", "kind", "name", "uid"] {
+            if owner[field].as_str().unwrap_or_default().is_empty() {
+                errs.push(FieldError::invalid(&format!("metadata.ownerReferences[{i}].{field}"), &json!(""), &format!("{field} must not be empty")));
+            }
+        }
+    }
+    let controllers = obj["metadata"]["ownerReferences"].as_array().map(|a| a.iter().filter(|o| o["controller"] == json!(true)).count()).unwrap_or(0);
+    if controllers > 1 {
+        errs.push(FieldError::invalid("metadata.ownerReferences", &obj["metadata"]["ownerReferences"], "Only one reference can have Controller set to true"));
+    }
+}
+
+fn validate_pod(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+    let spec = &obj["spec"];
+    let containers = spec["containers"].as_array().cloned().unwrap_or_default();
+    if containers.is_empty() {
+        errs.push(FieldError::required("spec.containers", ""));
+    }
+    let mut names = Vec::new();
+    for list in ["initContainers", "containers"] {
+        for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
+            let name = c["name"].as_str().unwrap_or_default();
+            let path = format!("spec.{list}[{i}]");
+            if name.is_empty() {
+                errs.push(FieldError::required(&format!("{path}.name"), ""));
+            } else if !is_dns_label(name) {
+                errs.push(FieldError::invalid(&format!("{path}.name"), &json!(name), LABEL_MSG));
+            } else if names.contains(&name.to_string()) {
+                errs.push(FieldError::duplicate(&format!("{path}.name"), &json!(name)));
+            }
+            names.push(name.to_string());
+            if c["image"].as_str().unwrap_or_default().is_empty() && old.is_none() {
+                errs.push(FieldError::required(&format!("{path}.image"), ""));
+            }
+        }
+    }
+    let policy = spec["restartPolicy"].as_str().unwrap_or_default();
+    if !["Always", "OnFailure", "Never"].contains(&policy) {
+        errs.push(FieldError::not_supported("spec.restartPolicy", &json!(policy), &["Always".into(), "OnFailure".into(), "Never".into()]));
+    }
+    if let Some(d) = spec["activeDeadlineSeconds"].as_i64()
+        && d <= 0
+    {
+        errs.push(FieldError::invalid("spec.activeDeadlineSeconds", &json!(d), "must be between 1 and 2147483647, inclusive"));
+    }
+    if let Some(old) = old {
+        // Only images, activeDeadlineSeconds and tolerations may change on a Pod.
+        let mutable = |s: &Value| {
+            let mut s = s.clone();
+            for list in ["initContainers", "containers"] {
+                for c in s[list].as_array_mut().into_iter().flatten() {
+                    c["image"] = Value::Null;
+                }
+            }
+            if let Some(m) = s.as_object_mut() {
+                m.remove("activeDeadlineSeconds");
+                m.remove("tolerations");
+            }
+            s
+        };
+        if mutable(&old["spec"]) != mutable(spec) {
+            errs.push(FieldError::forbidden(
+                "spec",
+                "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+            ));
+        }
+    }
+}
+
+/// Runs after a write of `rt` is stored: CRD changes re-derive the served custom types.
+pub fn after_write(st: &mut State, rt: &ResourceType) {
+    if rt.plural == "customresourcedefinitions" && rt.group == "apiextensions.k8s.io" {
+        st.refresh_custom_types();
+    }
+}
+
+/// Refuses deletions the real server refuses.
+pub fn check_delete(rt: &ResourceType, obj: &Value) -> ApiResult<()> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    if rt.plural == "namespaces" && rt.group.is_empty() && ["default", "kube-system", "kube-public"].contains(&name) {
+        return Err(ApiError::forbidden("", "namespaces", name, "this namespace may not be deleted"));
+    }
+    Ok(())
+}
+
+/// The grace period of a deletion: pods bound to a node terminate gracefully, the rest at once.
+pub fn grace_period(rt: &ResourceType, obj: &Value, requested: Option<i64>) -> i64 {
+    if rt.plural == "namespaces" && rt.group.is_empty() {
+        // Namespaces always go through termination (the namespace controller empties them).
+        return requested.unwrap_or(0);
+    }
+    if rt.plural != "pods" || !rt.group.is_empty() {
+        return 0;
+    }
+    let phase = obj["status"]["phase"].as_str().unwrap_or_default();
+    let bound = obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+    if !bound || phase == "Succeeded" || phase == "Failed" {
+        return 0;
+    }
+    let default = obj["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30);
+    requested.unwrap_or(default).max(0)
+}
+
+/// Whether an object is still in graceful termination (the kubelet has not confirmed yet).
+pub fn graceful_pending(rt: &ResourceType, obj: &Value) -> bool {
+    rt.plural == "pods" && obj["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) > 0
+}
+
+/// Marks an object entering termination (namespaces get phase Terminating and their finalizer).
+pub fn on_terminating(rt: &ResourceType, obj: &mut Value) {
+    if rt.plural == "namespaces" && rt.group.is_empty() {
+        obj["status"]["phase"] = json!("Terminating");
+        if obj["metadata"]["deletionGracePeriodSeconds"].is_null() {
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        }
+    }
+}
+
+/// Whether a namespace still has `spec.finalizers` (the namespace controller's own).
+pub fn spec_finalizers(rt: &ResourceType, obj: &Value) -> bool {
+    rt.plural == "namespaces" && rt.group.is_empty() && obj["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty())
+}

@@ -1,0 +1,170 @@
+//! The garbage collector and namespace controller: deletes dependents whose owners are gone,
+//! handles the `orphan` and `foregroundDeletion` finalizers, and empties terminating namespaces.
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::ops::{self, DeleteOpts, WriteOpts};
+use super::resources::{ResourceType, StorageKey};
+use super::store::{State, Store};
+
+const MANAGER: &str = "generic-garbage-collector";
+
+/// Runs passes after every write (and every second) until `shutdown` flips.
+pub async fn run(store: Arc<Store>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = store.changed.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let mut st = store.lock();
+        // Cascades (owner → dependent → its dependents) settle within a few passes.
+        for _ in 0..8 {
+            if !pass(&mut st) {
+                break;
+            }
+        }
+    }
+}
+
+struct Node {
+    key: StorageKey,
+    obj: Value,
+}
+
+fn type_for_key(st: &State, key: &StorageKey) -> Option<ResourceType> {
+    st.types().iter().find(|t| &t.storage == key && t.view == super::resources::View::Plain).cloned()
+}
+
+fn uid(o: &Value) -> &str {
+    o["metadata"]["uid"].as_str().unwrap_or_default()
+}
+
+fn finalizers(o: &Value) -> Vec<String> {
+    o["metadata"]["finalizers"].as_array().map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect()).unwrap_or_default()
+}
+
+/// One collection pass. Returns whether it changed anything.
+pub fn pass(st: &mut State) -> bool {
+    let mut nodes = Vec::new();
+    for key in st.keys() {
+        for obj in st.list(&key, None) {
+            nodes.push(Node { key: key.clone(), obj });
+        }
+    }
+    let by_uid: HashMap<String, &Node> = nodes.iter().map(|n| (uid(&n.obj).to_string(), n)).collect();
+    let dependents_of = |owner: &str| -> Vec<&Node> {
+        nodes.iter().filter(|n| n.obj["metadata"]["ownerReferences"].as_array().into_iter().flatten().any(|r| r["uid"] == json!(owner))).collect()
+    };
+    let mut deletes: Vec<(StorageKey, String, String, Option<String>)> = Vec::new();
+    let mut rewrites: Vec<(StorageKey, Value)> = Vec::new();
+    for n in &nodes {
+        let meta = &n.obj["metadata"];
+        let ns = meta["namespace"].as_str().unwrap_or_default().to_string();
+        let name = meta["name"].as_str().unwrap_or_default().to_string();
+        let fins = finalizers(&n.obj);
+        let deleting = !meta["deletionTimestamp"].is_null();
+        // Owner being deleted with the orphan finalizer: release its dependents, then itself.
+        if deleting && fins.iter().any(|f| f == "orphan") {
+            let me = uid(&n.obj).to_string();
+            for d in dependents_of(&me) {
+                let mut o = d.obj.clone();
+                if let Some(refs) = o["metadata"]["ownerReferences"].as_array_mut() {
+                    refs.retain(|r| r["uid"] != json!(me));
+                }
+                rewrites.push((d.key.clone(), o));
+            }
+            let mut o = n.obj.clone();
+            o["metadata"]["finalizers"] = json!(fins.iter().filter(|f| *f != "orphan").collect::<Vec<_>>());
+            rewrites.push((n.key.clone(), o));
+            continue;
+        }
+        // Foreground deletion: delete dependents first, finish when none block any more.
+        if deleting && fins.iter().any(|f| f == "foregroundDeletion") {
+            let me = uid(&n.obj).to_string();
+            let deps = dependents_of(&me);
+            for d in &deps {
+                if d.obj["metadata"]["deletionTimestamp"].is_null() {
+                    let dm = &d.obj["metadata"];
+                    deletes.push((d.key.clone(), dm["namespace"].as_str().unwrap_or_default().into(), dm["name"].as_str().unwrap_or_default().into(), Some("Foreground".into())));
+                }
+            }
+            let blocking = deps.iter().any(|d| {
+                d.obj["metadata"]["ownerReferences"].as_array().into_iter().flatten().any(|r| r["uid"] == json!(me) && r["blockOwnerDeletion"] == json!(true))
+            });
+            if !blocking {
+                let mut o = n.obj.clone();
+                o["metadata"]["finalizers"] = json!(fins.iter().filter(|f| *f != "foregroundDeletion").collect::<Vec<_>>());
+                rewrites.push((n.key.clone(), o));
+            }
+            continue;
+        }
+        // Dependents whose owners are all gone are deleted; dangling references are dropped.
+        let refs: Vec<Value> = meta["ownerReferences"].as_array().cloned().unwrap_or_default();
+        if refs.is_empty() || deleting {
+            continue;
+        }
+        let alive: Vec<&Value> = refs
+            .iter()
+            .filter(|r| {
+                by_uid.get(r["uid"].as_str().unwrap_or_default()).is_some_and(|o| {
+                    let om = &o.obj["metadata"];
+                    om["name"] == r["name"] && (om["namespace"].as_str().unwrap_or_default() == ns || om["namespace"].is_null())
+                })
+            })
+            .collect();
+        if alive.is_empty() {
+            // An owner being deleted in the foreground propagates foreground deletion.
+            deletes.push((n.key.clone(), ns, name, None));
+        } else if alive.len() < refs.len() {
+            let mut o = n.obj.clone();
+            o["metadata"]["ownerReferences"] = json!(alive);
+            rewrites.push((n.key.clone(), o));
+        }
+    }
+    let namespace_work = namespaces(st, &nodes, &mut deletes);
+    let changed = !deletes.is_empty() || !rewrites.is_empty() || namespace_work;
+    let opts = WriteOpts { manager: MANAGER.into(), ..Default::default() };
+    for (key, obj) in rewrites {
+        let Some(rt) = type_for_key(st, &key) else { continue };
+        let (ns, name) = super::store::object_key(&obj);
+        if let Some(current) = st.get(&key, &ns, &name).cloned()
+            && current["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
+        {
+            let _ = ops::replace(st, &rt, current, obj, None, &opts);
+        }
+    }
+    for (key, ns, name, propagation) in deletes {
+        let Some(rt) = type_for_key(st, &key) else { continue };
+        let _ = ops::delete(st, &rt, &ns, &name, &DeleteOpts { propagation, ..Default::default() });
+    }
+    changed
+}
+
+/// Terminating namespaces: delete what they contain; drop the `kubernetes` finalizer once empty.
+fn namespaces(st: &mut State, nodes: &[Node], deletes: &mut Vec<(StorageKey, String, String, Option<String>)>) -> bool {
+    let ns_key = StorageKey { group: String::new(), resource: "namespaces".into() };
+    let mut changed = false;
+    for n in nodes.iter().filter(|n| n.key == ns_key && !n.obj["metadata"]["deletionTimestamp"].is_null()) {
+        let name = n.obj["metadata"]["name"].as_str().unwrap_or_default();
+        let contents: Vec<&Node> = nodes.iter().filter(|o| o.obj["metadata"]["namespace"].as_str() == Some(name)).collect();
+        for o in &contents {
+            if o.obj["metadata"]["deletionTimestamp"].is_null() {
+                let (ons, oname) = super::store::object_key(&o.obj);
+                deletes.push((o.key.clone(), ons, oname, None));
+            }
+        }
+        if contents.is_empty() && n.obj["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()) {
+            let Some(rt) = type_for_key(st, &ns_key) else { continue };
+            let mut o = n.obj.clone();
+            o["spec"]["finalizers"] = json!([]);
+            let opts = WriteOpts { manager: "namespace-controller".into(), ..Default::default() };
+            let _ = ops::replace(st, &rt, n.obj.clone(), o, None, &opts);
+            changed = true;
+        }
+    }
+    changed
+}
