@@ -2,7 +2,7 @@
 //! this file only parses arguments and maps results to exit codes.
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "cdkube", version, about = "CD³: build every new Git commit in a Kubernetes Pod")]
@@ -15,17 +15,53 @@ struct Cli {
 enum Command {
     /// Print the Pipeline CustomResourceDefinition generated from the API types.
     Crd,
+    /// Check Pipeline manifests offline: schema, durations, cron, URLs and referenced Secrets.
+    Validate(ValidateArgs),
     /// Print the cdkube version.
     Version,
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    /// Manifest files (multi-document YAML); `-` reads standard input.
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    files: Vec<String>,
+    /// Accept file:// and local-path repositories, as `cdkube dev` does.
+    #[arg(long)]
+    allow_local: bool,
+    /// Print only errors.
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 fn main() -> ExitCode {
     cdkube::telemetry::init();
     match Cli::parse().command {
-        Command::Crd => todo!(),
+        Command::Crd => {
+            print!("{}", cdkube::api::crd::crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Validate(args) => validate(args),
         Command::Version => {
             println!("cdkube {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
     }
+}
+
+fn validate(args: ValidateArgs) -> ExitCode {
+    let options = cdkube::api::validation::Options { allow_local_repos: args.allow_local };
+    let entries = cdkube::api::manifest::check_files(&args.files, options);
+    let mut failed = false;
+    for entry in &entries {
+        if entry.is_ok() {
+            if !args.quiet {
+                println!("{entry}");
+            }
+        } else {
+            failed = true;
+            eprintln!("{entry}");
+        }
+    }
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }

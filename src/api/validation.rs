@@ -1,0 +1,443 @@
+//! Checks a Pipeline spec beyond what the CRD schema can express: URL shape, durations, cron syntax,
+//! names, and the keys a credentials Secret must hold. Every error names the field path.
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::pipeline::{HISTORY_LIMIT_RANGE, MIN_INTERVAL, PipelineSpec};
+
+/// One problem with one field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path of the field, such as `spec.interval` or `spec.env[2].name`.
+    pub path: String,
+    /// What is wrong, in words a user can act on.
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// What the operator running the check permits.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Accept `file://` URLs and local paths in `spec.repo` (only `cdkube dev` does).
+    pub allow_local_repos: bool,
+}
+
+/// Validates `spec` with the defaults of an in-cluster operator (no local repositories).
+pub fn validate(spec: &PipelineSpec) -> Result<(), Vec<FieldError>> {
+    validate_with(spec, Options::default())
+}
+
+/// Validates `spec`, collecting every error rather than stopping at the first.
+pub fn validate_with(spec: &PipelineSpec, options: Options) -> Result<(), Vec<FieldError>> {
+    let mut errors = Vec::new();
+    if let Err(message) = RepoUrl::parse(&spec.repo, options) {
+        errors.push(FieldError::new("spec.repo", message));
+    }
+    if let Some(branch) = &spec.branch {
+        check(&mut errors, "spec.branch", check_branch(branch));
+    }
+    check_timing(spec, &mut errors);
+    if let Some(limit) = spec.history_limit
+        && !HISTORY_LIMIT_RANGE.contains(&limit)
+    {
+        errors.push(FieldError::new("spec.historyLimit", format!("must be between 1 and 100, got {limit}")));
+    }
+    check_build(spec, &mut errors);
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+fn check(errors: &mut Vec<FieldError>, path: &str, result: Result<(), String>) {
+    if let Err(message) = result {
+        errors.push(FieldError::new(path, message));
+    }
+}
+
+fn check_timing(spec: &PipelineSpec, errors: &mut Vec<FieldError>) {
+    if spec.interval.is_some() && spec.schedule.is_some() {
+        errors.push(FieldError::new("spec.schedule", "interval and schedule are mutually exclusive: set one of them"));
+    }
+    if let Some(interval) = &spec.interval {
+        let result = parse_duration(interval).and_then(|d| {
+            if d < MIN_INTERVAL { Err(format!("{interval:?} is below the 10s floor")) } else { Ok(()) }
+        });
+        check(errors, "spec.interval", result);
+    }
+    if let Some(schedule) = &spec.schedule {
+        check(errors, "spec.schedule", parse_schedule(schedule).map(|_| ()));
+    }
+    if let Some(timeout) = &spec.timeout {
+        let result = parse_duration(timeout).and_then(|d| {
+            if d < Duration::from_secs(1) { Err(format!("{timeout:?} is shorter than 1s")) } else { Ok(()) }
+        });
+        check(errors, "spec.timeout", result);
+    }
+}
+
+fn check_build(spec: &PipelineSpec, errors: &mut Vec<FieldError>) {
+    if spec.build_image.trim().is_empty() || spec.build_image.chars().any(char::is_whitespace) {
+        errors.push(FieldError::new("spec.buildImage", "must be a container image reference without spaces"));
+    }
+    if spec.build_commands.is_empty() {
+        errors.push(FieldError::new("spec.buildCommands", "must name at least the command to run"));
+    }
+    for (i, command) in spec.build_commands.iter().enumerate() {
+        if command.trim().is_empty() {
+            errors.push(FieldError::new(format!("spec.buildCommands[{i}]"), "must not be empty"));
+        }
+    }
+    if spec.target_name.trim().is_empty() {
+        errors.push(FieldError::new("spec.targetName", "must not be empty"));
+    }
+    if spec.target_version.trim().is_empty() {
+        errors.push(FieldError::new("spec.targetVersion", "must not be empty"));
+    }
+    check_env(spec, errors);
+    if let Some(secret) = &spec.secret_ref {
+        check(errors, "spec.secretRef.name", check_dns_subdomain(&secret.name));
+    }
+    if let Some(account) = &spec.service_account_name {
+        check(errors, "spec.serviceAccountName", check_dns_subdomain(account));
+    }
+}
+
+fn check_env(spec: &PipelineSpec, errors: &mut Vec<FieldError>) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, var) in spec.env.iter().enumerate() {
+        let path = format!("spec.env[{i}].name");
+        let name = var.name.as_str();
+        let valid = name
+            .chars()
+            .enumerate()
+            .all(|(j, c)| c.is_ascii_alphabetic() || matches!(c, '_' | '-' | '.') || (j > 0 && c.is_ascii_digit()));
+        if name.is_empty() || !valid {
+            errors.push(FieldError::new(path, format!("{name:?} is not a valid environment variable name")));
+        } else if name.starts_with("CDKUBE_") {
+            errors.push(FieldError::new(path, format!("{name:?}: names starting with CDKUBE_ are set by cdkube")));
+        } else if !seen.insert(name) {
+            errors.push(FieldError::new(path, format!("{name:?} is set twice")));
+        }
+    }
+}
+
+/// Shape of `interval` and `timeout`, shared with the CRD schema so both layers agree: whole numbers
+/// with the units `ms`, `s`, `m`, `h`, as in `30s`, `5m`, `1h30m`.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
+
+/// Parses a duration of [`DURATION_PATTERN`]'s shape.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    static SHAPE: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(DURATION_PATTERN).expect("constant pattern"));
+    if !SHAPE.is_match(text) {
+        return Err(format!("{text:?} is not a duration such as 30s, 5m or 1h30m"));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a valid duration: {e}"))
+}
+
+/// Parses a cron expression of 5 fields (minute precision) or 6 fields (seconds first), in UTC.
+pub fn parse_schedule(expression: &str) -> Result<cron::Schedule, String> {
+    let fields = expression.split_whitespace().count();
+    let normalised = match fields {
+        5 => format!("0 {expression}"),
+        6 => expression.to_string(),
+        n => return Err(format!("{expression:?} has {n} fields; a cron expression has 5 (or 6 with seconds first)")),
+    };
+    cron::Schedule::from_str(&normalised).map_err(|e| {
+        // The cron crate draws a caret diagram over several lines; its last line is the explanation.
+        let text = e.to_string();
+        let reason = text.lines().last().unwrap_or_default().trim().to_string();
+        format!("{expression:?} is not a valid cron expression: {reason}")
+    })
+}
+
+fn check_branch(branch: &str) -> Result<(), String> {
+    if branch.starts_with("refs/") {
+        return Err(format!("{branch:?}: give the branch name alone, without refs/heads/"));
+    }
+    if branch.starts_with('-') {
+        return Err(format!("{branch:?} is not a valid branch name: it starts with '-'"));
+    }
+    let full = format!("refs/heads/{branch}");
+    gix::validate::reference::branch_name(full.as_bytes().into())
+        .map(|_| ())
+        .map_err(|e| format!("{branch:?} is not a valid branch name: {e}"))
+}
+
+/// Whether `name` is a DNS-1123 subdomain, the rule for object, Secret and ServiceAccount names.
+pub fn is_dns_subdomain(name: &str) -> bool {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    name.len() <= 253 && name.split('.').all(label_ok)
+}
+
+fn check_dns_subdomain(name: &str) -> Result<(), String> {
+    if is_dns_subdomain(name) {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid name: lowercase letters, digits, '-' and '.', at most 253 characters"))
+    }
+}
+
+/// The transport family a repository URL asks for, which decides the credentials it can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RepoUrl {
+    /// `http://` or `https://`.
+    Http,
+    /// `ssh://` or scp-like `user@host:path`.
+    Ssh,
+    /// `git://`: unauthenticated.
+    Git,
+    /// `file://` or a local path.
+    Local,
+}
+
+impl RepoUrl {
+    /// Classifies `repo`, or says what is wrong with it. The message never repeats a password.
+    pub fn parse(repo: &str, options: Options) -> Result<RepoUrl, String> {
+        if repo.trim() != repo || repo.is_empty() || repo.chars().any(char::is_whitespace) {
+            return Err("must be a git URL without spaces".to_string());
+        }
+        let kind = match repo.split_once("://") {
+            Some((scheme, _)) => Self::parse_url(repo, scheme)?,
+            None if is_scp_like(repo) => Self::parse_scp_like(repo)?,
+            None => RepoUrl::Local,
+        };
+        if kind == RepoUrl::Local && !options.allow_local_repos {
+            return Err("is a local repository; use an https://, http://, ssh://, git:// or user@host:path URL \
+                        (local repositories are allowed only in `cdkube dev`)"
+                .to_string());
+        }
+        Ok(kind)
+    }
+
+    fn parse_url(repo: &str, scheme: &str) -> Result<RepoUrl, String> {
+        let kind = match scheme {
+            "https" | "http" => RepoUrl::Http,
+            "ssh" | "git+ssh" | "ssh+git" => RepoUrl::Ssh,
+            "git" => RepoUrl::Git,
+            "file" => RepoUrl::Local,
+            other => {
+                return Err(format!("unsupported scheme {other:?}: use https, http, ssh, git or a user@host:path URL"));
+            }
+        };
+        let url = url::Url::parse(repo).map_err(|e| format!("is not a valid URL: {e}"))?;
+        if url.password().is_some() {
+            return Err("must not embed a password; put credentials in the Secret named by spec.secretRef".to_string());
+        }
+        if kind != RepoUrl::Local && url.host_str().is_none_or(str::is_empty) {
+            return Err(format!("{scheme}:// URL has no host"));
+        }
+        if url.path().trim_matches('/').is_empty() {
+            return Err("URL names no repository path".to_string());
+        }
+        Ok(kind)
+    }
+
+    fn parse_scp_like(repo: &str) -> Result<RepoUrl, String> {
+        let (user_host, path) = repo.split_once(':').unwrap_or((repo, ""));
+        let host = user_host.rsplit_once('@').map_or(user_host, |(_, host)| host);
+        if host.is_empty() {
+            return Err("has no host; scp-like URLs look like git@host:org/repo.git".to_string());
+        }
+        if path.trim_matches('/').is_empty() {
+            return Err("names no repository path; scp-like URLs look like git@host:org/repo.git".to_string());
+        }
+        Ok(RepoUrl::Ssh)
+    }
+}
+
+/// Git's rule: without `://`, a colon before the first slash makes `[user@]host:path` an ssh URL.
+fn is_scp_like(repo: &str) -> bool {
+    match (repo.find(':'), repo.find('/')) {
+        (Some(colon), Some(slash)) => colon < slash,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// Checks that a credentials Secret's data holds the keys `spec.repo`'s transport needs.
+/// `secret_name` is only used in messages; key values are never printed.
+pub fn validate_secret_data(
+    spec: &PipelineSpec,
+    secret_name: &str,
+    data: &BTreeMap<String, Vec<u8>>,
+    options: Options,
+) -> Result<(), Vec<FieldError>> {
+    let path = "spec.secretRef";
+    let problem = |message: String| vec![FieldError::new(path, format!("Secret {secret_name:?}: {message}"))];
+    let has = |key: &str| data.get(key).is_some_and(|v| !v.is_empty());
+    let kind = RepoUrl::parse(&spec.repo, options).map_err(|m| vec![FieldError::new("spec.repo", m)])?;
+    match kind {
+        RepoUrl::Git => Err(problem("git:// has no authentication; remove secretRef or use https/ssh".into())),
+        RepoUrl::Local => Err(problem("local repositories take no credentials".into())),
+        RepoUrl::Ssh => {
+            if !has("identity") {
+                return Err(problem("an ssh repository needs the private key in key `identity`".into()));
+            }
+            if !has("known_hosts") {
+                return Err(problem("an ssh repository needs key `known_hosts` to verify the server".into()));
+            }
+            let key = String::from_utf8_lossy(&data["identity"]);
+            if !key.contains("PRIVATE KEY-----") {
+                return Err(problem("key `identity` is not a PEM or OpenSSH private key".into()));
+            }
+            Ok(())
+        }
+        RepoUrl::Http => {
+            let basic = has("username") || has("password");
+            if basic && has("bearerToken") {
+                return Err(problem("set either `username`+`password` or `bearerToken`, not both".into()));
+            }
+            if has("username") != has("password") {
+                return Err(problem("keys `username` and `password` go together (a token goes in `password`)".into()));
+            }
+            if !basic && !has("bearerToken") && !has("ca.crt") {
+                return Err(problem("an http(s) repository needs `username`+`password`, `bearerToken` or `ca.crt`".into()));
+            }
+            if has("ca.crt") && !String::from_utf8_lossy(&data["ca.crt"]).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(problem("key `ca.crt` is not a PEM certificate".into()));
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(repo: &str) -> PipelineSpec {
+        PipelineSpec {
+            repo: repo.into(),
+            build_image: "busybox".into(),
+            build_commands: vec!["echo".into()],
+            target_name: "app".into(),
+            target_version: "1.0".into(),
+            ..Default::default()
+        }
+    }
+
+    fn paths(result: Result<(), Vec<FieldError>>) -> Vec<String> {
+        result.err().unwrap_or_default().into_iter().map(|e| e.path).collect()
+    }
+
+    #[test]
+    fn repo_urls_by_transport() {
+        let strict = Options::default();
+        for (url, kind) in [
+            ("https://github.com/org/repo.git", RepoUrl::Http),
+            ("http://127.0.0.1:8080/repo", RepoUrl::Http),
+            ("ssh://git@host:2222/srv/repo.git", RepoUrl::Ssh),
+            ("git@github.com:org/repo.git", RepoUrl::Ssh),
+            ("host:/srv/repo.git", RepoUrl::Ssh),
+            ("git://127.0.0.1:9418/repo.git", RepoUrl::Git),
+        ] {
+            assert_eq!(RepoUrl::parse(url, strict), Ok(kind), "{url}");
+        }
+        for url in ["ftp://host/repo", "https://host/", "https:///repo", "git@host:", "with space/x", "", "s3://b/k"] {
+            assert!(RepoUrl::parse(url, strict).is_err(), "{url} should be refused");
+        }
+        let error = RepoUrl::parse("https://me:s3cret@host/repo.git", strict).unwrap_err();
+        assert!(!error.contains("s3cret"), "a password must never be echoed: {error}");
+    }
+
+    #[test]
+    fn local_repos_only_when_allowed() {
+        let local = Options { allow_local_repos: true };
+        for url in ["file:///srv/repo.git", "/srv/repo.git", "./repo"] {
+            assert!(RepoUrl::parse(url, Options::default()).is_err(), "{url}");
+            assert_eq!(RepoUrl::parse(url, local), Ok(RepoUrl::Local), "{url}");
+        }
+    }
+
+    #[test]
+    fn durations_have_the_schema_shape() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["", "1.5m", "5 m", "5min", "-5s", "m", "5"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cron_takes_five_or_six_fields() {
+        assert!(parse_schedule("*/5 * * * *").is_ok());
+        assert!(parse_schedule("30 */5 * * * *").is_ok());
+        assert!(parse_schedule("0 0 * * * * 2030").unwrap_err().contains("7 fields"));
+        assert!(parse_schedule("99 * * * *").unwrap_err().contains("not a valid cron expression"));
+    }
+
+    #[test]
+    fn timing_rules() {
+        let mut s = spec("https://h/r");
+        s.interval = Some("9s".into());
+        assert_eq!(paths(validate(&s)), ["spec.interval"]);
+        s.interval = Some("10s".into());
+        assert!(validate(&s).is_ok());
+        s.schedule = Some("* * * * *".into());
+        assert_eq!(paths(validate(&s)), ["spec.schedule"]);
+        s.interval = None;
+        s.timeout = Some("0s".into());
+        assert_eq!(paths(validate(&s)), ["spec.timeout"]);
+    }
+
+    #[test]
+    fn branch_names() {
+        for good in ["main", "release/1.2", "feature-x"] {
+            assert!(check_branch(good).is_ok(), "{good}");
+        }
+        for bad in ["refs/heads/main", "-x", "a..b", "a b", "x.lock", "x/", "a~1"] {
+            assert!(check_branch(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_error_is_collected() {
+        let mut s = spec("ftp://h/r");
+        s.build_commands = vec![];
+        s.history_limit = Some(0);
+        s.env = vec![k8s_openapi::api::core::v1::EnvVar { name: "1BAD".into(), ..Default::default() }];
+        assert_eq!(paths(validate(&s)), ["spec.repo", "spec.historyLimit", "spec.buildCommands", "spec.env[0].name"]);
+    }
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect()
+    }
+
+    #[test]
+    fn secret_keys_follow_the_transport() {
+        let o = Options::default();
+        let https = spec("https://h/r");
+        assert!(validate_secret_data(&https, "s", &data(&[("username", "u"), ("password", "p")]), o).is_ok());
+        assert!(validate_secret_data(&https, "s", &data(&[("bearerToken", "t")]), o).is_ok());
+        assert!(validate_secret_data(&https, "s", &data(&[("username", "u")]), o).is_err());
+        assert!(validate_secret_data(&https, "s", &data(&[("password", "p"), ("bearerToken", "t")]), o).is_err());
+        assert!(validate_secret_data(&https, "s", &data(&[("ca.crt", "garbage")]), o).is_err());
+        let ssh = spec("git@h:r.git");
+        let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n";
+        assert!(validate_secret_data(&ssh, "s", &data(&[("identity", key), ("known_hosts", "h ssh-ed25519 AAAA")]), o).is_ok());
+        assert!(validate_secret_data(&ssh, "s", &data(&[("identity", key)]), o).is_err());
+        assert!(validate_secret_data(&ssh, "s", &data(&[("identity", "not a key"), ("known_hosts", "h k")]), o).is_err());
+        let git = spec("git://h/r");
+        assert!(validate_secret_data(&git, "s", &data(&[("username", "u"), ("password", "p")]), o).is_err());
+        let error = validate_secret_data(&https, "s", &data(&[("username", "u"), ("password", "hunter2"), ("bearerToken", "t")]), o);
+        assert!(!format!("{error:?}").contains("hunter2"));
+    }
+}
