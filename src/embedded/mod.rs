@@ -24,6 +24,7 @@ pub mod selector;
 pub mod status;
 pub mod store;
 pub mod table;
+pub mod tls;
 pub mod watch;
 
 pub use apiserver::{ApiServer, ApiServerConfig, Error as ApiServerError, RunningApiServer};
