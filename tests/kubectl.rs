@@ -349,3 +349,31 @@ async fn requests_without_the_token_get_401() {
     let mode = std::fs::metadata(cluster.server.kubeconfig_path()).expect("stat").permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_secret_configmap_and_namespace_from_the_cli() {
+    if !kubectl_present() {
+        return;
+    }
+    let cluster = Cluster::start().await;
+    let k = Kubectl::new(&cluster);
+    // kubectl's typed clients send these as protobuf.
+    let out = k.ok(&["create", "namespace", "team"]).await;
+    assert_eq!(out.trim(), "namespace/team created");
+    let out = k.ok(&["-n", "team", "create", "secret", "generic", "git-creds", "--from-literal=username=bot", "--from-literal=password=s3cr3t"]).await;
+    assert_eq!(out.trim(), "secret/git-creds created");
+    let out = k.ok(&["-n", "team", "get", "secret", "git-creds", "-o", "jsonpath={.data.password}"]).await;
+    assert_eq!(out, "czNjcjN0");
+    let out = k.ok(&["-n", "team", "get", "secrets"]).await;
+    let (header, row) = table_row(&out, "git-creds");
+    assert_eq!(header, ["NAME", "TYPE", "DATA", "AGE"], "{out}");
+    assert_eq!(&row[..3], ["git-creds", "Opaque", "2"], "{out}");
+    let out = k.ok(&["-n", "team", "create", "configmap", "settings", "--from-literal=a=1"]).await;
+    assert_eq!(out.trim(), "configmap/settings created");
+    let err = k.fails(&["create", "namespace", "team"]).await;
+    assert!(err.contains("namespaces \"team\" already exists"), "{err}");
+    let out = k.ok(&["delete", "namespace", "team"]).await;
+    assert_eq!(out.trim(), "namespace \"team\" deleted");
+    let err = k.fails(&["get", "namespace", "team"]).await;
+    assert!(err.contains("namespaces \"team\" not found"), "{err}");
+}

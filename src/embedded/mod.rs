@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod ops;
 pub mod patch;
 pub mod podlog;
+pub mod protobuf;
 pub mod resources;
 pub mod schema;
 pub mod selector;
