@@ -70,7 +70,7 @@ fn prepare_builtin(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> A
     match rt.plural.as_str() {
         "pods" => prepare_pod(obj, old),
         "namespaces" => prepare_namespace(obj, old),
-        "secrets" if obj["type"].is_null() => obj["type"] = json!("Opaque"),
+        "secrets" if obj["type"].as_str().is_none_or(str::is_empty) => obj["type"] = json!("Opaque"),
         "customresourcedefinitions" => crd::prepare(obj, old),
         _ => {}
     }

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use super::ops::{self, WriteOpts};
 use super::status::ApiError;
 use super::store::Store;
-use super::{gc, handlers, ids, kubeconfig};
+use super::{gc, handlers, ids, kubeconfig, tls};
 
 /// The Kubernetes version the server reports. The kubectl dispatcher on our machines runs
 /// `kubectl.<major>.<minor>` when it exists, so this also picks kubectl 1.32.
@@ -66,6 +66,9 @@ pub enum Error {
     /// Building a kube client from the kubeconfig failed.
     #[error("cannot build a kube client: {0}")]
     Client(String),
+    /// The serving certificate could not be generated.
+    #[error("cannot generate the serving certificate: {0}")]
+    Tls(String),
     /// Creating a bootstrap object failed.
     #[error("cannot bootstrap the store: {0}")]
     Bootstrap(ApiError),
@@ -146,23 +149,18 @@ impl ApiServer {
             bookmark_interval: config.bookmark_interval,
             shutdown: shutdown_rx.clone(),
         });
+        let certs = tls::generate().map_err(Error::Tls)?;
         let app = Router::new().fallback(entry).with_state(server);
-        let mut stop = shutdown_rx.clone();
-        let serve = tokio::spawn(async move {
-            let graceful = async move {
-                let _ = stop.changed().await;
-            };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(graceful).await {
-                tracing::error!(error = %e, "embedded API server stopped");
-            }
-        });
+        let serve = tokio::spawn(serve_tls(listener, certs.acceptor, app, shutdown_rx.clone()));
         let gc = tokio::spawn(gc::run(store, shutdown_rx));
         let kubeconfig_path = config.state_dir.join("kubeconfig");
-        let url = format!("http://{addr}");
-        kubeconfig::write(&kubeconfig_path, &url, &token)
+        let url = format!("https://{addr}");
+        let ca_path = config.state_dir.join("ca.crt");
+        std::fs::write(&ca_path, &certs.ca_pem).map_err(|source| Error::Kubeconfig { path: ca_path, source })?;
+        kubeconfig::write(&kubeconfig_path, &url, &certs.ca_pem, &token)
             .map_err(|source| Error::Kubeconfig { path: kubeconfig_path.clone(), source })?;
         tracing::info!(%url, kubeconfig = %kubeconfig_path.display(), "embedded API server listening");
-        Ok(RunningApiServer { addr, token, kubeconfig_path, shutdown: Some(shutdown_tx), tasks: vec![serve, gc] })
+        Ok(RunningApiServer { addr, token, kubeconfig_path, ca_pem: certs.ca_pem, shutdown: Some(shutdown_tx), tasks: vec![serve, gc] })
     }
 }
 
@@ -177,8 +175,40 @@ fn bootstrap(store: &Store) -> Result<(), Error> {
     Ok(())
 }
 
+/// Accepts TLS connections until shutdown; each connection is served by the router.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((tcp, _)) = accepted else { continue };
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                conns.spawn(async move {
+                    let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else { return };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                    let _ = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service).await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    conns.abort_all();
+}
+
+/// The bearer token check. Like kube-apiserver with anonymous access limited to the public
+/// info endpoints (`/version`, health): those answer without a token (the kubectl dispatcher
+/// asks `/version` anonymously); every other request needs the token; a wrong token is 401 anywhere.
 fn authorized(server: &Server, req: &Request) -> bool {
-    let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
+    let public = req.method() == axum::http::Method::GET
+        && matches!(req.uri().path().trim_end_matches('/'), "/version" | "/healthz" | "/livez" | "/readyz");
+    let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return public };
     let Some(given) = value.strip_prefix("Bearer ").map(str::trim) else { return false };
     // Constant-time comparison: the token is a credential.
     let (a, b) = (given.as_bytes(), server.token.as_bytes());
@@ -204,11 +234,18 @@ async fn entry(State(server): State<Arc<Server>>, req: Request) -> Response {
     handlers::handle(server, parts.method, parts.uri.path(), query, parts.headers, bytes).await
 }
 
+/// kube's rustls needs a process-wide crypto provider when several are compiled in (ring via kube,
+/// aws-lc via other dependencies); ring is kube's choice. A second install is a harmless no-op.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A started server. Dropping it stops the server too (without waiting).
 pub struct RunningApiServer {
     addr: SocketAddr,
     token: String,
     kubeconfig_path: PathBuf,
+    ca_pem: String,
     shutdown: Option<tokio::sync::watch::Sender<bool>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -219,9 +256,14 @@ impl RunningApiServer {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
+    }
+
+    /// PEM of the CA that signed the serving certificate (also in `<state_dir>/ca.crt`).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
     }
 
     /// The bearer token clients must send.
@@ -236,6 +278,7 @@ impl RunningApiServer {
 
     /// A kube-rs client configured from the written kubeconfig.
     pub async fn client(&self) -> Result<kube::Client, Error> {
+        install_crypto_provider();
         let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig_path).map_err(|e| Error::Client(e.to_string()))?;
         let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
             .await

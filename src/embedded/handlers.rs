@@ -319,7 +319,10 @@ fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
 
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-    if ct.contains("protobuf") || ct.contains("cbor") {
+    if ct.contains("vnd.kubernetes.protobuf") {
+        return super::protobuf::decode(body);
+    }
+    if ct.contains("cbor") {
         return Err(ApiError::unsupported_media_type(
             "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
         ));

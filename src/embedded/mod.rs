@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod ops;
 pub mod patch;
 pub mod podlog;
+pub mod protobuf;
 pub mod resources;
 pub mod runner;
 pub mod schema;
@@ -25,6 +26,7 @@ pub mod selector;
 pub mod status;
 pub mod store;
 pub mod table;
+pub mod tls;
 pub mod watch;
 
 pub use apiserver::{ApiServer, ApiServerConfig, Error as ApiServerError, RunningApiServer};

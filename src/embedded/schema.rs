@@ -287,19 +287,28 @@ fn check_number(schema: &Value, value: &Value, path: &str, errs: &mut Vec<FieldE
         && (n > max || (exclusive_max && n == max))
     {
         let rel = if exclusive_max { "less than" } else { "less than or equal to" };
-        errs.push(FieldError::invalid(path, value, &format!("{} in body should be {rel} {}", name_of(path), schema["maximum"])));
+        errs.push(FieldError::invalid(path, value, &format!("{} in body should be {rel} {}", name_of(path), go_number(&schema["maximum"]))));
     }
     if let Some(min) = schema["minimum"].as_f64()
         && (n < min || (exclusive_min && n == min))
     {
         let rel = if exclusive_min { "greater than" } else { "greater than or equal to" };
-        errs.push(FieldError::invalid(path, value, &format!("{} in body should be {rel} {}", name_of(path), schema["minimum"])));
+        errs.push(FieldError::invalid(path, value, &format!("{} in body should be {rel} {}", name_of(path), go_number(&schema["minimum"]))));
     }
     if let Some(m) = schema["multipleOf"].as_f64()
         && m > 0.0
         && (n / m).fract() != 0.0
     {
-        errs.push(FieldError::invalid(path, value, &format!("{} in body should be a multiple of {}", name_of(path), schema["multipleOf"])));
+        errs.push(FieldError::invalid(path, value, &format!("{} in body should be a multiple of {}", name_of(path), go_number(&schema["multipleOf"]))));
+    }
+}
+
+/// A schema number as Go's `%v` prints a float64 (`100`, not `100.0`).
+fn go_number(v: &Value) -> String {
+    match v.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e21 => format!("{}", f as i64),
+        Some(f) => f.to_string(),
+        None => v.to_string(),
     }
 }
 
