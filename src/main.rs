@@ -17,8 +17,30 @@ enum Command {
     Crd,
     /// Check Pipeline manifests offline: schema, durations, cron, URLs and referenced Secrets.
     Validate(ValidateArgs),
+    /// Run a local control plane: API server, Pipeline CRD and pod runner, until Ctrl-C.
+    Dev(DevArgs),
     /// Print the cdkube version.
     Version,
+}
+
+#[derive(Args)]
+struct DevArgs {
+    /// API server port on 127.0.0.1 (0 picks a free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Directory for the kubeconfig, Pod workspaces and logs.
+    #[arg(long, default_value = ".cdkube-dev")]
+    state_dir: std::path::PathBuf,
+    /// Manifests to apply once the plane is up (multi-document YAML, create-or-update).
+    #[arg(short = 'f', long = "filename")]
+    files: Vec<std::path::PathBuf>,
+    /// Run only the API server and the pod runner, for tests that run the operator separately.
+    /// cdkube has no operator yet, so this is also what runs without the flag.
+    #[arg(long)]
+    no_operator: bool,
+    /// Print only the kubeconfig path on stdout once the plane is ready (for scripts).
+    #[arg(long)]
+    print_kubeconfig_path: bool,
 }
 
 #[derive(Args)]
@@ -42,6 +64,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Validate(args) => validate(args),
+        Command::Dev(args) => dev(args),
         Command::Version => {
             println!("cdkube {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -64,4 +87,24 @@ fn validate(args: ValidateArgs) -> ExitCode {
         }
     }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+fn dev(args: DevArgs) -> ExitCode {
+    let opts = cdkube::embedded::dev::DevOptions {
+        port: args.port,
+        state_dir: args.state_dir,
+        files: args.files,
+        no_operator: args.no_operator,
+        print_kubeconfig_path: args.print_kubeconfig_path,
+    };
+    let result = tokio::runtime::Runtime::new()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(cdkube::embedded::dev::run(opts)).map_err(|e| e.to_string()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cdkube dev: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

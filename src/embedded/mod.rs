@@ -6,6 +6,7 @@ pub mod admission;
 pub mod apiserver;
 pub mod cel;
 pub mod crd;
+pub mod dev;
 pub mod discovery;
 pub mod events;
 pub mod fields;

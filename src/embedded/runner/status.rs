@@ -109,9 +109,13 @@ impl Book {
         self.list(kind).get_mut(idx)
     }
 
-    /// Marks the container waiting with `reason` (CreateContainerConfigError, CrashLoopBackOff, …).
+    /// Marks the container waiting with `reason` (CreateContainerConfigError, CrashLoopBackOff, …);
+    /// a termination it replaces moves to `lastState`.
     pub fn waiting(&mut self, kind: Kind, idx: usize, reason: &str, message: Option<String>) {
         if let Some(c) = self.container(kind, idx) {
+            if c.state.as_ref().is_some_and(|s| s.terminated.is_some()) {
+                c.last_state = c.state.take();
+            }
             c.state = Some(ContainerState {
                 waiting: Some(ContainerStateWaiting {
                     reason: Some(reason.into()),
@@ -152,7 +156,7 @@ impl Book {
         }
     }
 
-    /// Before a restart: the current termination becomes `lastState`, the count goes up.
+    /// A new run of the container starts: the restart count goes up.
     pub fn restarting(&mut self, kind: Kind, idx: usize) {
         if let Some(c) = self.container(kind, idx) {
             if c.state.as_ref().is_some_and(|s| s.terminated.is_some()) {

@@ -1,0 +1,319 @@
+//! `cdkube dev`: a whole local control plane in one command — the API server emulator, the Pipeline
+//! CRD, the local pod runner — plus the user's manifests, until Ctrl-C.
+//!
+//! The operator (controller) is not part of cdkube yet, so `cdkube dev` runs the API server and the
+//! pod runner only; `--no-operator` asks for exactly that and will keep meaning it once the
+//! operator exists (tests run the operator as a separate process).
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::discovery::{self, Scope};
+use kube::{Api, Client, ResourceExt};
+use serde::Deserialize;
+
+use super::runner::{Runner, RunnerConfig};
+use super::{ApiServer, ApiServerConfig};
+
+/// Field manager of everything `cdkube dev` applies.
+pub const FIELD_MANAGER: &str = "cdkube-dev";
+
+/// What went wrong; each is reported as one line and a non-zero exit.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The state directory could not be created or resolved.
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The API server did not start.
+    #[error("starting the API server: {0}")]
+    Server(String),
+    /// The Pipeline CRD could not be installed.
+    #[error("installing the Pipeline CRD: {0}")]
+    Crd(String),
+    /// The pod runner did not start.
+    #[error(transparent)]
+    Runner(#[from] super::runner::Error),
+    /// A `-f` file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A document of a `-f` file is not a Kubernetes object or was refused by the server.
+    #[error("{source_name}: document {index}: {message}")]
+    Manifest {
+        /// File name.
+        source_name: String,
+        /// 1-based index of the YAML document.
+        index: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// Installing the Ctrl-C / SIGTERM handler failed.
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Options of `cdkube dev`.
+#[derive(Clone, Debug)]
+pub struct DevOptions {
+    /// API server port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Where the kubeconfig, Pod workspaces and logs live.
+    pub state_dir: PathBuf,
+    /// Manifests to apply once the plane is up.
+    pub files: Vec<PathBuf>,
+    /// Run only the API server and the pod runner (today: always the case).
+    pub no_operator: bool,
+    /// Print only the kubeconfig path on stdout, once everything is ready (for scripts).
+    pub print_kubeconfig_path: bool,
+}
+
+/// One applied object, as reported to the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// `kind.group/name` as kubectl prints it (`pipeline.delivery.inge.4pr.es/doing-nothing`).
+    pub object: String,
+    /// `created` or `configured`.
+    pub verb: &'static str,
+}
+
+impl std::fmt::Display for Applied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.object, self.verb)
+    }
+}
+
+/// Installs (create-or-update) the Pipeline CRD and waits until the server serves Pipelines.
+pub async fn install_crd(client: &Client) -> Result<(), Error> {
+    let crd = crate::api::crd::crd();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = crd.name_any();
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&name, &pp, &Patch::Apply(&crd))
+        .await
+        .map_err(|e| Error::Crd(api_message(&e)))?;
+    let version = crd
+        .spec
+        .versions
+        .iter()
+        .find(|v| v.served)
+        .map(|v| v.name.clone())
+        .unwrap_or_default();
+    let gvk = GroupVersionKind::gvk(&crd.spec.group, &version, &crd.spec.names.kind);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match discovery::pinned_kind(client, &gvk).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                return Err(Error::Crd(format!("{name} is not served after 30s: {e}")));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Applies every document of a multi-document YAML text (server-side apply, create-or-update),
+/// in order. `source_name` names the text in errors.
+pub async fn apply_manifests(
+    client: &Client,
+    text: &str,
+    source_name: &str,
+) -> Result<Vec<Applied>, Error> {
+    let mut applied = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let index = i + 1;
+        let err = |message: String| Error::Manifest {
+            source_name: source_name.into(),
+            index,
+            message,
+        };
+        let value = serde_yaml::Value::deserialize(doc).map_err(|e| err(e.to_string()))?;
+        if value.is_null() {
+            continue;
+        }
+        let obj: DynamicObject = serde_yaml::from_value(value).map_err(|e| err(e.to_string()))?;
+        applied.push(apply_one(client, obj).await.map_err(err)?);
+    }
+    Ok(applied)
+}
+
+async fn apply_one(client: &Client, mut obj: DynamicObject) -> Result<Applied, String> {
+    let types = obj
+        .types
+        .clone()
+        .ok_or("apiVersion and kind are required")?;
+    let name = obj
+        .metadata
+        .name
+        .clone()
+        .ok_or("metadata.name is required")?;
+    let (group, version) = match types.api_version.split_once('/') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (String::new(), types.api_version.clone()),
+    };
+    let gvk = GroupVersionKind::gvk(&group, &version, &types.kind);
+    let (resource, caps) = discovery::pinned_kind(client, &gvk).await.map_err(|e| {
+        format!(
+            "the server does not serve {}/{}: {e}",
+            types.api_version, types.kind
+        )
+    })?;
+    let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
+        let ns = obj
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        obj.metadata.namespace = Some(ns.clone());
+        Api::namespaced_with(client.clone(), &ns, &resource)
+    } else {
+        Api::all_with(client.clone(), &resource)
+    };
+    let existed = api
+        .get_opt(&name)
+        .await
+        .map_err(|e| api_message(&e))?
+        .is_some();
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&name, &pp, &Patch::Apply(&obj))
+        .await
+        .map_err(|e| api_message(&e))?;
+    Ok(Applied {
+        object: format!("{}/{name}", kind_label(&resource)),
+        verb: if existed { "configured" } else { "created" },
+    })
+}
+
+/// The server's own message for a refused request (it names the field), else the client error.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `pipeline.delivery.inge.4pr.es` / `pod`, as kubectl names objects.
+fn kind_label(r: &ApiResource) -> String {
+    let kind = r.kind.to_lowercase();
+    if r.group.is_empty() {
+        kind
+    } else {
+        format!("{kind}.{}", r.group)
+    }
+}
+
+/// Reads and applies `-f` files in order.
+pub async fn apply_files(client: &Client, files: &[PathBuf]) -> Result<Vec<Applied>, Error> {
+    let mut out = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        out.extend(apply_manifests(client, &text, &path.display().to_string()).await?);
+    }
+    Ok(out)
+}
+
+/// What to try, printed once the plane is up.
+pub fn banner(server: &str, kubeconfig: &Path, applied: &[Applied]) -> String {
+    let kc = kubeconfig.display();
+    let mut out = format!(
+        "cdkube dev: API server {server}, pod runner on node {node}\n\
+         operator: not started (cdkube has no controller yet; only the API server and pod runner run)\n\
+         kubeconfig: {kc}\n",
+        node = super::runner::DEFAULT_NODE_NAME,
+    );
+    for a in applied {
+        out.push_str(&format!("applied: {a}\n"));
+    }
+    out.push_str(&format!(
+        "\nTry:\n  export KUBECONFIG={kc}\n  kubectl get pipelines\n  \
+         kubectl apply -f fixtures/pipelines/doing-nothing.yaml\n  kubectl describe pipeline doing-nothing\n  \
+         kubectl get pods\n  kubectl logs POD\n(or pass --kubeconfig {kc} to each kubectl command)\n\n\
+         Ctrl-C stops the plane and every Pod process.\n"
+    ));
+    out
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn stop_signal() -> Result<(), Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+/// Runs the plane until SIGINT/SIGTERM; then stops every Pod process and the server.
+pub async fn run(opts: DevOptions) -> Result<(), Error> {
+    let state_err = |source| Error::StateDir {
+        path: opts.state_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&opts.state_dir).map_err(state_err)?;
+    let state_dir = std::fs::canonicalize(&opts.state_dir).map_err(state_err)?;
+    // Signals are caught from here on, so a Ctrl-C during start-up still stops cleanly.
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    let mut config = ApiServerConfig::new(&state_dir);
+    config.port = opts.port;
+    let plane = ApiServer::start(config)
+        .await
+        .map_err(|e| Error::Server(e.to_string()))?;
+    let client = match plane.client().await {
+        Ok(c) => c,
+        Err(e) => {
+            plane.shutdown().await;
+            return Err(Error::Server(e.to_string()));
+        }
+    };
+    let result = async {
+        install_crd(&client).await?;
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::Server(format!("locating the cdkube binary: {e}")))?;
+        let runner = Runner::start(client.clone(), RunnerConfig::new(&state_dir, exe))?;
+        Ok::<_, Error>(runner)
+    }
+    .await;
+    let runner = match result {
+        Ok(r) => r,
+        Err(e) => {
+            plane.shutdown().await;
+            return Err(e);
+        }
+    };
+    let applied = match apply_files(&client, &opts.files).await {
+        Ok(a) => a,
+        Err(e) => {
+            runner.shutdown().await;
+            plane.shutdown().await;
+            return Err(e);
+        }
+    };
+    if opts.print_kubeconfig_path {
+        println!("{}", plane.kubeconfig_path().display());
+    } else {
+        print!(
+            "{}",
+            banner(&plane.url(), plane.kubeconfig_path(), &applied)
+        );
+    }
+    let waited = stop.await;
+    tracing::info!("stopping: killing Pod processes, then the API server");
+    runner.shutdown().await;
+    plane.shutdown().await;
+    waited
+}

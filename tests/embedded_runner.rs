@@ -1,0 +1,611 @@
+//! The local pod runner driven through the embedded API server, as a user sees it: Pod status via
+//! the real kube-rs client over HTTP, logs via the real `/usr/bin/kubectl`, processes via /proc.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cdkube::embedded::runner::{Runner, RunnerConfig, VolumeMode};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ContainerStateTerminated, ContainerStatus, Pod, Secret,
+};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::runtime::wait::await_condition;
+use kube::{Api, Client};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// An API server plus a runner, each test its own.
+struct Plane {
+    server: cdkube::embedded::RunningApiServer,
+    client: Client,
+    runner: Option<Runner>,
+    state: tempfile::TempDir,
+}
+
+impl Plane {
+    async fn start(mode: Option<VolumeMode>) -> Plane {
+        // Runner warnings (failed API calls) show in the output of a failing test.
+        cdkube::telemetry::init();
+        let state = tempfile::tempdir().unwrap();
+        let server = cdkube::embedded::ApiServer::start(cdkube::embedded::ApiServerConfig::new(
+            state.path(),
+        ))
+        .await
+        .unwrap();
+        let client = server.client().await.unwrap();
+        let mut plane = Plane {
+            server,
+            client,
+            runner: None,
+            state,
+        };
+        plane.start_runner(mode);
+        plane
+    }
+
+    fn start_runner(&mut self, mode: Option<VolumeMode>) {
+        let mut config = RunnerConfig::new(self.state.path(), env!("CARGO_BIN_EXE_cdkube"));
+        config.volume_mode = mode;
+        self.runner = Some(Runner::start(self.client.clone(), config).unwrap());
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.server.kubeconfig_path().to_path_buf()
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    async fn create(&self, pod: serde_json::Value) -> Pod {
+        let pod: Pod = serde_json::from_value(pod).unwrap();
+        self.pods()
+            .create(&PostParams::default(), &pod)
+            .await
+            .unwrap()
+    }
+
+    /// Waits (watching, with a timeout) until the Pod satisfies `cond`.
+    async fn wait(&self, name: &str, what: &str, cond: impl Fn(&Pod) -> bool) -> Pod {
+        let waited = tokio::time::timeout(
+            WAIT,
+            await_condition(self.pods(), name, move |p: Option<&Pod>| {
+                p.is_some_and(&cond)
+            }),
+        );
+        match waited.await {
+            Ok(Ok(Some(p))) => p,
+            other => {
+                let now = self.pods().get_opt(name).await.unwrap();
+                panic!(
+                    "Pod {name}: {what} not reached ({:?}); Pod is now {now:#?}",
+                    other.err()
+                );
+            }
+        }
+    }
+
+    async fn wait_phase(&self, name: &str, phase: &str) -> Pod {
+        self.wait(name, &format!("phase {phase}"), |p| {
+            phase_of(p) == Some(phase)
+        })
+        .await
+    }
+
+    async fn wait_gone(&self, name: &str) {
+        let waited = tokio::time::timeout(
+            WAIT,
+            await_condition(self.pods(), name, |p: Option<&Pod>| p.is_none()),
+        );
+        assert!(matches!(waited.await, Ok(Ok(_))), "Pod {name} still exists");
+    }
+
+    /// Reason strings of the Pod's Events (events.k8s.io view), oldest first.
+    async fn event_reasons(&self, name: &str) -> Vec<String> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), "default");
+        let list = api.list(&ListParams::default()).await.unwrap();
+        list.items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+
+    async fn kubectl(&self, args: &[&str]) -> Option<std::process::Output> {
+        kubectl(&self.kubeconfig(), args).await
+    }
+
+    /// A file the Pod wrote into its emptyDir volume `volume`.
+    fn volume_file(&self, pod: &str, volume: &str, file: &str) -> PathBuf {
+        cdkube::embedded::runner::workspace::PodDir::new(self.state.path(), "default", pod)
+            .volume(volume)
+            .join(file)
+    }
+}
+
+async fn kubectl(kubeconfig: &Path, args: &[&str]) -> Option<std::process::Output> {
+    if !Path::new("/usr/bin/kubectl").exists() {
+        eprintln!("SKIPPED: /usr/bin/kubectl is absent; kubectl part of this test not run");
+        return None;
+    }
+    let out = tokio::process::Command::new("/usr/bin/kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    Some(out)
+}
+
+fn phase_of(p: &Pod) -> Option<&str> {
+    p.status.as_ref()?.phase.as_deref()
+}
+
+fn container(p: &Pod, init: bool, idx: usize) -> ContainerStatus {
+    let s = p.status.clone().unwrap();
+    let list = if init {
+        s.init_container_statuses
+    } else {
+        s.container_statuses
+    };
+    list.unwrap()[idx].clone()
+}
+
+fn terminated(c: &ContainerStatus) -> ContainerStateTerminated {
+    c.state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap_or_else(|| panic!("{} not terminated: {c:?}", c.name))
+}
+
+fn condition(p: &Pod, type_: &str) -> String {
+    let conds = p.status.as_ref().unwrap().conditions.clone().unwrap();
+    conds
+        .into_iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status)
+        .unwrap_or_default()
+}
+
+/// Waits until the pid written to `file` exists, and returns it.
+async fn wait_pid(file: &Path) -> i32 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(file)
+            && let Ok(pid) = text.trim().parse()
+            && text.ends_with('\n')
+        {
+            return pid;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never written",
+            file.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie still has a /proc entry; its state letter is Z.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(") ")
+                .next()
+                .is_some_and(|rest| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+async fn wait_dead(pid: i32) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while alive(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "process {pid} still alive"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A Pod whose container records its pid in an emptyDir and sleeps.
+fn sleeper(name: &str, extra_spec: serde_json::Value) -> serde_json::Value {
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "volumes": [{"name": "data", "emptyDir": {}}],
+            "containers": [{
+                "name": "sleep", "image": "busybox",
+                "command": ["sh", "-c", "echo $$$$ > /data/pid; exec sleep 1000"],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}]
+            }]
+        }
+    });
+    if let (Some(spec), Some(extra)) = (pod["spec"].as_object_mut(), extra_spec.as_object()) {
+        spec.extend(extra.clone());
+    }
+    pod
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_pod_succeeds_and_kubectl_logs_shows_the_line() {
+    let plane = Plane::start(None).await;
+    plane
+        .create(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "doing-nothing-1"},
+            "spec": {"restartPolicy": "Never", "containers": [{
+                "name": "build", "image": "busybox",
+                "command": ["echo"], "args": ["building something...", "now I'm done"]
+            }]}
+        }))
+        .await;
+    let pod = plane.wait_phase("doing-nothing-1", "Succeeded").await;
+    let spec = pod.spec.clone().unwrap();
+    assert_eq!(spec.node_name.as_deref(), Some("cdkube-dev"));
+    let status = pod.status.clone().unwrap();
+    assert_eq!(status.pod_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(status.host_ip.as_deref(), Some("127.0.0.1"));
+    assert!(status.start_time.is_some());
+    let c = container(&pod, false, 0);
+    let t = terminated(&c);
+    assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")));
+    assert!(t.started_at.unwrap().0 <= t.finished_at.unwrap().0);
+    assert_eq!(c.image, "busybox");
+    assert_eq!(condition(&pod, "PodScheduled"), "True");
+    assert_eq!(condition(&pod, "Initialized"), "True");
+    assert_eq!(condition(&pod, "Ready"), "False");
+    let log = std::fs::read_to_string(cdkube::embedded::logs::container_log_path(
+        plane.state.path(),
+        "default",
+        "doing-nothing-1",
+        "build",
+    ))
+    .unwrap();
+    assert_eq!(log, "building something... now I'm done\n");
+    if let Some(out) = plane.kubectl(&["logs", "doing-nothing-1"]).await {
+        assert!(
+            out.status.success(),
+            "kubectl logs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "building something... now I'm done\n"
+        );
+    }
+    let reasons = plane.event_reasons("doing-nothing-1").await;
+    for expected in ["Scheduled", "ImageNotPulled", "Created", "Started"] {
+        assert!(
+            reasons.iter().any(|r| r == expected),
+            "no {expected} Event in {reasons:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_command_fails_the_pod_with_its_exit_code() {
+    let plane = Plane::start(None).await;
+    plane
+        .create(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "fails"},
+            "spec": {"restartPolicy": "Never", "containers": [
+                {"name": "main", "image": "busybox", "command": ["sh", "-c", "echo broken >&2; exit 3"]}
+            ]}
+        }))
+        .await;
+    let pod = plane.wait_phase("fails", "Failed").await;
+    let t = terminated(&container(&pod, false, 0));
+    assert_eq!((t.exit_code, t.reason.as_deref()), (3, Some("Error")));
+    if let Some(out) = plane.kubectl(&["logs", "fails"]).await {
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "broken\n",
+            "stderr belongs in the log"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_does_not_exist_is_a_start_error() {
+    let plane = Plane::start(None).await;
+    plane
+        .create(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "no-such"},
+            "spec": {"restartPolicy": "Never", "containers": [
+                {"name": "main", "image": "busybox", "command": ["cdkube-no-such-program"]}
+            ]}
+        }))
+        .await;
+    let pod = plane.wait_phase("no-such", "Failed").await;
+    let t = terminated(&container(&pod, false, 0));
+    assert_eq!(
+        (t.exit_code, t.reason.as_deref()),
+        (128, Some("StartError"))
+    );
+    assert!(
+        t.message
+            .unwrap_or_default()
+            .contains("cdkube-no-such-program")
+    );
+}
+
+/// Two init containers append to a shared emptyDir in order; the main container reads it.
+fn ordered_init_pod(name: &str) -> serde_json::Value {
+    let mount = json!([{"name": "work", "mountPath": "/work"}]);
+    json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "volumes": [{"name": "work", "emptyDir": {}}],
+            "initContainers": [
+                {"name": "first", "image": "busybox", "workingDir": "/work",
+                 "command": ["sh", "-c", "echo first >> order"], "volumeMounts": mount},
+                {"name": "second", "image": "busybox", "workingDir": "/work",
+                 "command": ["sh", "-c", "echo second >> order"], "volumeMounts": mount}
+            ],
+            "containers": [
+                {"name": "main", "image": "busybox", "command": ["cat", "/work/order"], "volumeMounts": mount}
+            ]
+        }
+    })
+}
+
+async fn init_containers_share_an_empty_dir(mode: VolumeMode) {
+    let plane = Plane::start(Some(mode)).await;
+    plane.create(ordered_init_pod("ordered")).await;
+    let pod = plane.wait_phase("ordered", "Succeeded").await;
+    let first = terminated(&container(&pod, true, 0));
+    let second = terminated(&container(&pod, true, 1));
+    assert_eq!((first.exit_code, second.exit_code), (0, 0));
+    assert!(
+        first.finished_at.unwrap().0 <= second.started_at.unwrap().0,
+        "init containers overlapped"
+    );
+    if let Some(out) = plane.kubectl(&["logs", "ordered", "-c", "main"]).await {
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "first\nsecond\n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_run_in_order_and_share_an_empty_dir_in_a_mount_namespace() {
+    let probe = tempfile::tempdir().unwrap();
+    if !cdkube::embedded::runner::process::namespaces_permitted(probe.path()) {
+        eprintln!(
+            "SKIPPED: mount namespaces are not permitted here; the rewrite-mode test covers this"
+        );
+        return;
+    }
+    init_containers_share_an_empty_dir(VolumeMode::Namespace).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_run_in_order_and_share_an_empty_dir_with_path_rewriting() {
+    init_containers_share_an_empty_dir(VolumeMode::Rewrite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_init_container_fails_the_pod_and_the_containers_never_start() {
+    let plane = Plane::start(None).await;
+    let mut pod = ordered_init_pod("init-fails");
+    pod["spec"]["initContainers"][0]["command"] = json!(["sh", "-c", "exit 7"]);
+    plane.create(pod).await;
+    let pod = plane.wait_phase("init-fails", "Failed").await;
+    assert_eq!(terminated(&container(&pod, true, 0)).exit_code, 7);
+    let second = container(&pod, true, 1);
+    let main = container(&pod, false, 0);
+    assert!(
+        second.state.unwrap().terminated.is_none(),
+        "the second init container ran"
+    );
+    assert_eq!(
+        main.state.unwrap().waiting.unwrap().reason.as_deref(),
+        Some("PodInitializing")
+    );
+    assert_eq!(condition(&pod, "Initialized"), "False");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_value_from_fields_secrets_and_config_maps_with_var_expansion() {
+    let plane = Plane::start(None).await;
+    plane
+        .create(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "env-pod", "labels": {"app": "demo"}},
+            "spec": {"restartPolicy": "Never", "containers": [{
+                "name": "main", "image": "busybox",
+                "command": ["echo"],
+                "args": ["$(POD)", "$(APP)", "$(TOKEN)", "$(COLOR)", "$(GREETING)", "$$(POD)", "$(UNDEFINED)"],
+                "env": [
+                    {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+                    {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
+                    {"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "color"}}},
+                    {"name": "GREETING", "value": "hello-$(POD)"}
+                ]
+            }]}
+        }))
+        .await;
+    // The Secret does not exist yet: kubelet waits with CreateContainerConfigError.
+    plane
+        .wait("env-pod", "CreateContainerConfigError", |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_some_and(|c| {
+                    c[0].state
+                        .as_ref()
+                        .and_then(|s| s.waiting.as_ref())
+                        .and_then(|w| w.reason.as_deref())
+                        == Some("CreateContainerConfigError")
+                })
+        })
+        .await;
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "data": {"token": "czNjcjN0"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(plane.client.clone(), "default")
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"color": "blue"}
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(plane.client.clone(), "default")
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    plane.wait_phase("env-pod", "Succeeded").await;
+    if let Some(out) = plane.kubectl(&["logs", "env-pod"]).await {
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "env-pod demo s3cr3t blue hello-env-pod $(POD) $(UNDEFINED)\n"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cdkube_command_runs_the_cdkube_binary() {
+    let plane = Plane::start(None).await;
+    plane
+        .create(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "self"},
+            "spec": {"restartPolicy": "Never", "containers": [
+                {"name": "main", "image": "ghcr.io/example/cdkube:latest", "command": ["/usr/local/bin/cdkube", "version"]}
+            ]}
+        }))
+        .await;
+    plane.wait_phase("self", "Succeeded").await;
+    if let Some(out) = plane.kubectl(&["logs", "self"]).await {
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("cdkube {}\n", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_deadline_kills_a_long_sleeper() {
+    let plane = Plane::start(None).await;
+    plane
+        .create(sleeper("deadline", json!({"activeDeadlineSeconds": 2})))
+        .await;
+    let pid = wait_pid(&plane.volume_file("deadline", "data", "pid")).await;
+    assert!(alive(pid));
+    let pod = plane.wait_phase("deadline", "Failed").await;
+    let status = pod.status.clone().unwrap();
+    assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
+    wait_dead(pid).await;
+    let pod = plane
+        .wait("deadline", "container terminated", |p| {
+            container(p, false, 0)
+                .state
+                .is_some_and(|s| s.terminated.is_some())
+        })
+        .await;
+    assert_eq!(
+        terminated(&container(&pod, false, 0)).exit_code,
+        128 + 15,
+        "SIGTERM ends the sleeper"
+    );
+    let reasons = plane.event_reasons("deadline").await;
+    assert!(
+        reasons.iter().any(|r| r == "DeadlineExceeded"),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r == "Killing"), "{reasons:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_running_pod_kills_its_processes_and_removes_it() {
+    let plane = Plane::start(None).await;
+    plane.create(sleeper("doomed", json!({}))).await;
+    let pid = wait_pid(&plane.volume_file("doomed", "data", "pid")).await;
+    plane.wait_phase("doomed", "Running").await;
+    plane
+        .pods()
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
+    plane.wait_gone("doomed").await;
+    wait_dead(pid).await;
+    assert!(
+        !plane.volume_file("doomed", "data", "pid").exists(),
+        "the Pod's workspace was kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_running_when_the_runner_died_is_failed_by_the_next_runner() {
+    let mut plane = Plane::start(None).await;
+    plane.create(sleeper("orphan", json!({}))).await;
+    let pid = wait_pid(&plane.volume_file("orphan", "data", "pid")).await;
+    plane.wait_phase("orphan", "Running").await;
+    // Dropping the runner aborts it like a crash: its processes keep running.
+    drop(plane.runner.take());
+    assert!(alive(pid));
+    plane.start_runner(None);
+    let pod = plane.wait_phase("orphan", "Failed").await;
+    assert_eq!(
+        pod.status.clone().unwrap().reason.as_deref(),
+        Some("RunnerRestarted")
+    );
+    let t = terminated(&container(&pod, false, 0));
+    assert_eq!(t.reason.as_deref(), Some("ContainerStatusUnknown"));
+    wait_dead(pid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_policy_on_failure_restarts_until_success() {
+    let plane = Plane::start(None).await;
+    plane
+        .create(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "flaky"},
+            "spec": {
+                "restartPolicy": "OnFailure",
+                "volumes": [{"name": "data", "emptyDir": {}}],
+                "containers": [{
+                    "name": "main", "image": "busybox",
+                    "command": ["sh", "-c", "if [ -f /data/ran ]; then echo second; else touch /data/ran; echo first; exit 1; fi"],
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}]
+                }]
+            }
+        }))
+        .await;
+    let pod = plane.wait_phase("flaky", "Succeeded").await;
+    let c = container(&pod, false, 0);
+    assert_eq!(c.restart_count, 1);
+    assert_eq!(c.last_state.unwrap().terminated.unwrap().exit_code, 1);
+    assert_eq!(terminated(&container(&pod, false, 0)).exit_code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsupported_volume_fails_the_pod_with_the_reason() {
+    let plane = Plane::start(None).await;
+    plane
+        .create(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nfs"},
+            "spec": {
+                "restartPolicy": "Never",
+                "volumes": [{"name": "share", "nfs": {"server": "127.0.0.1", "path": "/x"}}],
+                "containers": [{"name": "main", "image": "busybox", "command": ["true"]}]
+            }
+        }))
+        .await;
+    let pod = plane.wait_phase("nfs", "Failed").await;
+    let status = pod.status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("FailedMount"));
+    assert!(
+        status
+            .message
+            .unwrap()
+            .contains("nfs volumes are not supported")
+    );
+}
