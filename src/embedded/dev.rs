@@ -4,6 +4,7 @@
 //! The operator (controller) is not part of cdkube yet, so `cdkube dev` runs the API server and the
 //! pod runner only; `--no-operator` asks for exactly that and will keep meaning it once the
 //! operator exists (tests run the operator as a separate process).
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -245,16 +246,28 @@ pub fn banner(server: &str, kubeconfig: &Path, applied: &[Applied]) -> String {
     out
 }
 
-/// Resolves when SIGINT or SIGTERM arrives.
-async fn stop_signal() -> Result<(), Error> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
-    let mut term = signal(SignalKind::terminate()).map_err(Error::Signals)?;
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+/// SIGINT and SIGTERM, caught from the moment this exists (so a Ctrl-C during start-up is kept and
+/// handled once the plane is up, instead of killing the process and orphaning Pod processes).
+struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<Self, Error> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            int: signal(SignalKind::interrupt()).map_err(Error::Signals)?,
+            term: signal(SignalKind::terminate()).map_err(Error::Signals)?,
+        })
     }
-    Ok(())
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
 }
 
 /// Runs the plane until SIGINT/SIGTERM; then stops every Pod process and the server.
@@ -266,8 +279,7 @@ pub async fn run(opts: DevOptions) -> Result<(), Error> {
     std::fs::create_dir_all(&opts.state_dir).map_err(state_err)?;
     let state_dir = std::fs::canonicalize(&opts.state_dir).map_err(state_err)?;
     // Signals are caught from here on, so a Ctrl-C during start-up still stops cleanly.
-    let stop = stop_signal();
-    tokio::pin!(stop);
+    let mut stop = StopSignals::install()?;
     let mut config = ApiServerConfig::new(&state_dir);
     config.port = opts.port;
     let plane = ApiServer::start(config)
@@ -303,17 +315,17 @@ pub async fn run(opts: DevOptions) -> Result<(), Error> {
             return Err(e);
         }
     };
-    if opts.print_kubeconfig_path {
-        println!("{}", plane.kubeconfig_path().display());
+    // Write errors (a closed pipe) must not panic the plane away from its Pod processes.
+    let mut out = std::io::stdout();
+    let text = if opts.print_kubeconfig_path {
+        format!("{}\n", plane.kubeconfig_path().display())
     } else {
-        print!(
-            "{}",
-            banner(&plane.url(), plane.kubeconfig_path(), &applied)
-        );
-    }
-    let waited = stop.await;
+        banner(&plane.url(), plane.kubeconfig_path(), &applied)
+    };
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    stop.wait().await;
     tracing::info!("stopping: killing Pod processes, then the API server");
     runner.shutdown().await;
     plane.shutdown().await;
-    waited
+    Ok(())
 }

@@ -117,33 +117,50 @@ impl Life {
             .create_subresource::<_, serde_json::Value>("binding", &self.name, &pp, &binding)
             .await
         {
-            Ok(_) => true,
+            Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 405 => {
                 let patch = serde_json::json!({"spec": {"nodeName": node}});
-                let patched = self
-                    .api
-                    .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await;
+                let pp = PatchParams::default();
+                let patched = self.api.patch(&self.name, &pp, &Patch::Merge(&patch)).await;
                 patched
-                    .map_err(|e| tracing::warn!(pod = %self.name, "binding by patch failed: {e}"))
-                    .is_ok()
+                    .map(|_| ())
+                    .map_err(|e| format!("binding (by patch of spec.nodeName): {e}"))
             }
-            Err(e) => {
-                tracing::warn!(pod = %self.name, "binding failed: {e}");
+            Err(e) => Err(format!("binding: {e}")),
+        };
+        match bound {
+            Ok(()) => {
+                let ns = self.namespace();
+                let note = format!("Successfully assigned {ns}/{} to {node}", self.name);
+                self.ctx
+                    .event(&self.reference, EventType::Normal, "Scheduled", note)
+                    .await;
+                true
+            }
+            Err(message) => {
+                // A conflict may mean this node got it already (a retried request).
+                let now = self.api.get_opt(&self.name).await.ok().flatten();
+                if now
+                    .and_then(|p| p.spec)
+                    .and_then(|s| s.node_name)
+                    .as_deref()
+                    == Some(node.as_str())
+                {
+                    return true;
+                }
+                tracing::warn!(pod = %self.name, "{message}");
+                let note = format!("cannot bind to node {node}: {message}");
+                self.ctx
+                    .event(
+                        &self.reference,
+                        EventType::Warning,
+                        "FailedScheduling",
+                        note,
+                    )
+                    .await;
                 false
             }
-        };
-        if bound {
-            let note = format!(
-                "Successfully assigned {}/{} to {node}",
-                self.namespace(),
-                self.name
-            );
-            self.ctx
-                .event(&self.reference, EventType::Normal, "Scheduled", note)
-                .await;
         }
-        bound
     }
 
     fn namespace(&self) -> &str {
