@@ -140,6 +140,25 @@ fn kubectl_until(
     }
 }
 
+/// Waits until the pid written (with its newline) to `file` can be read.
+fn wait_pid(file: &Path) -> i32 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(file)
+            && text.ends_with('\n')
+            && let Ok(pid) = text.trim().parse()
+        {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never written",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
@@ -247,23 +266,37 @@ fn dev_serves_kubectl_applies_manifests_and_stops_cleanly_on_sigint() {
         cdkube::embedded::runner::workspace::PodDir::new(&dev.state_dir, "default", "sleeper")
             .volume("data")
             .join("pid");
-    let deadline = Instant::now() + WAIT;
-    let pid: i32 = loop {
-        if let Some(pid) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-        {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "sleeper never wrote its pid");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let pid = wait_pid(&pid_file);
     assert!(alive(pid));
     let children = children_of(dev.child.id());
     assert!(
         children.contains(&pid),
         "the sleeper {pid} is not a child of cdkube dev: {children:?}"
     );
+
+    // kubectl delete waits until the runner has stopped the process and removed the Pod.
+    let (ok, out, err) = kubectl(
+        &kubeconfig,
+        &["apply", "-f", "-"],
+        Some(&SLEEPER.replace("name: sleeper", "name: doomed")),
+    )
+    .unwrap();
+    assert!(ok, "{out}{err}");
+    let doomed_pid_file =
+        cdkube::embedded::runner::workspace::PodDir::new(&dev.state_dir, "default", "doomed")
+            .volume("data")
+            .join("pid");
+    let doomed = wait_pid(&doomed_pid_file);
+    let (ok, out, err) = kubectl(&kubeconfig, &["delete", "pod", "doomed"], None).unwrap();
+    assert!(ok && out.contains("deleted"), "{out}{err}");
+    let deadline = Instant::now() + WAIT;
+    while alive(doomed) {
+        assert!(
+            Instant::now() < deadline,
+            "deleted Pod's process {doomed} still alive"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     dev.signal(libc::SIGINT);
     assert_eq!(dev.wait_exit(), Some(0));

@@ -286,6 +286,22 @@ async fn echo_pod_succeeds_and_kubectl_logs_shows_the_line() {
             "no {expected} Event in {reasons:?}"
         );
     }
+    if let Some(out) = plane.kubectl(&["describe", "pod", "doing-nothing-1"]).await {
+        let text = String::from_utf8_lossy(&out.stdout);
+        for expected in [
+            "Node:             cdkube-dev",
+            "Status:           Succeeded",
+            "Exit Code:    0",
+            "Successfully assigned default/doing-nothing-1 to cdkube-dev",
+            "images are not pulled",
+            "Started container build",
+        ] {
+            assert!(
+                text.contains(expected),
+                "kubectl describe lacks {expected:?}:\n{text}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
