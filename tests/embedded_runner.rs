@@ -328,6 +328,31 @@ async fn failing_command_fails_the_pod_with_its_exit_code() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_finished_pod_removes_its_workspace_and_logs() {
+    let plane = Plane::start(None).await;
+    plane.create(ordered_init_pod("finished")).await;
+    plane.wait_phase("finished", "Succeeded").await;
+    let dir =
+        cdkube::embedded::runner::workspace::PodDir::new(plane.state.path(), "default", "finished");
+    assert!(dir.log("main").is_file());
+    plane
+        .pods()
+        .delete("finished", &DeleteParams::default())
+        .await
+        .unwrap();
+    plane.wait_gone("finished").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while dir.path().exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} kept after deletion",
+            dir.path().display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_program_that_does_not_exist_is_a_start_error() {
     let plane = Plane::start(None).await;
     plane

@@ -209,15 +209,28 @@ impl Drop for Runner {
 /// A Pod the runner has taken on.
 struct Entry {
     stop: watch::Sender<Option<Stop>>,
+    dir: workspace::PodDir,
+    /// A deletion seen while the Pod's task ran; completed when the task ends, should the task
+    /// have finished without noticing it.
+    deleted: Option<Pod>,
+    /// The object disappeared while the Pod's task ran.
+    vanished: bool,
     /// The final grace-0 delete has been issued.
     deleting: bool,
+}
+
+impl Entry {
+    fn running(&self) -> bool {
+        !self.stop.is_closed()
+    }
 }
 
 /// The watch loop and its table of Pods, keyed by uid.
 struct Loop {
     ctx: Arc<Ctx>,
     pods: HashMap<String, Entry>,
-    tasks: JoinSet<()>,
+    /// Pod tasks; each returns the uid of its Pod.
+    tasks: JoinSet<String>,
     relist: Option<HashSet<String>>,
 }
 
@@ -242,13 +255,25 @@ impl Loop {
                     Some(Err(e)) => tracing::warn!("pod watch: {e}"),
                     None => break,
                 },
-                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Ok(uid) = done {
+                        self.on_task_done(&uid);
+                    }
+                }
             }
         }
         for entry in self.pods.values() {
             let _ = entry.stop.send(Some(Stop::Shutdown));
         }
         while self.tasks.join_next().await.is_some() {}
+    }
+
+    fn spawn(&mut self, uid: &str, task: impl Future<Output = ()> + Send + 'static) {
+        let uid = uid.to_string();
+        self.tasks.spawn(async move {
+            task.await;
+            uid
+        });
     }
 
     fn on_event(&mut self, event: Event<Pod>) {
@@ -276,15 +301,8 @@ impl Loop {
             }
             Event::Apply(pod) => self.on_apply(pod),
             Event::Delete(pod) => {
-                let Some(uid) = pod.metadata.uid.clone() else {
-                    return;
-                };
-                let running = self.pods.get(&uid).is_some_and(|e| !e.stop.is_closed());
-                self.on_gone(&uid);
-                // A running task removes the directory itself once its processes are gone.
-                let dir = self.dir(&pod);
-                if !running && dir.owned_by(&uid) {
-                    dir.remove();
+                if let Some(uid) = &pod.metadata.uid {
+                    self.on_gone(uid);
                 }
             }
         }
@@ -292,16 +310,39 @@ impl Loop {
 
     fn dir(&self, pod: &Pod) -> workspace::PodDir {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-        workspace::PodDir::new(
-            &self.ctx.state_dir,
-            ns,
-            pod.metadata.name.as_deref().unwrap_or(""),
-        )
+        let name = pod.metadata.name.as_deref().unwrap_or("");
+        workspace::PodDir::new(&self.ctx.state_dir, ns, name)
     }
 
+    /// The object is gone: stop its processes; its directory goes once they have.
     fn on_gone(&mut self, uid: &str) {
-        if let Some(entry) = self.pods.remove(uid) {
+        let Some(entry) = self.pods.get_mut(uid) else {
+            return;
+        };
+        if entry.running() {
             let _ = entry.stop.send(Some(Stop::Vanished));
+            entry.vanished = true;
+        } else if let Some(entry) = self.pods.remove(uid)
+            && entry.dir.owned_by(uid)
+        {
+            entry.dir.remove();
+        }
+    }
+
+    fn on_task_done(&mut self, uid: &str) {
+        let Some(entry) = self.pods.get_mut(uid) else {
+            return;
+        };
+        if entry.vanished {
+            if entry.dir.owned_by(uid) {
+                entry.dir.remove();
+            }
+            self.pods.remove(uid);
+        } else if let Some(pod) = entry.deleted.take()
+            && !entry.deleting
+        {
+            entry.deleting = true;
+            self.spawn(uid, finish_deletion(self.ctx.clone(), pod));
         }
     }
 
@@ -315,56 +356,40 @@ impl Loop {
         }
         let deleting = pod.metadata.deletion_timestamp.is_some();
         if let Some(entry) = self.pods.get_mut(&uid) {
-            if !deleting {
+            if !deleting || entry.deleting {
                 return;
             }
-            if !entry.stop.is_closed() {
+            if entry.running() {
                 let grace = deletion_grace(&pod);
                 entry.stop.send_if_modified(|s| {
                     s.is_none() && s.replace(Stop::Delete { grace }).is_none()
                 });
-            } else if !entry.deleting {
+                entry.deleted = Some(pod);
+            } else {
                 // The Pod had already finished here; only the object is left to remove.
                 entry.deleting = true;
-                self.tasks.spawn(finish_deletion(self.ctx.clone(), pod));
+                self.spawn(&uid, finish_deletion(self.ctx.clone(), pod));
             }
             return;
         }
         let (stop, rx) = watch::channel(None);
+        let entry = Entry {
+            stop,
+            dir: self.dir(&pod),
+            deleted: None,
+            vanished: false,
+            deleting,
+        };
         if deleting {
-            self.tasks.spawn(finish_deletion(self.ctx.clone(), pod));
-            self.pods.insert(
-                uid,
-                Entry {
-                    stop,
-                    deleting: true,
-                },
-            );
-            return;
-        }
-        if is_terminal(&pod) {
-            drop(rx);
-            self.pods.insert(
-                uid,
-                Entry {
-                    stop,
-                    deleting: false,
-                },
-            );
-            return;
-        }
-        if was_started(&pod, &self.dir(&pod)) {
-            self.tasks.spawn(recover(self.ctx.clone(), pod));
+            self.spawn(&uid, finish_deletion(self.ctx.clone(), pod));
+        } else if is_terminal(&pod) {
+            // Nothing to run; remembered so that its deletion is completed here.
+        } else if was_started(&pod, &entry.dir) {
+            self.spawn(&uid, recover(self.ctx.clone(), pod));
         } else {
-            self.tasks.spawn(pod::run(self.ctx.clone(), pod, rx));
+            self.spawn(&uid, pod::run(self.ctx.clone(), pod, rx));
         }
-        self.pods.insert(
-            uid,
-            Entry {
-                stop,
-                deleting: false,
-            },
-        );
+        self.pods.insert(uid, entry);
     }
 }
 

@@ -45,7 +45,11 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut stop: watch::Receiver<Option<Stop>
     if !life.bind().await {
         return;
     }
-    match life.live(&mut stop).await {
+    // A stop that arrived after the containers had ended (e.g. deletion of a Pod failed by its
+    // deadline) is still honoured.
+    let ended = life.live(&mut stop).await;
+    let request = ended.or_else(|| *stop.borrow());
+    match request {
         Some(Stop::Delete { .. }) => life.remove().await,
         Some(Stop::Vanished) => life.dir.remove(),
         Some(Stop::Shutdown) | None => {}
