@@ -25,6 +25,13 @@ struct Plane {
 
 impl Plane {
     async fn start(mode: Option<VolumeMode>) -> Plane {
+        let mut plane = Plane::server_only().await;
+        plane.start_runner(mode);
+        plane
+    }
+
+    /// The API server alone: Pods stay unscheduled until something binds them.
+    async fn server_only() -> Plane {
         // Runner warnings (failed API calls) show in the output of a failing test.
         cdkube::telemetry::init();
         let state = tempfile::tempdir().unwrap();
@@ -34,14 +41,12 @@ impl Plane {
         .await
         .unwrap();
         let client = server.client().await.unwrap();
-        let mut plane = Plane {
+        Plane {
             server,
             client,
             runner: None,
             state,
-        };
-        plane.start_runner(mode);
-        plane
+        }
     }
 
     fn start_runner(&mut self, mode: Option<VolumeMode>) {
@@ -649,4 +654,93 @@ async fn an_unsupported_volume_fails_the_pod_with_the_reason() {
             .unwrap()
             .contains("nfs volumes are not supported")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binding_subresource_assigns_a_node_once_as_the_scheduler_does() {
+    let plane = Plane::server_only().await;
+    plane.create(sleeper("unscheduled", json!({}))).await;
+    let binding = |pod: &str, node: &str| {
+        json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod},
+               "target": {"apiVersion": "v1", "kind": "Node", "name": node}})
+    };
+    let pp = PostParams::default();
+    let api = plane.pods();
+    // An update may not change spec.nodeName: binding is the only way.
+    let patch = json!({"spec": {"nodeName": "node-a"}});
+    let refused = api
+        .patch(
+            "unscheduled",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref e)) if e.code == 422),
+        "{refused:?}"
+    );
+    let bad = api
+        .create_subresource::<_, serde_json::Value>("binding", "unscheduled", &pp, &json!({
+            "apiVersion": "v1", "kind": "Binding", "metadata": {"name": "unscheduled"}, "target": {"kind": "Node"}
+        }))
+        .await;
+    assert!(
+        matches!(bad, Err(kube::Error::Api(ref e)) if e.code == 422 && e.message.contains("target.name")),
+        "{bad:?}"
+    );
+    api.create_subresource::<_, serde_json::Value>(
+        "binding",
+        "unscheduled",
+        &pp,
+        &binding("unscheduled", "node-a"),
+    )
+    .await
+    .unwrap();
+    let pod = api.get("unscheduled").await.unwrap();
+    assert_eq!(
+        pod.spec.clone().unwrap().node_name.as_deref(),
+        Some("node-a")
+    );
+    assert_eq!(condition(&pod, "PodScheduled"), "True");
+    let again = api
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            "unscheduled",
+            &pp,
+            &binding("unscheduled", "node-b"),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(kube::Error::Api(ref e)) if e.code == 409 && e.message.contains("already assigned to node \"node-a\"")),
+        "{again:?}"
+    );
+    let missing = api
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            "no-such-pod",
+            &pp,
+            &binding("no-such-pod", "node-a"),
+        )
+        .await;
+    assert!(
+        matches!(missing, Err(kube::Error::Api(ref e)) if e.code == 404),
+        "{missing:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_bound_to_another_node_are_left_alone() {
+    let plane = Plane::start(None).await;
+    plane
+        .create(sleeper("elsewhere", json!({"nodeName": "some-other-node"})))
+        .await;
+    plane.create(sleeper("here", json!({}))).await;
+    plane.wait_phase("here", "Running").await;
+    let pod = plane.pods().get("elsewhere").await.unwrap();
+    assert!(
+        pod.status
+            .and_then(|s| s.phase)
+            .is_none_or(|p| p == "Pending")
+    );
+    assert!(!plane.volume_file("elsewhere", "data", "pid").exists());
 }

@@ -137,6 +137,7 @@ fn parse_target(types: &[ResourceType], group: &str, version: &str, rest: &[&str
         None => true,
         Some("status") => rt.status_subresource,
         Some("log") => rt.log_subresource,
+        Some("binding") => rt.plural == "pods" && rt.group.is_empty(),
         Some(_) => false,
     };
     if !sub_ok {
@@ -154,6 +155,7 @@ async fn resource(server: &Arc<Server>, method: &Method, query: &Query, headers:
     let is_watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
     match (method.clone(), t.name.is_some(), t.sub.as_deref()) {
         (Method::GET, _, Some("log")) => podlog::serve(server.clone(), &t, query).await,
+        (Method::POST, true, Some("binding")) => bind(server, &t, &body),
         (Method::GET, false, _) if is_watch => watch::serve(server.clone(), &t, query, wants_table(headers)),
         (Method::GET, false, _) => list(server, &t, query, headers),
         (Method::GET, true, _) => get(server, &t, query, headers),
@@ -164,6 +166,12 @@ async fn resource(server: &Arc<Server>, method: &Method, query: &Query, headers:
         (Method::DELETE, false, None) => delete_collection(server, &t, query, &body),
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+fn bind(server: &Server, t: &Target, body: &[u8]) -> ApiResult<Response> {
+    let (ns, name) = (t.namespace.as_deref().unwrap_or_default(), t.name.as_deref().unwrap_or_default());
+    let status = super::binding::bind(&mut server.store.lock(), &t.rt, ns, name, body)?;
+    Ok(json_response(StatusCode::CREATED, &status, &[]))
 }
 
 fn ns_key(t: &Target) -> String {

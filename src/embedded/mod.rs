@@ -4,6 +4,7 @@
 //! 127.0.0.1 to kube-rs and kubectl alike.
 pub mod admission;
 pub mod apiserver;
+pub mod binding;
 pub mod cel;
 pub mod crd;
 pub mod dev;

@@ -101,8 +101,8 @@ impl Life {
         })
     }
 
-    /// Assigns the Pod to this node as the scheduler does: through the `binding` subresource, or a
-    /// patch of `spec.nodeName` where the server does not serve `binding`. False if bound elsewhere.
+    /// Assigns the Pod to this node as the scheduler does, through the `binding` subresource (an
+    /// update may not change `spec.nodeName`). False if bound elsewhere or refused.
     async fn bind(&mut self) -> bool {
         let node = self.ctx.node.clone();
         match self.pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
@@ -116,24 +116,13 @@ impl Life {
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         });
         let pp = PostParams::default();
-        let bound = match self
+        let bound = self
             .api
             .create_subresource::<_, serde_json::Value>("binding", &self.name, &pp, &binding)
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 405 => {
-                let patch = serde_json::json!({"spec": {"nodeName": node}});
-                let pp = PatchParams::default();
-                let patched = self.api.patch(&self.name, &pp, &Patch::Merge(&patch)).await;
-                patched
-                    .map(|_| ())
-                    .map_err(|e| format!("binding (by patch of spec.nodeName): {e}"))
-            }
-            Err(e) => Err(format!("binding: {e}")),
-        };
+            .map_err(|e| format!("binding: {e}"));
         match bound {
-            Ok(()) => {
+            Ok(_) => {
                 let ns = self.namespace();
                 let note = format!("Successfully assigned {ns}/{} to {node}", self.name);
                 self.ctx
