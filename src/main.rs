@@ -17,6 +17,8 @@ enum Command {
     Crd,
     /// Print the cdkube version.
     Version,
+    /// Resolve a repository branch's head and print `<branch>@sha1:<sha>` and the commit subject.
+    Probe(cdkube::git::cli::ProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -27,5 +29,6 @@ fn main() -> ExitCode {
             println!("cdkube {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Probe(args) => cdkube::git::cli::probe(args),
     }
 }
