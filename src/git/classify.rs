@@ -27,10 +27,6 @@ pub(crate) fn classify(err: &gix::Error, ctx: &Context<'_>) -> Error {
         .or_else(|| from_text(&chain))
         .unwrap_or(ErrorKind::Protocol);
     let detail = detail(stderr, &chain);
-    if kind == ErrorKind::Network && chain.contains("certificate") {
-        let advice = "the server's TLS certificate is not trusted; put the CA that signed it in the Secret as `ca.crt`";
-        return message(kind, ctx, &format!("{advice}: {detail}"));
-    }
     message(kind, ctx, &detail)
 }
 
@@ -49,6 +45,9 @@ pub(crate) fn message(kind: ErrorKind, ctx: &Context<'_>, detail: &str) -> Error
         }
         ErrorKind::RepositoryNotFound => "the repository does not exist, or these credentials cannot see it",
         ErrorKind::Timeout => "the server did not answer in time",
+        ErrorKind::Network if detail.contains("certificate") => {
+            "the server's TLS certificate is not trusted; put the CA that signed it in the Secret as `ca.crt`"
+        }
         ErrorKind::Network => "the server could not be reached",
         ErrorKind::Protocol => "the server's answer was not understood",
         ErrorKind::Cancelled => "the operation was cancelled",

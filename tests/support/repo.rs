@@ -32,7 +32,7 @@ impl Repos {
     /// A new repository `name` whose `main` holds one commit "first" with a README.
     pub fn create(&self, name: &str) -> Upstream {
         let upstream = self.create_empty(name);
-        upstream.commit(&[("README.md", "hello\n")], "first");
+        upstream.commit(&[("README.md", &format!("hello from {name}\n"))], "first");
         upstream
     }
 
