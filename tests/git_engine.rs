@@ -325,7 +325,7 @@ async fn concurrency_is_bounded() {
 }
 
 #[tokio::test]
-async fn http_probes_to_one_host_share_a_connection() {
+async fn http_probes_to_one_host_share_a_connection_and_one_request() {
     let repos = Repos::new();
     for i in 0..5 {
         repos.create(&format!("r{i}"));
@@ -333,15 +333,32 @@ async fn http_probes_to_one_host_share_a_connection() {
     let http = HttpGit::start(&repos.root());
     let dir = storage();
     let engine = engine(dir.path());
-    for round in 0..2 {
+    let probe_all = || async {
         for i in 0..5 {
             engine.probe(&spec(&http.url("git", &format!("r{i}")), None, Credentials::none())).await.unwrap();
         }
-        let requests = http.requests();
-        assert_eq!(requests.len(), 10 * (round + 1), "two requests per probe: {requests:?}");
-    }
-    let ports: std::collections::BTreeSet<u16> = http.requests().iter().map(|r| r.client_port).collect();
-    assert_eq!(ports.len(), 1, "all 20 requests over one kept-alive connection: {:?}", http.requests());
+    };
+    probe_all().await;
+    let requests = http.requests();
+    assert_eq!(requests.len(), 10, "first probes: capabilities (GET) and ls-refs (POST): {requests:?}");
+    // The protocol-v2 capabilities are replayed from memory: one POST per probe from now on.
+    probe_all().await;
+    let requests = http.requests();
+    assert_eq!(requests.len(), 15, "{requests:?}");
+    assert!(requests[10..].iter().all(|r| r.method == "POST"), "{requests:?}");
+    let ports: std::collections::BTreeSet<u16> = requests.iter().map(|r| r.client_port).collect();
+    assert_eq!(ports.len(), 1, "all requests over one kept-alive connection: {requests:?}");
+
+    // The repository vanishes: the failure is reported and the kept capabilities are dropped …
+    let r0 = spec(&http.url("git", "r0"), None, Credentials::none());
+    let hidden = repos.root().join("r0.hidden");
+    std::fs::rename(repos.root().join("r0.git"), &hidden).unwrap();
+    assert_eq!(engine.probe(&r0).await.unwrap_err().kind(), ErrorKind::RepositoryNotFound);
+    // … so the next probe asks the server for them again.
+    std::fs::rename(&hidden, repos.root().join("r0.git")).unwrap();
+    engine.probe(&r0).await.unwrap();
+    let methods: Vec<String> = http.requests()[15..].iter().map(|r| r.method.clone()).collect();
+    assert_eq!(methods, ["POST", "GET", "POST"]);
 }
 
 fn cdkube(args: &[&str]) -> (i32, String, String) {

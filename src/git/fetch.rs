@@ -27,7 +27,7 @@ pub struct FetchOutcome {
     pub forced: bool,
     /// Objects received (0 when the cache was already up to date).
     pub objects_received: u64,
-    /// Whether the cache was rebuilt from scratch because it had grown past its limits.
+    /// Whether the cache was rebuilt from scratch (it had grown past its limits, or was unreadable).
     pub recloned: bool,
 }
 
@@ -45,7 +45,8 @@ pub(crate) fn fetch(spec: &RemoteSpec, caches: &Caches, settings: &Settings<'_>,
     let dir = caches.dir(&spec.url);
     let lock = caches.lock(&dir);
     let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-    let recloned = dir.exists() && caches.over_limits(&dir);
+    // Rebuild aside a cache that grew too big, or that cannot be opened (e.g. a crash while creating it).
+    let recloned = dir.exists() && (caches.over_limits(&dir) || cache::open(&dir).is_err());
     let target = if !dir.exists() || recloned { caches.scratch_dir(&dir) } else { dir.clone() };
     let result = fetch_into(spec, branch.as_deref(), &target, settings, abort);
     if target != dir {
@@ -77,6 +78,7 @@ fn fetch_into(
     let opened = transport::open(spec, settings, abort)?;
     let mut process = opened.process;
     let fail = |e: gix::Error, process: &mut Option<transport::ProcessGuard>| {
+        settings.http.forget_adverts(&spec.url.to_string());
         let stderr = process.as_mut().map(|p| p.finish());
         classify::classify(&e, &Context { spec, action: "fetch from", stderr })
     };

@@ -3,14 +3,18 @@
 //! gix's reqwest backend (`Remote`) owns a worker thread with one `reqwest` client, built on its first
 //! request and reused for the connection's lifetime. Creating one per probe would open a new TCP (and TLS)
 //! connection every time. The pool keeps idle `Remote`s per (scheme, host, port, CA) and lends them out, so
-//! consecutive probes of repositories on the same host reuse kept-alive connections.
+//! consecutive probes of repositories on the same host reuse kept-alive connections. The pool also keeps
+//! protocol-v2 capability advertisements (see [`super::advert`]).
 use std::collections::HashMap;
+use std::io::{Cursor, Read};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gix::protocol::transport::client::blocking_io::http::{
     self, GetResponse, Http, PostBodyDataKind, PostResponse, reqwest::Remote,
 };
+
+use super::advert::{self, Adverts, Body};
 
 /// Idle clients kept per host; more concurrent probes than this open extra connections that are dropped.
 const MAX_IDLE_PER_HOST: usize = 16;
@@ -29,6 +33,7 @@ pub(crate) struct PoolKey {
 #[derive(Default)]
 pub(crate) struct HttpPool {
     idle: Mutex<HashMap<PoolKey, Vec<Remote>>>,
+    adverts: Adverts,
 }
 
 impl HttpPool {
@@ -40,7 +45,12 @@ impl HttpPool {
             .ok()
             .and_then(|mut idle| idle.get_mut(&key).and_then(Vec::pop))
             .unwrap_or_default();
-        PooledHttp { remote: Some(remote), pool: Arc::clone(self), key }
+        PooledHttp { remote: Some(remote), pool: Arc::clone(self), key, extra_headers: Vec::new() }
+    }
+
+    /// Forget the kept advertisements of repository `base_url` (after a failed operation).
+    pub fn forget_adverts(&self, base_url: &str) {
+        self.adverts.forget(base_url);
     }
 
     fn give_back(&self, key: PoolKey, remote: Remote) {
@@ -58,6 +68,8 @@ pub(crate) struct PooledHttp {
     remote: Option<Remote>,
     pool: Arc<HttpPool>,
     key: PoolKey,
+    /// The configured extra headers (authorization), part of the advertisement key.
+    extra_headers: Vec<String>,
 }
 
 impl PooledHttp {
@@ -77,9 +89,12 @@ impl Drop for PooledHttp {
     }
 }
 
+type LiveHeaders = <Remote as Http>::Headers;
+type LiveBody = <Remote as Http>::ResponseBody;
+
 impl Http for PooledHttp {
-    type Headers = <Remote as Http>::Headers;
-    type ResponseBody = <Remote as Http>::ResponseBody;
+    type Headers = Body<LiveHeaders>;
+    type ResponseBody = Body<LiveBody>;
     type PostBody = <Remote as Http>::PostBody;
 
     fn get(
@@ -88,7 +103,30 @@ impl Http for PooledHttp {
         base_url: &str,
         headers: impl IntoIterator<Item = impl AsRef<str>>,
     ) -> gix::Result<GetResponse<Self::Headers, Self::ResponseBody>> {
-        self.remote().get(url, base_url, headers)
+        let headers: Vec<String> = headers.into_iter().map(|h| h.as_ref().to_owned()).collect();
+        if !advert::is_advert_url(url) {
+            let GetResponse { headers, body } = self.remote().get(url, base_url, &headers)?;
+            return Ok(GetResponse { headers: Body::Live(headers), body: Body::Live(body) });
+        }
+        let key = advert::key(url, &headers, &self.extra_headers);
+        if let Some((headers, body)) = self.pool.adverts.get(&key) {
+            return Ok(GetResponse { headers: Body::Memory(Cursor::new(headers)), body: Body::Memory(Cursor::new(body)) });
+        }
+        let GetResponse { headers: mut live_headers, body: mut live_body } = self.remote().get(url, base_url, &headers)?;
+        let head = match advert::read_ahead(&mut live_headers, false) {
+            Ok(head) => head,
+            // An HTTP error status (401, 404, …) arrives here; gix reads it from the headers as usual.
+            Err(e) => return Ok(GetResponse { headers: Body::Failed(Some(e)), body: Body::Live(live_body) }),
+        };
+        let body = match advert::read_ahead(&mut live_body, true) {
+            Ok(body) => body,
+            Err(e) => return Ok(GetResponse { headers: Body::Memory(Cursor::new(head)), body: Body::Failed(Some(e)) }),
+        };
+        if self.remote.as_ref().is_some_and(|r| r.redirected_base_url().is_none()) {
+            self.pool.adverts.store(key, base_url, &head, &body);
+        }
+        let body = Body::Prefixed(Cursor::new(body).chain(live_body));
+        Ok(GetResponse { headers: Body::Memory(Cursor::new(head)), body })
     }
 
     fn post(
@@ -98,10 +136,21 @@ impl Http for PooledHttp {
         headers: impl IntoIterator<Item = impl AsRef<str>>,
         body: PostBodyDataKind,
     ) -> gix::Result<PostResponse<Self::Headers, Self::ResponseBody, Self::PostBody>> {
-        self.remote().post(url, base_url, headers, body)
+        match self.remote().post(url, base_url, headers, body) {
+            Ok(PostResponse { post_body, headers, body }) => {
+                Ok(PostResponse { post_body, headers: Body::Live(headers), body: Body::Live(body) })
+            }
+            Err(e) => {
+                self.pool.adverts.forget(base_url);
+                Err(e)
+            }
+        }
     }
 
     fn configure(&mut self, config: &dyn std::any::Any) -> gix::Result {
+        if let Some(options) = config.downcast_ref::<http::Options>() {
+            self.extra_headers = options.extra_headers.clone();
+        }
         self.remote().configure(config)
     }
 

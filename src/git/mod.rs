@@ -17,6 +17,7 @@
 //! ```
 //!
 //! Every failure is one [`Error`] with an [`ErrorKind`]; messages never contain credentials.
+mod advert;
 mod cache;
 mod classify;
 pub mod cli;

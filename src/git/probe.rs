@@ -91,7 +91,11 @@ pub(crate) fn probe(spec: &RemoteSpec, repo: &gix::Repository, settings: &Settin
         let (map, _handshake) = connection.ref_map(gix::progress::Discard, ref_map::Options::default())?;
         Ok(map)
     })();
-    let map = listed.map_err(|e| classify::classify(&e, &ctx(process.as_mut().map(|p| p.finish()))))?;
+    let map = listed.map_err(|e| {
+        // The server may have changed: ask it for its capabilities again next time.
+        settings.http.forget_adverts(&spec.url.to_string());
+        classify::classify(&e, &ctx(process.as_mut().map(|p| p.finish())))
+    })?;
     head_from_refs(spec, branch.as_deref(), &map.remote_refs)
 }
 

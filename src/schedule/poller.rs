@@ -335,7 +335,7 @@ impl Poller {
             };
             key_state.in_flight = false;
             let subscribers: Vec<String> = key_state.subscribers.iter().cloned().collect();
-            let outcome = match result {
+            match result {
                 Ok(head) => {
                     let recovered = std::mem::take(&mut key_state.failures) > 0;
                     key_state.retry_at = None;
@@ -358,8 +358,7 @@ impl Poller {
                     let event = Event::ProbeFailed { key: key.clone(), error, failures, retry_in, subscribers };
                     (Outcome::Failed, Some(event))
                 }
-            };
-            outcome
+            }
         };
         if let Some(event) = event {
             match &event {

@@ -73,7 +73,8 @@ impl Schedule {
 #[derive(Debug, Clone)]
 pub struct Cron {
     source: String,
-    schedule: cron::Schedule,
+    // Shared: the parsed form is large and never changes.
+    schedule: std::sync::Arc<cron::Schedule>,
 }
 
 impl PartialEq for Cron {
@@ -114,7 +115,7 @@ impl Cron {
         if schedule.upcoming(Utc).next().is_none() {
             return Err(fail("it never fires".to_owned()));
         }
-        Ok(Cron { source: trimmed.to_owned(), schedule })
+        Ok(Cron { source: trimmed.to_owned(), schedule: std::sync::Arc::new(schedule) })
     }
 }
 
