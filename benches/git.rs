@@ -19,7 +19,10 @@ use support::{GitDaemon, HttpGit, Repos, Upstream};
 const RUNS: usize = 25;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let storage = tempfile::tempdir().expect("storage");
     p1_probe(&runtime, storage.path());
     p2_sweep(&runtime, storage.path());
@@ -71,7 +74,10 @@ fn p1_probe(runtime: &tokio::runtime::Runtime, storage: &Path) {
     let daemon = GitDaemon::start(&repos.root());
     let http = HttpGit::start(&repos.root());
     let engine = engine(storage, "p1");
-    for (label, url) in [("git://", daemon.url("p1")), ("smart HTTP", http.url("git", "p1"))] {
+    for (label, url) in [
+        ("git://", daemon.url("p1")),
+        ("smart HTTP", http.url("git", "p1")),
+    ] {
         let spec = spec(&url);
         let probe = || {
             let started = Instant::now();
@@ -81,8 +87,14 @@ fn p1_probe(runtime: &tokio::runtime::Runtime, storage: &Path) {
         };
         probe(); // warm: the HTTP connection is opened once, as in the poller
         // Interleaved, so both sides see the same machine load.
-        let (ours, git): (Vec<_>, Vec<_>) =
-            (0..RUNS).map(|_| (probe(), time_git(&["ls-remote", &url, "refs/heads/main"], storage))).unzip();
+        let (ours, git): (Vec<_>, Vec<_>) = (0..RUNS)
+            .map(|_| {
+                (
+                    probe(),
+                    time_git(&["ls-remote", &url, "refs/heads/main"], storage),
+                )
+            })
+            .unzip();
         let (ours, git) = (median(ours), median(git));
         println!(
             "P1 probe over {label}: cdkube {} vs git ls-remote {} (median of {RUNS}), ratio {:.2} (goal <= 0.5)",
@@ -102,12 +114,25 @@ fn p2_sweep(runtime: &tokio::runtime::Runtime, storage: &Path) {
     let (poller, _events) = Poller::new(engine(storage, "p2"), PollerOptions::default());
     for i in 0..1000 {
         let url = http.url("git", &format!("r{:03}", i % 100));
-        poller.subscribe(format!("ns/pipeline-{i}"), spec(&url), Schedule::parse_interval("1m").expect("interval"));
+        poller.subscribe(
+            format!("ns/pipeline-{i}"),
+            spec(&url),
+            Schedule::parse_interval("1m").expect("interval"),
+        );
     }
     let first = runtime.block_on(poller.sweep());
-    assert_eq!((first.probes, first.failed), (100, 0), "first sweep learns every head");
+    assert_eq!(
+        (first.probes, first.failed),
+        (100, 0),
+        "first sweep learns every head"
+    );
     poller.trigger_all();
-    let posts = || http.requests().iter().filter(|r| r.method == "POST").count();
+    let posts = || {
+        http.requests()
+            .iter()
+            .filter(|r| r.method == "POST")
+            .count()
+    };
     let (before, sent_before) = (posts(), poller.probes_sent());
     let started = Instant::now();
     let sweep = runtime.block_on(poller.sweep());
@@ -136,10 +161,24 @@ fn p5_export(runtime: &tokio::runtime::Runtime, storage: &Path) {
     let (ours, git): (Vec<_>, Vec<_>) = (0..runs)
         .map(|i| {
             let started = Instant::now();
-            runtime.block_on(engine.export(&source, &sha, &out.join(format!("ours-{i}.tar.gz")))).expect("export");
+            runtime
+                .block_on(engine.export(&source, &sha, &out.join(format!("ours-{i}.tar.gz"))))
+                .expect("export");
             let ours = started.elapsed();
             let target = out.join(format!("git-{i}.tar.gz"));
-            (ours, time_git(&["archive", "--format=tar.gz", "-o", target.to_str().unwrap(), &sha], &up.bare))
+            (
+                ours,
+                time_git(
+                    &[
+                        "archive",
+                        "--format=tar.gz",
+                        "-o",
+                        target.to_str().unwrap(),
+                        &sha,
+                    ],
+                    &up.bare,
+                ),
+            )
         })
         .unzip();
     let (ours, git) = (median(ours), median(git));
@@ -157,7 +196,10 @@ fn write_tree(up: &Upstream, dirs: usize, files: usize) {
         let dir = up.work.join(format!("pkg{d:02}"));
         std::fs::create_dir_all(&dir).expect("dir");
         for f in 0..files {
-            let body = format!("// package {d} file {f}\n{}\n", "let x = 1;\n".repeat(1 + (d * files + f) % 20));
+            let body = format!(
+                "// package {d} file {f}\n{}\n",
+                "let x = 1;\n".repeat(1 + (d * files + f) % 20)
+            );
             std::fs::write(dir.join(format!("f{f:03}.rs")), body).expect("file");
         }
         std::fs::write(dir.join("run.sh"), "#!/bin/sh\n").expect("script");
@@ -174,19 +216,39 @@ fn incremental_fetch(runtime: &tokio::runtime::Runtime, storage: &Path) {
     let url = http.url("git", "inc");
     let engine = engine(storage, "inc");
     let source = spec(&url);
-    runtime.block_on(engine.fetch(&source)).expect("first fetch");
+    runtime
+        .block_on(engine.fetch(&source))
+        .expect("first fetch");
     let clone = storage.join("inc-clone");
     support::run(
         "git",
-        &["clone", "-q", "--depth", "1", "--single-branch", "--branch", "main", &url, clone.to_str().unwrap()],
+        &[
+            "clone",
+            "-q",
+            "--depth",
+            "1",
+            "--single-branch",
+            "--branch",
+            "main",
+            &url,
+            clone.to_str().unwrap(),
+        ],
         storage,
     );
     let rounds = 10;
     let (mut ours, mut git) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let sha = up.commit(&[(&format!("pkg00/new-{round}.rs"), &format!("// round {round}\n"))], "one more");
+        let sha = up.commit(
+            &[(
+                &format!("pkg00/new-{round}.rs"),
+                &format!("// round {round}\n"),
+            )],
+            "one more",
+        );
         let started = Instant::now();
-        let fetched = runtime.block_on(engine.fetch(&source)).expect("incremental fetch");
+        let fetched = runtime
+            .block_on(engine.fetch(&source))
+            .expect("incremental fetch");
         ours.push(started.elapsed());
         assert_eq!(fetched.head.sha, sha);
         git.push(time_git(&["fetch", "-q", "origin", "main"], &clone));

@@ -43,7 +43,11 @@ async fn subscriptions_on_the_same_key_share_one_probe() {
                 1 => Schedule::parse_interval("5m").unwrap(),
                 _ => Schedule::cron("*/5 * * * *").unwrap(),
             };
-            let known = poller.subscribe(format!("ns/{name}-{n}"), spec(&http.url("git", name), Some("main")), schedule);
+            let known = poller.subscribe(
+                format!("ns/{name}-{n}"),
+                spec(&http.url("git", name), Some("main")),
+                schedule,
+            );
             assert!(known.is_none(), "nothing probed yet");
         }
         assert_eq!(poller.len(), (10 * (i + 1), i + 1));
@@ -52,12 +56,26 @@ async fn subscriptions_on_the_same_key_share_one_probe() {
     let sweep = poller.sweep().await;
     assert_eq!((sweep.probes, sweep.changed, sweep.failed), (4, 4, 0));
     assert_eq!(poller.probes_sent(), 4);
-    let posts = http.requests().iter().filter(|r| r.method == "POST").count();
-    assert_eq!(posts, 4, "the server saw one ls-refs per repository: {:?}", http.requests());
+    let posts = http
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(
+        posts,
+        4,
+        "the server saw one ls-refs per repository: {:?}",
+        http.requests()
+    );
     let mut seen = BTreeSet::new();
     for _ in 0..4 {
         match next_event(&mut events).await {
-            Event::HeadChanged { key, old: None, new, subscribers } => {
+            Event::HeadChanged {
+                key,
+                old: None,
+                new,
+                subscribers,
+            } => {
                 assert_eq!(subscribers.len(), 10, "{key}");
                 assert!(heads.contains(&new.sha));
                 seen.insert(new.sha);
@@ -71,17 +89,43 @@ async fn subscriptions_on_the_same_key_share_one_probe() {
     assert_eq!(poller.sweep().await.probes, 0);
     // Due again, nothing changed: 4 probes, no events.
     poller.trigger_all();
-    assert_eq!(poller.sweep().await, cdkube::schedule::Sweep { probes: 4, changed: 0, failed: 0 });
-    assert!(events.try_recv().is_err(), "an unchanged head emits nothing");
-    assert_eq!(http.requests().iter().filter(|r| r.method == "POST").count(), 8);
+    assert_eq!(
+        poller.sweep().await,
+        cdkube::schedule::Sweep {
+            probes: 4,
+            changed: 0,
+            failed: 0
+        }
+    );
+    assert!(
+        events.try_recv().is_err(),
+        "an unchanged head emits nothing"
+    );
+    assert_eq!(
+        http.requests()
+            .iter()
+            .filter(|r| r.method == "POST")
+            .count(),
+        8
+    );
     // Both sweeps together used no more connections than probes ran at once in one sweep.
     let ports: BTreeSet<u16> = http.requests().iter().map(|r| r.client_port).collect();
-    assert!(ports.len() <= 4, "connections were reused across sweeps: {ports:?}");
+    assert!(
+        ports.len() <= 4,
+        "connections were reused across sweeps: {ports:?}"
+    );
 
     // A newcomer on a known key gets the head at once; the last one out removes the key.
-    let known = poller.subscribe("ns/late", spec(&http.url("git", "alpha"), Some("main")), Schedule::parse_interval("1m").unwrap());
+    let known = poller.subscribe(
+        "ns/late",
+        spec(&http.url("git", "alpha"), Some("main")),
+        Schedule::parse_interval("1m").unwrap(),
+    );
     assert_eq!(known.map(|h| h.sha), Some(heads[0].clone()));
-    assert_eq!(poller.head("ns/late").map(|h| h.sha), Some(heads[0].clone()));
+    assert_eq!(
+        poller.head("ns/late").map(|h| h.sha),
+        Some(heads[0].clone())
+    );
     for name in names {
         for n in 0..10 {
             poller.unsubscribe(&format!("ns/{name}-{n}"));
@@ -100,26 +144,53 @@ async fn the_running_poller_reports_new_commits() {
     let daemon = GitDaemon::start(&repos.root());
     let storage = tempfile::tempdir().unwrap();
     let (poller, mut events) = new_poller(storage.path());
-    poller.subscribe("default/app", spec(&daemon.url("app"), None), Schedule::parse_interval("1h").unwrap());
-    poller.subscribe("default/app-copy", spec(&daemon.url("app"), None), Schedule::parse_interval("10m").unwrap());
+    poller.subscribe(
+        "default/app",
+        spec(&daemon.url("app"), None),
+        Schedule::parse_interval("1h").unwrap(),
+    );
+    poller.subscribe(
+        "default/app-copy",
+        spec(&daemon.url("app"), None),
+        Schedule::parse_interval("10m").unwrap(),
+    );
     let runner = tokio::spawn(poller.clone().run());
 
     let first = match next_event(&mut events).await {
-        Event::HeadChanged { old: None, new, subscribers, .. } => {
-            assert_eq!(subscribers, vec!["default/app".to_owned(), "default/app-copy".to_owned()]);
+        Event::HeadChanged {
+            old: None,
+            new,
+            subscribers,
+            ..
+        } => {
+            assert_eq!(
+                subscribers,
+                vec!["default/app".to_owned(), "default/app-copy".to_owned()]
+            );
             new
         }
         other => panic!("unexpected {other}"),
     };
     assert_eq!(first.revision(), format!("main@sha1:{}", up.head()));
     let second = up.commit(&[("v2", "2")], "second");
-    assert!(poller.trigger("default/app"), "an explicit request polls now");
+    assert!(
+        poller.trigger("default/app"),
+        "an explicit request polls now"
+    );
     let event = next_event(&mut events).await;
     assert_eq!(
         event.to_string(),
-        format!("head changed for key {}: main@sha1:{} → main@sha1:{second}", cdkube::schedule::Key::of(&spec(&daemon.url("app"), None)), first.sha)
+        format!(
+            "head changed for key {}: main@sha1:{} → main@sha1:{second}",
+            cdkube::schedule::Key::of(&spec(&daemon.url("app"), None)),
+            first.sha
+        )
     );
-    assert_eq!(daemon.upload_pack_requests(), 2, "one probe per due time for both subscriptions");
+    assert_eq!(
+        daemon.upload_pack_requests(),
+        2,
+        "one probe per due time for both subscriptions"
+    );
     assert!(!poller.trigger("default/nobody"));
     runner.abort();
 }
@@ -130,23 +201,40 @@ async fn failing_keys_back_off_and_recover() {
     let daemon = GitDaemon::start(&repos.root());
     let storage = tempfile::tempdir().unwrap();
     let (poller, mut events) = new_poller(storage.path());
-    poller.subscribe("default/late", spec(&daemon.url("late"), Some("main")), Schedule::parse_interval("1h").unwrap());
+    poller.subscribe(
+        "default/late",
+        spec(&daemon.url("late"), Some("main")),
+        Schedule::parse_interval("1h").unwrap(),
+    );
     let runner = tokio::spawn(poller.clone().run());
 
     // The repository does not exist yet: failures come 750ms, then 1.5s apart.
     let mut failed_at = Vec::new();
     for expected in [750u64, 1500] {
         match next_event(&mut events).await {
-            Event::ProbeFailed { error, failures, retry_in, subscribers, .. } => {
+            Event::ProbeFailed {
+                error,
+                failures,
+                retry_in,
+                subscribers,
+                ..
+            } => {
                 assert_eq!(error.kind(), ErrorKind::RepositoryNotFound);
-                assert_eq!(retry_in, Duration::from_millis(expected), "failure {failures}");
+                assert_eq!(
+                    retry_in,
+                    Duration::from_millis(expected),
+                    "failure {failures}"
+                );
                 assert_eq!(subscribers, vec!["default/late".to_owned()]);
                 failed_at.push(Instant::now());
             }
             other => panic!("unexpected {other}"),
         }
     }
-    assert!(failed_at[1] - failed_at[0] >= Duration::from_millis(700), "waited out the first backoff");
+    assert!(
+        failed_at[1] - failed_at[0] >= Duration::from_millis(700),
+        "waited out the first backoff"
+    );
 
     // It appears: a later retry finds it without anyone asking (the third attempt, 3s after the second,
     // may still have raced the repository's creation and failed).
@@ -157,7 +245,11 @@ async fn failing_keys_back_off_and_recover() {
                 assert_eq!(new.sha, up.head());
                 break;
             }
-            Event::ProbeFailed { failures: 3, retry_in, .. } => assert_eq!(retry_in, Duration::from_secs(3)),
+            Event::ProbeFailed {
+                failures: 3,
+                retry_in,
+                ..
+            } => assert_eq!(retry_in, Duration::from_secs(3)),
             other => panic!("unexpected {other}"),
         }
     }

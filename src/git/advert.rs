@@ -35,7 +35,10 @@ struct Entry {
 /// The identity of a request: URL, the headers gix sends and the extra (auth) headers of the client.
 pub(crate) fn key(url: &str, headers: &[String], extra_headers: &[String]) -> [u8; 32] {
     let mut hasher = Sha256::new();
-    for part in std::iter::once(url).chain(headers.iter().map(String::as_str)).chain(extra_headers.iter().map(String::as_str)) {
+    for part in std::iter::once(url)
+        .chain(headers.iter().map(String::as_str))
+        .chain(extra_headers.iter().map(String::as_str))
+    {
         hasher.update((part.len() as u64).to_le_bytes());
         hasher.update(part.as_bytes());
     }
@@ -64,7 +67,12 @@ impl Adverts {
                 .contains("application/x-git-upload-pack-advertisement");
         if is_v2 && let Ok(mut entries) = self.entries.lock() {
             entries.retain(|_, e| e.stored.elapsed() < TTL);
-            let entry = Entry { stored: Instant::now(), base_url: base_url.to_owned(), headers: headers.to_vec(), body: body.to_vec() };
+            let entry = Entry {
+                stored: Instant::now(),
+                base_url: base_url.to_owned(),
+                headers: headers.to_vec(),
+                body: body.to_vec(),
+            };
             entries.insert(key, entry);
         }
     }
@@ -90,7 +98,8 @@ pub(crate) enum Body<R> {
 }
 
 fn failed(e: &mut Option<std::io::Error>) -> std::io::Error {
-    e.take().unwrap_or_else(|| std::io::Error::other("the request failed"))
+    e.take()
+        .unwrap_or_else(|| std::io::Error::other("the request failed"))
 }
 
 impl<R: BufRead> Read for Body<R> {
@@ -146,7 +155,12 @@ mod tests {
     fn keeps_only_v2_advertisements() {
         let adverts = Adverts::default();
         let k = key("http://h/r.git/info/refs?service=git-upload-pack", &[], &[]);
-        adverts.store(k, "http://h/r.git", HEADERS, b"001e# service=git-upload-pack\n0000003f0123 refs/heads/main\n");
+        adverts.store(
+            k,
+            "http://h/r.git",
+            HEADERS,
+            b"001e# service=git-upload-pack\n0000003f0123 refs/heads/main\n",
+        );
         assert!(adverts.get(&k).is_none(), "v1 advertisements carry refs");
         adverts.store(k, "http://h/r.git", HEADERS, V2);
         assert_eq!(adverts.get(&k).map(|(_, b)| b), Some(V2.to_vec()));
@@ -157,12 +171,16 @@ mod tests {
     #[test]
     fn keys_depend_on_auth_headers() {
         let url = "http://h/r.git/info/refs?service=git-upload-pack";
-        assert_ne!(key(url, &[], &["Authorization: Bearer a".into()]), key(url, &[], &["Authorization: Bearer b".into()]));
+        assert_ne!(
+            key(url, &[], &["Authorization: Bearer a".into()]),
+            key(url, &[], &["Authorization: Bearer b".into()])
+        );
     }
 
     #[test]
     fn read_ahead_then_live() {
-        let mut body = Body::Prefixed(Cursor::new(b"ab".to_vec()).chain(Cursor::new(b"cd".to_vec())));
+        let mut body =
+            Body::Prefixed(Cursor::new(b"ab".to_vec()).chain(Cursor::new(b"cd".to_vec())));
         let mut out = String::new();
         body.read_to_string(&mut out).unwrap();
         assert_eq!(out, "abcd");

@@ -24,7 +24,10 @@ pub struct CacheLimits {
 
 impl Default for CacheLimits {
     fn default() -> Self {
-        CacheLimits { max_bytes: 1 << 30, max_packs: 64 }
+        CacheLimits {
+            max_bytes: 1 << 30,
+            max_packs: 64,
+        }
     }
 }
 
@@ -39,7 +42,8 @@ impl Caches {
     /// Caches under `storage/repos`, created if missing; leftovers of interrupted re-clones are removed.
     pub fn new(storage: &Path, limits: CacheLimits) -> Result<Self> {
         let root = storage.join("repos");
-        std::fs::create_dir_all(&root).map_err(|e| Error::storage(format!("creating {}", root.display()), e))?;
+        std::fs::create_dir_all(&root)
+            .map_err(|e| Error::storage(format!("creating {}", root.display()), e))?;
         if let Ok(entries) = std::fs::read_dir(&root) {
             for entry in entries.flatten() {
                 if entry.file_name().to_string_lossy().contains(".tmp-") {
@@ -47,7 +51,11 @@ impl Caches {
                 }
             }
         }
-        Ok(Caches { root, limits, locks: Mutex::default() })
+        Ok(Caches {
+            root,
+            limits,
+            locks: Mutex::default(),
+        })
     }
 
     /// The cache directory for `url`: readable name plus a hash of the whole URL.
@@ -65,7 +73,10 @@ impl Caches {
             .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
             .take(40)
             .collect();
-        self.root.join(format!("{}-{hash}.git", if name.is_empty() { "repo" } else { &name }))
+        self.root.join(format!(
+            "{}-{hash}.git",
+            if name.is_empty() { "repo" } else { &name }
+        ))
     }
 
     /// The lock serialising writers (fetch) and readers (export) of one cache within this process.
@@ -118,16 +129,20 @@ pub(crate) fn swap_in(fresh: &Path, dir: &Path) -> Result<()> {
         old.push(".tmp-old");
         let old = PathBuf::from(old);
         let _ = std::fs::remove_dir_all(&old);
-        std::fs::rename(dir, &old).map_err(|e| Error::storage(format!("replacing {}", dir.display()), e))?;
+        std::fs::rename(dir, &old)
+            .map_err(|e| Error::storage(format!("replacing {}", dir.display()), e))?;
         let _ = std::fs::remove_dir_all(&old);
     }
-    std::fs::rename(fresh, dir).map_err(|e| Error::storage(format!("replacing {}", dir.display()), e))
+    std::fs::rename(fresh, dir)
+        .map_err(|e| Error::storage(format!("replacing {}", dir.display()), e))
 }
 
 /// Bytes under `objects/` and the number of pack files.
 fn usage(dir: &Path) -> (u64, usize) {
     fn walk(path: &Path, bytes: &mut u64, packs: &mut usize) {
-        let Ok(entries) = std::fs::read_dir(path) else { return };
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return;
+        };
         for entry in entries.flatten() {
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {

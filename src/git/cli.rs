@@ -53,11 +53,20 @@ fn run(args: ProbeArgs) -> Result<(String, String)> {
         .tempdir()
         .map_err(|e| Error::storage("temporary directory", e))?;
     let mut options = EngineOptions::new(storage.path());
-    options.timeout = if args.timeout.is_zero() { DEFAULT_TIMEOUT } else { args.timeout };
+    options.timeout = if args.timeout.is_zero() {
+        DEFAULT_TIMEOUT
+    } else {
+        args.timeout
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::new(ErrorKind::Storage, format!("cannot start the async runtime: {e}")))?;
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Storage,
+                format!("cannot start the async runtime: {e}"),
+            )
+        })?;
     runtime.block_on(async {
         let engine = Engine::new(options)?;
         // A depth-1 fetch answers both questions: the head (from ls-refs) and its subject (from the commit).

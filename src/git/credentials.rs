@@ -49,9 +49,9 @@ impl Credentials {
         let text = |key: &str| -> Result<Option<String>> {
             match data.get(key) {
                 None => Ok(None),
-                Some(bytes) => String::from_utf8(bytes.clone())
-                    .map(Some)
-                    .map_err(|_| Error::invalid(format!("Secret key `{key}` is not valid UTF-8 text"))),
+                Some(bytes) => String::from_utf8(bytes.clone()).map(Some).map_err(|_| {
+                    Error::invalid(format!("Secret key `{key}` is not valid UTF-8 text"))
+                }),
             }
         };
         let creds = Credentials {
@@ -92,7 +92,9 @@ impl Credentials {
         if let Some(token) = &self.bearer_token
             && token.chars().any(|c| c.is_control() || c == ' ')
         {
-            return Err(Error::invalid("Secret key `bearerToken` contains spaces or control characters"));
+            return Err(Error::invalid(
+                "Secret key `bearerToken` contains spaces or control characters",
+            ));
         }
         if let Some(key) = &self.identity {
             validate_identity(key)?;
@@ -142,7 +144,10 @@ impl Credentials {
 
     /// The HTTP basic user name and password, if set.
     pub(crate) fn basic_auth(&self) -> Option<(&str, &str)> {
-        Some((self.username.as_deref()?, self.password.as_deref().unwrap_or("")))
+        Some((
+            self.username.as_deref()?,
+            self.password.as_deref().unwrap_or(""),
+        ))
     }
 
     /// The ssh user name, if set (used when the URL names no user).
@@ -229,7 +234,11 @@ fn validate_identity(key: &str) -> Result<()> {
         return Err(unreadable("it is passphrase-protected"));
     }
     if begin == "-----BEGIN OPENSSH PRIVATE KEY-----" {
-        let body: String = trimmed.lines().skip(1).take_while(|l| !l.starts_with("-----END")).collect();
+        let body: String = trimmed
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.starts_with("-----END"))
+            .collect();
         let raw = base64::engine::general_purpose::STANDARD
             .decode(body.trim())
             .map_err(|_| unreadable("its body is not base64"))?;
@@ -264,7 +273,9 @@ fn validate_known_hosts(text: &str) -> Result<()> {
         }
         let valid = fields.len() >= 3
             && is_key_type(fields[1])
-            && base64::engine::general_purpose::STANDARD.decode(fields[2]).is_ok_and(|k| k.len() > 16);
+            && base64::engine::general_purpose::STANDARD
+                .decode(fields[2])
+                .is_ok_and(|k| k.len() > 16);
         if !valid {
             return Err(Error::invalid(format!(
                 "Secret key `known_hosts` line {} is not a known_hosts entry (expected `host key-type base64-key`, \
@@ -283,13 +294,17 @@ fn validate_known_hosts(text: &str) -> Result<()> {
 }
 
 fn is_key_type(field: &str) -> bool {
-    ["ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-"].iter().any(|p| field.starts_with(p))
+    ["ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-"]
+        .iter()
+        .any(|p| field.starts_with(p))
 }
 
 /// Check that `pem` holds at least one certificate the HTTP client can load.
 fn validate_ca(pem: &str) -> Result<()> {
     let bad = || {
-        Error::invalid("Secret key `ca.crt` holds no readable PEM certificate (expected `-----BEGIN CERTIFICATE-----`)")
+        Error::invalid(
+            "Secret key `ca.crt` holds no readable PEM certificate (expected `-----BEGIN CERTIFICATE-----`)",
+        )
     };
     if !pem.contains("-----BEGIN CERTIFICATE-----") {
         return Err(bad());
@@ -305,14 +320,24 @@ mod tests {
     use super::*;
 
     fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
     }
 
     #[test]
     fn debug_never_shows_values() {
-        let creds = Credentials::from_secret_data(&data(&[("username", "alice"), ("password", "hunter22")])).unwrap();
+        let creds = Credentials::from_secret_data(&data(&[
+            ("username", "alice"),
+            ("password", "hunter22"),
+        ]))
+        .unwrap();
         let shown = format!("{creds:?}");
-        assert!(!shown.contains("hunter22") && !shown.contains("alice"), "{shown}");
+        assert!(
+            !shown.contains("hunter22") && !shown.contains("alice"),
+            "{shown}"
+        );
         assert!(shown.contains("password: \"<set>\""), "{shown}");
     }
 
@@ -331,12 +356,17 @@ mod tests {
         let err = Credentials::from_secret_data(&data(&[("password", "x")])).unwrap_err();
         assert!(err.message().contains("no `username`"), "{err}");
         let err = Credentials::from_secret_data(&data(&[("identity", "not a key")])).unwrap_err();
-        assert!(err.message().contains("not a readable ssh private key"), "{err}");
-        let err = Credentials::from_secret_data(&data(&[("known_hosts", "garbage line\n")])).unwrap_err();
+        assert!(
+            err.message().contains("not a readable ssh private key"),
+            "{err}"
+        );
+        let err =
+            Credentials::from_secret_data(&data(&[("known_hosts", "garbage line\n")])).unwrap_err();
         assert!(err.message().contains("line 1"), "{err}");
         let err = Credentials::from_secret_data(&data(&[("ca.crt", "nope")])).unwrap_err();
         assert!(err.message().contains("ca.crt"), "{err}");
-        let err = Credentials::from_secret_data(&data(&[("bearerToken", "t"), ("username", "u")])).unwrap_err();
+        let err = Credentials::from_secret_data(&data(&[("bearerToken", "t"), ("username", "u")]))
+            .unwrap_err();
         assert!(err.message().contains("only one way"), "{err}");
     }
 
@@ -347,7 +377,9 @@ mod tests {
         raw.extend(10u32.to_be_bytes());
         raw.extend(b"aes256-ctr");
         let body = base64::engine::general_purpose::STANDARD.encode(raw);
-        let key = format!("-----BEGIN OPENSSH PRIVATE KEY-----\n{body}\n-----END OPENSSH PRIVATE KEY-----\n");
+        let key = format!(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\n{body}\n-----END OPENSSH PRIVATE KEY-----\n"
+        );
         let err = validate_identity(&key).unwrap_err();
         assert!(err.message().contains("passphrase-protected"), "{err}");
     }

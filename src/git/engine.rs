@@ -66,7 +66,11 @@ struct Inner {
 
 impl Inner {
     fn settings(&self) -> Settings<'_> {
-        Settings { http: &self.http, timeout: self.options.timeout, ssh_config: self.options.ssh_config.as_deref() }
+        Settings {
+            http: &self.http,
+            timeout: self.options.timeout,
+            ssh_config: self.options.ssh_config.as_deref(),
+        }
     }
 }
 
@@ -158,13 +162,24 @@ impl Engine {
             let _permit = permit;
             work(&inner, &task_abort)
         });
-        let deadline = if network { self.inner.options.timeout } else { Duration::MAX };
+        let deadline = if network {
+            self.inner.options.timeout
+        } else {
+            Duration::MAX
+        };
         let result = match tokio::time::timeout(deadline, task).await {
             Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(Error::new(ErrorKind::Storage, format!("git operation failed unexpectedly: {join}"))),
+            Ok(Err(join)) => Err(Error::new(
+                ErrorKind::Storage,
+                format!("git operation failed unexpectedly: {join}"),
+            )),
             Err(_) => {
                 abort.abort();
-                let ctx = Context { spec, action, stderr: None };
+                let ctx = Context {
+                    spec,
+                    action,
+                    stderr: None,
+                };
                 Err(classify::message(
                     ErrorKind::Timeout,
                     &ctx,

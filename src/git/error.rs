@@ -73,7 +73,10 @@ pub struct Error {
 impl Error {
     /// A new error of `kind` with a message meant for the user.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into() }
+        Error {
+            kind,
+            message: message.into(),
+        }
     }
 
     /// Shorthand for an [`ErrorKind::InvalidInput`] error.
@@ -121,7 +124,10 @@ mod tests {
     #[test]
     fn redaction_hides_secrets_but_not_short_noise() {
         let text = "token s3cr3t-token rejected for s3cr3t-token at a";
-        assert_eq!(redact(text, &["s3cr3t-token", "a"]), "token *** rejected for *** at a");
+        assert_eq!(
+            redact(text, &["s3cr3t-token", "a"]),
+            "token *** rejected for *** at a"
+        );
     }
 
     #[test]

@@ -30,16 +30,32 @@ pub struct Artifact {
 }
 
 /// Write commit `id`'s tree from `repo` to `out` (atomically: a temporary file renamed into place).
-pub(crate) fn export(repo: &gix::Repository, id: ObjectId, out: &Path, abort: &Abort) -> Result<Artifact> {
+pub(crate) fn export(
+    repo: &gix::Repository,
+    id: ObjectId,
+    out: &Path,
+    abort: &Abort,
+) -> Result<Artifact> {
     let commit = repo.find_commit(id).map_err(|e| {
-        Error::new(ErrorKind::Storage, format!("commit {id} is not in the local cache (fetch it first): {e}"))
+        Error::new(
+            ErrorKind::Storage,
+            format!("commit {id} is not in the local cache (fetch it first): {e}"),
+        )
     })?;
-    let corrupt = |e: gix::Error| Error::new(ErrorKind::Storage, format!("cannot read the tree of commit {id}: {e}"));
+    let corrupt = |e: gix::Error| {
+        Error::new(
+            ErrorKind::Storage,
+            format!("cannot read the tree of commit {id}: {e}"),
+        )
+    };
     let tree = commit.tree_id().map_err(corrupt)?;
     let mtime = commit.time().map_err(corrupt)?.seconds;
     let (stream, _index) = repo.worktree_stream(tree).map_err(corrupt)?;
 
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let io = |what: &str, e: std::io::Error| Error::storage(format!("{what} {}", out.display()), e);
     std::fs::create_dir_all(parent).map_err(|e| io("creating the directory of", e))?;
     let temp = tempfile::Builder::new()
@@ -55,28 +71,53 @@ pub(crate) fn export(repo: &gix::Repository, id: ObjectId, out: &Path, abort: &A
     let (sender, receiver) = sync_channel::<Vec<u8>>(4);
     let (archived, compressed) = std::thread::scope(|scope| {
         let compressor = scope.spawn(move || compress(receiver, file, mtime));
-        let mut chunks = ChunkWriter { sender: Some(sender), chunk: Vec::with_capacity(CHUNK + 16 * 1024) };
+        let mut chunks = ChunkWriter {
+            sender: Some(sender),
+            chunk: Vec::with_capacity(CHUNK + 16 * 1024),
+        };
         let archived = repo
-            .worktree_archive(stream, &mut chunks, gix::progress::Discard, abort.flag(), options)
+            .worktree_archive(
+                stream,
+                &mut chunks,
+                gix::progress::Discard,
+                abort.flag(),
+                options,
+            )
             .map_err(|e| e.to_string())
             .and_then(|()| chunks.finish().map_err(|e| e.to_string()));
         drop(chunks);
-        let compressed = compressor.join().unwrap_or_else(|_| Err(std::io::Error::other("the compressor panicked")));
+        let compressed = compressor
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the compressor panicked")));
         (archived, compressed)
     });
     if let Err(e) = archived {
         return Err(match abort.is_aborted() {
-            true => Error::new(ErrorKind::Cancelled, format!("export of commit {id} was cancelled")),
+            true => Error::new(
+                ErrorKind::Cancelled,
+                format!("export of commit {id} was cancelled"),
+            ),
             false => match &compressed {
-                Err(write) => io("writing", std::io::Error::new(write.kind(), write.to_string())),
-                Ok(_) => Error::new(ErrorKind::Storage, format!("cannot write the archive of commit {id}: {e}")),
+                Err(write) => io(
+                    "writing",
+                    std::io::Error::new(write.kind(), write.to_string()),
+                ),
+                Ok(_) => Error::new(
+                    ErrorKind::Storage,
+                    format!("cannot write the archive of commit {id}: {e}"),
+                ),
             },
         });
     }
     let (digest, size) = compressed.map_err(|e| io("writing", e))?;
     // No fsync: consumers verify the digest, and the same commit exports to the same bytes again.
-    temp.persist(out).map_err(|e| io("renaming the archive to", e.error))?;
-    Ok(Artifact { path: out.to_path_buf(), digest: format!("sha256:{}", hex::encode(digest)), size })
+    temp.persist(out)
+        .map_err(|e| io("renaming the archive to", e.error))?;
+    Ok(Artifact {
+        path: out.to_path_buf(),
+        digest: format!("sha256:{}", hex::encode(digest)),
+        size,
+    })
 }
 
 /// Bytes handed to the compressor at a time.
@@ -86,7 +127,9 @@ const CHUNK: usize = 128 * 1024;
 fn compress(chunks: Receiver<Vec<u8>>, file: File, mtime: i64) -> std::io::Result<([u8; 32], u64)> {
     let mtime = u32::try_from(mtime).unwrap_or(0);
     let hashing = HashingWriter::new(std::io::BufWriter::with_capacity(64 * 1024, file));
-    let mut gz = flate2::GzBuilder::new().mtime(mtime).write(hashing, flate2::Compression::default());
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(mtime)
+        .write(hashing, flate2::Compression::default());
     for chunk in chunks {
         gz.write_all(&chunk)?;
     }
@@ -106,7 +149,9 @@ impl ChunkWriter {
     fn send(&mut self) -> std::io::Result<()> {
         let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK + 16 * 1024));
         match &self.sender {
-            Some(sender) => sender.send(full).map_err(|_| std::io::Error::other("the compressor stopped")),
+            Some(sender) => sender
+                .send(full)
+                .map_err(|_| std::io::Error::other("the compressor stopped")),
             None => Err(std::io::Error::other("the archive is already finished")),
         }
     }
@@ -135,7 +180,10 @@ impl Write for ChunkWriter {
 
 impl Seek for ChunkWriter {
     fn seek(&mut self, _: SeekFrom) -> std::io::Result<u64> {
-        Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "archive output cannot seek"))
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "archive output cannot seek",
+        ))
     }
 }
 
@@ -148,7 +196,11 @@ struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Sha256::new(), size: 0 }
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
     }
 
     fn finish(self) -> (W, [u8; 32], u64) {

@@ -45,7 +45,12 @@ impl HttpPool {
             .ok()
             .and_then(|mut idle| idle.get_mut(&key).and_then(Vec::pop))
             .unwrap_or_default();
-        PooledHttp { remote: Some(remote), pool: Arc::clone(self), key, extra_headers: Vec::new() }
+        PooledHttp {
+            remote: Some(remote),
+            pool: Arc::clone(self),
+            key,
+            extra_headers: Vec::new(),
+        }
     }
 
     /// Forget the kept advertisements of repository `base_url` (after a failed operation).
@@ -106,27 +111,53 @@ impl Http for PooledHttp {
         let headers: Vec<String> = headers.into_iter().map(|h| h.as_ref().to_owned()).collect();
         if !advert::is_advert_url(url) {
             let GetResponse { headers, body } = self.remote().get(url, base_url, &headers)?;
-            return Ok(GetResponse { headers: Body::Live(headers), body: Body::Live(body) });
+            return Ok(GetResponse {
+                headers: Body::Live(headers),
+                body: Body::Live(body),
+            });
         }
         let key = advert::key(url, &headers, &self.extra_headers);
         if let Some((headers, body)) = self.pool.adverts.get(&key) {
-            return Ok(GetResponse { headers: Body::Memory(Cursor::new(headers)), body: Body::Memory(Cursor::new(body)) });
+            return Ok(GetResponse {
+                headers: Body::Memory(Cursor::new(headers)),
+                body: Body::Memory(Cursor::new(body)),
+            });
         }
-        let GetResponse { headers: mut live_headers, body: mut live_body } = self.remote().get(url, base_url, &headers)?;
+        let GetResponse {
+            headers: mut live_headers,
+            body: mut live_body,
+        } = self.remote().get(url, base_url, &headers)?;
         let head = match advert::read_ahead(&mut live_headers, false) {
             Ok(head) => head,
             // An HTTP error status (401, 404, …) arrives here; gix reads it from the headers as usual.
-            Err(e) => return Ok(GetResponse { headers: Body::Failed(Some(e)), body: Body::Live(live_body) }),
+            Err(e) => {
+                return Ok(GetResponse {
+                    headers: Body::Failed(Some(e)),
+                    body: Body::Live(live_body),
+                });
+            }
         };
         let body = match advert::read_ahead(&mut live_body, true) {
             Ok(body) => body,
-            Err(e) => return Ok(GetResponse { headers: Body::Memory(Cursor::new(head)), body: Body::Failed(Some(e)) }),
+            Err(e) => {
+                return Ok(GetResponse {
+                    headers: Body::Memory(Cursor::new(head)),
+                    body: Body::Failed(Some(e)),
+                });
+            }
         };
-        if self.remote.as_ref().is_some_and(|r| r.redirected_base_url().is_none()) {
+        if self
+            .remote
+            .as_ref()
+            .is_some_and(|r| r.redirected_base_url().is_none())
+        {
             self.pool.adverts.store(key, base_url, &head, &body);
         }
         let body = Body::Prefixed(Cursor::new(body).chain(live_body));
-        Ok(GetResponse { headers: Body::Memory(Cursor::new(head)), body })
+        Ok(GetResponse {
+            headers: Body::Memory(Cursor::new(head)),
+            body,
+        })
     }
 
     fn post(
@@ -137,9 +168,15 @@ impl Http for PooledHttp {
         body: PostBodyDataKind,
     ) -> gix::Result<PostResponse<Self::Headers, Self::ResponseBody, Self::PostBody>> {
         match self.remote().post(url, base_url, headers, body) {
-            Ok(PostResponse { post_body, headers, body }) => {
-                Ok(PostResponse { post_body, headers: Body::Live(headers), body: Body::Live(body) })
-            }
+            Ok(PostResponse {
+                post_body,
+                headers,
+                body,
+            }) => Ok(PostResponse {
+                post_body,
+                headers: Body::Live(headers),
+                body: Body::Live(body),
+            }),
             Err(e) => {
                 self.pool.adverts.forget(base_url);
                 Err(e)
@@ -161,7 +198,11 @@ impl Http for PooledHttp {
 
 /// The transport options for one HTTP operation: `Authorization` header value, redirects, and how to build
 /// the client (timeouts, private CA) should this be the client's first request.
-pub(crate) fn options(authorization: Option<&str>, ca_pem: Option<&str>, timeout: Duration) -> http::Options {
+pub(crate) fn options(
+    authorization: Option<&str>,
+    ca_pem: Option<&str>,
+    timeout: Duration,
+) -> http::Options {
     let ca = ca_pem.map(|pem| pem.as_bytes().to_vec());
     let configure_client = move |builder: reqwest::blocking::ClientBuilder| {
         let mut builder = builder
@@ -182,7 +223,10 @@ pub(crate) fn options(authorization: Option<&str>, ca_pem: Option<&str>, timeout
         configure_request: None,
     };
     http::Options {
-        extra_headers: authorization.map(|value| format!("Authorization: {value}")).into_iter().collect(),
+        extra_headers: authorization
+            .map(|value| format!("Authorization: {value}"))
+            .into_iter()
+            .collect(),
         follow_redirects: http::options::FollowRedirects::All,
         user_agent: Some(concat!("cdkube/", env!("CARGO_PKG_VERSION")).to_owned()),
         connect_timeout: Some(timeout.min(Duration::from_secs(10))),

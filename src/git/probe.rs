@@ -54,27 +54,43 @@ pub(crate) fn no_credential_helpers(
 }
 
 /// The transport options gix should apply before the handshake (HTTP only).
-pub(crate) fn transport_options(spec: &RemoteSpec, settings: &Settings<'_>) -> Option<Box<dyn std::any::Any>> {
+pub(crate) fn transport_options(
+    spec: &RemoteSpec,
+    settings: &Settings<'_>,
+) -> Option<Box<dyn std::any::Any>> {
     matches!(spec.url.scheme(), Scheme::Http | Scheme::Https).then(|| {
         let creds = &spec.credentials;
         let authorization = match (creds.bearer_token(), creds.basic_auth()) {
             (Some(token), _) => Some(format!("Bearer {token}")),
             (None, Some((user, password))) if spec.url.scheme() == Scheme::Http => {
                 use base64::Engine as _;
-                let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                let pair =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
                 Some(format!("Basic {pair}"))
             }
             _ => None,
         };
-        Box::new(super::http_pool::options(authorization.as_deref(), creds.ca_cert(), settings.timeout))
-            as Box<dyn std::any::Any>
+        Box::new(super::http_pool::options(
+            authorization.as_deref(),
+            creds.ca_cert(),
+            settings.timeout,
+        )) as Box<dyn std::any::Any>
     })
 }
 
 /// Ask the remote for `spec`'s head. `repo` is any repository (it only lends its configuration).
-pub(crate) fn probe(spec: &RemoteSpec, repo: &gix::Repository, settings: &Settings<'_>, abort: &Abort) -> Result<Head> {
+pub(crate) fn probe(
+    spec: &RemoteSpec,
+    repo: &gix::Repository,
+    settings: &Settings<'_>,
+    abort: &Abort,
+) -> Result<Head> {
     let branch = spec.checked_branch()?;
-    let ctx = |stderr| Context { spec, action: "list the branches of", stderr };
+    let ctx = |stderr| Context {
+        spec,
+        action: "list the branches of",
+        stderr,
+    };
     let opened = transport::open(spec, settings, abort)?;
     let mut process = opened.process;
     let listed = (|| -> gix::Result<_> {
@@ -88,7 +104,8 @@ pub(crate) fn probe(spec: &RemoteSpec, repo: &gix::Repository, settings: &Settin
         if let Some(options) = transport_options(spec, settings) {
             connection = connection.with_transport_options(options);
         }
-        let (map, _handshake) = connection.ref_map(gix::progress::Discard, ref_map::Options::default())?;
+        let (map, _handshake) =
+            connection.ref_map(gix::progress::Discard, ref_map::Options::default())?;
         Ok(map)
     })();
     let map = listed.map_err(|e| {
@@ -108,10 +125,13 @@ pub(crate) fn head_from_refs(
     use gix::protocol::handshake::Ref;
     let wanted = remote_ref(branch);
     let found = refs.iter().find(|r| r.unpack().0 == wanted.as_str());
-    let missing = |what: String| Error::new(ErrorKind::BranchNotFound, format!("{what} on {}", spec.url));
+    let missing =
+        |what: String| Error::new(ErrorKind::BranchNotFound, format!("{what} on {}", spec.url));
     match (found, branch) {
         (None, Some(b)) => Err(missing(format!("branch `{b}` does not exist"))),
-        (None, None) => Err(missing("the remote HEAD is not advertised (empty repository?)".to_owned())),
+        (None, None) => Err(missing(
+            "the remote HEAD is not advertised (empty repository?)".to_owned(),
+        )),
         (Some(Ref::Unborn { target, .. }), _) => Err(missing(format!(
             "the repository is empty (HEAD points to the unborn branch `{}`)",
             short_branch(&target.to_string())
@@ -119,8 +139,13 @@ pub(crate) fn head_from_refs(
         (Some(Ref::Symbolic { target, object, .. }), None) => {
             let target = target.to_string();
             match target.strip_prefix("refs/heads/") {
-                Some(name) => Ok(Head { branch: name.to_owned(), sha: object.to_string() }),
-                None => Err(missing(format!("the remote HEAD points to `{target}`, not a branch; set a branch"))),
+                Some(name) => Ok(Head {
+                    branch: name.to_owned(),
+                    sha: object.to_string(),
+                }),
+                None => Err(missing(format!(
+                    "the remote HEAD points to `{target}`, not a branch; set a branch"
+                ))),
             }
         }
         (Some(Ref::Direct { .. } | Ref::Peeled { .. }), None) => Err(missing(
@@ -129,8 +154,11 @@ pub(crate) fn head_from_refs(
         (Some(r), Some(b)) => {
             let (_, target, peeled) = r.unpack();
             let sha = peeled.or(target).map(|id| id.to_hex().to_string());
-            sha.map(|sha| Head { branch: b.to_owned(), sha })
-                .ok_or_else(|| missing(format!("branch `{b}` is unborn")))
+            sha.map(|sha| Head {
+                branch: b.to_owned(),
+                sha,
+            })
+            .ok_or_else(|| missing(format!("branch `{b}` is unborn")))
         }
     }
 }
@@ -145,8 +173,14 @@ mod tests {
 
     #[test]
     fn revision_format() {
-        let head = Head { branch: "main".into(), sha: "0123456789abcdef0123456789abcdef01234567".into() };
-        assert_eq!(head.revision(), "main@sha1:0123456789abcdef0123456789abcdef01234567");
+        let head = Head {
+            branch: "main".into(),
+            sha: "0123456789abcdef0123456789abcdef01234567".into(),
+        };
+        assert_eq!(
+            head.revision(),
+            "main@sha1:0123456789abcdef0123456789abcdef01234567"
+        );
         assert_eq!(head.short_sha(), "0123456");
     }
 }

@@ -82,7 +82,12 @@ pub struct RemoteSpec {
 impl RemoteSpec {
     /// Parse and validate a repository URL and branch. `allow_local` admits `file://` URLs and plain paths
     /// (only the embedded mode and the CLI allow them: on a cluster they would read the operator's disk).
-    pub fn new(url: &str, branch: Option<&str>, credentials: Credentials, allow_local: bool) -> Result<Self> {
+    pub fn new(
+        url: &str,
+        branch: Option<&str>,
+        credentials: Credentials,
+        allow_local: bool,
+    ) -> Result<Self> {
         let (url, url_credentials) = parse_url(url, allow_local)?;
         let credentials = match url_credentials {
             Some(_) if !credentials.is_empty() => {
@@ -94,7 +99,11 @@ impl RemoteSpec {
             None => credentials,
         };
         let branch = branch.map(normalize_branch).transpose()?;
-        Ok(RemoteSpec { url, branch, credentials })
+        Ok(RemoteSpec {
+            url,
+            branch,
+            credentials,
+        })
     }
 
     /// The branch, checked again (the fields are public, so the engine re-checks before using it).
@@ -104,7 +113,11 @@ impl RemoteSpec {
 
     /// The (URL, branch, credentials identity) triple that identifies this spec for sharing probes.
     pub fn key(&self) -> (String, Option<String>, String) {
-        (self.url.to_string(), self.branch.clone(), self.credentials.identity())
+        (
+            self.url.to_string(),
+            self.branch.clone(),
+            self.credentials.identity(),
+        )
     }
 }
 
@@ -112,7 +125,9 @@ impl RemoteSpec {
 fn normalize_branch(branch: &str) -> Result<String> {
     let name = branch.strip_prefix("refs/heads/").unwrap_or(branch);
     if name.trim().is_empty() {
-        return Err(Error::invalid("branch name is empty; omit the branch to follow the remote HEAD"));
+        return Err(Error::invalid(
+            "branch name is empty; omit the branch to follow the remote HEAD",
+        ));
     }
     let full = format!("refs/heads/{name}");
     gix::validate::reference::branch_name(full.as_bytes().as_bstr())
@@ -126,28 +141,41 @@ const SUPPORTED: &str = "use https://, http://, ssh://, scp-like git@host:path o
 fn parse_url(input: &str, allow_local: bool) -> Result<(RepoUrl, Option<Credentials>)> {
     let input = input.trim();
     if input.is_empty() {
-        return Err(Error::invalid(format!("repository URL is empty; {SUPPORTED}")));
+        return Err(Error::invalid(format!(
+            "repository URL is empty; {SUPPORTED}"
+        )));
     }
     if input.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(Error::invalid("repository URL contains whitespace or control characters"));
+        return Err(Error::invalid(
+            "repository URL contains whitespace or control characters",
+        ));
     }
     if let Some((scheme, _)) = input.split_once("://") {
         let known = ["https", "http", "ssh", "git", "file"];
         if !known.contains(&scheme.to_ascii_lowercase().as_str()) {
-            return Err(Error::invalid(format!("unsupported URL scheme `{scheme}`; {SUPPORTED}")));
+            return Err(Error::invalid(format!(
+                "unsupported URL scheme `{scheme}`; {SUPPORTED}"
+            )));
         }
     } else if input.contains("::") {
-        return Err(Error::invalid(format!("remote helpers (`helper::address`) are not supported; {SUPPORTED}")));
+        return Err(Error::invalid(format!(
+            "remote helpers (`helper::address`) are not supported; {SUPPORTED}"
+        )));
     }
     let malformed = |why: &str| Error::invalid(format!("malformed repository URL: {why}"));
-    let mut url = gix::url::parse(input.as_bytes().as_bstr()).map_err(|_| malformed("cannot parse it"))?;
+    let mut url =
+        gix::url::parse(input.as_bytes().as_bstr()).map_err(|_| malformed("cannot parse it"))?;
     let scheme = match url.scheme {
         gix::url::Scheme::Https => Scheme::Https,
         gix::url::Scheme::Http => Scheme::Http,
         gix::url::Scheme::Ssh => Scheme::Ssh,
         gix::url::Scheme::Git => Scheme::Git,
         gix::url::Scheme::File => Scheme::File,
-        _ => return Err(Error::invalid(format!("unsupported URL `{input}`; {SUPPORTED}"))),
+        _ => {
+            return Err(Error::invalid(format!(
+                "unsupported URL `{input}`; {SUPPORTED}"
+            )));
+        }
     };
     if scheme == Scheme::File {
         if !allow_local {
@@ -164,7 +192,9 @@ fn parse_url(input: &str, allow_local: bool) -> Result<(RepoUrl, Option<Credenti
         let absolute = if path.is_absolute() {
             path
         } else {
-            std::env::current_dir().map_err(|e| Error::storage("current directory", e))?.join(path)
+            std::env::current_dir()
+                .map_err(|e| Error::storage("current directory", e))?
+                .join(path)
         };
         url.path = gix::path::into_bstr(absolute.as_path())
             .map_err(|_| malformed("the path is not valid"))?
@@ -185,14 +215,20 @@ fn parse_url(input: &str, allow_local: bool) -> Result<(RepoUrl, Option<Credenti
         Scheme::Http | Scheme::Https => match (url.user.take(), url.password.take()) {
             (Some(user), Some(password)) => Some(Credentials::basic(user, password)),
             (Some(_), None) => {
-                return Err(malformed("HTTP URL has a user but no password; put both in a Secret instead"));
+                return Err(malformed(
+                    "HTTP URL has a user but no password; put both in a Secret instead",
+                ));
             }
             _ => None,
         },
         Scheme::Ssh if url.password.is_some() => {
-            return Err(malformed("ssh URLs cannot carry a password; use an `identity` key in a Secret"));
+            return Err(malformed(
+                "ssh URLs cannot carry a password; use an `identity` key in a Secret",
+            ));
         }
-        Scheme::Git if url.user.is_some() => return Err(malformed("git:// URLs cannot carry a user")),
+        Scheme::Git if url.user.is_some() => {
+            return Err(malformed("git:// URLs cannot carry a user"));
+        }
         _ => None,
     };
     Ok((RepoUrl { url, scheme }, credentials))
@@ -213,12 +249,24 @@ mod tests {
 
     #[test]
     fn accepts_every_network_form() {
-        assert_eq!(spec("https://github.com/org/repo").unwrap().url.scheme(), Scheme::Https);
-        assert_eq!(spec("http://host:8080/git/r.git").unwrap().url.port(), Some(8080));
+        assert_eq!(
+            spec("https://github.com/org/repo").unwrap().url.scheme(),
+            Scheme::Https
+        );
+        assert_eq!(
+            spec("http://host:8080/git/r.git").unwrap().url.port(),
+            Some(8080)
+        );
         let ssh = spec("ssh://git@host:2222/srv/r.git").unwrap();
-        assert_eq!((ssh.url.scheme(), ssh.url.user(), ssh.url.path()), (Scheme::Ssh, Some("git"), "/srv/r.git"));
+        assert_eq!(
+            (ssh.url.scheme(), ssh.url.user(), ssh.url.path()),
+            (Scheme::Ssh, Some("git"), "/srv/r.git")
+        );
         let scp = spec("git@github.com:org/repo.git").unwrap();
-        assert_eq!((scp.url.scheme(), scp.url.host(), scp.url.path()), (Scheme::Ssh, Some("github.com"), "org/repo.git"));
+        assert_eq!(
+            (scp.url.scheme(), scp.url.host(), scp.url.path()),
+            (Scheme::Ssh, Some("github.com"), "org/repo.git")
+        );
         assert_eq!(spec("git://host/r.git").unwrap().url.scheme(), Scheme::Git);
     }
 
@@ -250,16 +298,27 @@ mod tests {
     #[test]
     fn local_paths_only_when_allowed() {
         let s = RemoteSpec::new("/srv/repo.git", None, Credentials::none(), true).unwrap();
-        assert_eq!((s.url.scheme(), s.url.path()), (Scheme::File, "/srv/repo.git"));
+        assert_eq!(
+            (s.url.scheme(), s.url.path()),
+            (Scheme::File, "/srv/repo.git")
+        );
     }
 
     #[test]
     fn branches_are_validated() {
-        let ok = RemoteSpec::new("https://h/r", Some("refs/heads/main"), Credentials::none(), false).unwrap();
+        let ok = RemoteSpec::new(
+            "https://h/r",
+            Some("refs/heads/main"),
+            Credentials::none(),
+            false,
+        )
+        .unwrap();
         assert_eq!(ok.branch.as_deref(), Some("main"));
-        let empty = RemoteSpec::new("https://h/r", Some(""), Credentials::none(), false).unwrap_err();
+        let empty =
+            RemoteSpec::new("https://h/r", Some(""), Credentials::none(), false).unwrap_err();
         assert!(empty.message().contains("empty"), "{empty}");
-        let bad = RemoteSpec::new("https://h/r", Some("a..b"), Credentials::none(), false).unwrap_err();
+        let bad =
+            RemoteSpec::new("https://h/r", Some("a..b"), Credentials::none(), false).unwrap_err();
         assert!(bad.message().contains("not a valid branch"), "{bad}");
     }
 }

@@ -12,7 +12,10 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { initial: Duration::from_millis(750), max: Duration::from_secs(15 * 60) }
+        Backoff {
+            initial: Duration::from_millis(750),
+            max: Duration::from_secs(15 * 60),
+        }
     }
 }
 
@@ -20,7 +23,9 @@ impl Backoff {
     /// The delay after `failures` consecutive failures (`failures >= 1`): `initial × 2^(failures-1)`, capped.
     pub fn delay(&self, failures: u32) -> Duration {
         let doublings = failures.saturating_sub(1).min(31);
-        self.initial.checked_mul(1u32 << doublings).map_or(self.max, |d| d.min(self.max))
+        self.initial
+            .checked_mul(1u32 << doublings)
+            .map_or(self.max, |d| d.min(self.max))
     }
 }
 

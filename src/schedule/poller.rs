@@ -35,13 +35,22 @@ impl Key {
     /// The key of `spec`.
     pub fn of(spec: &RemoteSpec) -> Self {
         let (url, branch, credentials) = spec.key();
-        Key { url, branch, credentials }
+        Key {
+            url,
+            branch,
+            credentials,
+        }
     }
 }
 
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.url, self.branch.as_deref().unwrap_or("HEAD"))?;
+        write!(
+            f,
+            "{} {}",
+            self.url,
+            self.branch.as_deref().unwrap_or("HEAD")
+        )?;
         if self.credentials != "none" {
             write!(f, " (credentials {})", self.credentials)?;
         }
@@ -94,7 +103,12 @@ impl fmt::Display for Event {
                 let old = old.as_ref().map_or("(none)".to_owned(), Head::revision);
                 write!(f, "head changed for key {key}: {old} → {new}")
             }
-            Event::ProbeFailed { key, error, retry_in, .. } => write!(
+            Event::ProbeFailed {
+                key,
+                error,
+                retry_in,
+                ..
+            } => write!(
                 f,
                 "probe failed for {key}: {}: {error} (retry in {})",
                 error.kind(),
@@ -177,13 +191,23 @@ impl Poller {
             events,
             probes: AtomicU64::new(0),
         };
-        (Poller { shared: Arc::new(shared) }, receiver)
+        (
+            Poller {
+                shared: Arc::new(shared),
+            },
+            receiver,
+        )
     }
 
     /// Subscribe `id` (e.g. `namespace/name` of a Pipeline) to `spec` on `schedule`, replacing an earlier
     /// subscription with the same id. Returns the key's current head if another subscription already knows
     /// it; a new key is probed right away.
-    pub fn subscribe(&self, id: impl Into<String>, spec: RemoteSpec, schedule: Schedule) -> Option<Head> {
+    pub fn subscribe(
+        &self,
+        id: impl Into<String>,
+        spec: RemoteSpec,
+        schedule: Schedule,
+    ) -> Option<Head> {
         let id = id.into();
         let key = Key::of(&spec);
         let head = {
@@ -204,7 +228,14 @@ impl Poller {
                 Some(_) => state.key_next_due(&key).unwrap_or_else(Instant::now),
                 None => Instant::now(),
             };
-            state.subscriptions.insert(id, Subscription { key, schedule, next_due });
+            state.subscriptions.insert(
+                id,
+                Subscription {
+                    key,
+                    schedule,
+                    next_due,
+                },
+            );
             known
         };
         self.shared.wake.notify_one();
@@ -241,8 +272,14 @@ impl Poller {
         {
             let mut state = self.state();
             let now = Instant::now();
-            state.subscriptions.values_mut().for_each(|s| s.next_due = now);
-            state.keys.values_mut().for_each(|k| k.retry_at = k.retry_at.map(|_| now));
+            state
+                .subscriptions
+                .values_mut()
+                .for_each(|s| s.next_due = now);
+            state
+                .keys
+                .values_mut()
+                .for_each(|k| k.retry_at = k.retry_at.map(|_| now));
         }
         self.shared.wake.notify_one();
     }
@@ -308,12 +345,16 @@ impl Poller {
         let mut next: Option<Instant> = None;
         let keys: Vec<Key> = state.keys.keys().cloned().collect();
         for key in keys {
-            let Some(due) = state.due_at(&key) else { continue };
+            let Some(due) = state.due_at(&key) else {
+                continue;
+            };
             if due > now {
                 next = Some(next.map_or(due, |n| n.min(due)));
                 continue;
             }
-            let Some(key_state) = state.keys.get_mut(&key) else { continue };
+            let Some(key_state) = state.keys.get_mut(&key) else {
+                continue;
+            };
             key_state.in_flight = true;
             let spec = key_state.spec.clone();
             self.shared.probes.fetch_add(1, Ordering::Relaxed);
@@ -341,21 +382,41 @@ impl Poller {
                     key_state.retry_at = None;
                     let old = key_state.head.replace(head.clone());
                     let event = match old {
-                        Some(old) if old == head => {
-                            recovered.then(|| Event::Recovered { key: key.clone(), head, subscribers })
-                        }
-                        old => Some(Event::HeadChanged { key: key.clone(), old, new: head, subscribers }),
+                        Some(old) if old == head => recovered.then(|| Event::Recovered {
+                            key: key.clone(),
+                            head,
+                            subscribers,
+                        }),
+                        old => Some(Event::HeadChanged {
+                            key: key.clone(),
+                            old,
+                            new: head,
+                            subscribers,
+                        }),
                     };
                     state.reschedule(key);
                     let changed = matches!(event, Some(Event::HeadChanged { .. }));
-                    (if changed { Outcome::Changed } else { Outcome::Unchanged }, event)
+                    (
+                        if changed {
+                            Outcome::Changed
+                        } else {
+                            Outcome::Unchanged
+                        },
+                        event,
+                    )
                 }
                 Err(error) => {
                     key_state.failures += 1;
                     let failures = key_state.failures;
                     let retry_in = self.shared.options.backoff.delay(failures);
                     key_state.retry_at = Some(Instant::now() + retry_in);
-                    let event = Event::ProbeFailed { key: key.clone(), error, failures, retry_in, subscribers };
+                    let event = Event::ProbeFailed {
+                        key: key.clone(),
+                        error,
+                        failures,
+                        retry_in,
+                        subscribers,
+                    };
                     (Outcome::Failed, Some(event))
                 }
             }
@@ -403,20 +464,28 @@ impl State {
     /// After a successful probe, every subscription of `key` is next due one schedule step from now;
     /// one jitter draw for the whole key keeps subscriptions with equal intervals together.
     fn reschedule(&mut self, key: &Key) {
-        let Some(key_state) = self.keys.get(key) else { return };
+        let Some(key_state) = self.keys.get(key) else {
+            return;
+        };
         let jitter = random_jitter();
         let (now, wall) = (Instant::now(), Utc::now());
         for id in &key_state.subscribers {
             if let Some(sub) = self.subscriptions.get_mut(id) {
-                let after = sub.schedule.next_after(wall, jitter).and_then(|t| (t - wall).to_std().ok());
+                let after = sub
+                    .schedule
+                    .next_after(wall, jitter)
+                    .and_then(|t| (t - wall).to_std().ok());
                 // A cron expression with no future time never fires again.
-                sub.next_due = after.map_or(now + Duration::from_secs(365 * 24 * 3600), |d| now + d);
+                sub.next_due =
+                    after.map_or(now + Duration::from_secs(365 * 24 * 3600), |d| now + d);
             }
         }
     }
 
     fn remove_subscription(&mut self, id: &str) {
-        let Some(sub) = self.subscriptions.remove(id) else { return };
+        let Some(sub) = self.subscriptions.remove(id) else {
+            return;
+        };
         if let Some(key_state) = self.keys.get_mut(&sub.key) {
             key_state.subscribers.remove(id);
             if key_state.subscribers.is_empty() {

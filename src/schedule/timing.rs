@@ -92,7 +92,10 @@ impl Cron {
     }
 
     fn parse(expr: &str) -> Result<Self, Error> {
-        let fail = |reason: String| Error::Cron { expr: expr.to_owned(), reason };
+        let fail = |reason: String| Error::Cron {
+            expr: expr.to_owned(),
+            reason,
+        };
         let trimmed = expr.trim();
         let normalized = if trimmed.starts_with('@') {
             trimmed.to_owned()
@@ -115,7 +118,10 @@ impl Cron {
         if schedule.upcoming(Utc).next().is_none() {
             return Err(fail("it never fires".to_owned()));
         }
-        Ok(Cron { source: trimmed.to_owned(), schedule: std::sync::Arc::new(schedule) })
+        Ok(Cron {
+            source: trimmed.to_owned(),
+            schedule: std::sync::Arc::new(schedule),
+        })
     }
 }
 
@@ -129,7 +135,9 @@ fn day_of_week(field: &str) -> Result<String, String> {
     for item in field.split(',') {
         let (range, step) = match item.split_once('/') {
             Some((range, step)) => {
-                let step: usize = step.parse().map_err(|_| format!("bad step in day-of-week `{item}`"))?;
+                let step: usize = step
+                    .parse()
+                    .map_err(|_| format!("bad step in day-of-week `{item}`"))?;
                 if step == 0 {
                     return Err(format!("zero step in day-of-week `{item}`"));
                 }
@@ -153,7 +161,10 @@ fn day_of_week(field: &str) -> Result<String, String> {
     if days.iter().all(|d| *d) {
         return Ok("*".to_owned());
     }
-    let list: Vec<String> = (0..7).filter(|d| days[*d]).map(|d| (d + 1).to_string()).collect();
+    let list: Vec<String> = (0..7)
+        .filter(|d| days[*d])
+        .map(|d| (d + 1).to_string())
+        .collect();
     Ok(list.join(","))
 }
 
@@ -165,7 +176,9 @@ fn day(text: &str) -> Result<usize, String> {
     }
     match text.parse::<usize>() {
         Ok(n) if n <= 7 => Ok(n),
-        _ => Err(format!("`{text}` is not a day of the week (0-7 or SUN-SAT)")),
+        _ => Err(format!(
+            "`{text}` is not a day of the week (0-7 or SUN-SAT)"
+        )),
     }
 }
 
@@ -173,7 +186,9 @@ fn day(text: &str) -> Result<usize, String> {
 pub fn random_jitter() -> f64 {
     static SEED: OnceLock<RandomState> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let bits = SEED.get_or_init(RandomState::new).hash_one(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let bits = SEED
+        .get_or_init(RandomState::new)
+        .hash_one(COUNTER.fetch_add(1, Ordering::Relaxed));
     let unit = (bits >> 11) as f64 / (1u64 << 53) as f64;
     unit * 2.0 - 1.0
 }
@@ -189,7 +204,10 @@ mod tests {
 
     #[test]
     fn intervals_have_a_floor_and_bounded_jitter() {
-        assert_eq!(Schedule::interval(Duration::from_secs(1)), Schedule::Interval(MIN_INTERVAL));
+        assert_eq!(
+            Schedule::interval(Duration::from_secs(1)),
+            Schedule::Interval(MIN_INTERVAL)
+        );
         let every = Schedule::parse_interval("100s").unwrap();
         let now = at(2024, 1, 1, 0, 0);
         for jitter in [-1.0, 0.0, 1.0, random_jitter()] {
@@ -205,21 +223,43 @@ mod tests {
         // 2024-01-01 is a Monday. "1-5" in crontab means Monday to Friday.
         let weekdays = Schedule::cron("30 9 * * 1-5").unwrap();
         let next = weekdays.next_after(at(2024, 1, 6, 12, 0), 0.0).unwrap(); // Saturday noon
-        assert_eq!((next.day(), next.hour(), next.minute()), (8, 9, 30), "next Monday 09:30");
+        assert_eq!(
+            (next.day(), next.hour(), next.minute()),
+            (8, 9, 30),
+            "next Monday 09:30"
+        );
         let sunday = Schedule::cron("0 0 * * 0").unwrap();
-        assert_eq!(sunday.next_after(at(2024, 1, 1, 0, 0), 0.0).unwrap().day(), 7);
+        assert_eq!(
+            sunday.next_after(at(2024, 1, 1, 0, 0), 0.0).unwrap().day(),
+            7
+        );
         let seven = Schedule::cron("0 0 * * 7").unwrap();
-        assert_eq!(seven.next_after(at(2024, 1, 1, 0, 0), 0.0).unwrap().day(), 7);
+        assert_eq!(
+            seven.next_after(at(2024, 1, 1, 0, 0), 0.0).unwrap().day(),
+            7
+        );
         let names = Schedule::cron("0 0 * * SAT,SUN").unwrap();
-        assert_eq!(names.next_after(at(2024, 1, 1, 0, 0), 0.0).unwrap().day(), 6);
+        assert_eq!(
+            names.next_after(at(2024, 1, 1, 0, 0), 0.0).unwrap().day(),
+            6
+        );
         let every_5 = Schedule::cron("*/5 * * * *").unwrap();
-        assert_eq!(every_5.next_after(at(2024, 1, 1, 0, 1), 0.0).unwrap().minute(), 5);
+        assert_eq!(
+            every_5
+                .next_after(at(2024, 1, 1, 0, 1), 0.0)
+                .unwrap()
+                .minute(),
+            5
+        );
     }
 
     #[test]
     fn six_field_cron_has_seconds_first() {
         let s = Schedule::cron("15 * * * * *").unwrap();
-        assert_eq!(s.next_after(at(2024, 1, 1, 0, 0), 0.0).unwrap().second(), 15);
+        assert_eq!(
+            s.next_after(at(2024, 1, 1, 0, 0), 0.0).unwrap().second(),
+            15
+        );
         assert!(Schedule::cron("@hourly").is_ok());
     }
 

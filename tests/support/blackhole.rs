@@ -2,8 +2,8 @@
 //! It records when a client goes away, so tests can see that a cancelled operation closed its socket.
 use std::io::Read;
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The silent server. Its thread lives until the test process ends (it only ever blocks in accept/read).
 pub struct Blackhole {
@@ -40,7 +40,11 @@ impl Blackhole {
                 });
             }
         });
-        Blackhole { port, accepted, closed }
+        Blackhole {
+            port,
+            accepted,
+            closed,
+        }
     }
 
     /// Connections accepted so far.

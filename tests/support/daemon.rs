@@ -16,7 +16,10 @@ pub struct GitDaemon {
 impl GitDaemon {
     /// Export every repository under `base` (read-only).
     pub fn start(base: &Path) -> Self {
-        let dir = tempfile::Builder::new().prefix("cdkube-daemon-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("cdkube-daemon-")
+            .tempdir()
+            .expect("temp dir");
         let log = dir.path().join("daemon.log");
         let (child, port) = start_on_free_port("git daemon", |port| {
             let log_file = std::fs::File::create(&log).expect("daemon log");
@@ -40,7 +43,12 @@ impl GitDaemon {
             .spawn()
             .expect("spawn git daemon")
         });
-        GitDaemon { _child: child, port, log, _dir: dir }
+        GitDaemon {
+            _child: child,
+            port,
+            log,
+            _dir: dir,
+        }
     }
 
     /// The git:// URL of repository `name`.

@@ -48,9 +48,15 @@ impl HttpGit {
     }
 
     fn start_with(base: &Path, tls: bool) -> Self {
-        let dir = tempfile::Builder::new().prefix("cdkube-http-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("cdkube-http-")
+            .tempdir()
+            .expect("temp dir");
         let d = dir.path();
-        let backend = format!("{}/git-http-backend", run("git", &["--exec-path"], d).trim());
+        let backend = format!(
+            "{}/git-http-backend",
+            run("git", &["--exec-path"], d).trim()
+        );
         let wrapper = d.join("git-http-backend.cgi");
         std::fs::write(
             &wrapper,
@@ -79,7 +85,12 @@ impl HttpGit {
                 .spawn()
                 .expect("spawn lighttpd (apt-get install lighttpd)")
         });
-        HttpGit { _child: child, port, tls, dir }
+        HttpGit {
+            _child: child,
+            port,
+            tls,
+            dir,
+        }
     }
 
     /// The URL of repository `name` under `prefix` (`"git"`, `"basic"` or `"bearer"`).
@@ -116,11 +127,21 @@ impl HttpGit {
 }
 
 fn config(d: &Path, base: &Path, wrapper: &Path, port: u16, tls: bool) -> String {
-    let mut modules = vec!["mod_auth", "mod_authn_file", "mod_alias", "mod_setenv", "mod_cgi"];
+    let mut modules = vec![
+        "mod_auth",
+        "mod_authn_file",
+        "mod_alias",
+        "mod_setenv",
+        "mod_cgi",
+    ];
     if tls {
         modules.push("mod_openssl");
     }
-    let modules = modules.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", ");
+    let modules = modules
+        .iter()
+        .map(|m| format!("\"{m}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     let wrapper = wrapper.display();
     let mut conf = format!(
         r#"server.modules = ({modules})
@@ -163,17 +184,40 @@ fn make_executable(path: &Path) {
 
 /// A CA and a server certificate for 127.0.0.1/localhost signed by it, with `openssl`.
 fn make_certificates(d: &Path) {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     let mut ca = vec!["req", "-x509"];
     ca.extend(ec);
     ca.extend([
-        "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=cdkube test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=cdkube test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
     ]);
     run("openssl", &ca, d);
     let mut csr = vec!["req"];
     csr.extend(ec);
-    csr.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
     run("openssl", &csr, d);
     std::fs::write(
         d.join("server.ext"),
@@ -183,8 +227,21 @@ fn make_certificates(d: &Path) {
     run(
         "openssl",
         &[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "server.crt", "-days", "2", "-extfile", "server.ext",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
         ],
         d,
     );

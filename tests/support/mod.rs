@@ -68,12 +68,16 @@ pub fn start_on_free_port(name: &str, mut start: impl FnMut(u16) -> Child) -> (C
         let _ = child.kill();
         let _ = child.wait();
     }
-    panic!("{name} did not start listening on 127.0.0.1 (see its log in the test's temporary directory)");
+    panic!(
+        "{name} did not start listening on 127.0.0.1 (see its log in the test's temporary directory)"
+    );
 }
 
 /// Run `program args` and return stdout, panicking with stderr on failure (test setup only).
 pub fn run(program: &str, args: &[&str], dir: &Path) -> String {
-    let output = command(program, args, dir).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let output = command(program, args, dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
     check(program, args, output)
 }
 

@@ -18,7 +18,10 @@ impl Default for Repos {
 impl Repos {
     /// An empty root.
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new().prefix("cdkube-upstream-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("cdkube-upstream-")
+            .tempdir()
+            .expect("temp dir");
         std::fs::create_dir_all(dir.path().join("work")).expect("work dir");
         std::fs::create_dir_all(dir.path().join("repos")).expect("repos dir");
         Repos { dir }
@@ -41,10 +44,26 @@ impl Repos {
         let bare = self.root().join(format!("{name}.git"));
         let work = self.dir.path().join("work").join(name);
         let root = self.dir.path();
-        run("git", &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()], root);
-        run("git", &["init", "-q", "-b", "main", work.to_str().unwrap()], root);
-        run("git", &["remote", "add", "origin", bare.to_str().unwrap()], &work);
-        Upstream { name: name.to_owned(), bare, work }
+        run(
+            "git",
+            &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+            root,
+        );
+        run(
+            "git",
+            &["init", "-q", "-b", "main", work.to_str().unwrap()],
+            root,
+        );
+        run(
+            "git",
+            &["remote", "add", "origin", bare.to_str().unwrap()],
+            &work,
+        );
+        Upstream {
+            name: name.to_owned(),
+            bare,
+            work,
+        }
     }
 }
 
@@ -80,7 +99,13 @@ impl Upstream {
     /// Push the current branch (forced).
     pub fn push(&self) {
         let branch = self.git(&["rev-parse", "--abbrev-ref", "HEAD"]);
-        self.git(&["push", "-q", "-f", "origin", &format!("HEAD:refs/heads/{}", branch.trim())]);
+        self.git(&[
+            "push",
+            "-q",
+            "-f",
+            "origin",
+            &format!("HEAD:refs/heads/{}", branch.trim()),
+        ]);
     }
 
     /// The working clone's current commit.

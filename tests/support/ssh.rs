@@ -25,10 +25,21 @@ pub struct SshServer {
 impl SshServer {
     /// Generate keys and start sshd.
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new().prefix("cdkube-sshd-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("cdkube-sshd-")
+            .tempdir()
+            .expect("temp dir");
         let d = dir.path();
-        for (name, comment) in [("host_key", "host"), ("client_key", "client"), ("other_host_key", "other")] {
-            run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", name], d);
+        for (name, comment) in [
+            ("host_key", "host"),
+            ("client_key", "client"),
+            ("other_host_key", "other"),
+        ] {
+            run(
+                "ssh-keygen",
+                &["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", name],
+                d,
+            );
         }
         std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
         // sshd (as root) insists on its privilege separation directory.
@@ -66,7 +77,12 @@ impl SshServer {
 
     /// `ssh://user@127.0.0.1:port/<absolute path>`.
     pub fn url(&self, repo: &Path) -> String {
-        format!("ssh://{}@127.0.0.1:{}{}", self.user, self.port, repo.display())
+        format!(
+            "ssh://{}@127.0.0.1:{}{}",
+            self.user,
+            self.port,
+            repo.display()
+        )
     }
 
     /// A scp-like `user@cdkube-fixture:<absolute path>` URL; scp syntax has no port, so it needs
@@ -78,7 +94,14 @@ impl SshServer {
     /// An ssh client config mapping host `cdkube-fixture` to this server.
     pub fn ssh_config(&self) -> PathBuf {
         let path = self.dir.path().join("client_config");
-        std::fs::write(&path, format!("Host cdkube-fixture\n  HostName 127.0.0.1\n  Port {}\n", self.port)).unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "Host cdkube-fixture\n  HostName 127.0.0.1\n  Port {}\n",
+                self.port
+            ),
+        )
+        .unwrap();
         path
     }
 
@@ -86,7 +109,10 @@ impl SshServer {
     pub fn secret_data(&self) -> BTreeMap<String, Vec<u8>> {
         BTreeMap::from([
             ("identity".to_owned(), self.identity.clone().into_bytes()),
-            ("known_hosts".to_owned(), self.known_hosts.clone().into_bytes()),
+            (
+                "known_hosts".to_owned(),
+                self.known_hosts.clone().into_bytes(),
+            ),
         ])
     }
 }
