@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use cdkube::git::{Credentials, Engine, EngineOptions, ErrorKind, RemoteSpec};
-use cdkube::schedule::{Event, Poller, PollerOptions, Schedule};
-use support::{GitDaemon, HttpGit, Repos};
+use cdkube::schedule::{Backoff, Event, Poller, PollerOptions, Schedule};
+use support::{Blackhole, GitDaemon, HttpGit, Repos, eventually};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 fn spec(url: &str, branch: Option<&str>) -> RemoteSpec {
@@ -85,8 +85,28 @@ async fn subscriptions_on_the_same_key_share_one_probe() {
     }
     assert_eq!(seen.len(), 4);
 
-    // Nothing is due again until the schedules say so.
+    // Nothing is due again until the schedules say so, even when every Pipeline subscribes again (as
+    // each reconcile does).
+    for (i, name) in names.iter().enumerate() {
+        for n in 0..10 {
+            let schedule = match n % 3 {
+                0 => Schedule::parse_interval("1m").unwrap(),
+                1 => Schedule::parse_interval("5m").unwrap(),
+                _ => Schedule::cron("*/5 * * * *").unwrap(),
+            };
+            let known = poller.subscribe(
+                format!("ns/{name}-{n}"),
+                spec(&http.url("git", name), Some("main")),
+                schedule,
+            );
+            assert_eq!(known.map(|h| h.sha), Some(heads[i].clone()));
+        }
+    }
     assert_eq!(poller.sweep().await.probes, 0);
+    assert!(
+        events.try_recv().is_err(),
+        "subscribing again emits nothing"
+    );
     // Due again, nothing changed: 4 probes, no events.
     poller.trigger_all();
     assert_eq!(
@@ -114,6 +134,29 @@ async fn subscriptions_on_the_same_key_share_one_probe() {
         ports.len() <= 4,
         "connections were reused across sweeps: {ports:?}"
     );
+
+    // A key with a single subscription survives that subscription being made again.
+    let solo = || spec(&http.url("git", "beta"), None);
+    let every_minute = || Schedule::parse_interval("1m").unwrap();
+    assert!(
+        poller
+            .subscribe("ns/solo", solo(), every_minute())
+            .is_none()
+    );
+    assert_eq!(poller.sweep().await.probes, 1);
+    assert!(matches!(
+        next_event(&mut events).await,
+        Event::HeadChanged { old: None, .. }
+    ));
+    assert_eq!(
+        poller
+            .subscribe("ns/solo", solo(), every_minute())
+            .map(|h| h.sha),
+        Some(heads[1].clone())
+    );
+    assert_eq!(poller.sweep().await.probes, 0);
+    assert!(events.try_recv().is_err(), "no second first-sighting");
+    poller.unsubscribe("ns/solo");
 
     // A newcomer on a known key gets the head at once; the last one out removes the key.
     let known = poller.subscribe(
@@ -267,5 +310,42 @@ async fn failing_keys_back_off_and_recover() {
         Event::Recovered { head, .. } => assert_eq!(head.sha, up.head()),
         other => panic!("unexpected {other}"),
     }
+    runner.abort();
+}
+
+// Multi-threaded: the test thread blocks in `eventually` while the poller runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_during_a_probe_polls_again_after_it() {
+    let hole = Blackhole::start();
+    let storage = tempfile::tempdir().unwrap();
+    let mut options = EngineOptions::new(storage.path());
+    options.timeout = Duration::from_millis(500);
+    // Backoff so long that only the trigger can cause a second probe.
+    let backoff = Backoff {
+        initial: Duration::from_secs(3600),
+        max: Duration::from_secs(3600),
+    };
+    let (poller, mut events) =
+        Poller::new(Engine::new(options).unwrap(), PollerOptions { backoff });
+    let url = format!("git://127.0.0.1:{}/r.git", hole.port);
+    poller.subscribe(
+        "default/slow",
+        spec(&url, None),
+        Schedule::parse_interval("1h").unwrap(),
+    );
+    let runner = tokio::spawn(poller.clone().run());
+    assert!(
+        eventually(Duration::from_secs(10), || hole.accepted() == 1),
+        "first probe under way"
+    );
+    assert!(poller.trigger("default/slow"));
+    match next_event(&mut events).await {
+        Event::ProbeFailed { error, .. } => assert_eq!(error.kind(), ErrorKind::Timeout),
+        other => panic!("unexpected {other}"),
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || hole.accepted() == 2),
+        "the trigger was not lost in the in-flight probe"
+    );
     runner.abort();
 }

@@ -164,6 +164,8 @@ struct KeyState {
     failures: u32,
     retry_at: Option<Instant>,
     in_flight: bool,
+    /// Subscriptions triggered while a probe was in flight: due again as soon as it completes.
+    retrigger: Vec<String>,
     subscribers: BTreeSet<String>,
 }
 
@@ -212,6 +214,19 @@ impl Poller {
         let key = Key::of(&spec);
         let head = {
             let mut state = self.state();
+            // Subscribing again to the same key (every reconcile does) keeps the key's state and timing.
+            if let Some(existing) = state.subscriptions.get_mut(&id)
+                && existing.key == key
+            {
+                if existing.schedule != schedule {
+                    existing.next_due = first_due(&schedule);
+                    existing.schedule = schedule;
+                }
+                let head = state.keys.get(&key).and_then(|k| k.head.clone());
+                drop(state);
+                self.shared.wake.notify_one();
+                return head;
+            }
             state.remove_subscription(&id);
             let entry = state.keys.entry(key.clone()).or_insert_with(|| KeyState {
                 spec,
@@ -219,6 +234,7 @@ impl Poller {
                 failures: 0,
                 retry_at: None,
                 in_flight: false,
+                retrigger: Vec::new(),
                 subscribers: BTreeSet::new(),
             });
             entry.subscribers.insert(id.clone());
@@ -258,6 +274,10 @@ impl Poller {
             });
             if let Some(key_state) = key.and_then(|k| state.keys.get_mut(&k)) {
                 key_state.retry_at = key_state.retry_at.map(|_| Instant::now());
+                // A probe already under way may predate what the caller wants to see: probe again after it.
+                if key_state.in_flight {
+                    key_state.retrigger.push(id.to_owned());
+                }
                 true
             } else {
                 false
@@ -375,8 +395,9 @@ impl Poller {
                 return Outcome::Unchanged; // unsubscribed while probing
             };
             key_state.in_flight = false;
+            let retrigger = std::mem::take(&mut key_state.retrigger);
             let subscribers: Vec<String> = key_state.subscribers.iter().cloned().collect();
-            match result {
+            let done = match result {
                 Ok(head) => {
                     let recovered = std::mem::take(&mut key_state.failures) > 0;
                     key_state.retry_at = None;
@@ -419,7 +440,9 @@ impl Poller {
                     };
                     (Outcome::Failed, Some(event))
                 }
-            }
+            };
+            state.due_now(key, &retrigger);
+            done
         };
         if let Some(event) = event {
             match &event {
@@ -436,6 +459,18 @@ impl Poller {
         self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// When a subscription on `schedule` made now is first due (one schedule step from now).
+fn first_due(schedule: &Schedule) -> Instant {
+    let wall = Utc::now();
+    let step = schedule
+        .next_after(wall, random_jitter())
+        .and_then(|t| (t - wall).to_std().ok());
+    Instant::now() + step.unwrap_or(NEVER)
+}
+
+/// How far away "never" is (a cron expression without future times).
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl State {
     /// When `key` should next be probed; `None` while a probe is in flight.
@@ -476,9 +511,24 @@ impl State {
                     .next_after(wall, jitter)
                     .and_then(|t| (t - wall).to_std().ok());
                 // A cron expression with no future time never fires again.
-                sub.next_due =
-                    after.map_or(now + Duration::from_secs(365 * 24 * 3600), |d| now + d);
+                sub.next_due = now + after.unwrap_or(NEVER);
             }
+        }
+    }
+
+    /// Make subscriptions `ids` of `key` due now (and the key, if it is backing off).
+    fn due_now(&mut self, key: &Key, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for id in ids {
+            if let Some(sub) = self.subscriptions.get_mut(id) {
+                sub.next_due = now;
+            }
+        }
+        if let Some(key_state) = self.keys.get_mut(key) {
+            key_state.retry_at = key_state.retry_at.map(|_| now);
         }
     }
 
