@@ -21,7 +21,7 @@ impl GitDaemon {
             .tempdir()
             .expect("temp dir");
         let log = dir.path().join("daemon.log");
-        let (child, port) = start_on_free_port("git daemon", |port| {
+        let (child, port) = start_on_free_port("git daemon", &log, |port| {
             let log_file = std::fs::File::create(&log).expect("daemon log");
             command(
                 "git",

@@ -71,7 +71,7 @@ impl HttpGit {
         if tls {
             make_certificates(d);
         }
-        let (child, port) = start_on_free_port("lighttpd", |port| {
+        let (child, port) = start_on_free_port("lighttpd", &d.join("stderr.log"), |port| {
             let conf = d.join("lighttpd.conf");
             std::fs::write(&conf, config(d, base, &wrapper, port, tls)).unwrap();
             let log = std::fs::File::create(d.join("stderr.log")).unwrap();

@@ -57,8 +57,13 @@ pub fn wait_for_listener(port: u16, child: &mut Child, timeout: Duration) -> boo
 }
 
 /// Start a server with `start(port)` on a free port, retrying on another port if it could not listen
-/// (another process may grab the port between our probe and the server's bind).
-pub fn start_on_free_port(name: &str, mut start: impl FnMut(u16) -> Child) -> (ChildGuard, u16) {
+/// (another process may grab the port between our probe and the server's bind). On failure the panic
+/// shows the server's `log` (its stderr).
+pub fn start_on_free_port(
+    name: &str,
+    log: &Path,
+    mut start: impl FnMut(u16) -> Child,
+) -> (ChildGuard, u16) {
     for _ in 0..5 {
         let port = free_port();
         let mut child = start(port);
@@ -68,9 +73,8 @@ pub fn start_on_free_port(name: &str, mut start: impl FnMut(u16) -> Child) -> (C
         let _ = child.kill();
         let _ = child.wait();
     }
-    panic!(
-        "{name} did not start listening on 127.0.0.1 (see its log in the test's temporary directory)"
-    );
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    panic!("{name} did not start listening on 127.0.0.1; its log:\n{log}");
 }
 
 /// Run `program args` and return stdout, panicking with stderr on failure (test setup only).

@@ -46,7 +46,7 @@ impl SshServer {
         let _ = std::fs::create_dir_all("/run/sshd");
         let user = run("id", &["-un"], d).trim().to_owned();
         let sshd = find_sshd();
-        let (child, port) = start_on_free_port("sshd", |port| {
+        let (child, port) = start_on_free_port("sshd", &d.join("sshd.log"), |port| {
             let conf = d.join("sshd_config");
             std::fs::write(&conf, config(d, port)).unwrap();
             let log = std::fs::File::create(d.join("sshd.log")).unwrap();
