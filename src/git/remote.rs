@@ -208,8 +208,12 @@ fn parse_url(input: &str, allow_local: bool) -> Result<(RepoUrl, Option<Credenti
     if url.path.is_empty() || url.path == "/" {
         return Err(malformed("it names no repository path"));
     }
-    if url.path.starts_with(b"-") || url.host().is_some_and(|h| h.starts_with('-')) {
-        return Err(malformed("host or path starts with `-`"));
+    // Host, user and path end up as ssh arguments: none may pass for an option.
+    if url.path.starts_with(b"-")
+        || url.host().is_some_and(|h| h.starts_with('-'))
+        || url.user().is_some_and(|u| u.starts_with('-'))
+    {
+        return Err(malformed("user, host or path starts with `-`"));
     }
     let credentials = match scheme {
         Scheme::Http | Scheme::Https => match (url.user.take(), url.password.take()) {
@@ -288,6 +292,8 @@ mod tests {
             ("/srv/repo.git", "not allowed"),
             ("file:///srv/repo.git", "not allowed"),
             ("ssh://u:pw@host/r.git", "password"),
+            ("ssh://-oProxyCommand=x@host/r.git", "starts with `-`"),
+            ("git@host:-r.git", "malformed"),
         ] {
             let err = spec(url).unwrap_err();
             assert_eq!(err.kind(), super::super::ErrorKind::InvalidInput);

@@ -301,8 +301,9 @@ fn ssh_command(spec: &RemoteSpec, settings: &Settings<'_>, dir: &Path) -> Result
     Ok(command)
 }
 
+/// OpenSSH wants Unix line endings and a final newline in key files.
 fn ensure_trailing_newline(text: &str) -> String {
-    let mut text = text.trim_end().to_owned();
+    let mut text = text.replace("\r\n", "\n").trim_end().to_owned();
     text.push('\n');
     text
 }

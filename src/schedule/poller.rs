@@ -239,10 +239,11 @@ impl Poller {
             });
             entry.subscribers.insert(id.clone());
             let known = entry.head.clone();
-            // A newcomer on a known key waits for the key's schedule; a new key is due now.
-            let next_due = match &known {
-                Some(_) => state.key_next_due(&key).unwrap_or_else(Instant::now),
-                None => Instant::now(),
+            // A newcomer on a known key joins the key's next probe (or its own first due time, if
+            // sooner); a new key is due now.
+            let next_due = match (&known, state.key_next_due(&key)) {
+                (Some(_), Some(key_due)) => key_due.min(first_due(&schedule)),
+                _ => Instant::now(),
             };
             state.subscriptions.insert(
                 id,
