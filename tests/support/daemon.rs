@@ -2,7 +2,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use super::{ChildGuard, command, start_on_free_port};
+use super::{ChildGuard, command, run, start_on_free_port};
 
 /// A running `git daemon` on 127.0.0.1.
 pub struct GitDaemon {
@@ -21,12 +21,14 @@ impl GitDaemon {
             .tempdir()
             .expect("temp dir");
         let log = dir.path().join("daemon.log");
+        // Run git-daemon itself: `git daemon` would fork it as a child that outlives a killed `git`.
+        let exec_path = run("git", &["--exec-path"], base);
+        let program = format!("{}/git-daemon", exec_path.trim());
         let (child, port) = start_on_free_port("git daemon", &log, |port| {
             let log_file = std::fs::File::create(&log).expect("daemon log");
             command(
-                "git",
+                &program,
                 &[
-                    "daemon",
                     "--reuseaddr",
                     "--verbose",
                     "--export-all",
