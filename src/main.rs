@@ -19,6 +19,8 @@ enum Command {
     Validate(ValidateArgs),
     /// Print the cdkube version.
     Version,
+    /// Resolve a repository branch's head and print `<branch>@sha1:<sha>` and the commit subject.
+    Probe(cdkube::git::cli::ProbeArgs),
 }
 
 #[derive(Args)]
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
             println!("cdkube {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Probe(args) => cdkube::git::cli::probe(args),
     }
 }
 
