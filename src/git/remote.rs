@@ -122,7 +122,7 @@ impl RemoteSpec {
 }
 
 /// Strip `refs/heads/` and check the rest is a valid branch name.
-fn normalize_branch(branch: &str) -> Result<String> {
+pub fn normalize_branch(branch: &str) -> Result<String> {
     let name = branch.strip_prefix("refs/heads/").unwrap_or(branch);
     if name.trim().is_empty() {
         return Err(Error::invalid(

@@ -114,7 +114,11 @@ impl Cron {
             fields.push(day_of_week(&dow).map_err(fail)?);
             fields.join(" ")
         };
-        let schedule = cron::Schedule::from_str(&normalized).map_err(|e| fail(e.to_string()))?;
+        // The cron crate draws a caret diagram over several lines; its last line is the explanation.
+        let schedule = cron::Schedule::from_str(&normalized).map_err(|e| {
+            let text = e.to_string();
+            fail(text.lines().last().unwrap_or_default().trim().to_owned())
+        })?;
         if schedule.upcoming(Utc).next().is_none() {
             return Err(fail("it never fires".to_owned()));
         }
