@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use super::pipeline::{HISTORY_LIMIT_RANGE, MIN_INTERVAL, PipelineSpec};
+use super::pipeline::{HISTORY_LIMIT_RANGE, PipelineSpec};
 use crate::git::{self, Credentials, RemoteSpec, Scheme, credentials};
-use crate::schedule::Schedule;
+use crate::schedule::{MIN_INTERVAL, Schedule};
 
 /// One problem with one field.
 #[derive(Clone, Debug, PartialEq, Eq)]
