@@ -21,6 +21,8 @@ enum Command {
     Dev(DevArgs),
     /// Print the cdkube version.
     Version,
+    /// Resolve a repository branch's head and print `<branch>@sha1:<sha>` and the commit subject.
+    Probe(cdkube::git::cli::ProbeArgs),
 }
 
 #[derive(Args)]
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
             println!("cdkube {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Probe(args) => cdkube::git::cli::probe(args),
     }
 }
 

@@ -134,7 +134,7 @@ fn validate_reports_every_error_of_a_document_with_file_and_index() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     let prefix = format!("{}: document 2: ", path.display());
-    assert!(stderr.contains(&format!("{prefix}spec.repo: unsupported scheme \"ftp\"")), "{stderr}");
+    assert!(stderr.contains(&format!("{prefix}spec.repo: unsupported URL scheme `ftp`")), "{stderr}");
     assert!(stderr.contains(&format!("{prefix}spec.interval: \"1s\" is below the 10s floor")), "{stderr}");
     assert!(text(&out.stdout).contains("document 1: skipped ConfigMap"));
 }

@@ -14,8 +14,6 @@ use super::validation::{DURATION_PATTERN, parse_duration};
 
 /// Poll period when neither `interval` nor `schedule` is set.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
-/// The shortest poll period accepted: polling faster than this only loads the git server.
-pub const MIN_INTERVAL: Duration = Duration::from_secs(10);
 /// Build deadline when `timeout` is not set.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Runs kept in `status.history` (and finished Pods kept) when `historyLimit` is not set.

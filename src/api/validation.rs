@@ -2,10 +2,11 @@
 //! names, and the keys a credentials Secret must hold. Every error names the field path.
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
-use super::pipeline::{HISTORY_LIMIT_RANGE, MIN_INTERVAL, PipelineSpec};
+use super::pipeline::{HISTORY_LIMIT_RANGE, PipelineSpec};
+use crate::git::{self, Credentials, RemoteSpec, Scheme, credentials};
+use crate::schedule::{MIN_INTERVAL, Schedule};
 
 /// One problem with one field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,7 +44,7 @@ pub fn validate(spec: &PipelineSpec) -> Result<(), Vec<FieldError>> {
 /// Validates `spec`, collecting every error rather than stopping at the first.
 pub fn validate_with(spec: &PipelineSpec, options: Options) -> Result<(), Vec<FieldError>> {
     let mut errors = Vec::new();
-    if let Err(message) = RepoUrl::parse(&spec.repo, options) {
+    if let Err(message) = check_repo(&spec.repo, options) {
         errors.push(FieldError::new("spec.repo", message));
     }
     if let Some(branch) = &spec.branch {
@@ -146,33 +147,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a valid duration: {e}"))
 }
 
-/// Parses a cron expression of 5 fields (minute precision) or 6 fields (seconds first), in UTC.
-pub fn parse_schedule(expression: &str) -> Result<cron::Schedule, String> {
-    let fields = expression.split_whitespace().count();
-    let normalised = match fields {
-        5 => format!("0 {expression}"),
-        6 => expression.to_string(),
-        n => return Err(format!("{expression:?} has {n} fields; a cron expression has 5 (or 6 with seconds first)")),
-    };
-    cron::Schedule::from_str(&normalised).map_err(|e| {
-        // The cron crate draws a caret diagram over several lines; its last line is the explanation.
-        let text = e.to_string();
-        let reason = text.lines().last().unwrap_or_default().trim().to_string();
-        format!("{expression:?} is not a valid cron expression: {reason}")
-    })
+/// Parses a cron expression: 5 crontab fields, 6 with seconds first, or a macro such as `@hourly`.
+/// The poller's own parser, so what validates is what runs.
+pub fn parse_schedule(expression: &str) -> Result<Schedule, String> {
+    Schedule::cron(expression).map_err(|e| e.to_string())
 }
 
 fn check_branch(branch: &str) -> Result<(), String> {
-    if branch.starts_with("refs/") {
-        return Err(format!("{branch:?}: give the branch name alone, without refs/heads/"));
-    }
-    if branch.starts_with('-') {
-        return Err(format!("{branch:?} is not a valid branch name: it starts with '-'"));
-    }
-    let full = format!("refs/heads/{branch}");
-    gix::validate::reference::branch_name(full.as_bytes().into())
-        .map(|_| ())
-        .map_err(|e| format!("{branch:?} is not a valid branch name: {e}"))
+    git::normalize_branch(branch).map(|_| ()).map_err(|e| e.message().to_string())
 }
 
 /// Whether `name` is a DNS-1123 subdomain, the rule for object, Secret and ServiceAccount names.
@@ -194,81 +176,15 @@ fn check_dns_subdomain(name: &str) -> Result<(), String> {
     }
 }
 
-/// The transport family a repository URL asks for, which decides the credentials it can use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RepoUrl {
-    /// `http://` or `https://`.
-    Http,
-    /// `ssh://` or scp-like `user@host:path`.
-    Ssh,
-    /// `git://`: unauthenticated.
-    Git,
-    /// `file://` or a local path.
-    Local,
-}
-
-impl RepoUrl {
-    /// Classifies `repo`, or says what is wrong with it. The message never repeats a password.
-    pub fn parse(repo: &str, options: Options) -> Result<RepoUrl, String> {
-        if repo.trim() != repo || repo.is_empty() || repo.chars().any(char::is_whitespace) {
-            return Err("must be a git URL without spaces".to_string());
-        }
-        let kind = match repo.split_once("://") {
-            Some((scheme, _)) => Self::parse_url(repo, scheme)?,
-            None if is_scp_like(repo) => Self::parse_scp_like(repo)?,
-            None => RepoUrl::Local,
-        };
-        if kind == RepoUrl::Local && !options.allow_local_repos {
-            return Err("is a local repository; use an https://, http://, ssh://, git:// or user@host:path URL \
-                        (local repositories are allowed only in `cdkube dev`)"
-                .to_string());
-        }
-        Ok(kind)
+/// Checks `repo` with the git engine's own URL parser and returns how it is reached. A password in the
+/// URL is refused: anyone who can read the Pipeline could read it.
+pub fn check_repo(repo: &str, options: Options) -> Result<Scheme, String> {
+    let remote = RemoteSpec::new(repo, None, Credentials::none(), options.allow_local_repos)
+        .map_err(|e| e.message().to_string())?;
+    if !remote.credentials.is_empty() {
+        return Err("must not embed a password; put credentials in the Secret named by spec.secretRef".into());
     }
-
-    fn parse_url(repo: &str, scheme: &str) -> Result<RepoUrl, String> {
-        let kind = match scheme {
-            "https" | "http" => RepoUrl::Http,
-            "ssh" | "git+ssh" | "ssh+git" => RepoUrl::Ssh,
-            "git" => RepoUrl::Git,
-            "file" => RepoUrl::Local,
-            other => {
-                return Err(format!("unsupported scheme {other:?}: use https, http, ssh, git or a user@host:path URL"));
-            }
-        };
-        let url = url::Url::parse(repo).map_err(|e| format!("is not a valid URL: {e}"))?;
-        if url.password().is_some() {
-            return Err("must not embed a password; put credentials in the Secret named by spec.secretRef".to_string());
-        }
-        if kind != RepoUrl::Local && url.host_str().is_none_or(str::is_empty) {
-            return Err(format!("{scheme}:// URL has no host"));
-        }
-        if url.path().trim_matches('/').is_empty() {
-            return Err("URL names no repository path".to_string());
-        }
-        Ok(kind)
-    }
-
-    fn parse_scp_like(repo: &str) -> Result<RepoUrl, String> {
-        let (user_host, path) = repo.split_once(':').unwrap_or((repo, ""));
-        let host = user_host.rsplit_once('@').map_or(user_host, |(_, host)| host);
-        if host.is_empty() {
-            return Err("has no host; scp-like URLs look like git@host:org/repo.git".to_string());
-        }
-        if path.trim_matches('/').is_empty() {
-            return Err("names no repository path; scp-like URLs look like git@host:org/repo.git".to_string());
-        }
-        Ok(RepoUrl::Ssh)
-    }
-}
-
-/// Git's rule: without `://`, a colon before the first slash makes `[user@]host:path` an ssh URL.
-fn is_scp_like(repo: &str) -> bool {
-    match (repo.find(':'), repo.find('/')) {
-        (Some(colon), Some(slash)) => colon < slash,
-        (Some(_), None) => true,
-        _ => false,
-    }
+    Ok(remote.url.scheme())
 }
 
 /// Checks that a credentials Secret's data holds the keys `spec.repo`'s transport needs.
@@ -279,42 +195,27 @@ pub fn validate_secret_data(
     data: &BTreeMap<String, Vec<u8>>,
     options: Options,
 ) -> Result<(), Vec<FieldError>> {
-    let path = "spec.secretRef";
-    let problem = |message: String| vec![FieldError::new(path, format!("Secret {secret_name:?}: {message}"))];
+    let problem = |message: &str| vec![FieldError::new("spec.secretRef", format!("Secret {secret_name:?}: {message}"))];
+    let scheme = check_repo(&spec.repo, options).map_err(|m| vec![FieldError::new("spec.repo", m)])?;
+    Credentials::from_secret_data(data).map_err(|e| problem(e.message()))?;
     let has = |key: &str| data.get(key).is_some_and(|v| !v.is_empty());
-    let kind = RepoUrl::parse(&spec.repo, options).map_err(|m| vec![FieldError::new("spec.repo", m)])?;
-    match kind {
-        RepoUrl::Git => Err(problem("git:// has no authentication; remove secretRef or use https/ssh".into())),
-        RepoUrl::Local => Err(problem("local repositories take no credentials".into())),
-        RepoUrl::Ssh => {
-            if !has("identity") {
-                return Err(problem("an ssh repository needs the private key in key `identity`".into()));
-            }
-            if !has("known_hosts") {
-                return Err(problem("an ssh repository needs key `known_hosts` to verify the server".into()));
-            }
-            let key = String::from_utf8_lossy(&data["identity"]);
-            if !key.contains("PRIVATE KEY-----") {
-                return Err(problem("key `identity` is not a PEM or OpenSSH private key".into()));
-            }
-            Ok(())
+    let missing = match scheme {
+        Scheme::Git => Some("git:// has no authentication; remove secretRef or use https or ssh"),
+        Scheme::File => Some("local repositories take no credentials"),
+        Scheme::Ssh if !has(credentials::IDENTITY) => Some("an ssh repository needs the private key in key `identity`"),
+        Scheme::Ssh if !has(credentials::KNOWN_HOSTS) => {
+            Some("an ssh repository needs key `known_hosts` to verify the server's host key")
         }
-        RepoUrl::Http => {
-            let basic = has("username") || has("password");
-            if basic && has("bearerToken") {
-                return Err(problem("set either `username`+`password` or `bearerToken`, not both".into()));
-            }
-            if has("username") != has("password") {
-                return Err(problem("keys `username` and `password` go together (a token goes in `password`)".into()));
-            }
-            if !basic && !has("bearerToken") && !has("ca.crt") {
-                return Err(problem("an http(s) repository needs `username`+`password`, `bearerToken` or `ca.crt`".into()));
-            }
-            if has("ca.crt") && !String::from_utf8_lossy(&data["ca.crt"]).contains("-----BEGIN CERTIFICATE-----") {
-                return Err(problem("key `ca.crt` is not a PEM certificate".into()));
-            }
-            Ok(())
+        Scheme::Http | Scheme::Https
+            if ![credentials::PASSWORD, credentials::BEARER_TOKEN, credentials::CA_CERT].iter().any(|k| has(k)) =>
+        {
+            Some("an http(s) repository needs `username`+`password`, `bearerToken` or `ca.crt`")
         }
+        _ => None,
+    };
+    match missing {
+        Some(message) => Err(problem(message)),
+        None => Ok(()),
     }
 }
 
@@ -340,29 +241,28 @@ mod tests {
     #[test]
     fn repo_urls_by_transport() {
         let strict = Options::default();
-        for (url, kind) in [
-            ("https://github.com/org/repo.git", RepoUrl::Http),
-            ("http://127.0.0.1:8080/repo", RepoUrl::Http),
-            ("ssh://git@host:2222/srv/repo.git", RepoUrl::Ssh),
-            ("git@github.com:org/repo.git", RepoUrl::Ssh),
-            ("host:/srv/repo.git", RepoUrl::Ssh),
-            ("git://127.0.0.1:9418/repo.git", RepoUrl::Git),
+        for (url, scheme) in [
+            ("https://github.com/org/repo.git", Scheme::Https),
+            ("http://127.0.0.1:8080/repo", Scheme::Http),
+            ("ssh://git@host:2222/srv/repo.git", Scheme::Ssh),
+            ("git@github.com:org/repo.git", Scheme::Ssh),
+            ("git://127.0.0.1:9418/repo.git", Scheme::Git),
         ] {
-            assert_eq!(RepoUrl::parse(url, strict), Ok(kind), "{url}");
+            assert_eq!(check_repo(url, strict), Ok(scheme), "{url}");
         }
-        for url in ["ftp://host/repo", "https://host/", "https:///repo", "git@host:", "with space/x", "", "s3://b/k"] {
-            assert!(RepoUrl::parse(url, strict).is_err(), "{url} should be refused");
+        for url in ["ftp://host/repo", "https://host/", "git@host:", "with space/x", "", "s3://b/k"] {
+            assert!(check_repo(url, strict).is_err(), "{url} should be refused");
         }
-        let error = RepoUrl::parse("https://me:s3cret@host/repo.git", strict).unwrap_err();
+        let error = check_repo("https://me:s3cret@host/repo.git", strict).unwrap_err();
         assert!(!error.contains("s3cret"), "a password must never be echoed: {error}");
     }
 
     #[test]
     fn local_repos_only_when_allowed() {
         let local = Options { allow_local_repos: true };
-        for url in ["file:///srv/repo.git", "/srv/repo.git", "./repo"] {
-            assert!(RepoUrl::parse(url, Options::default()).is_err(), "{url}");
-            assert_eq!(RepoUrl::parse(url, local), Ok(RepoUrl::Local), "{url}");
+        for url in ["file:///srv/repo.git", "/srv/repo.git"] {
+            assert!(check_repo(url, Options::default()).is_err(), "{url}");
+            assert_eq!(check_repo(url, local), Ok(Scheme::File), "{url}");
         }
     }
 
@@ -380,8 +280,10 @@ mod tests {
     fn cron_takes_five_or_six_fields() {
         assert!(parse_schedule("*/5 * * * *").is_ok());
         assert!(parse_schedule("30 */5 * * * *").is_ok());
-        assert!(parse_schedule("0 0 * * * * 2030").unwrap_err().contains("7 fields"));
-        assert!(parse_schedule("99 * * * *").unwrap_err().contains("not a valid cron expression"));
+        assert!(parse_schedule("0 0 * * * * 2030").unwrap_err().contains("got 7"));
+        let error = parse_schedule("99 * * * *").unwrap_err();
+        assert!(error.contains("invalid cron schedule"), "{error}");
+        assert_eq!(error.lines().count(), 1, "one line: {error}");
     }
 
     #[test]
@@ -400,10 +302,10 @@ mod tests {
 
     #[test]
     fn branch_names() {
-        for good in ["main", "release/1.2", "feature-x"] {
+        for good in ["main", "release/1.2", "feature-x", "refs/heads/main"] {
             assert!(check_branch(good).is_ok(), "{good}");
         }
-        for bad in ["refs/heads/main", "-x", "a..b", "a b", "x.lock", "x/", "a~1"] {
+        for bad in ["", "a..b", "a b", "x.lock", "x/", "a~1"] {
             assert!(check_branch(bad).is_err(), "{bad}");
         }
     }
@@ -431,10 +333,12 @@ mod tests {
         assert!(validate_secret_data(&https, "s", &data(&[("password", "p"), ("bearerToken", "t")]), o).is_err());
         assert!(validate_secret_data(&https, "s", &data(&[("ca.crt", "garbage")]), o).is_err());
         let ssh = spec("git@h:r.git");
-        let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n";
-        assert!(validate_secret_data(&ssh, "s", &data(&[("identity", key), ("known_hosts", "h ssh-ed25519 AAAA")]), o).is_ok());
+        let key = include_str!("../../fixtures/keys/throwaway_ed25519");
+        let public = include_str!("../../fixtures/keys/throwaway_ed25519.pub");
+        let known_hosts = &format!("git.example.com {}", public.split(' ').take(2).collect::<Vec<_>>().join(" "));
+        assert!(validate_secret_data(&ssh, "s", &data(&[("identity", key), ("known_hosts", known_hosts)]), o).is_ok());
         assert!(validate_secret_data(&ssh, "s", &data(&[("identity", key)]), o).is_err());
-        assert!(validate_secret_data(&ssh, "s", &data(&[("identity", "not a key"), ("known_hosts", "h k")]), o).is_err());
+        assert!(validate_secret_data(&ssh, "s", &data(&[("identity", "not a key"), ("known_hosts", known_hosts)]), o).is_err());
         let git = spec("git://h/r");
         assert!(validate_secret_data(&git, "s", &data(&[("username", "u"), ("password", "p")]), o).is_err());
         let error = validate_secret_data(&https, "s", &data(&[("username", "u"), ("password", "hunter2"), ("bearerToken", "t")]), o);

@@ -1,0 +1,161 @@
+//! The per-repository bare caches under the storage directory, and keeping them small.
+//!
+//! One bare repository per URL at `<storage>/repos/<name>-<hash>`; each followed branch is a local branch
+//! in it. gix never repacks, so every fetch adds a pack: a cache with too many packs or too many bytes is
+//! replaced by a fresh shallow clone at its next fetch (built aside and swapped in, so a failed re-clone
+//! keeps the old cache).
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use super::error::{Error, Result};
+use super::remote::RepoUrl;
+
+/// Limits past which a cache is rebuilt from scratch.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheLimits {
+    /// Total bytes of objects in one cache.
+    pub max_bytes: u64,
+    /// Number of pack files in one cache.
+    pub max_packs: usize,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        CacheLimits {
+            max_bytes: 1 << 30,
+            max_packs: 64,
+        }
+    }
+}
+
+/// The caches of one storage directory.
+pub(crate) struct Caches {
+    root: PathBuf,
+    pub limits: CacheLimits,
+    locks: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
+}
+
+impl Caches {
+    /// Caches under `storage/repos`, created if missing; leftovers of interrupted re-clones are removed.
+    pub fn new(storage: &Path, limits: CacheLimits) -> Result<Self> {
+        let root = storage.join("repos");
+        std::fs::create_dir_all(&root)
+            .map_err(|e| Error::storage(format!("creating {}", root.display()), e))?;
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().contains(".tmp-") {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        Ok(Caches {
+            root,
+            limits,
+            locks: Mutex::default(),
+        })
+    }
+
+    /// The cache directory for `url`: readable name plus a hash of the whole URL.
+    pub fn dir(&self, url: &RepoUrl) -> PathBuf {
+        let text = url.to_string();
+        let hash = hex::encode(&Sha256::digest(text.as_bytes())[..8]);
+        let name: String = url
+            .path()
+            .trim_end_matches('/')
+            .trim_end_matches(".git")
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .take(40)
+            .collect();
+        self.root.join(format!(
+            "{}-{hash}.git",
+            if name.is_empty() { "repo" } else { &name }
+        ))
+    }
+
+    /// The lock serialising writers (fetch) and readers (export) of one cache within this process.
+    pub fn lock(&self, dir: &Path) -> Arc<Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(locks.entry(dir.to_path_buf()).or_default())
+    }
+
+    /// Whether `dir` has grown past the limits.
+    pub fn over_limits(&self, dir: &Path) -> bool {
+        let (bytes, packs) = usage(dir);
+        bytes > self.limits.max_bytes || packs > self.limits.max_packs
+    }
+
+    /// A fresh, empty directory next to `dir` to build a replacement cache in.
+    pub fn scratch_dir(&self, dir: &Path) -> PathBuf {
+        use std::hash::{BuildHasher, RandomState};
+        let salt = RandomState::new().hash_one(dir);
+        let mut name = dir.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".tmp-{salt:016x}"));
+        dir.with_file_name(name)
+    }
+}
+
+/// Open the bare repository at `dir`, isolated from user and system git configuration.
+pub(crate) fn open(dir: &Path) -> Result<gix::Repository> {
+    gix::open_opts(dir, gix::open::Options::isolated())
+        .map_err(|e| Error::storage(format!("opening cache {}", dir.display()), e))
+}
+
+/// Open the bare repository at `dir`, creating it first if needed.
+pub(crate) fn open_or_init(dir: &Path) -> Result<gix::Repository> {
+    if dir.join("HEAD").is_file() {
+        return open(dir);
+    }
+    gix::ThreadSafeRepository::init_opts(
+        dir,
+        gix::create::Kind::Bare,
+        gix::create::Options::default(),
+        gix::open::Options::isolated(),
+    )
+    .map(Into::into)
+    .map_err(|e| Error::storage(format!("creating cache {}", dir.display()), e))
+}
+
+/// Replace `dir` with the finished cache at `fresh` (rename is atomic; the old one is removed after).
+pub(crate) fn swap_in(fresh: &Path, dir: &Path) -> Result<()> {
+    if dir.exists() {
+        let mut old = dir.as_os_str().to_os_string();
+        old.push(".tmp-old");
+        let old = PathBuf::from(old);
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(dir, &old)
+            .map_err(|e| Error::storage(format!("replacing {}", dir.display()), e))?;
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    std::fs::rename(fresh, dir)
+        .map_err(|e| Error::storage(format!("replacing {}", dir.display()), e))
+}
+
+/// Bytes under `objects/` and the number of pack files.
+fn usage(dir: &Path) -> (u64, usize) {
+    fn walk(path: &Path, bytes: &mut u64, packs: &mut usize) {
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                walk(&entry.path(), bytes, packs);
+            } else {
+                *bytes += meta.len();
+                if entry.path().extension().is_some_and(|e| e == "pack") {
+                    *packs += 1;
+                }
+            }
+        }
+    }
+    let (mut bytes, mut packs) = (0, 0);
+    walk(&dir.join("objects"), &mut bytes, &mut packs);
+    (bytes, packs)
+}

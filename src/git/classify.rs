@@ -1,0 +1,232 @@
+//! Turning gix errors (and the stderr of ssh / `git upload-pack`) into classified, actionable [`Error`]s.
+//!
+//! gix reports failures as a tree of errors with semantic classes (unauthenticated, not found, …) and, for
+//! transports, the underlying `std::io::Error` or `reqwest::Error`. We look at all of them plus the child
+//! process's stderr, pick the most specific kind, and write a message that says what to do about it.
+use std::io::ErrorKind as Io;
+
+use super::error::{Error, ErrorKind, redact};
+use super::remote::RemoteSpec;
+
+/// What the failed operation was, to phrase the message.
+pub(crate) struct Context<'a> {
+    pub spec: &'a RemoteSpec,
+    /// What we were doing, e.g. "list the branches of" or "fetch".
+    pub action: &'a str,
+    /// Stderr of the ssh / upload-pack process, if any.
+    pub stderr: Option<String>,
+}
+
+/// Classify `err` from an operation described by `ctx`.
+pub(crate) fn classify(err: &gix::Error, ctx: &Context<'_>) -> Error {
+    let chain = chain_text(err);
+    let stderr = ctx.stderr.as_deref().unwrap_or_default();
+    let kind = from_stderr(stderr)
+        .or_else(|| from_classes(err))
+        .or_else(|| from_sources(err))
+        .or_else(|| from_text(&chain))
+        .unwrap_or(ErrorKind::Protocol);
+    let detail = detail(stderr, &chain);
+    message(kind, ctx, &detail)
+}
+
+/// Build the user-facing error of `kind` with `detail` (the technical cause), redacting secrets.
+pub(crate) fn message(kind: ErrorKind, ctx: &Context<'_>, detail: &str) -> Error {
+    let url = &ctx.spec.url;
+    let has_creds = !ctx.spec.credentials.is_empty();
+    let advice = match kind {
+        ErrorKind::AuthenticationFailed if has_creds => {
+            "the server rejected the credentials from the Secret"
+        }
+        ErrorKind::AuthenticationFailed => {
+            "the server requires authentication; reference a Secret with username/password, bearerToken or identity"
+        }
+        ErrorKind::HostKeyVerificationFailed => {
+            "the server's ssh host key does not match `known_hosts` in the Secret; if the key changed on purpose, \
+             update `known_hosts` (ssh-keyscan)"
+        }
+        ErrorKind::RepositoryNotFound => {
+            "the repository does not exist, or these credentials cannot see it"
+        }
+        ErrorKind::Timeout => "the server did not answer in time",
+        ErrorKind::Network if detail.contains("certificate") => {
+            "the server's TLS certificate is not trusted; put the CA that signed it in the Secret as `ca.crt`"
+        }
+        ErrorKind::Network => "the server could not be reached",
+        ErrorKind::Protocol => "the server's answer was not understood",
+        ErrorKind::Cancelled => "the operation was cancelled",
+        ErrorKind::InvalidInput => "the request is invalid",
+        ErrorKind::BranchNotFound => "the branch does not exist",
+        ErrorKind::Storage => "the local cache failed",
+    };
+    let mut text = format!("cannot {} {url}: {advice}", ctx.action);
+    if !detail.is_empty() {
+        text.push_str(&format!(" ({detail})"));
+    }
+    Error::new(kind, redact(&text, &ctx.spec.credentials.secrets()))
+}
+
+/// Known OpenSSH / git messages on stderr.
+fn from_stderr(stderr: &str) -> Option<ErrorKind> {
+    let has = |needle: &str| stderr.contains(needle);
+    if has("Host key verification failed")
+        || has("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        || has("host key is known for")
+        || has("No matching host key")
+    {
+        Some(ErrorKind::HostKeyVerificationFailed)
+    } else if has("Load key") || has("invalid format") || has("Bad configuration option") {
+        Some(ErrorKind::InvalidInput)
+    } else if has("Permission denied") || has("Too many authentication failures") {
+        Some(ErrorKind::AuthenticationFailed)
+    } else if has("does not appear to be a git repository") || has("not a git repository") {
+        Some(ErrorKind::RepositoryNotFound)
+    } else if has("timed out") {
+        Some(ErrorKind::Timeout)
+    } else if has("Could not resolve hostname")
+        || has("Connection refused")
+        || has("Connection closed")
+        || has("Connection reset")
+        || has("No route to host")
+    {
+        Some(ErrorKind::Network)
+    } else {
+        None
+    }
+}
+
+/// gix's own semantic classes.
+fn from_classes(err: &gix::Error) -> Option<ErrorKind> {
+    if err.is_unauthenticated() || err.is_permission_denied() {
+        Some(ErrorKind::AuthenticationFailed)
+    } else if err.is_cancelled() {
+        Some(ErrorKind::Cancelled)
+    } else {
+        None
+    }
+}
+
+/// Concrete transport errors: reqwest status and flags, io kinds.
+fn from_sources(err: &gix::Error) -> Option<ErrorKind> {
+    for source in err.iter_errors() {
+        if let Some(e) = source.downcast_ref::<reqwest::Error>() {
+            if e.is_timeout() {
+                return Some(ErrorKind::Timeout);
+            }
+            match e.status().map(|s| s.as_u16()) {
+                Some(401 | 403) => return Some(ErrorKind::AuthenticationFailed),
+                Some(404 | 410) => return Some(ErrorKind::RepositoryNotFound),
+                Some(_) => return Some(ErrorKind::Network),
+                None if e.is_connect() || e.is_request() => return Some(ErrorKind::Network),
+                None => {}
+            }
+        }
+        if let Some(e) = source.downcast_ref::<std::io::Error>() {
+            match e.kind() {
+                Io::TimedOut | Io::WouldBlock => return Some(ErrorKind::Timeout),
+                Io::PermissionDenied => return Some(ErrorKind::AuthenticationFailed),
+                Io::ConnectionRefused
+                | Io::ConnectionReset
+                | Io::ConnectionAborted
+                | Io::NotConnected
+                | Io::BrokenPipe
+                | Io::UnexpectedEof
+                | Io::HostUnreachable
+                | Io::NetworkUnreachable => return Some(ErrorKind::Network),
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
+/// Last resort: well-known phrases in the error chain.
+fn from_text(chain: &str) -> Option<ErrorKind> {
+    let lower = chain.to_ascii_lowercase();
+    let has = |needle: &str| lower.contains(needle);
+    if has("repository not exported") || has("http status 404") || has("not found") {
+        Some(ErrorKind::RepositoryNotFound)
+    } else if has("timed out") || has("timeout") {
+        Some(ErrorKind::Timeout)
+    } else if has("http status 401") || has("http status 403") || has("access denied") {
+        Some(ErrorKind::AuthenticationFailed)
+    } else if has("connection") || has("dns error") || has("tls") || has("certificate") {
+        Some(ErrorKind::Network)
+    } else {
+        None
+    }
+}
+
+/// The innermost two distinct messages of the error tree (the cause, not the layers of context),
+/// joined with `: `.
+fn chain_text(err: &gix::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for source in err.iter_errors() {
+        let text = source.to_string();
+        if text.starts_with("No credentials were returned") {
+            // gix's wording for "the server answered 401 and we have nothing (else) to offer".
+            return "HTTP 401 Unauthorized".to_owned();
+        }
+        if !text.is_empty() && !parts.contains(&text) {
+            parts.push(text);
+        }
+    }
+    let start = parts.len().saturating_sub(2);
+    parts[start..].join(": ")
+}
+
+/// The most useful technical detail: the last meaningful stderr line, else the deepest error messages.
+fn detail(stderr: &str, chain: &str) -> String {
+    let line = stderr
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with("Warning: Permanently added"))
+        .map(|l| {
+            l.trim_start_matches("fatal: ")
+                .trim_start_matches("ERROR: ")
+                .to_owned()
+        });
+    let text = line.unwrap_or_else(|| chain.to_owned());
+    const MAX: usize = 400;
+    if text.len() > MAX {
+        let cut = (0..=MAX)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        format!("{}…", &text[..cut])
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_patterns() {
+        assert_eq!(
+            from_stderr("Host key verification failed.\r\n"),
+            Some(ErrorKind::HostKeyVerificationFailed)
+        );
+        assert_eq!(
+            from_stderr("git@h: Permission denied (publickey)."),
+            Some(ErrorKind::AuthenticationFailed)
+        );
+        assert_eq!(
+            from_stderr("fatal: '/x' does not appear to be a git repository"),
+            Some(ErrorKind::RepositoryNotFound)
+        );
+        assert_eq!(
+            from_stderr("Load key \"/tmp/k\": invalid format"),
+            Some(ErrorKind::InvalidInput)
+        );
+        assert_eq!(from_stderr(""), None);
+    }
+
+    #[test]
+    fn detail_prefers_last_stderr_line() {
+        assert_eq!(detail("x\nfatal: boom\n\n", "chain"), "boom");
+        assert_eq!(detail("", "a: b"), "a: b");
+    }
+}

@@ -1,0 +1,176 @@
+//! Bringing a branch's head commit into the repository's bare cache.
+//!
+//! First fetch of a branch: shallow (depth 1), single branch, no tags. Later fetches: only the objects the
+//! cache lacks (the server negotiates against what we have). The refspec is forced (`+`), so a force-push
+//! simply moves the cached branch. A branch deleted on the remote is an error and leaves the cached branch
+//! (the last good state) untouched.
+use std::num::NonZeroU32;
+
+use gix::remote::fetch::{Shallow, Status, Tags, refs::update::Mode};
+use gix::remote::{Direction, ref_map};
+
+use super::cache::{self, Caches};
+use super::classify::{self, Context};
+use super::error::{Error, ErrorKind, Result};
+use super::probe::{self, Head};
+use super::remote::RemoteSpec;
+use super::transport::{self, Abort, Settings};
+
+/// What a fetch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchOutcome {
+    /// The head now in the cache.
+    pub head: Head,
+    /// The commit the cache had for this branch before, if any.
+    pub previous: Option<String>,
+    /// Whether the branch moved to a commit that does not descend from `previous` (a force-push). Not
+    /// known, so `false`, when the cache was rebuilt.
+    pub forced: bool,
+    /// Objects received (0 when the cache was already up to date).
+    pub objects_received: u64,
+    /// Whether the cache was rebuilt from scratch (it had grown past its limits, or was unreadable).
+    pub recloned: bool,
+}
+
+/// The local ref that tracks `branch` in the cache.
+pub(crate) fn local_ref(branch: Option<&str>) -> String {
+    match branch {
+        Some(b) => format!("refs/heads/{b}"),
+        None => "refs/cdkube/remote-head".to_owned(),
+    }
+}
+
+/// Fetch `spec`'s head into its cache.
+pub(crate) fn fetch(
+    spec: &RemoteSpec,
+    caches: &Caches,
+    settings: &Settings<'_>,
+    abort: &Abort,
+) -> Result<FetchOutcome> {
+    let branch = spec.checked_branch()?;
+    let dir = caches.dir(&spec.url);
+    let lock = caches.lock(&dir);
+    let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+    // Rebuild aside a cache that grew too big, or that cannot be opened (e.g. a crash while creating it).
+    let recloned = dir.exists() && (caches.over_limits(&dir) || cache::open(&dir).is_err());
+    let target = if !dir.exists() || recloned {
+        caches.scratch_dir(&dir)
+    } else {
+        dir.clone()
+    };
+    // What the old cache had, to report it even when the cache is rebuilt.
+    let previous = recloned
+        .then(|| {
+            cache::open(&dir)
+                .ok()
+                .and_then(|repo| tracked_commit(&repo, &local_ref(branch.as_deref())))
+        })
+        .flatten();
+    let result = fetch_into(spec, branch.as_deref(), &target, settings, abort);
+    if target != dir {
+        match &result {
+            Ok(_) => cache::swap_in(&target, &dir)?,
+            Err(_) => {
+                let _ = std::fs::remove_dir_all(&target);
+            }
+        }
+    }
+    result.map(|outcome| match recloned {
+        true => FetchOutcome {
+            recloned,
+            previous: previous.map(|id| id.to_string()),
+            ..outcome
+        },
+        false => outcome,
+    })
+}
+
+/// The commit the cache's `local` ref points to.
+fn tracked_commit(repo: &gix::Repository, local: &str) -> Option<gix::ObjectId> {
+    let mut reference = repo.try_find_reference(local).ok().flatten()?;
+    reference.peel_to_id().ok().map(|id| id.detach())
+}
+
+fn fetch_into(
+    spec: &RemoteSpec,
+    branch: Option<&str>,
+    dir: &std::path::Path,
+    settings: &Settings<'_>,
+    abort: &Abort,
+) -> Result<FetchOutcome> {
+    let repo = cache::open_or_init(dir)?;
+    let local = local_ref(branch);
+    let previous = tracked_commit(&repo, &local);
+    let opened = transport::open(spec, settings, abort)?;
+    let mut process = opened.process;
+    let fail = |e: gix::Error, process: &mut Option<transport::ProcessGuard>| {
+        settings.http.forget_adverts(&spec.url.to_string());
+        let stderr = process.as_mut().map(|p| p.finish());
+        classify::classify(
+            &e,
+            &Context {
+                spec,
+                action: "fetch from",
+                stderr,
+            },
+        )
+    };
+    let refspec = format!("+{}:{local}", probe::remote_ref(branch));
+    let remote = repo
+        .remote_at_without_url_rewrite(spec.url.gix().clone())
+        .and_then(|r| {
+            r.with_fetch_tags(Tags::None)
+                .with_refspecs([refspec.as_str()], Direction::Fetch)
+        })
+        .map_err(|e| Error::invalid(format!("cannot fetch {}: {e}", spec.url)))?;
+    let mut connection = remote
+        .to_connection_with_transport(opened.transport)
+        .with_credentials(probe::no_credential_helpers);
+    if let Some(options) = probe::transport_options(spec, settings) {
+        connection = connection.with_transport_options(options);
+    }
+    let prepared = connection
+        .prepare_fetch(gix::progress::Discard, ref_map::Options::default())
+        .map_err(|e| fail(e, &mut process))?;
+    // A missing branch fails here, before anything is written: the cached branch stays as it was.
+    let head =
+        probe::head_from_refs(spec, branch, &prepared.ref_map().remote_refs).map_err(|e| {
+            match &previous {
+                Some(id) if e.kind() == ErrorKind::BranchNotFound => Error::new(
+                    e.kind(),
+                    format!(
+                        "{}; the cache keeps the last fetched commit {id}",
+                        e.message()
+                    ),
+                ),
+                _ => e,
+            }
+        })?;
+    let shallow = match previous {
+        None => Shallow::DepthAtRemote(NonZeroU32::MIN),
+        Some(_) => Shallow::NoChange,
+    };
+    let outcome = prepared
+        .with_shallow(shallow)
+        .receive(gix::progress::Discard, abort.flag())
+        .map_err(|e| fail(e, &mut process))?;
+    let (objects_received, updates) = match &outcome.status {
+        Status::Change {
+            write_pack_bundle,
+            update_refs,
+            ..
+        } => (
+            write_pack_bundle.index.num_objects as u64,
+            &update_refs.updates,
+        ),
+        Status::NoPackReceived { update_refs, .. } => (0, &update_refs.updates),
+    };
+    let forced = previous.is_some() && updates.iter().any(|u| matches!(u.mode, Mode::Forced));
+    Ok(FetchOutcome {
+        head,
+        previous: previous.map(|id| id.to_string()),
+        forced,
+        objects_received,
+        recloned: false,
+    })
+}

@@ -1,0 +1,186 @@
+//! Resolving a remote branch's head commit without downloading objects.
+//!
+//! One protocol-v2 `ls-refs` limited by `ref-prefix` to the one branch (or to `HEAD`, whose symref names the
+//! default branch), no tags, no peeling of anything else: the cheapest question a git server can answer.
+use std::fmt;
+
+use gix::remote::{Direction, fetch::Tags, ref_map};
+
+use super::classify::{self, Context};
+use super::error::{Error, ErrorKind, Result};
+use super::remote::{RemoteSpec, Scheme};
+use super::transport::{self, Abort, Settings};
+
+/// A branch head on the remote.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Head {
+    /// The branch name (without `refs/heads/`), as asked for or as named by the remote HEAD.
+    pub branch: String,
+    /// The full hex commit id.
+    pub sha: String,
+}
+
+impl Head {
+    /// Flux's revision format: `<branch>@sha1:<sha>`.
+    pub fn revision(&self) -> String {
+        format!("{}@sha1:{}", self.branch, self.sha)
+    }
+
+    /// The first 7 hex digits of the commit.
+    pub fn short_sha(&self) -> &str {
+        self.sha.get(..7).unwrap_or(&self.sha)
+    }
+}
+
+impl fmt::Display for Head {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.revision())
+    }
+}
+
+/// The refspec to ask the remote about: the branch, or `HEAD`.
+pub(crate) fn remote_ref(branch: Option<&str>) -> String {
+    match branch {
+        Some(b) => format!("refs/heads/{b}"),
+        None => "HEAD".to_owned(),
+    }
+}
+
+/// Never ask a credential helper or a terminal: credentials come from the Secret only.
+pub(crate) fn no_credential_helpers(
+    _: gix::credentials::helper::Action,
+) -> gix::Result<Option<gix::credentials::protocol::Outcome>> {
+    Ok(None)
+}
+
+/// The transport options gix should apply before the handshake (HTTP only).
+pub(crate) fn transport_options(
+    spec: &RemoteSpec,
+    settings: &Settings<'_>,
+) -> Option<Box<dyn std::any::Any>> {
+    matches!(spec.url.scheme(), Scheme::Http | Scheme::Https).then(|| {
+        let creds = &spec.credentials;
+        let authorization = match (creds.bearer_token(), creds.basic_auth()) {
+            (Some(token), _) => Some(format!("Bearer {token}")),
+            (None, Some((user, password))) if spec.url.scheme() == Scheme::Http => {
+                use base64::Engine as _;
+                let pair =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                Some(format!("Basic {pair}"))
+            }
+            _ => None,
+        };
+        Box::new(super::http_pool::options(
+            authorization.as_deref(),
+            creds.ca_cert(),
+            settings.timeout,
+        )) as Box<dyn std::any::Any>
+    })
+}
+
+/// Ask the remote for `spec`'s head. `repo` is any repository (it only lends its configuration).
+pub(crate) fn probe(
+    spec: &RemoteSpec,
+    repo: &gix::Repository,
+    settings: &Settings<'_>,
+    abort: &Abort,
+) -> Result<Head> {
+    let branch = spec.checked_branch()?;
+    let ctx = |stderr| Context {
+        spec,
+        action: "list the branches of",
+        stderr,
+    };
+    let opened = transport::open(spec, settings, abort)?;
+    let mut process = opened.process;
+    let listed = (|| -> gix::Result<_> {
+        let remote = repo
+            .remote_at_without_url_rewrite(spec.url.gix().clone())?
+            .with_fetch_tags(Tags::None)
+            .with_refspecs([remote_ref(branch.as_deref()).as_str()], Direction::Fetch)?;
+        let mut connection = remote
+            .to_connection_with_transport(opened.transport)
+            .with_credentials(no_credential_helpers);
+        if let Some(options) = transport_options(spec, settings) {
+            connection = connection.with_transport_options(options);
+        }
+        let (map, _handshake) =
+            connection.ref_map(gix::progress::Discard, ref_map::Options::default())?;
+        Ok(map)
+    })();
+    let map = listed.map_err(|e| {
+        // The server may have changed: ask it for its capabilities again next time.
+        settings.http.forget_adverts(&spec.url.to_string());
+        classify::classify(&e, &ctx(process.as_mut().map(|p| p.finish())))
+    })?;
+    head_from_refs(spec, branch.as_deref(), &map.remote_refs)
+}
+
+/// Pick the head out of the advertised refs.
+pub(crate) fn head_from_refs(
+    spec: &RemoteSpec,
+    branch: Option<&str>,
+    refs: &[gix::protocol::handshake::Ref],
+) -> Result<Head> {
+    use gix::protocol::handshake::Ref;
+    let wanted = remote_ref(branch);
+    let found = refs.iter().find(|r| r.unpack().0 == wanted.as_str());
+    let missing =
+        |what: String| Error::new(ErrorKind::BranchNotFound, format!("{what} on {}", spec.url));
+    match (found, branch) {
+        (None, Some(b)) => Err(missing(format!("branch `{b}` does not exist"))),
+        (None, None) => Err(missing(
+            "the remote HEAD is not advertised (empty repository?)".to_owned(),
+        )),
+        (Some(Ref::Unborn { target, .. }), _) => Err(missing(format!(
+            "the repository is empty (HEAD points to the unborn branch `{}`)",
+            short_branch(&target.to_string())
+        ))),
+        (Some(Ref::Symbolic { target, object, .. }), None) => {
+            let target = target.to_string();
+            match target.strip_prefix("refs/heads/") {
+                Some(name) => Ok(Head {
+                    branch: name.to_owned(),
+                    sha: object.to_string(),
+                }),
+                None => Err(missing(format!(
+                    "the remote HEAD points to `{target}`, not a branch; set a branch"
+                ))),
+            }
+        }
+        (Some(Ref::Direct { .. } | Ref::Peeled { .. }), None) => Err(missing(
+            "the remote HEAD is detached (it names no branch); set a branch".to_owned(),
+        )),
+        (Some(r), Some(b)) => {
+            let (_, target, peeled) = r.unpack();
+            let sha = peeled.or(target).map(|id| id.to_hex().to_string());
+            sha.map(|sha| Head {
+                branch: b.to_owned(),
+                sha,
+            })
+            .ok_or_else(|| missing(format!("branch `{b}` is unborn")))
+        }
+    }
+}
+
+fn short_branch(name: &str) -> &str {
+    name.strip_prefix("refs/heads/").unwrap_or(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revision_format() {
+        let head = Head {
+            branch: "main".into(),
+            sha: "0123456789abcdef0123456789abcdef01234567".into(),
+        };
+        assert_eq!(
+            head.revision(),
+            "main@sha1:0123456789abcdef0123456789abcdef01234567"
+        );
+        assert_eq!(head.short_sha(), "0123456");
+    }
+}

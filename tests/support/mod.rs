@@ -1,0 +1,126 @@
+//! Reusable loopback git servers for behaviour tests: upstream repositories driven by the real `git`,
+//! `git daemon`, `git http-backend` behind lighttpd (open, basic auth, bearer token, HTTPS with a private
+//! CA), OpenSSH `sshd` with generated keys, and a socket that accepts but never answers.
+//!
+//! Every server listens on 127.0.0.1 on a free port, lives in its own temporary directory and is killed
+//! when its handle is dropped. Include with `mod support;` from a test file.
+#![allow(dead_code, unused_imports)]
+
+pub mod blackhole;
+pub mod daemon;
+pub mod http;
+pub mod repo;
+pub mod ssh;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+pub use blackhole::Blackhole;
+pub use daemon::GitDaemon;
+pub use http::{HttpGit, HttpRequest};
+pub use repo::{Repos, Upstream};
+pub use ssh::SshServer;
+
+/// A child process that is killed and reaped when dropped.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port on 127.0.0.1")
+}
+
+/// Wait until something accepts connections on `port`, or until `child` exits (returns false then).
+pub fn wait_for_listener(port: u16, child: &mut Child, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Start a server with `start(port)` on a free port, retrying on another port if it could not listen
+/// (another process may grab the port between our probe and the server's bind). On failure the panic
+/// shows the server's `log` (its stderr).
+pub fn start_on_free_port(
+    name: &str,
+    log: &Path,
+    mut start: impl FnMut(u16) -> Child,
+) -> (ChildGuard, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = start(port);
+        if wait_for_listener(port, &mut child, Duration::from_secs(10)) {
+            return (ChildGuard(child), port);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    panic!("{name} did not start listening on 127.0.0.1; its log:\n{log}");
+}
+
+/// Run `program args` and return stdout, panicking with stderr on failure (test setup only).
+pub fn run(program: &str, args: &[&str], dir: &Path) -> String {
+    let output = command(program, args, dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    check(program, args, output)
+}
+
+/// A `git`/tool command with a clean, deterministic environment (no user or system git config).
+pub fn command(program: &str, args: &[&str], dir: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Ada Lovelace")
+        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+        .env("GIT_COMMITTER_NAME", "Ada Lovelace")
+        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+        .env("GIT_TERMINAL_PROMPT", "0");
+    cmd
+}
+
+fn check(program: &str, args: &[&str], output: Output) -> String {
+    if !output.status.success() {
+        panic!(
+            "{program} {args:?} failed: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Poll `condition` every 20ms until it holds or `timeout` passes; returns whether it held.
+pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
