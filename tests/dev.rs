@@ -201,7 +201,8 @@ spec:
   containers:
   - name: sleep
     image: busybox
-    command: [sh, -c, "echo $$$$ > /data/pid; exec sleep 1000"]
+    workingDir: /data
+    command: [sh, -c, "echo $$$$ > pid; exec sleep 1000"]
     volumeMounts: [{name: data, mountPath: /data}]
 "#;
 

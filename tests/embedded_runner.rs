@@ -226,7 +226,10 @@ fn sleeper(name: &str, extra_spec: serde_json::Value) -> serde_json::Value {
             "volumes": [{"name": "data", "emptyDir": {}}],
             "containers": [{
                 "name": "sleep", "image": "busybox",
-                "command": ["sh", "-c", "echo $$$$ > /data/pid; exec sleep 1000"],
+                // `$$$$` is `$$` after Kubernetes' $(VAR) expansion. Paths are relative to the
+                // working directory so the Pod works in both volume modes.
+                "workingDir": "/data",
+                "command": ["sh", "-c", "echo $$$$ > pid; exec sleep 1000"],
                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]
             }]
         }
@@ -590,14 +593,23 @@ async fn deleting_a_running_pod_kills_its_processes_and_removes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_running_when_the_runner_died_is_failed_by_the_next_runner() {
-    let mut plane = Plane::start(None).await;
+    runner_restart_fails_running_pods(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_running_when_the_runner_died_is_failed_by_the_next_runner_with_path_rewriting() {
+    runner_restart_fails_running_pods(Some(VolumeMode::Rewrite)).await;
+}
+
+async fn runner_restart_fails_running_pods(mode: Option<VolumeMode>) {
+    let mut plane = Plane::start(mode).await;
     plane.create(sleeper("orphan", json!({}))).await;
     let pid = wait_pid(&plane.volume_file("orphan", "data", "pid")).await;
     plane.wait_phase("orphan", "Running").await;
     // Dropping the runner aborts it like a crash: its processes keep running.
     drop(plane.runner.take());
     assert!(alive(pid));
-    plane.start_runner(None);
+    plane.start_runner(mode);
     let pod = plane.wait_phase("orphan", "Failed").await;
     assert_eq!(
         pod.status.clone().unwrap().reason.as_deref(),
@@ -619,7 +631,8 @@ async fn restart_policy_on_failure_restarts_until_success() {
                 "volumes": [{"name": "data", "emptyDir": {}}],
                 "containers": [{
                     "name": "main", "image": "busybox",
-                    "command": ["sh", "-c", "if [ -f /data/ran ]; then echo second; else touch /data/ran; echo first; exit 1; fi"],
+                    "workingDir": "/data",
+                    "command": ["sh", "-c", "if [ -f ran ]; then echo second; else touch ran; echo first; exit 1; fi"],
                     "volumeMounts": [{"name": "data", "mountPath": "/data"}]
                 }]
             }

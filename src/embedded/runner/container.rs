@@ -236,10 +236,14 @@ async fn start(
     .await;
     let start_time = process::process_start_time(running.pid).unwrap_or(0);
     // Lets a later runner find and stop this process group if this one dies.
-    let _ = std::fs::write(
-        job.dir.pid_file(&job.container.name),
-        format!("{} {start_time}", running.pid),
-    );
+    let pid_file = job.dir.pid_file(&job.container.name);
+    let written = pid_file
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&pid_file, format!("{} {start_time}", running.pid)));
+    if let Err(e) = written {
+        tracing::warn!(file = %pid_file.display(), "pid not recorded; a runner restart cannot stop it: {e}");
+    }
     Ok(running)
 }
 
