@@ -16,13 +16,17 @@ fn fixture(path: &str) -> PathBuf {
 struct Dev {
     child: Child,
     lines: mpsc::Receiver<String>,
-    _state: tempfile::TempDir,
+    state: std::sync::Arc<tempfile::TempDir>,
     state_dir: PathBuf,
 }
 
 impl Dev {
     fn start(extra: &[&str]) -> Dev {
-        let state = tempfile::tempdir().unwrap();
+        Dev::start_in(std::sync::Arc::new(tempfile::tempdir().unwrap()), extra)
+    }
+
+    /// Starts `cdkube dev` with its state under `state` (shared with an earlier run).
+    fn start_in(state: std::sync::Arc<tempfile::TempDir>, extra: &[&str]) -> Dev {
         let state_dir = state.path().join("state");
         let mut child = Command::new(env!("CARGO_BIN_EXE_cdkube"))
             .args(["dev", "--port", "0", "--no-operator", "--state-dir"])
@@ -44,7 +48,7 @@ impl Dev {
         Dev {
             child,
             lines,
-            _state: state,
+            state,
             state_dir,
         }
     }
@@ -77,7 +81,15 @@ impl Dev {
 }
 
 impl Drop for Dev {
+    /// After a failed assertion: SIGTERM first, so the plane stops its Pod processes too.
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.signal(libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -378,4 +390,42 @@ fn dev_with_a_missing_file_exits_with_one_line() {
         last.starts_with("cdkube dev: /nonexistent/cdkube-manifest.yaml"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_new_dev_stops_the_pod_processes_a_killed_one_left_behind() {
+    let mut first = Dev::start(&["--print-kubeconfig-path"]);
+    let kubeconfig = PathBuf::from(first.line());
+    let Some((ok, out, err)) = kubectl(&kubeconfig, &["apply", "-f", "-"], Some(SLEEPER)) else {
+        return;
+    };
+    assert!(ok, "{out}{err}");
+    let pid_file =
+        cdkube::embedded::runner::workspace::PodDir::new(&first.state_dir, "default", "sleeper")
+            .volume("data")
+            .join("pid");
+    let pid = wait_pid(&pid_file);
+    // SIGKILL: the plane cannot clean up, its Pod process survives.
+    first.signal(libc::SIGKILL);
+    first.wait_exit();
+    assert!(
+        alive(pid),
+        "the sleeper died with its plane; nothing left to test"
+    );
+    let mut second = Dev::start_in(first.state.clone(), &["--print-kubeconfig-path"]);
+    second.line();
+    let deadline = Instant::now() + WAIT;
+    while alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "orphaned Pod process {pid} still alive"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !pid_file.exists(),
+        "the killed plane's Pod directories were kept"
+    );
+    second.signal(libc::SIGTERM);
+    assert_eq!(second.wait_exit(), Some(0));
 }

@@ -280,6 +280,8 @@ pub async fn run(opts: DevOptions) -> Result<(), Error> {
     let state_dir = std::fs::canonicalize(&opts.state_dir).map_err(state_err)?;
     // Signals are caught from here on, so a Ctrl-C during start-up still stops cleanly.
     let mut stop = StopSignals::install()?;
+    // The API server starts empty: Pods (and processes) of an earlier, killed plane are gone.
+    super::runner::workspace::sweep(&state_dir);
     let mut config = ApiServerConfig::new(&state_dir);
     config.port = opts.port;
     let plane = ApiServer::start(config)

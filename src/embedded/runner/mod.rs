@@ -430,31 +430,6 @@ fn was_started(pod: &Pod, dir: &workspace::PodDir) -> bool {
         .any(|s| s.running.is_some() || s.terminated.is_some())
 }
 
-/// Stops the process groups an earlier runner left for this Pod, verified by their start time so a
-/// reused pid is never signalled.
-fn kill_leftovers(pod: &Pod, dir: &workspace::PodDir) {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let names = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .chain(spec.containers.iter())
-        .map(|c| c.name.clone());
-    for name in names {
-        let Ok(text) = std::fs::read_to_string(dir.pid_file(&name)) else {
-            continue;
-        };
-        let mut parts = text.split_whitespace().map(str::parse::<u64>);
-        if let (Some(Ok(pid)), Some(Ok(start))) = (parts.next(), parts.next()) {
-            let pid = i32::try_from(pid).unwrap_or(0);
-            if process::process_start_time(pid) == Some(start) {
-                process::signal_group(pid, libc::SIGKILL);
-            }
-        }
-        let _ = std::fs::remove_file(dir.pid_file(&name));
-    }
-}
-
 /// A Pod that was running when the runner died: stop what is left, report it Failed.
 async fn recover(ctx: Arc<Ctx>, pod: Pod) {
     let ns = pod
@@ -463,7 +438,7 @@ async fn recover(ctx: Arc<Ctx>, pod: Pod) {
         .clone()
         .unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
-    kill_leftovers(&pod, &workspace::PodDir::new(&ctx.state_dir, &ns, &name));
+    workspace::PodDir::new(&ctx.state_dir, &ns, &name).kill_leftovers();
     let message = "the cdkube pod runner stopped while this Pod was running; its processes were stopped \
                    and it is not resumed";
     let mut status = pod.status.clone().unwrap_or_default();
@@ -530,7 +505,7 @@ async fn finish_deletion(ctx: Arc<Ctx>, pod: Pod) {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let dir = workspace::PodDir::new(&ctx.state_dir, &ns, &name);
     if dir.owned_by(&uid) {
-        kill_leftovers(&pod, &dir);
+        dir.kill_leftovers();
         dir.remove();
     }
     pod::delete_now(&Api::namespaced(ctx.client.clone(), &ns), &name, &uid).await;

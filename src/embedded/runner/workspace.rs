@@ -158,10 +158,48 @@ impl PodDir {
         std::fs::read_to_string(self.root.join("uid")).is_ok_and(|u| u == uid)
     }
 
+    /// Stops the process groups an earlier runner recorded here, each verified by its start time so
+    /// that a reused pid is never signalled.
+    pub fn kill_leftovers(&self) {
+        let Ok(containers) = std::fs::read_dir(self.root.join("containers")) else {
+            return;
+        };
+        for container in containers.flatten() {
+            let pid_file = container.path().join("pid");
+            let Ok(text) = std::fs::read_to_string(&pid_file) else {
+                continue;
+            };
+            let mut parts = text.split_whitespace().map(str::parse::<u64>);
+            if let (Some(Ok(pid)), Some(Ok(start))) = (parts.next(), parts.next())
+                && let Ok(pid) = i32::try_from(pid)
+                && super::process::process_start_time(pid) == Some(start)
+            {
+                super::process::signal_group(pid, libc::SIGKILL);
+            }
+            let _ = std::fs::remove_file(&pid_file);
+        }
+    }
+
     /// Removes the directory (after the Pod is gone, as kubelet removes logs and volumes).
     pub fn remove(&self) {
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// Clears `<state_dir>/pods/` for a fresh API server, which knows none of the Pods there: their
+/// leftover processes (from a plane that was killed) are stopped and their directories removed.
+pub fn sweep(state_dir: &Path) {
+    let pods = state_dir.join("pods");
+    let Ok(namespaces) = std::fs::read_dir(&pods) else {
+        return;
+    };
+    for ns in namespaces.flatten() {
+        for pod in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+            let (ns, pod) = (ns.file_name(), pod.file_name());
+            PodDir::new(state_dir, &ns.to_string_lossy(), &pod.to_string_lossy()).kill_leftovers();
+        }
+    }
+    let _ = std::fs::remove_dir_all(&pods);
 }
 
 /// Creates the Pod's volumes and returns each volume's host directory by name.
