@@ -4,6 +4,10 @@
 //! The operator (controller) is not part of cdkube yet, so `cdkube dev` runs the API server and the
 //! pod runner only; `--no-operator` asks for exactly that and will keep meaning it once the
 //! operator exists (tests run the operator as a separate process).
+//!
+//! The API server keeps its objects in memory, so each start is a fresh cluster: Pod directories
+//! (and any Pod processes) a killed earlier run left under `<state_dir>/pods/` are cleared first.
+//! Run one `cdkube dev` per state directory.
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
