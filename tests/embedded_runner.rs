@@ -23,6 +23,15 @@ struct Plane {
     state: tempfile::TempDir,
 }
 
+impl Drop for Plane {
+    /// Dropping a runner leaves its Pod processes running (as a crash would); a finished or
+    /// failed test must not, so what is left in the state directory is stopped here.
+    fn drop(&mut self) {
+        drop(self.runner.take());
+        cdkube::embedded::runner::workspace::sweep(self.state.path());
+    }
+}
+
 impl Plane {
     async fn start(mode: Option<VolumeMode>) -> Plane {
         let mut plane = Plane::server_only().await;
