@@ -74,10 +74,7 @@ fn p1_probe(runtime: &tokio::runtime::Runtime, storage: &Path) {
     let daemon = GitDaemon::start(&repos.root());
     let http = HttpGit::start(&repos.root());
     let engine = engine(storage, "p1");
-    for (label, url) in [
-        ("git://", daemon.url("p1")),
-        ("smart HTTP", http.url("git", "p1")),
-    ] {
+    for (label, url) in [("git://", daemon.url("p1")), ("smart HTTP", http.url("git", "p1"))] {
         let spec = spec(&url);
         let probe = || {
             let started = Instant::now();
@@ -88,12 +85,7 @@ fn p1_probe(runtime: &tokio::runtime::Runtime, storage: &Path) {
         probe(); // warm: the HTTP connection is opened once, as in the poller
         // Interleaved, so both sides see the same machine load.
         let (ours, git): (Vec<_>, Vec<_>) = (0..RUNS)
-            .map(|_| {
-                (
-                    probe(),
-                    time_git(&["ls-remote", &url, "refs/heads/main"], storage),
-                )
-            })
+            .map(|_| (probe(), time_git(&["ls-remote", &url, "refs/heads/main"], storage)))
             .unzip();
         let (ours, git) = (median(ours), median(git));
         println!(
@@ -121,18 +113,9 @@ fn p2_sweep(runtime: &tokio::runtime::Runtime, storage: &Path) {
         );
     }
     let first = runtime.block_on(poller.sweep());
-    assert_eq!(
-        (first.probes, first.failed),
-        (100, 0),
-        "first sweep learns every head"
-    );
+    assert_eq!((first.probes, first.failed), (100, 0), "first sweep learns every head");
     poller.trigger_all();
-    let posts = || {
-        http.requests()
-            .iter()
-            .filter(|r| r.method == "POST")
-            .count()
-    };
+    let posts = || http.requests().iter().filter(|r| r.method == "POST").count();
     let (before, sent_before) = (posts(), poller.probes_sent());
     let started = Instant::now();
     let sweep = runtime.block_on(poller.sweep());
@@ -169,13 +152,7 @@ fn p5_export(runtime: &tokio::runtime::Runtime, storage: &Path) {
             (
                 ours,
                 time_git(
-                    &[
-                        "archive",
-                        "--format=tar.gz",
-                        "-o",
-                        target.to_str().unwrap(),
-                        &sha,
-                    ],
+                    &["archive", "--format=tar.gz", "-o", target.to_str().unwrap(), &sha],
                     &up.bare,
                 ),
             )
@@ -216,9 +193,7 @@ fn incremental_fetch(runtime: &tokio::runtime::Runtime, storage: &Path) {
     let url = http.url("git", "inc");
     let engine = engine(storage, "inc");
     let source = spec(&url);
-    runtime
-        .block_on(engine.fetch(&source))
-        .expect("first fetch");
+    runtime.block_on(engine.fetch(&source)).expect("first fetch");
     let clone = storage.join("inc-clone");
     support::run(
         "git",
@@ -239,16 +214,11 @@ fn incremental_fetch(runtime: &tokio::runtime::Runtime, storage: &Path) {
     let (mut ours, mut git) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let sha = up.commit(
-            &[(
-                &format!("pkg00/new-{round}.rs"),
-                &format!("// round {round}\n"),
-            )],
+            &[(&format!("pkg00/new-{round}.rs"), &format!("// round {round}\n"))],
             "one more",
         );
         let started = Instant::now();
-        let fetched = runtime
-            .block_on(engine.fetch(&source))
-            .expect("incremental fetch");
+        let fetched = runtime.block_on(engine.fetch(&source)).expect("incremental fetch");
         ours.push(started.elapsed());
         assert_eq!(fetched.head.sha, sha);
         git.push(time_git(&["fetch", "-q", "origin", "main"], &clone));

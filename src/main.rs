@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cdkube", version, about = "CD³: build every new Git commit in a Kubernetes Pod")]
+#[command(
+    name = "cdkube",
+    version,
+    about = "CD³: build every new Git commit in a Kubernetes Pod"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -76,7 +80,9 @@ fn main() -> ExitCode {
 }
 
 fn validate(args: ValidateArgs) -> ExitCode {
-    let options = cdkube::api::validation::Options { allow_local_repos: args.allow_local };
+    let options = cdkube::api::validation::Options {
+        allow_local_repos: args.allow_local,
+    };
     let entries = cdkube::api::manifest::check_files(&args.files, options);
     let mut failed = false;
     for entry in &entries {

@@ -4,7 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn cdkube(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cdkube")).args(args).current_dir(root()).output().expect("cdkube runs")
+    Command::new(env!("CARGO_BIN_EXE_cdkube"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("cdkube runs")
 }
 
 fn root() -> PathBuf {
@@ -51,7 +55,13 @@ fn crd_carries_names_columns_status_cel_and_descriptions() {
         .as_sequence()
         .unwrap()
         .iter()
-        .map(|c| (c["name"].as_str().unwrap(), c["jsonPath"].as_str().unwrap(), c["priority"].as_i64().unwrap_or(0)))
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap(),
+                c["jsonPath"].as_str().unwrap(),
+                c["priority"].as_i64().unwrap_or(0),
+            )
+        })
         .collect();
     assert_eq!(
         columns,
@@ -68,13 +78,30 @@ fn crd_carries_names_columns_status_cel_and_descriptions() {
     let schema = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
     let rule = &schema["x-kubernetes-validations"][0];
     assert_eq!(rule["rule"], "!(has(self.interval) && has(self.schedule))");
-    let required: Vec<&str> = schema["required"].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert_eq!(required, ["buildCommands", "buildImage", "repo", "targetName", "targetVersion"]);
+    let required: Vec<&str> = schema["required"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        required,
+        ["buildCommands", "buildImage", "repo", "targetName", "targetVersion"]
+    );
     for (field, property) in schema["properties"].as_mapping().unwrap() {
         let description = property["description"].as_str().unwrap_or_default();
-        assert!(description.len() > 20, "spec.{} has no real description", field.as_str().unwrap());
+        assert!(
+            description.len() > 20,
+            "spec.{} has no real description",
+            field.as_str().unwrap()
+        );
     }
-    assert!(schema["properties"]["concurrencyPolicy"]["description"].as_str().unwrap().contains("Replace"));
+    assert!(
+        schema["properties"]["concurrencyPolicy"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("Replace")
+    );
     assert_eq!(schema["properties"]["historyLimit"]["maximum"].as_f64(), Some(100.0));
 }
 
@@ -105,18 +132,30 @@ fn seed_manifest_is_byte_for_byte_the_design() {
 #[test]
 fn each_invalid_fixture_fails_naming_its_field() {
     let files = yaml_files(&root().join("fixtures/pipelines/invalid"));
-    assert!(files.len() >= 15, "want at least 15 invalid fixtures, have {}", files.len());
+    assert!(
+        files.len() >= 15,
+        "want at least 15 invalid fixtures, have {}",
+        files.len()
+    );
     for file in files {
         let source = std::fs::read_to_string(&file).unwrap();
         let field = source
             .lines()
             .find_map(|l| l.strip_prefix("# field: "))
             .unwrap_or_else(|| panic!("{} lacks a `# field:` comment", file.display()));
-        assert!(source.starts_with("# Invalid: "), "{} lacks a comment saying what is wrong", file.display());
+        assert!(
+            source.starts_with("# Invalid: "),
+            "{} lacks a comment saying what is wrong",
+            file.display()
+        );
         let out = cdkube(&["validate", "-f", file.to_str().unwrap()]);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{}: {stderr}", file.display());
-        assert!(stderr.contains(&format!(": {field}: ")), "{} should name {field}; got: {stderr}", file.display());
+        assert!(
+            stderr.contains(&format!(": {field}: ")),
+            "{} should name {field}; got: {stderr}",
+            file.display()
+        );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
@@ -134,8 +173,14 @@ fn validate_reports_every_error_of_a_document_with_file_and_index() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     let prefix = format!("{}: document 2: ", path.display());
-    assert!(stderr.contains(&format!("{prefix}spec.repo: unsupported URL scheme `ftp`")), "{stderr}");
-    assert!(stderr.contains(&format!("{prefix}spec.interval: \"1s\" is below the 10s floor")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{prefix}spec.repo: unsupported URL scheme `ftp`")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{prefix}spec.interval: \"1s\" is below the 10s floor")),
+        "{stderr}"
+    );
     assert!(text(&out.stdout).contains("document 1: skipped ConfigMap"));
 }
 
@@ -151,7 +196,10 @@ fn validate_bad_calls_fail_with_one_line() {
     let out = cdkube(&["validate", "-f", "/nonexistent/pipeline.yaml"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
-    assert!(stderr.starts_with("/nonexistent/pipeline.yaml: cannot read: "), "{stderr}");
+    assert!(
+        stderr.starts_with("/nonexistent/pipeline.yaml: cannot read: "),
+        "{stderr}"
+    );
     assert_eq!(stderr.lines().count(), 1);
 
     let out = cdkube(&["validate"]);
@@ -163,7 +211,11 @@ fn validate_bad_calls_fail_with_one_line() {
     std::fs::write(&broken, "kind: Pipeline\n  spec: [unclosed\n").unwrap();
     let out = cdkube(&["validate", "-f", broken.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("document 1: yaml: "), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("document 1: yaml: "),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -184,14 +236,28 @@ fn deploy_renders_with_kubectl_kustomize() {
         eprintln!("SKIPPED: /usr/bin/kubectl is absent; deploy/ was not rendered");
         return;
     }
-    let out = Command::new("/usr/bin/kubectl").args(["kustomize", "deploy/"]).current_dir(root()).output().unwrap();
+    let out = Command::new("/usr/bin/kubectl")
+        .args(["kustomize", "deploy/"])
+        .current_dir(root())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_slice(&out.stdout)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-    for kind in ["Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-                 "Role", "RoleBinding", "Deployment", "Service", "NetworkPolicy"] {
+    for kind in [
+        "Namespace",
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+        "NetworkPolicy",
+    ] {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
     let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
@@ -203,8 +269,16 @@ fn deploy_renders_with_kubectl_kustomize() {
     assert_eq!(container["securityContext"]["capabilities"]["drop"][0], "ALL");
     assert_eq!(container["resources"]["requests"]["memory"], "64Mi");
     assert_eq!(container["resources"]["requests"]["cpu"], "50m");
-    for doc in docs.iter().filter(|d| d["kind"] != "Namespace" && d["kind"] != "CustomResourceDefinition") {
+    for doc in docs
+        .iter()
+        .filter(|d| d["kind"] != "Namespace" && d["kind"] != "CustomResourceDefinition")
+    {
         let cluster_scoped = matches!(doc["kind"].as_str(), Some("ClusterRole" | "ClusterRoleBinding"));
-        assert_eq!(doc["metadata"]["namespace"].as_str().is_some(), !cluster_scoped, "{:?}", doc["kind"]);
+        assert_eq!(
+            doc["metadata"]["namespace"].as_str().is_some(),
+            !cluster_scoped,
+            "{:?}",
+            doc["kind"]
+        );
     }
 }

@@ -95,11 +95,7 @@ impl Drop for Dev {
     }
 }
 
-fn kubectl(
-    kubeconfig: &Path,
-    args: &[&str],
-    stdin: Option<&str>,
-) -> Option<(bool, String, String)> {
+fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Option<(bool, String, String)> {
     if !Path::new("/usr/bin/kubectl").exists() {
         eprintln!("SKIPPED: /usr/bin/kubectl is absent; kubectl part of this test not run");
         return None;
@@ -115,12 +111,7 @@ fn kubectl(
         .unwrap();
     if let Some(text) = stdin {
         use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     }
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
@@ -132,12 +123,7 @@ fn kubectl(
 }
 
 /// Retries a kubectl command until `ok` accepts its stdout.
-fn kubectl_until(
-    kubeconfig: &Path,
-    args: &[&str],
-    what: &str,
-    ok: impl Fn(&str) -> bool,
-) -> Option<String> {
+fn kubectl_until(kubeconfig: &Path, args: &[&str], what: &str, ok: impl Fn(&str) -> bool) -> Option<String> {
     let deadline = Instant::now() + WAIT;
     loop {
         let (_, out, err) = kubectl(kubeconfig, args, None)?;
@@ -162,22 +148,14 @@ fn wait_pid(file: &Path) -> i32 {
         {
             return pid;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} never written",
-            file.display()
-        );
+        assert!(Instant::now() < deadline, "{} never written", file.display());
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(") ")
-                .next()
-                .is_some_and(|rest| !rest.starts_with('Z'))
-        })
+        .map(|s| s.rsplit(") ").next().is_some_and(|rest| !rest.starts_with('Z')))
         .unwrap_or(false)
 }
 
@@ -235,9 +213,7 @@ spec:
 fn dev_serves_kubectl_applies_manifests_and_stops_cleanly_on_sigint() {
     let mut dev = Dev::start(&[
         "-f",
-        fixture("fixtures/pipelines/doing-nothing.yaml")
-            .to_str()
-            .unwrap(),
+        fixture("fixtures/pipelines/doing-nothing.yaml").to_str().unwrap(),
         "--print-kubeconfig-path",
     ]);
     let kubeconfig = PathBuf::from(dev.line());
@@ -246,12 +222,9 @@ fn dev_serves_kubectl_applies_manifests_and_stops_cleanly_on_sigint() {
         "{kubeconfig:?}"
     );
     assert!(kubeconfig.is_file());
-    let Some(out) = kubectl_until(
-        &kubeconfig,
-        &["get", "pipelines"],
-        "the applied Pipeline",
-        |o| o.contains("doing-nothing"),
-    ) else {
+    let Some(out) = kubectl_until(&kubeconfig, &["get", "pipelines"], "the applied Pipeline", |o| {
+        o.contains("doing-nothing")
+    }) else {
         return;
     };
     assert!(out.contains("doing-nothing"));
@@ -275,10 +248,9 @@ fn dev_serves_kubectl_applies_manifests_and_stops_cleanly_on_sigint() {
         "sleeper Running",
         |o| o == "Running",
     );
-    let pid_file =
-        cdkube::embedded::runner::workspace::PodDir::new(&dev.state_dir, "default", "sleeper")
-            .volume("data")
-            .join("pid");
+    let pid_file = cdkube::embedded::runner::workspace::PodDir::new(&dev.state_dir, "default", "sleeper")
+        .volume("data")
+        .join("pid");
     let pid = wait_pid(&pid_file);
     assert!(alive(pid));
     let children = children_of(dev.child.id());
@@ -295,19 +267,15 @@ fn dev_serves_kubectl_applies_manifests_and_stops_cleanly_on_sigint() {
     )
     .unwrap();
     assert!(ok, "{out}{err}");
-    let doomed_pid_file =
-        cdkube::embedded::runner::workspace::PodDir::new(&dev.state_dir, "default", "doomed")
-            .volume("data")
-            .join("pid");
+    let doomed_pid_file = cdkube::embedded::runner::workspace::PodDir::new(&dev.state_dir, "default", "doomed")
+        .volume("data")
+        .join("pid");
     let doomed = wait_pid(&doomed_pid_file);
     let (ok, out, err) = kubectl(&kubeconfig, &["delete", "pod", "doomed"], None).unwrap();
     assert!(ok && out.contains("deleted"), "{out}{err}");
     let deadline = Instant::now() + WAIT;
     while alive(doomed) {
-        assert!(
-            Instant::now() < deadline,
-            "deleted Pod's process {doomed} still alive"
-        );
+        assert!(Instant::now() < deadline, "deleted Pod's process {doomed} still alive");
         std::thread::sleep(Duration::from_millis(20));
     }
 
@@ -320,12 +288,7 @@ fn dev_serves_kubectl_applies_manifests_and_stops_cleanly_on_sigint() {
 
 #[test]
 fn dev_prints_the_kubectl_commands_to_try_and_stops_on_sigterm() {
-    let mut dev = Dev::start(&[
-        "-f",
-        fixture("fixtures/pipelines/doing-nothing.yaml")
-            .to_str()
-            .unwrap(),
-    ]);
+    let mut dev = Dev::start(&["-f", fixture("fixtures/pipelines/doing-nothing.yaml").to_str().unwrap()]);
     let mut banner = Vec::new();
     loop {
         let line = dev.line();
@@ -341,10 +304,7 @@ fn dev_prints_the_kubectl_commands_to_try_and_stops_on_sigterm() {
         .find_map(|l| l.strip_prefix("kubeconfig: "))
         .expect("no kubeconfig line");
     assert!(Path::new(kc_line).is_file(), "{banner}");
-    assert!(
-        banner.contains(&format!("export KUBECONFIG={kc_line}")),
-        "{banner}"
-    );
+    assert!(banner.contains(&format!("export KUBECONFIG={kc_line}")), "{banner}");
     assert!(banner.contains("kubectl get pipelines"), "{banner}");
     assert!(
         banner.contains("applied: pipeline.delivery.inge.4pr.es/doing-nothing created"),
@@ -400,32 +360,22 @@ fn a_new_dev_stops_the_pod_processes_a_killed_one_left_behind() {
         return;
     };
     assert!(ok, "{out}{err}");
-    let pid_file =
-        cdkube::embedded::runner::workspace::PodDir::new(&first.state_dir, "default", "sleeper")
-            .volume("data")
-            .join("pid");
+    let pid_file = cdkube::embedded::runner::workspace::PodDir::new(&first.state_dir, "default", "sleeper")
+        .volume("data")
+        .join("pid");
     let pid = wait_pid(&pid_file);
     // SIGKILL: the plane cannot clean up, its Pod process survives.
     first.signal(libc::SIGKILL);
     first.wait_exit();
-    assert!(
-        alive(pid),
-        "the sleeper died with its plane; nothing left to test"
-    );
+    assert!(alive(pid), "the sleeper died with its plane; nothing left to test");
     let mut second = Dev::start_in(first.state.clone(), &["--print-kubeconfig-path"]);
     second.line();
     let deadline = Instant::now() + WAIT;
     while alive(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "orphaned Pod process {pid} still alive"
-        );
+        assert!(Instant::now() < deadline, "orphaned Pod process {pid} still alive");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(
-        !pid_file.exists(),
-        "the killed plane's Pod directories were kept"
-    );
+    assert!(!pid_file.exists(), "the killed plane's Pod directories were kept");
     second.signal(libc::SIGTERM);
     assert_eq!(second.wait_exit(), Some(0));
 }

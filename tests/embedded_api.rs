@@ -38,7 +38,11 @@ async fn install_crd(client: &Client) {
     crds.create(&PostParams::default(), &crd).await.expect("create CRD");
     let established = crds.get("pipelines.delivery.inge.4pr.es").await.expect("get CRD");
     let conditions = established.status.and_then(|s| s.conditions).unwrap_or_default();
-    assert!(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+    );
 }
 
 fn pipeline(name: &str) -> DynamicObject {
@@ -55,8 +59,10 @@ fn api_error(e: kube::Error) -> kube::core::Status {
 }
 
 fn pod(name: &str, labels: Value) -> Pod {
-    serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
-        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox", "command": ["true"]}]}}))
+    serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox", "command": ["true"]}]}}),
+    )
     .expect("pod")
 }
 
@@ -67,7 +73,10 @@ async fn crud_conflicts_generation_and_status_isolation() {
     install_crd(&client).await;
     let api = pipelines(&client);
 
-    let created = api.create(&PostParams::default(), &pipeline("p1")).await.expect("create");
+    let created = api
+        .create(&PostParams::default(), &pipeline("p1"))
+        .await
+        .expect("create");
     assert_eq!(created.metadata.generation, Some(1));
     assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
     let rv1: u64 = created.resource_version().expect("rv").parse().expect("numeric rv");
@@ -90,36 +99,59 @@ async fn crud_conflicts_generation_and_status_isolation() {
     // A write with the old resourceVersion is a 409 Conflict.
     let stale = api_error(api.replace("p1", &PostParams::default(), &obj).await.unwrap_err());
     assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
-    assert!(stale.message.contains("the object has been modified"), "{}", stale.message);
+    assert!(
+        stale.message.contains("the object has been modified"),
+        "{}",
+        stale.message
+    );
 
     // Spec change bumps generation; status sent on the main resource is ignored.
     let mut obj = relabeled.clone();
     obj.data["spec"]["targetVersion"] = json!("0.2");
     obj.data["status"] = json!({"phase": "Succeeded"});
-    let updated = api.replace("p1", &PostParams::default(), &obj).await.expect("update spec");
+    let updated = api
+        .replace("p1", &PostParams::default(), &obj)
+        .await
+        .expect("update spec");
     assert_eq!(updated.metadata.generation, Some(2));
-    assert!(updated.data.get("status").is_none_or(Value::is_null), "status is a subresource: {:?}", updated.data);
+    assert!(
+        updated.data.get("status").is_none_or(Value::is_null),
+        "status is a subresource: {:?}",
+        updated.data
+    );
 
     // Status subresource: status changes, generation and spec do not.
     let status = json!({"status": {"phase": "Building", "observedGeneration": 2}, "spec": {"targetVersion": "9"}});
-    let patched = api.patch_status("p1", &PatchParams::default(), &Patch::Merge(&status)).await.expect("status");
+    let patched = api
+        .patch_status("p1", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("status");
     assert_eq!(patched.data["status"]["phase"], "Building");
     assert_eq!(patched.data["spec"]["targetVersion"], "0.2");
     assert_eq!(patched.metadata.generation, Some(2));
 
     // A no-op update writes nothing.
-    let same = api.replace("p1", &PostParams::default(), &patched).await.expect("no-op");
+    let same = api
+        .replace("p1", &PostParams::default(), &patched)
+        .await
+        .expect("no-op");
     assert_eq!(same.resource_version(), patched.resource_version());
 
     // generateName.
     let mut generated = pipeline("");
     generated.metadata.name = None;
     generated.metadata.generate_name = Some("build-".into());
-    let named = api.create(&PostParams::default(), &generated).await.expect("generateName");
+    let named = api
+        .create(&PostParams::default(), &generated)
+        .await
+        .expect("generateName");
     assert!(named.name_any().starts_with("build-") && named.name_any().len() == "build-".len() + 5);
 
     // dryRun=All validates and returns the object but stores nothing.
-    let dry = PostParams { dry_run: true, ..Default::default() };
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
     api.create(&dry, &pipeline("dry")).await.expect("dry run");
     assert!(api.get_opt("dry").await.expect("get").is_none());
 }
@@ -136,15 +168,31 @@ async fn crd_schema_and_cel_validation_name_the_field() {
     bad.data["spec"]["concurrencyPolicy"] = json!("Sometimes");
     let e = api_error(api.create(&PostParams::default(), &bad).await.unwrap_err());
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
-    assert!(e.message.starts_with("Pipeline.delivery.inge.4pr.es \"bad\" is invalid: ["), "{}", e.message);
-    assert!(e.message.contains("spec.historyLimit: Invalid value: 500: spec.historyLimit in body should be less than or equal to 100"), "{}", e.message);
+    assert!(
+        e.message
+            .starts_with("Pipeline.delivery.inge.4pr.es \"bad\" is invalid: ["),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.contains(
+            "spec.historyLimit: Invalid value: 500: spec.historyLimit in body should be less than or equal to 100"
+        ),
+        "{}",
+        e.message
+    );
     assert!(e.message.contains("spec.concurrencyPolicy: Unsupported value: \"Sometimes\": supported values: \"Forbid\", \"Replace\", \"Allow\""), "{}", e.message);
 
     // The CRD's CEL rule (x-kubernetes-validations) runs too.
     let cel = serde_json::from_value(yaml_file(&fixture("invalid/interval-and-schedule.yaml"))).expect("fixture");
     let e = api_error(api.create(&PostParams::default(), &cel).await.unwrap_err());
     assert_eq!(e.code, 422);
-    assert!(e.message.contains("spec: Forbidden: interval and schedule are mutually exclusive"), "{}", e.message);
+    assert!(
+        e.message
+            .contains("spec: Forbidden: interval and schedule are mutually exclusive"),
+        "{}",
+        e.message
+    );
 
     // Unknown fields: pruned with a warning by default, rejected with fieldValidation=Strict.
     let mut extra = pipeline("extra");
@@ -154,10 +202,11 @@ async fn crd_schema_and_cel_validation_name_the_field() {
     let raw = serde_json::to_vec(&json!({"apiVersion": "delivery.inge.4pr.es/v1alpha1", "kind": "Pipeline",
         "metadata": {"name": "strict"}, "spec": {"repo": "r", "buildImage": "b", "buildCommands": ["c"], "targetName": "t", "targetVersion": "1", "bogus": 1}}))
     .expect("json");
-    let req = http::Request::post("/apis/delivery.inge.4pr.es/v1alpha1/namespaces/default/pipelines?fieldValidation=Strict")
-        .header("content-type", "application/json")
-        .body(raw)
-        .expect("request");
+    let req =
+        http::Request::post("/apis/delivery.inge.4pr.es/v1alpha1/namespaces/default/pipelines?fieldValidation=Strict")
+            .header("content-type", "application/json")
+            .body(raw)
+            .expect("request");
     let e = api_error(client.request::<DynamicObject>(req).await.unwrap_err());
     assert_eq!(e.code, 400);
     assert_eq!(e.message, "strict decoding error: unknown field \"spec.bogus\"");
@@ -168,19 +217,37 @@ async fn finalizers_hold_deletion_until_removed() {
     let cluster = Cluster::start().await;
     let client = cluster.client().await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}, "data": {"a": "1"}})).expect("cm");
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}, "data": {"a": "1"}}),
+    )
+    .expect("cm");
     cms.create(&PostParams::default(), &cm).await.expect("create");
     let pending = cms.delete("held", &DeleteParams::default()).await.expect("delete");
     let obj = pending.left().expect("still present while a finalizer remains");
     assert!(obj.metadata.deletion_timestamp.is_some());
     let e = api_error(
-        cms.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/hold", "x/y"]}})))
-            .await
-            .unwrap_err(),
+        cms.patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/hold", "x/y"]}})),
+        )
+        .await
+        .unwrap_err(),
     );
     assert_eq!(e.code, 422);
-    assert!(e.message.contains("no new finalizers can be added if the object is being deleted"), "{}", e.message);
-    cms.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.expect("release");
+    assert!(
+        e.message
+            .contains("no new finalizers can be added if the object is being deleted"),
+        "{}",
+        e.message
+    );
+    cms.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("release");
     assert!(cms.get_opt("held").await.expect("get").is_none());
 }
 
@@ -193,7 +260,10 @@ async fn garbage_collection_background_orphan_and_foreground() {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
 
     async fn owned_pod(api: &Api<DynamicObject>, pods: &Api<Pod>, owner: &str, name: &str) {
-        let p = api.create(&PostParams::default(), &pipeline(owner)).await.expect("owner");
+        let p = api
+            .create(&PostParams::default(), &pipeline(owner))
+            .await
+            .expect("owner");
         let mut pod = pod(name, json!({}));
         let owner_ref = json!({"apiVersion": "delivery.inge.4pr.es/v1alpha1", "kind": "Pipeline", "name": owner,
             "uid": p.uid(), "controller": true, "blockOwnerDeletion": true});
@@ -204,12 +274,26 @@ async fn garbage_collection_background_orphan_and_foreground() {
     // Background (default): the Pipeline goes at once, its Pod follows.
     owned_pod(&api, &pods, "bg", "bg-pod").await;
     api.delete("bg", &DeleteParams::default()).await.expect("delete");
-    wait_for("bg-pod to be collected", WAIT, || async { pods.get_opt("bg-pod").await.ok().flatten().is_none().then_some(()) }).await;
+    wait_for("bg-pod to be collected", WAIT, || async {
+        pods.get_opt("bg-pod").await.ok().flatten().is_none().then_some(())
+    })
+    .await;
 
     // Orphan: the Pod stays, without its owner reference.
     owned_pod(&api, &pods, "or", "or-pod").await;
-    api.delete("or", &DeleteParams { propagation_policy: Some(PropagationPolicy::Orphan), ..Default::default() }).await.expect("delete");
-    wait_for("pipeline or to go", WAIT, || async { api.get_opt("or").await.ok().flatten().is_none().then_some(()) }).await;
+    api.delete(
+        "or",
+        &DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Orphan),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("delete");
+    wait_for("pipeline or to go", WAIT, || async {
+        api.get_opt("or").await.ok().flatten().is_none().then_some(())
+    })
+    .await;
     let kept = pods.get("or-pod").await.expect("orphan kept");
     assert!(kept.metadata.owner_references.unwrap_or_default().is_empty());
 
@@ -236,30 +320,57 @@ async fn label_field_selectors_and_paginated_lists() {
         ("d", json!({"app": "web", "env": "dev"})),
         ("e", json!({})),
     ] {
-        pods.create(&PostParams::default(), &pod(name, labels)).await.expect("create");
+        pods.create(&PostParams::default(), &pod(name, labels))
+            .await
+            .expect("create");
     }
     let names = |list: kube::core::ObjectList<Pod>| list.items.iter().map(ResourceExt::name_any).collect::<Vec<_>>();
     let sel = |s: &str| ListParams::default().labels(s);
-    assert_eq!(names(pods.list(&sel("app in (web, api)")).await.expect("in")), ["a", "b", "d"]);
-    assert_eq!(names(pods.list(&sel("app,env notin (prod)")).await.expect("notin")), ["b", "c", "d"]);
+    assert_eq!(
+        names(pods.list(&sel("app in (web, api)")).await.expect("in")),
+        ["a", "b", "d"]
+    );
+    assert_eq!(
+        names(pods.list(&sel("app,env notin (prod)")).await.expect("notin")),
+        ["b", "c", "d"]
+    );
     assert_eq!(names(pods.list(&sel("!tier,app=web")).await.expect("!key")), ["a", "d"]);
-    assert_eq!(names(pods.list(&ListParams::default().fields("metadata.name=c")).await.expect("field")), ["c"]);
+    assert_eq!(
+        names(
+            pods.list(&ListParams::default().fields("metadata.name=c"))
+                .await
+                .expect("field")
+        ),
+        ["c"]
+    );
     let bad = api_error(pods.list(&sel("app in (")).await.unwrap_err());
     assert_eq!(bad.code, 400);
-    let bad = api_error(pods.list(&ListParams::default().fields("spec.bogus=1")).await.unwrap_err());
+    let bad = api_error(
+        pods.list(&ListParams::default().fields("spec.bogus=1"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(bad.message, "field label not supported: spec.bogus");
 
     // limit + continue: a consistent snapshot even when objects are added between pages.
     let first = pods.list(&ListParams::default().limit(2)).await.expect("page 1");
     assert_eq!(names(first.clone()), ["a", "b"]);
     assert_eq!(first.metadata.remaining_item_count, Some(3));
-    pods.create(&PostParams::default(), &pod("bb", json!({}))).await.expect("create between pages");
+    pods.create(&PostParams::default(), &pod("bb", json!({})))
+        .await
+        .expect("create between pages");
     let token = first.metadata.continue_.clone().expect("continue token");
-    let second = pods.list(&ListParams::default().limit(2).continue_token(&token)).await.expect("page 2");
+    let second = pods
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .expect("page 2");
     assert_eq!(names(second.clone()), ["c", "d"]);
     assert_eq!(second.metadata.resource_version, first.metadata.resource_version);
     let token = second.metadata.continue_.clone().expect("continue token");
-    let third = pods.list(&ListParams::default().limit(2).continue_token(&token)).await.expect("page 3");
+    let third = pods
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .expect("page 3");
     assert_eq!(names(third.clone()), ["e"]);
     assert!(third.metadata.continue_.as_deref().is_none_or(str::is_empty));
 }
@@ -270,25 +381,61 @@ async fn merge_json_strategic_patches_and_server_side_apply() {
     let client = cluster.client().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let mut two = pod("p", json!({"a": "1"}));
-    two.spec.as_mut().expect("spec").containers.push(serde_json::from_value(json!({"name": "side", "image": "busybox"})).expect("c"));
+    two.spec
+        .as_mut()
+        .expect("spec")
+        .containers
+        .push(serde_json::from_value(json!({"name": "side", "image": "busybox"})).expect("c"));
     pods.create(&PostParams::default(), &two).await.expect("create");
 
-    let merged = pods.patch("p", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"b": "2", "a": null}}}))).await.expect("merge");
+    let merged = pods
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"b": "2", "a": null}}})),
+        )
+        .await
+        .expect("merge");
     assert_eq!(merged.labels().get("b").map(String::as_str), Some("2"));
     assert!(!merged.labels().contains_key("a"));
 
-    let jp: json_patch::Patch = serde_json::from_value(json!([{"op": "add", "path": "/metadata/annotations", "value": {"x": "y"}}])).expect("jp");
-    let patched = pods.patch("p", &PatchParams::default(), &Patch::Json::<()>(jp)).await.expect("json patch");
+    let jp: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "add", "path": "/metadata/annotations", "value": {"x": "y"}}]))
+            .expect("jp");
+    let patched = pods
+        .patch("p", &PatchParams::default(), &Patch::Json::<()>(jp))
+        .await
+        .expect("json patch");
     assert_eq!(patched.annotations().get("x").map(String::as_str), Some("y"));
-    let failing: json_patch::Patch = serde_json::from_value(json!([{"op": "test", "path": "/metadata/name", "value": "other"}])).expect("jp");
-    let e = api_error(pods.patch("p", &PatchParams::default(), &Patch::Json::<()>(failing)).await.unwrap_err());
+    let failing: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "test", "path": "/metadata/name", "value": "other"}])).expect("jp");
+    let e = api_error(
+        pods.patch("p", &PatchParams::default(), &Patch::Json::<()>(failing))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(e.code, 422);
 
     // Strategic merge: containers merge by name (only `side` changes image).
     let smp = json!({"spec": {"containers": [{"name": "side", "image": "busybox:1.36"}]}});
-    let s = pods.patch("p", &PatchParams::default(), &Patch::Strategic(smp)).await.expect("strategic");
-    let images: Vec<_> = s.spec.expect("spec").containers.into_iter().map(|c| (c.name, c.image.unwrap_or_default())).collect();
-    assert_eq!(images, [("main".to_string(), "busybox".to_string()), ("side".to_string(), "busybox:1.36".to_string())]);
+    let s = pods
+        .patch("p", &PatchParams::default(), &Patch::Strategic(smp))
+        .await
+        .expect("strategic");
+    let images: Vec<_> = s
+        .spec
+        .expect("spec")
+        .containers
+        .into_iter()
+        .map(|c| (c.name, c.image.unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        images,
+        [
+            ("main".to_string(), "busybox".to_string()),
+            ("side".to_string(), "busybox:1.36".to_string())
+        ]
+    );
 
     // Server-side apply: create-if-absent, conflicts between managers, force.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
@@ -296,18 +443,38 @@ async fn merge_json_strategic_patches_and_server_side_apply() {
     let a = PatchParams::apply("manager-a");
     let created = cms.patch("ssa", &a, &Patch::Apply(&cfg)).await.expect("apply creates");
     let mf = created.metadata.managed_fields.expect("managedFields");
-    assert_eq!((mf[0].manager.as_deref(), mf[0].operation.as_deref()), (Some("manager-a"), Some("Apply")));
+    assert_eq!(
+        (mf[0].manager.as_deref(), mf[0].operation.as_deref()),
+        (Some("manager-a"), Some("Apply"))
+    );
     let other = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"k": "2"}});
-    let e = api_error(cms.patch("ssa", &PatchParams::apply("manager-b"), &Patch::Apply(&other)).await.unwrap_err());
+    let e = api_error(
+        cms.patch("ssa", &PatchParams::apply("manager-b"), &Patch::Apply(&other))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
-    assert!(e.message.contains("conflict with \"manager-a\"") && e.message.contains(".data.k"), "{}", e.message);
-    let forced = cms.patch("ssa", &PatchParams::apply("manager-b").force(), &Patch::Apply(&other)).await.expect("force");
-    assert_eq!(forced.data.as_ref().and_then(|d| d.get("k")).map(String::as_str), Some("2"));
+    assert!(
+        e.message.contains("conflict with \"manager-a\"") && e.message.contains(".data.k"),
+        "{}",
+        e.message
+    );
+    let forced = cms
+        .patch("ssa", &PatchParams::apply("manager-b").force(), &Patch::Apply(&other))
+        .await
+        .expect("force");
+    assert_eq!(
+        forced.data.as_ref().and_then(|d| d.get("k")).map(String::as_str),
+        Some("2")
+    );
     // manager-a drops a field it alone owned: it is removed.
     let again = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {}});
     let after = cms.patch("ssa", &a, &Patch::Apply(&again)).await.expect("re-apply");
     let data = after.data.unwrap_or_default();
-    assert!(!data.contains_key("only-a") && data.get("k").map(String::as_str) == Some("2"), "{data:?}");
+    assert!(
+        !data.contains_key("only-a") && data.get("k").map(String::as_str) == Some("2"),
+        "{data:?}"
+    );
 }
 
 #[tokio::test]
@@ -315,15 +482,43 @@ async fn events_one_store_two_views() {
     let cluster = Cluster::start().await;
     let client = cluster.client().await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let cm = cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "target"}})).expect("cm")).await.expect("cm");
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "cdkube".into(), instance: Some("cdkube-0".into()) });
-    let ev = Event { type_: EventType::Warning, reason: "FetchFailed".into(), note: Some("cannot reach repo".into()), action: "Fetch".into(), secondary: None };
+    let cm = cms
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "target"}})).expect("cm"),
+        )
+        .await
+        .expect("cm");
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "cdkube".into(),
+            instance: Some("cdkube-0".into()),
+        },
+    );
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: "FetchFailed".into(),
+        note: Some("cannot reach repo".into()),
+        action: "Fetch".into(),
+        secondary: None,
+    };
     recorder.publish(&ev, &cm.object_ref(&())).await.expect("publish");
-    recorder.publish(&ev, &cm.object_ref(&())).await.expect("publish series");
+    recorder
+        .publish(&ev, &cm.object_ref(&()))
+        .await
+        .expect("publish series");
 
     let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
-    let lp = ListParams::default().fields("involvedObject.name=target,involvedObject.kind=ConfigMap,involvedObject.namespace=default");
-    let seen = core.list(&lp.clone().fields(&format!("involvedObject.uid={}", cm.uid().expect("uid")))).await.expect("core list");
+    let lp = ListParams::default()
+        .fields("involvedObject.name=target,involvedObject.kind=ConfigMap,involvedObject.namespace=default");
+    let seen = core
+        .list(
+            &lp.clone()
+                .fields(&format!("involvedObject.uid={}", cm.uid().expect("uid"))),
+        )
+        .await
+        .expect("core list");
     assert_eq!(seen.items.len(), 1);
     let e = &seen.items[0];
     assert_eq!(e.message.as_deref(), Some("cannot reach repo"));
@@ -341,14 +536,23 @@ async fn events_one_store_two_views() {
     assert_eq!(v.regarding.as_ref().and_then(|r| r.name.as_deref()), Some("target"));
     assert_eq!(v.deprecated_count, Some(3));
     assert_eq!(v.deprecated_source.and_then(|s| s.component).as_deref(), Some("tester"));
-    let listed = new.list(&ListParams::default().fields("regarding.name=target")).await.expect("selector by regarding");
+    let listed = new
+        .list(&ListParams::default().fields("regarding.name=target"))
+        .await
+        .expect("selector by regarding");
     assert_eq!(listed.items.len(), 2);
 
     // events.k8s.io/v1 validation is stricter than core/v1.
-    let incomplete: NewEvent = serde_json::from_value(json!({"metadata": {"name": "incomplete"}, "reason": "X", "type": "Normal"})).expect("ev");
+    let incomplete: NewEvent =
+        serde_json::from_value(json!({"metadata": {"name": "incomplete"}, "reason": "X", "type": "Normal"}))
+            .expect("ev");
     let e = api_error(new.create(&PostParams::default(), &incomplete).await.unwrap_err());
     assert_eq!(e.code, 422);
-    assert!(e.message.contains("eventTime: Required value") && e.message.contains("reportingController: Required value"), "{}", e.message);
+    assert!(
+        e.message.contains("eventTime: Required value") && e.message.contains("reportingController: Required value"),
+        "{}",
+        e.message
+    );
 }
 
 #[tokio::test]
@@ -360,7 +564,9 @@ async fn watch_replay_bookmarks_and_410() {
     .await;
     let client = cluster.client().await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let cm = |n: &str| serde_json::from_value::<ConfigMap>(json!({"metadata": {"name": n, "labels": {"w": "yes"}}})).expect("cm");
+    let cm = |n: &str| {
+        serde_json::from_value::<ConfigMap>(json!({"metadata": {"name": n, "labels": {"w": "yes"}}})).expect("cm")
+    };
     let first = cms.create(&PostParams::default(), &cm("one")).await.expect("one");
     let rv = first.resource_version().expect("rv");
     cms.create(&PostParams::default(), &cm("two")).await.expect("two");
@@ -371,7 +577,11 @@ async fn watch_replay_bookmarks_and_410() {
     let mut stream = cms.watch(&wp, &rv).await.expect("watch").boxed();
     let mut seen = Vec::new();
     let mut bookmark = None;
-    while let Some(ev) = tokio::time::timeout(WAIT, stream.try_next()).await.expect("event in time").expect("watch event") {
+    while let Some(ev) = tokio::time::timeout(WAIT, stream.try_next())
+        .await
+        .expect("event in time")
+        .expect("watch event")
+    {
         match ev {
             WatchEvent::Added(o) => seen.push(format!("ADDED {}", o.name_any())),
             WatchEvent::Deleted(o) => seen.push(format!("DELETED {}", o.name_any())),
@@ -389,7 +599,12 @@ async fn watch_replay_bookmarks_and_410() {
 
     // Push the start of the history past `rv`: a watch from it is 410 Expired, as an ERROR event.
     for i in 0..25 {
-        cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": format!("filler-{i}")}})).expect("cm")).await.expect("filler");
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": format!("filler-{i}")}})).expect("cm"),
+        )
+        .await
+        .expect("filler");
     }
     let mut stream = cms.watch(&WatchParams::default(), &rv).await.expect("watch").boxed();
     match stream.try_next().await.expect("event") {
@@ -402,16 +617,32 @@ async fn watch_replay_bookmarks_and_410() {
     // A continue token older than the history is 410 too.
     let page = cms.list(&ListParams::default().limit(1)).await.expect("page");
     for i in 0..25 {
-        cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": format!("more-{i}")}})).expect("cm")).await.expect("more");
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": format!("more-{i}")}})).expect("cm"),
+        )
+        .await
+        .expect("more");
     }
-    let e = api_error(cms.list(&ListParams::default().limit(1).continue_token(page.metadata.continue_.as_deref().expect("token"))).await.unwrap_err());
+    let e = api_error(
+        cms.list(
+            &ListParams::default()
+                .limit(1)
+                .continue_token(page.metadata.continue_.as_deref().expect("token")),
+        )
+        .await
+        .unwrap_err(),
+    );
     assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
 }
 
 type Events = futures::stream::BoxStream<'static, Result<watcher::Event<DynamicObject>, watcher::Error>>;
 
 async fn next_event(events: &mut Events) -> Result<watcher::Event<DynamicObject>, watcher::Error> {
-    tokio::time::timeout(WAIT, events.next()).await.expect("watcher event in time").expect("stream open")
+    tokio::time::timeout(WAIT, events.next())
+        .await
+        .expect("watcher event in time")
+        .expect("stream open")
 }
 
 #[tokio::test]
@@ -425,7 +656,9 @@ async fn kube_rs_watcher_recovers_from_410() {
     install_crd(&client).await;
     let api = pipelines(&client);
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    api.create(&PostParams::default(), &pipeline("before")).await.expect("before");
+    api.create(&PostParams::default(), &pipeline("before"))
+        .await
+        .expect("before");
 
     // Each watch lasts 1s; the watcher then re-watches from the last version it saw.
     let mut events = watcher(api.clone(), watcher::Config::default().timeout(1)).boxed();
@@ -438,7 +671,12 @@ async fn kube_rs_watcher_recovers_from_410() {
     }
     // While the watcher's version falls out of the history, it gets 410 and must relist.
     for i in 0..30 {
-        cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": format!("churn-{i}")}})).expect("cm")).await.expect("churn");
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": format!("churn-{i}")}})).expect("cm"),
+        )
+        .await
+        .expect("churn");
     }
     let mut errors = 0;
     loop {
@@ -456,7 +694,9 @@ async fn kube_rs_watcher_recovers_from_410() {
         }
     }
     assert_eq!((inits, errors), (2, 1), "the watcher saw 410 once and relisted");
-    api.create(&PostParams::default(), &pipeline("after")).await.expect("after");
+    api.create(&PostParams::default(), &pipeline("after"))
+        .await
+        .expect("after");
     loop {
         if let Ok(watcher::Event::Apply(o)) = next_event(&mut events).await
             && o.name_any() == "after"
@@ -479,18 +719,39 @@ async fn namespaces_discovery_and_auth() {
         .find(|(ar, _)| ar.kind == "Pipeline")
         .expect("Pipeline discovered");
     assert_eq!((ar.plural.as_str(), ar.version.as_str()), ("pipelines", "v1alpha1"));
-    assert!(caps.subresources.iter().any(|(s, _)| s.plural == "pipelines/status" || s.plural == "status"), "{:?}", caps.subresources);
+    assert!(
+        caps.subresources
+            .iter()
+            .any(|(s, _)| s.plural == "pipelines/status" || s.plural == "status"),
+        "{:?}",
+        caps.subresources
+    );
 
     // Objects need an existing namespace; deleting a namespace empties it, then it goes.
     let nss: Api<Namespace> = Api::all(client.clone());
     let pods_missing: Api<Pod> = Api::namespaced(client.clone(), "ghost");
-    let e = api_error(pods_missing.create(&PostParams::default(), &pod("x", json!({}))).await.unwrap_err());
+    let e = api_error(
+        pods_missing
+            .create(&PostParams::default(), &pod("x", json!({})))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((e.code, e.message.as_str()), (404, "namespaces \"ghost\" not found"));
-    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "team"}})).expect("ns")).await.expect("ns");
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "team"}})).expect("ns"),
+    )
+    .await
+    .expect("ns");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "team");
-    pods.create(&PostParams::default(), &pod("x", json!({}))).await.expect("pod");
+    pods.create(&PostParams::default(), &pod("x", json!({})))
+        .await
+        .expect("pod");
     nss.delete("team", &DeleteParams::default()).await.expect("delete ns");
-    wait_for("namespace team to go", WAIT, || async { nss.get_opt("team").await.ok().flatten().is_none().then_some(()) }).await;
+    wait_for("namespace team to go", WAIT, || async {
+        nss.get_opt("team").await.ok().flatten().is_none().then_some(())
+    })
+    .await;
     assert!(pods.get_opt("x").await.map(|p| p.is_none()).unwrap_or(true));
     let e = api_error(nss.delete("default", &DeleteParams::default()).await.unwrap_err());
     assert_eq!(e.code, 403);
@@ -500,8 +761,16 @@ async fn namespaces_discovery_and_auth() {
     config.root_cert = Some(vec![pem_to_der(cluster.server.ca_pem())]);
     config.auth_info.token = Some("wrong".to_string().into());
     let bad = Client::try_from(config).expect("client");
-    let e = api_error(Api::<Pod>::namespaced(bad, "default").list(&ListParams::default()).await.unwrap_err());
-    assert_eq!((e.code, e.reason.as_str(), e.message.as_str()), (401, "Unauthorized", "Unauthorized"));
+    let e = api_error(
+        Api::<Pod>::namespaced(bad, "default")
+            .list(&ListParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (e.code, e.reason.as_str(), e.message.as_str()),
+        (401, "Unauthorized", "Unauthorized")
+    );
 }
 
 fn pem_to_der(pem: &str) -> Vec<u8> {

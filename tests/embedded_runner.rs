@@ -4,9 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cdkube::embedded::runner::{Runner, RunnerConfig, VolumeMode};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ContainerStateTerminated, ContainerStatus, Pod, Secret,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, ContainerStateTerminated, ContainerStatus, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::wait::await_condition;
@@ -44,11 +42,9 @@ impl Plane {
         // Runner warnings (failed API calls) show in the output of a failing test.
         cdkube::telemetry::init();
         let state = tempfile::tempdir().unwrap();
-        let server = cdkube::embedded::ApiServer::start(cdkube::embedded::ApiServerConfig::new(
-            state.path(),
-        ))
-        .await
-        .unwrap();
+        let server = cdkube::embedded::ApiServer::start(cdkube::embedded::ApiServerConfig::new(state.path()))
+            .await
+            .unwrap();
         let client = server.client().await.unwrap();
         Plane {
             server,
@@ -74,19 +70,14 @@ impl Plane {
 
     async fn create(&self, pod: serde_json::Value) -> Pod {
         let pod: Pod = serde_json::from_value(pod).unwrap();
-        self.pods()
-            .create(&PostParams::default(), &pod)
-            .await
-            .unwrap()
+        self.pods().create(&PostParams::default(), &pod).await.unwrap()
     }
 
     /// Waits (watching, with a timeout) until the Pod satisfies `cond`.
     async fn wait(&self, name: &str, what: &str, cond: impl Fn(&Pod) -> bool) -> Pod {
         let waited = tokio::time::timeout(
             WAIT,
-            await_condition(self.pods(), name, move |p: Option<&Pod>| {
-                p.is_some_and(&cond)
-            }),
+            await_condition(self.pods(), name, move |p: Option<&Pod>| p.is_some_and(&cond)),
         );
         match waited.await {
             Ok(Ok(Some(p))) => p,
@@ -101,17 +92,12 @@ impl Plane {
     }
 
     async fn wait_phase(&self, name: &str, phase: &str) -> Pod {
-        self.wait(name, &format!("phase {phase}"), |p| {
-            phase_of(p) == Some(phase)
-        })
-        .await
+        self.wait(name, &format!("phase {phase}"), |p| phase_of(p) == Some(phase))
+            .await
     }
 
     async fn wait_gone(&self, name: &str) {
-        let waited = tokio::time::timeout(
-            WAIT,
-            await_condition(self.pods(), name, |p: Option<&Pod>| p.is_none()),
-        );
+        let waited = tokio::time::timeout(WAIT, await_condition(self.pods(), name, |p: Option<&Pod>| p.is_none()));
         assert!(matches!(waited.await, Ok(Ok(_))), "Pod {name} still exists");
     }
 
@@ -206,21 +192,14 @@ async fn wait_pid(file: &Path) -> i32 {
 fn alive(pid: i32) -> bool {
     // A zombie still has a /proc entry; its state letter is Z.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(") ")
-                .next()
-                .is_some_and(|rest| !rest.starts_with('Z'))
-        })
+        .map(|s| s.rsplit(") ").next().is_some_and(|rest| !rest.starts_with('Z')))
         .unwrap_or(false)
 }
 
 async fn wait_dead(pid: i32) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while alive(pid) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "process {pid} still alive"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "process {pid} still alive");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -313,10 +292,7 @@ async fn echo_pod_succeeds_and_kubectl_logs_shows_the_line() {
             "images are not pulled",
             "Started container build",
         ] {
-            assert!(
-                text.contains(expected),
-                "kubectl describe lacks {expected:?}:\n{text}"
-            );
+            assert!(text.contains(expected), "kubectl describe lacks {expected:?}:\n{text}");
         }
     }
 }
@@ -349,14 +325,9 @@ async fn deleting_a_finished_pod_removes_its_workspace_and_logs() {
     let plane = Plane::start(None).await;
     plane.create(ordered_init_pod("finished")).await;
     plane.wait_phase("finished", "Succeeded").await;
-    let dir =
-        cdkube::embedded::runner::workspace::PodDir::new(plane.state.path(), "default", "finished");
+    let dir = cdkube::embedded::runner::workspace::PodDir::new(plane.state.path(), "default", "finished");
     assert!(dir.log("main").is_file());
-    plane
-        .pods()
-        .delete("finished", &DeleteParams::default())
-        .await
-        .unwrap();
+    plane.pods().delete("finished", &DeleteParams::default()).await.unwrap();
     plane.wait_gone("finished").await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while dir.path().exists() {
@@ -382,15 +353,8 @@ async fn a_program_that_does_not_exist_is_a_start_error() {
         .await;
     let pod = plane.wait_phase("no-such", "Failed").await;
     let t = terminated(&container(&pod, false, 0));
-    assert_eq!(
-        (t.exit_code, t.reason.as_deref()),
-        (128, Some("StartError"))
-    );
-    assert!(
-        t.message
-            .unwrap_or_default()
-            .contains("cdkube-no-such-program")
-    );
+    assert_eq!((t.exit_code, t.reason.as_deref()), (128, Some("StartError")));
+    assert!(t.message.unwrap_or_default().contains("cdkube-no-such-program"));
 }
 
 /// Two init containers append to a shared emptyDir in order; the main container reads it.
@@ -434,9 +398,7 @@ async fn init_containers_share_an_empty_dir(mode: VolumeMode) {
 async fn init_containers_run_in_order_and_share_an_empty_dir_in_a_mount_namespace() {
     let probe = tempfile::tempdir().unwrap();
     if !cdkube::embedded::runner::process::namespaces_permitted(probe.path()) {
-        eprintln!(
-            "SKIPPED: mount namespaces are not permitted here; the rewrite-mode test covers this"
-        );
+        eprintln!("SKIPPED: mount namespaces are not permitted here; the rewrite-mode test covers this");
         return;
     }
     init_containers_share_an_empty_dir(VolumeMode::Namespace).await;
@@ -563,9 +525,7 @@ async fn active_deadline_kills_a_long_sleeper() {
     wait_dead(pid).await;
     let pod = plane
         .wait("deadline", "container terminated", |p| {
-            container(p, false, 0)
-                .state
-                .is_some_and(|s| s.terminated.is_some())
+            container(p, false, 0).state.is_some_and(|s| s.terminated.is_some())
         })
         .await;
     assert_eq!(
@@ -574,10 +534,7 @@ async fn active_deadline_kills_a_long_sleeper() {
         "SIGTERM ends the sleeper"
     );
     let reasons = plane.event_reasons("deadline").await;
-    assert!(
-        reasons.iter().any(|r| r == "DeadlineExceeded"),
-        "{reasons:?}"
-    );
+    assert!(reasons.iter().any(|r| r == "DeadlineExceeded"), "{reasons:?}");
     assert!(reasons.iter().any(|r| r == "Killing"), "{reasons:?}");
 }
 
@@ -587,11 +544,7 @@ async fn deleting_a_running_pod_kills_its_processes_and_removes_it() {
     plane.create(sleeper("doomed", json!({}))).await;
     let pid = wait_pid(&plane.volume_file("doomed", "data", "pid")).await;
     plane.wait_phase("doomed", "Running").await;
-    plane
-        .pods()
-        .delete("doomed", &DeleteParams::default())
-        .await
-        .unwrap();
+    plane.pods().delete("doomed", &DeleteParams::default()).await.unwrap();
     plane.wait_gone("doomed").await;
     wait_dead(pid).await;
     assert!(
@@ -620,10 +573,7 @@ async fn runner_restart_fails_running_pods(mode: Option<VolumeMode>) {
     assert!(alive(pid));
     plane.start_runner(mode);
     let pod = plane.wait_phase("orphan", "Failed").await;
-    assert_eq!(
-        pod.status.clone().unwrap().reason.as_deref(),
-        Some("RunnerRestarted")
-    );
+    assert_eq!(pod.status.clone().unwrap().reason.as_deref(), Some("RunnerRestarted"));
     let t = terminated(&container(&pod, false, 0));
     assert_eq!(t.reason.as_deref(), Some("ContainerStatusUnknown"));
     wait_dead(pid).await;
@@ -670,12 +620,7 @@ async fn an_unsupported_volume_fails_the_pod_with_the_reason() {
     let pod = plane.wait_phase("nfs", "Failed").await;
     let status = pod.status.unwrap();
     assert_eq!(status.reason.as_deref(), Some("FailedMount"));
-    assert!(
-        status
-            .message
-            .unwrap()
-            .contains("nfs volumes are not supported")
-    );
+    assert!(status.message.unwrap().contains("nfs volumes are not supported"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -702,47 +647,34 @@ async fn the_binding_subresource_assigns_a_node_once_as_the_scheduler_does() {
         "{refused:?}"
     );
     let bad = api
-        .create_subresource::<_, serde_json::Value>("binding", "unscheduled", &pp, &json!({
-            "apiVersion": "v1", "kind": "Binding", "metadata": {"name": "unscheduled"}, "target": {"kind": "Node"}
-        }))
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            "unscheduled",
+            &pp,
+            &json!({
+                "apiVersion": "v1", "kind": "Binding", "metadata": {"name": "unscheduled"}, "target": {"kind": "Node"}
+            }),
+        )
         .await;
     assert!(
         matches!(bad, Err(kube::Error::Api(ref e)) if e.code == 422 && e.message.contains("target.name")),
         "{bad:?}"
     );
-    api.create_subresource::<_, serde_json::Value>(
-        "binding",
-        "unscheduled",
-        &pp,
-        &binding("unscheduled", "node-a"),
-    )
-    .await
-    .unwrap();
+    api.create_subresource::<_, serde_json::Value>("binding", "unscheduled", &pp, &binding("unscheduled", "node-a"))
+        .await
+        .unwrap();
     let pod = api.get("unscheduled").await.unwrap();
-    assert_eq!(
-        pod.spec.clone().unwrap().node_name.as_deref(),
-        Some("node-a")
-    );
+    assert_eq!(pod.spec.clone().unwrap().node_name.as_deref(), Some("node-a"));
     assert_eq!(condition(&pod, "PodScheduled"), "True");
     let again = api
-        .create_subresource::<_, serde_json::Value>(
-            "binding",
-            "unscheduled",
-            &pp,
-            &binding("unscheduled", "node-b"),
-        )
+        .create_subresource::<_, serde_json::Value>("binding", "unscheduled", &pp, &binding("unscheduled", "node-b"))
         .await;
     assert!(
         matches!(again, Err(kube::Error::Api(ref e)) if e.code == 409 && e.message.contains("already assigned to node \"node-a\"")),
         "{again:?}"
     );
     let missing = api
-        .create_subresource::<_, serde_json::Value>(
-            "binding",
-            "no-such-pod",
-            &pp,
-            &binding("no-such-pod", "node-a"),
-        )
+        .create_subresource::<_, serde_json::Value>("binding", "no-such-pod", &pp, &binding("no-such-pod", "node-a"))
         .await;
     assert!(
         matches!(missing, Err(kube::Error::Api(ref e)) if e.code == 404),
@@ -759,10 +691,6 @@ async fn pods_bound_to_another_node_are_left_alone() {
     plane.create(sleeper("here", json!({}))).await;
     plane.wait_phase("here", "Running").await;
     let pod = plane.pods().get("elsewhere").await.unwrap();
-    assert!(
-        pod.status
-            .and_then(|s| s.phase)
-            .is_none_or(|p| p == "Pending")
-    );
+    assert!(pod.status.and_then(|s| s.phase).is_none_or(|p| p == "Pending"));
     assert!(!plane.volume_file("elsewhere", "data", "pid").exists());
 }

@@ -34,26 +34,15 @@ fn secret(pairs: &[(&str, &str)]) -> Credentials {
 }
 
 fn storage() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("cdkube-storage-")
-        .tempdir()
-        .unwrap()
+    tempfile::Builder::new().prefix("cdkube-storage-").tempdir().unwrap()
 }
 
 /// Probe and expect `kind`; also checks the message never leaks `secrets`.
-async fn probe_fails(
-    engine: &Engine,
-    spec: &RemoteSpec,
-    kind: ErrorKind,
-    secrets: &[&str],
-) -> Error {
+async fn probe_fails(engine: &Engine, spec: &RemoteSpec, kind: ErrorKind, secrets: &[&str]) -> Error {
     let err = engine.probe(spec).await.expect_err("probe should fail");
     assert_eq!(err.kind(), kind, "unexpected kind for {}: {err}", spec.url);
     for secret in secrets {
-        assert!(
-            !err.to_string().contains(secret),
-            "message leaks a secret: {err}"
-        );
+        assert!(!err.to_string().contains(secret), "message leaks a secret: {err}");
     }
     err
 }
@@ -64,14 +53,8 @@ async fn probes_local_paths_and_file_urls() {
     let up = repos.create("local");
     let dir = storage();
     let engine = engine(dir.path());
-    for url in [
-        up.bare_path().to_owned(),
-        format!("file://{}", up.bare_path()),
-    ] {
-        let head = engine
-            .probe(&spec(&url, None, Credentials::none()))
-            .await
-            .unwrap();
+    for url in [up.bare_path().to_owned(), format!("file://{}", up.bare_path())] {
+        let head = engine.probe(&spec(&url, None, Credentials::none())).await.unwrap();
         assert_eq!(head.revision(), format!("main@sha1:{}", up.head()));
     }
     let missing = spec(
@@ -98,21 +81,14 @@ async fn probes_over_git_daemon() {
         .unwrap();
     assert_eq!(head.branch, "main", "remote HEAD names main");
     let head = engine
-        .probe(&spec(
-            &daemon.url("daemon"),
-            Some("feature"),
-            Credentials::none(),
-        ))
+        .probe(&spec(&daemon.url("daemon"), Some("feature"), Credentials::none()))
         .await
         .unwrap();
     assert_eq!(head.revision(), format!("feature@sha1:{feature}"));
 
     let missing = spec(&daemon.url("nope"), None, Credentials::none());
     let err = probe_fails(&engine, &missing, ErrorKind::RepositoryNotFound, &[]).await;
-    assert!(
-        err.message().contains("git://127.0.0.1"),
-        "names the URL: {err}"
-    );
+    assert!(err.message().contains("git://127.0.0.1"), "names the URL: {err}");
     let no_branch = spec(&daemon.url("daemon"), Some("gone"), Credentials::none());
     let err = probe_fails(&engine, &no_branch, ErrorKind::BranchNotFound, &[]).await;
     assert!(err.message().contains("`gone`"), "{err}");
@@ -206,11 +182,7 @@ async fn probes_over_https_with_a_private_ca_from_the_secret() {
     let ca = https.ca_pem();
 
     let head = engine
-        .probe(&spec(
-            &https.url("git", "tls"),
-            None,
-            secret(&[("ca.crt", &ca)]),
-        ))
+        .probe(&spec(&https.url("git", "tls"), None, secret(&[("ca.crt", &ca)])))
         .await
         .unwrap();
     assert_eq!(head.sha, up.head());
@@ -223,11 +195,7 @@ async fn probes_over_https_with_a_private_ca_from_the_secret() {
             .sha,
         up.head()
     );
-    let wrong = secret(&[
-        ("username", USER),
-        ("password", "nope-nope"),
-        ("ca.crt", &ca),
-    ]);
+    let wrong = secret(&[("username", USER), ("password", "nope-nope"), ("ca.crt", &ca)]);
     probe_fails(
         &engine,
         &spec(&https.url("basic", "tls"), None, wrong),
@@ -268,10 +236,7 @@ async fn probes_over_ssh_with_strict_host_keys() {
     let scp = spec(&sshd.scp_url(&up.bare), Some("main"), creds.clone());
     assert_eq!(engine.probe(&scp).await.unwrap().sha, up.head());
 
-    let wrong_host = secret(&[
-        ("identity", &sshd.identity),
-        ("known_hosts", &sshd.wrong_known_hosts),
-    ]);
+    let wrong_host = secret(&[("identity", &sshd.identity), ("known_hosts", &sshd.wrong_known_hosts)]);
     let err = probe_fails(
         &engine,
         &spec(&sshd.url(&up.bare), None, wrong_host),
@@ -341,10 +306,7 @@ async fn fetches_incrementally_and_survives_force_push_and_branch_deletion() {
         (first.as_str(), None)
     );
     // Shallow: one commit, its tree and blobs (22 files), not 23 commits of history.
-    assert!(
-        fetched.objects_received < 40,
-        "first fetch is shallow: {fetched:?}"
-    );
+    assert!(fetched.objects_received < 40, "first fetch is shallow: {fetched:?}");
     let info = engine.commit_info(&release, &first).await.unwrap();
     assert_eq!(
         (info.subject.as_str(), info.author_name.as_str()),
@@ -367,30 +329,17 @@ async fn fetches_incrementally_and_survives_force_push_and_branch_deletion() {
 
     let rewritten = up.force_push_rewrite("release v2, rewritten");
     let forced = engine.fetch(&release).await.unwrap();
+    assert_eq!((forced.head.sha.as_str(), forced.forced), (rewritten.as_str(), true));
     assert_eq!(
-        (forced.head.sha.as_str(), forced.forced),
-        (rewritten.as_str(), true)
-    );
-    assert_eq!(
-        engine
-            .commit_info(&release, &rewritten)
-            .await
-            .unwrap()
-            .subject,
+        engine.commit_info(&release, &rewritten).await.unwrap().subject,
         "release v2, rewritten"
     );
 
     up.checkout("main");
     up.delete_remote_branch("release");
-    let err = engine
-        .fetch(&release)
-        .await
-        .expect_err("the branch is gone");
+    let err = engine.fetch(&release).await.expect_err("the branch is gone");
     assert_eq!(err.kind(), ErrorKind::BranchNotFound, "{err}");
-    assert!(
-        err.message().contains(&rewritten),
-        "names the commit kept: {err}"
-    );
+    assert!(err.message().contains(&rewritten), "names the commit kept: {err}");
     let probe = engine.probe(&release).await.expect_err("probe agrees");
     assert_eq!(probe.kind(), ErrorKind::BranchNotFound);
     // The last good state is still there to build from.
@@ -417,13 +366,7 @@ async fn caches_stay_bounded_and_heal() {
             .path();
         std::fs::read_dir(cache.join("objects/pack"))
             .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "pack")
-            })
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "pack"))
             .count()
     };
     let mut previous = engine.fetch(&source).await.unwrap().head.sha;
@@ -451,14 +394,7 @@ async fn caches_stay_bounded_and_heal() {
     std::fs::remove_dir_all(cache.join("objects")).unwrap();
     let healed = engine.fetch(&source).await.unwrap();
     assert!(healed.recloned && healed.head.sha == previous, "{healed:?}");
-    assert_eq!(
-        engine
-            .commit_info(&source, &previous)
-            .await
-            .unwrap()
-            .subject,
-        "round 3"
-    );
+    assert_eq!(engine.commit_info(&source, &previous).await.unwrap().subject, "round 3");
 }
 
 #[tokio::test]
@@ -505,20 +441,14 @@ async fn exports_are_deterministic_and_keep_modes_and_symlinks() {
         .export(&source, &sha, &a.path().join("out/again.tar.gz"))
         .await
         .unwrap();
-    let other = two
-        .export(&source, &sha, &b.path().join("other.tar.gz"))
-        .await
-        .unwrap();
+    let other = two.export(&source, &sha, &b.path().join("other.tar.gz")).await.unwrap();
     assert!(
         first.digest.starts_with("sha256:") && first.digest.len() == 71,
         "{first:?}"
     );
     assert_eq!(first.digest, again.digest, "same cache, same bytes");
     assert_eq!(first.digest, other.digest, "another cache, same bytes");
-    assert_eq!(
-        std::fs::read(&first.path).unwrap(),
-        std::fs::read(&other.path).unwrap()
-    );
+    assert_eq!(std::fs::read(&first.path).unwrap(), std::fs::read(&other.path).unwrap());
     assert_eq!(first.size, std::fs::metadata(&first.path).unwrap().len());
     let sha256 = support::run("sha256sum", &[first.path.to_str().unwrap()], a.path());
     assert_eq!(
@@ -531,12 +461,7 @@ async fn exports_are_deterministic_and_keep_modes_and_symlinks() {
     std::fs::create_dir_all(&x).unwrap();
     support::run(
         "tar",
-        &[
-            "-xzf",
-            first.path.to_str().unwrap(),
-            "-C",
-            x.to_str().unwrap(),
-        ],
+        &["-xzf", first.path.to_str().unwrap(), "-C", x.to_str().unwrap()],
         a.path(),
     );
     use std::os::unix::fs::PermissionsExt;
@@ -553,15 +478,9 @@ async fn exports_are_deterministic_and_keep_modes_and_symlinks() {
         .trim()
         .parse::<u64>()
         .unwrap();
-    let mtime = std::fs::metadata(x.join("src/lib.rs"))
-        .unwrap()
-        .modified()
-        .unwrap();
+    let mtime = std::fs::metadata(x.join("src/lib.rs")).unwrap().modified().unwrap();
     assert_eq!(
-        mtime
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
+        mtime.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
         commit_time,
         "mtime = commit time"
     );
@@ -594,25 +513,13 @@ async fn unreachable_hosts_time_out_on_every_network_transport() {
     );
     let ssh_creds = secret(&[("known_hosts", &known_hosts)]);
     for (url, creds) in [
-        (
-            format!("git://127.0.0.1:{}/r.git", hole.port),
-            Credentials::none(),
-        ),
-        (
-            format!("http://127.0.0.1:{}/r.git", hole.port),
-            Credentials::none(),
-        ),
-        (
-            format!("ssh://git@127.0.0.1:{}/r.git", hole.port),
-            ssh_creds,
-        ),
+        (format!("git://127.0.0.1:{}/r.git", hole.port), Credentials::none()),
+        (format!("http://127.0.0.1:{}/r.git", hole.port), Credentials::none()),
+        (format!("ssh://git@127.0.0.1:{}/r.git", hole.port), ssh_creds),
     ] {
-        let outcome = tokio::time::timeout(
-            Duration::from_secs(20),
-            engine.probe(&spec(&url, None, creds)),
-        )
-        .await
-        .expect("the engine's own deadline ends the probe");
+        let outcome = tokio::time::timeout(Duration::from_secs(20), engine.probe(&spec(&url, None, creds)))
+            .await
+            .expect("the engine's own deadline ends the probe");
         let err = outcome.expect_err("nothing answers");
         assert_eq!(err.kind(), ErrorKind::Timeout, "{url}: {err}");
         assert!(err.retryable());
@@ -685,11 +592,7 @@ async fn http_probes_to_one_host_share_a_connection_and_one_request() {
     let probe_all = || async {
         for i in 0..5 {
             engine
-                .probe(&spec(
-                    &http.url("git", &format!("r{i}")),
-                    None,
-                    Credentials::none(),
-                ))
+                .probe(&spec(&http.url("git", &format!("r{i}")), None, Credentials::none()))
                 .await
                 .unwrap();
         }
@@ -705,10 +608,7 @@ async fn http_probes_to_one_host_share_a_connection_and_one_request() {
     probe_all().await;
     let requests = http.requests();
     assert_eq!(requests.len(), 15, "{requests:?}");
-    assert!(
-        requests[10..].iter().all(|r| r.method == "POST"),
-        "{requests:?}"
-    );
+    assert!(requests[10..].iter().all(|r| r.method == "POST"), "{requests:?}");
     let ports: std::collections::BTreeSet<u16> = requests.iter().map(|r| r.client_port).collect();
     assert_eq!(
         ports.len(),
@@ -727,10 +627,7 @@ async fn http_probes_to_one_host_share_a_connection_and_one_request() {
     // … so the next probe asks the server for them again.
     std::fs::rename(&hidden, repos.root().join("r0.git")).unwrap();
     engine.probe(&r0).await.unwrap();
-    let methods: Vec<String> = http.requests()[15..]
-        .iter()
-        .map(|r| r.method.clone())
-        .collect();
+    let methods: Vec<String> = http.requests()[15..].iter().map(|r| r.method.clone()).collect();
     assert_eq!(methods, ["POST", "GET", "POST"]);
 }
 
@@ -794,11 +691,7 @@ fn cli_probe_reads_a_secret_manifest_for_ssh() {
     let sshd = SshServer::start();
     let dir = storage();
     let manifest = dir.path().join("secret.yaml");
-    let indent = |text: &str| {
-        text.lines()
-            .map(|l| format!("    {l}\n"))
-            .collect::<String>()
-    };
+    let indent = |text: &str| text.lines().map(|l| format!("    {l}\n")).collect::<String>();
     std::fs::write(
         &manifest,
         format!(
@@ -835,10 +728,7 @@ fn cli_probe_explains_bad_input() {
     let missing = dir.path().join("missing.env");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["probe", "https://"], "malformed repository URL"),
-        (
-            vec!["probe", "ftp://example.com/r.git"],
-            "unsupported URL scheme `ftp`",
-        ),
+        (vec!["probe", "ftp://example.com/r.git"], "unsupported URL scheme `ftp`"),
         (
             vec!["probe", "https://example.com/r.git", "--branch", ""],
             "branch name is empty",

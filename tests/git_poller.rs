@@ -56,11 +56,7 @@ async fn subscriptions_on_the_same_key_share_one_probe() {
     let sweep = poller.sweep().await;
     assert_eq!((sweep.probes, sweep.changed, sweep.failed), (4, 4, 0));
     assert_eq!(poller.probes_sent(), 4);
-    let posts = http
-        .requests()
-        .iter()
-        .filter(|r| r.method == "POST")
-        .count();
+    let posts = http.requests().iter().filter(|r| r.method == "POST").count();
     assert_eq!(
         posts,
         4,
@@ -103,10 +99,7 @@ async fn subscriptions_on_the_same_key_share_one_probe() {
         }
     }
     assert_eq!(poller.sweep().await.probes, 0);
-    assert!(
-        events.try_recv().is_err(),
-        "subscribing again emits nothing"
-    );
+    assert!(events.try_recv().is_err(), "subscribing again emits nothing");
     // Due again, nothing changed: 4 probes, no events.
     poller.trigger_all();
     assert_eq!(
@@ -117,41 +110,23 @@ async fn subscriptions_on_the_same_key_share_one_probe() {
             failed: 0
         }
     );
-    assert!(
-        events.try_recv().is_err(),
-        "an unchanged head emits nothing"
-    );
-    assert_eq!(
-        http.requests()
-            .iter()
-            .filter(|r| r.method == "POST")
-            .count(),
-        8
-    );
+    assert!(events.try_recv().is_err(), "an unchanged head emits nothing");
+    assert_eq!(http.requests().iter().filter(|r| r.method == "POST").count(), 8);
     // Both sweeps together used no more connections than probes ran at once in one sweep.
     let ports: BTreeSet<u16> = http.requests().iter().map(|r| r.client_port).collect();
-    assert!(
-        ports.len() <= 4,
-        "connections were reused across sweeps: {ports:?}"
-    );
+    assert!(ports.len() <= 4, "connections were reused across sweeps: {ports:?}");
 
     // A key with a single subscription survives that subscription being made again.
     let solo = || spec(&http.url("git", "beta"), None);
     let every_minute = || Schedule::parse_interval("1m").unwrap();
-    assert!(
-        poller
-            .subscribe("ns/solo", solo(), every_minute())
-            .is_none()
-    );
+    assert!(poller.subscribe("ns/solo", solo(), every_minute()).is_none());
     assert_eq!(poller.sweep().await.probes, 1);
     assert!(matches!(
         next_event(&mut events).await,
         Event::HeadChanged { old: None, .. }
     ));
     assert_eq!(
-        poller
-            .subscribe("ns/solo", solo(), every_minute())
-            .map(|h| h.sha),
+        poller.subscribe("ns/solo", solo(), every_minute()).map(|h| h.sha),
         Some(heads[1].clone())
     );
     assert_eq!(poller.sweep().await.probes, 0);
@@ -165,10 +140,7 @@ async fn subscriptions_on_the_same_key_share_one_probe() {
         Schedule::parse_interval("1m").unwrap(),
     );
     assert_eq!(known.map(|h| h.sha), Some(heads[0].clone()));
-    assert_eq!(
-        poller.head("ns/late").map(|h| h.sha),
-        Some(heads[0].clone())
-    );
+    assert_eq!(poller.head("ns/late").map(|h| h.sha), Some(heads[0].clone()));
     for name in names {
         for n in 0..10 {
             poller.unsubscribe(&format!("ns/{name}-{n}"));
@@ -216,10 +188,7 @@ async fn the_running_poller_reports_new_commits() {
     };
     assert_eq!(first.revision(), format!("main@sha1:{}", up.head()));
     let second = up.commit(&[("v2", "2")], "second");
-    assert!(
-        poller.trigger("default/app"),
-        "an explicit request polls now"
-    );
+    assert!(poller.trigger("default/app"), "an explicit request polls now");
     let event = next_event(&mut events).await;
     assert_eq!(
         event.to_string(),
@@ -263,11 +232,7 @@ async fn failing_keys_back_off_and_recover() {
                 ..
             } => {
                 assert_eq!(error.kind(), ErrorKind::RepositoryNotFound);
-                assert_eq!(
-                    retry_in,
-                    Duration::from_millis(expected),
-                    "failure {failures}"
-                );
+                assert_eq!(retry_in, Duration::from_millis(expected), "failure {failures}");
                 assert_eq!(subscribers, vec!["default/late".to_owned()]);
                 failed_at.push(Instant::now());
             }
@@ -289,9 +254,7 @@ async fn failing_keys_back_off_and_recover() {
                 break;
             }
             Event::ProbeFailed {
-                failures: 3,
-                retry_in,
-                ..
+                failures: 3, retry_in, ..
             } => assert_eq!(retry_in, Duration::from_secs(3)),
             other => panic!("unexpected {other}"),
         }
@@ -325,8 +288,7 @@ async fn a_trigger_during_a_probe_polls_again_after_it() {
         initial: Duration::from_secs(3600),
         max: Duration::from_secs(3600),
     };
-    let (poller, mut events) =
-        Poller::new(Engine::new(options).unwrap(), PollerOptions { backoff });
+    let (poller, mut events) = Poller::new(Engine::new(options).unwrap(), PollerOptions { backoff });
     let url = format!("git://127.0.0.1:{}/r.git", hole.port);
     poller.subscribe(
         "default/slow",

@@ -55,8 +55,15 @@ impl Kubectl {
 
     async fn run_with(&self, kubeconfig: &Path, args: &[&str]) -> Out {
         let mut cmd = tokio::process::Command::new(KUBECTL);
-        cmd.arg("--kubeconfig").arg(kubeconfig).arg("--cache-dir").arg(&self.cache).args(args);
-        cmd.env_remove("KUBECONFIG").env("HOME", &self.home).stdin(Stdio::null()).kill_on_drop(true);
+        cmd.arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .args(args);
+        cmd.env_remove("KUBECONFIG")
+            .env("HOME", &self.home)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
         let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
             .await
             .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish in 90s"))
@@ -70,7 +77,11 @@ impl Kubectl {
 
     async fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args).await;
-        assert_eq!(out.code, 0, "kubectl {args:?} failed:\nstdout: {}\nstderr: {}", out.stdout, out.stderr);
+        assert_eq!(
+            out.code, 0,
+            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+            out.stdout, out.stderr
+        );
         out.stdout
     }
 
@@ -87,7 +98,13 @@ fn path_str(p: &Path) -> &str {
 
 /// The header and the row of `name` in kubectl's table output, split on runs of spaces.
 fn table_row(output: &str, name: &str) -> (Vec<String>, Vec<String>) {
-    let split = |l: &str| l.split("   ").map(str::trim).filter(|c| !c.is_empty()).map(str::to_string).collect::<Vec<_>>();
+    let split = |l: &str| {
+        l.split("   ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
     let mut lines = output.lines();
     let header = split(lines.next().unwrap_or_default());
     let row = lines.find(|l| l.starts_with(name)).map(split).unwrap_or_default();
@@ -121,9 +138,15 @@ async fn pipeline_workflow_apply_get_describe_explain_delete() {
     let crd = crd_path();
 
     let out = k.ok(&["apply", "-f", path_str(&crd)]).await;
-    assert_eq!(out.trim(), "customresourcedefinition.apiextensions.k8s.io/pipelines.delivery.inge.4pr.es created");
+    assert_eq!(
+        out.trim(),
+        "customresourcedefinition.apiextensions.k8s.io/pipelines.delivery.inge.4pr.es created"
+    );
     let out = k.ok(&["apply", "-f", path_str(&crd)]).await;
-    assert_eq!(out.trim(), "customresourcedefinition.apiextensions.k8s.io/pipelines.delivery.inge.4pr.es unchanged");
+    assert_eq!(
+        out.trim(),
+        "customresourcedefinition.apiextensions.k8s.io/pipelines.delivery.inge.4pr.es unchanged"
+    );
 
     let manifest = fixture("doing-nothing.yaml");
     let out = k.ok(&["apply", "-f", path_str(&manifest)]).await;
@@ -131,7 +154,9 @@ async fn pipeline_workflow_apply_get_describe_explain_delete() {
 
     // Update: a changed targetVersion is a client-side apply merge patch.
     let changed = cluster.dir.path().join("doing-nothing-v2.yaml");
-    let text = std::fs::read_to_string(&manifest).expect("fixture").replace("targetVersion: \"0.1\"", "targetVersion: \"0.2\"");
+    let text = std::fs::read_to_string(&manifest)
+        .expect("fixture")
+        .replace("targetVersion: \"0.1\"", "targetVersion: \"0.2\"");
     std::fs::write(&changed, text).expect("write");
     let out = k.ok(&["apply", "-f", path_str(&changed)]).await;
     assert_eq!(out.trim(), "pipeline.delivery.inge.4pr.es/doing-nothing configured");
@@ -139,12 +164,24 @@ async fn pipeline_workflow_apply_get_describe_explain_delete() {
     let yaml = k.ok(&["get", "pipeline", "doing-nothing", "-o", "yaml"]).await;
     assert!(yaml.contains("targetVersion: \"0.2\""), "{yaml}");
     assert!(yaml.contains("generation: 2"), "spec change bumps generation:\n{yaml}");
-    assert!(yaml.contains("kubectl.kubernetes.io/last-applied-configuration"), "{yaml}");
+    assert!(
+        yaml.contains("kubectl.kubernetes.io/last-applied-configuration"),
+        "{yaml}"
+    );
 
     // The controller's view: status written through the status subresource.
     let status = json!({"status": {"phase": "Building", "builtShortCommit": "abc1234", "targetVersion": "0.1",
         "builtCommit": "abc1234def5678abc1234def5678abc1234def56"}});
-    k.ok(&["patch", "pipeline", "doing-nothing", "--subresource=status", "--type=merge", "-p", &status.to_string()]).await;
+    k.ok(&[
+        "patch",
+        "pipeline",
+        "doing-nothing",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ])
+    .await;
 
     let out = k.ok(&["get", "pipelines"]).await;
     let (header, row) = table_row(&out, "doing-nothing");
@@ -152,16 +189,30 @@ async fn pipeline_workflow_apply_get_describe_explain_delete() {
     assert_eq!(&row[..4], ["doing-nothing", "abc1234", "0.1", "Building"], "{out}");
     let out = k.ok(&["get", "pl", "-o", "wide"]).await;
     let (header, row) = table_row(&out, "doing-nothing");
-    assert_eq!(header, ["NAME", "COMMIT", "VERSION", "PHASE", "AGE", "REPO", "BRANCH"], "{out}");
+    assert_eq!(
+        header,
+        ["NAME", "COMMIT", "VERSION", "PHASE", "AGE", "REPO", "BRANCH"],
+        "{out}"
+    );
     assert_eq!(row[5], "http://github.com/inge4pres/just-a-test", "{out}");
     let out = k.ok(&["get", "cdkube"]).await;
-    assert_eq!(table_row(&out, "doing-nothing").1.first().map(String::as_str), Some("doing-nothing"), "category lookup:\n{out}");
+    assert_eq!(
+        table_row(&out, "doing-nothing").1.first().map(String::as_str),
+        Some("doing-nothing"),
+        "category lookup:\n{out}"
+    );
 
     // Events written by kube-rs's Recorder (events.k8s.io/v1) show up in describe (core/v1 view).
     let client = cluster.client().await;
     let pipelines: Api<cdkube::api::Pipeline> = Api::namespaced(client.clone(), "default");
     let pipeline = pipelines.get("doing-nothing").await.expect("get pipeline");
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "cdkube".into(), instance: None });
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "cdkube".into(),
+            instance: None,
+        },
+    );
     let event = Event {
         type_: EventType::Normal,
         reason: "BuildStarted".into(),
@@ -169,14 +220,26 @@ async fn pipeline_workflow_apply_get_describe_explain_delete() {
         action: "Build".into(),
         secondary: None,
     };
-    recorder.publish(&event, &pipeline.object_ref(&())).await.expect("publish");
-    recorder.publish(&event, &pipeline.object_ref(&())).await.expect("publish again (series)");
+    recorder
+        .publish(&event, &pipeline.object_ref(&()))
+        .await
+        .expect("publish");
+    recorder
+        .publish(&event, &pipeline.object_ref(&()))
+        .await
+        .expect("publish again (series)");
     let out = k.ok(&["describe", "pipeline", "doing-nothing"]).await;
     assert!(out.contains("Name:         doing-nothing"), "{out}");
     assert!(out.contains("Phase:") && out.contains("Building"), "{out}");
     assert!(out.contains("Built Short Commit:  abc1234"), "{out}");
-    let events = out.split("Events:").nth(1).unwrap_or_else(|| panic!("no Events section:\n{out}"));
-    assert!(events.contains("BuildStarted") && events.contains("Building commit abc1234 (0.1)"), "{out}");
+    let events = out
+        .split("Events:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no Events section:\n{out}"));
+    assert!(
+        events.contains("BuildStarted") && events.contains("Building commit abc1234 (0.1)"),
+        "{out}"
+    );
     assert!(events.contains("Normal"), "{out}");
 
     let out = k.ok(&["explain", "pipeline.spec"]).await;
@@ -188,7 +251,10 @@ async fn pipeline_workflow_apply_get_describe_explain_delete() {
     let out = k.ok(&["delete", "-f", path_str(&manifest)]).await;
     assert_eq!(out.trim(), "pipeline.delivery.inge.4pr.es \"doing-nothing\" deleted");
     let err = k.fails(&["get", "pipeline", "doing-nothing"]).await;
-    assert!(err.contains("pipelines.delivery.inge.4pr.es \"doing-nothing\" not found"), "{err}");
+    assert!(
+        err.contains("pipelines.delivery.inge.4pr.es \"doing-nothing\" not found"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,16 +267,54 @@ async fn server_side_apply_creates_and_updates() {
     k.ok(&["apply", "--server-side", "-f", path_str(&crd_path())]).await;
     let manifest = fixture("doing-nothing.yaml");
     let out = k.ok(&["apply", "--server-side", "-f", path_str(&manifest)]).await;
-    assert_eq!(out.trim(), "pipeline.delivery.inge.4pr.es/doing-nothing serverside-applied");
-    let out = k.ok(&["get", "pl", "doing-nothing", "-o", "jsonpath={.metadata.managedFields[0].manager}/{.metadata.managedFields[0].operation}"]).await;
+    assert_eq!(
+        out.trim(),
+        "pipeline.delivery.inge.4pr.es/doing-nothing serverside-applied"
+    );
+    let out = k
+        .ok(&[
+            "get",
+            "pl",
+            "doing-nothing",
+            "-o",
+            "jsonpath={.metadata.managedFields[0].manager}/{.metadata.managedFields[0].operation}",
+        ])
+        .await;
     assert_eq!(out, "kubectl/Apply");
     // A second manager changing an owned field conflicts, until forced.
     let changed = cluster.dir.path().join("v2.yaml");
-    std::fs::write(&changed, std::fs::read_to_string(&manifest).expect("read").replace("\"0.1\"", "\"0.3\"")).expect("write");
-    let err = k.fails(&["apply", "--server-side", "--field-manager=other", "-f", path_str(&changed)]).await;
-    assert!(err.contains("conflict with \"kubectl\"") && err.contains(".spec.targetVersion"), "{err}");
-    k.ok(&["apply", "--server-side", "--field-manager=other", "--force-conflicts", "-f", path_str(&changed)]).await;
-    let out = k.ok(&["get", "pl", "doing-nothing", "-o", "jsonpath={.spec.targetVersion}"]).await;
+    std::fs::write(
+        &changed,
+        std::fs::read_to_string(&manifest)
+            .expect("read")
+            .replace("\"0.1\"", "\"0.3\""),
+    )
+    .expect("write");
+    let err = k
+        .fails(&[
+            "apply",
+            "--server-side",
+            "--field-manager=other",
+            "-f",
+            path_str(&changed),
+        ])
+        .await;
+    assert!(
+        err.contains("conflict with \"kubectl\"") && err.contains(".spec.targetVersion"),
+        "{err}"
+    );
+    k.ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager=other",
+        "--force-conflicts",
+        "-f",
+        path_str(&changed),
+    ])
+    .await;
+    let out = k
+        .ok(&["get", "pl", "doing-nothing", "-o", "jsonpath={.spec.targetVersion}"])
+        .await;
     assert_eq!(out, "0.3");
 }
 
@@ -223,15 +327,29 @@ async fn invalid_manifests_are_rejected_with_the_field_named() {
     let k = Kubectl::new(&cluster);
     k.ok(&["apply", "-f", path_str(&crd_path())]).await;
     let cases = [
-        ("history-limit-too-high.yaml", "spec.historyLimit: Invalid value: 500: spec.historyLimit in body should be less than or equal to 100"),
-        ("history-limit-not-a-number.yaml", "spec.historyLimit: Invalid value: \"string\": spec.historyLimit in body must be of type integer: \"string\""),
+        (
+            "history-limit-too-high.yaml",
+            "spec.historyLimit: Invalid value: 500: spec.historyLimit in body should be less than or equal to 100",
+        ),
+        (
+            "history-limit-not-a-number.yaml",
+            "spec.historyLimit: Invalid value: \"string\": spec.historyLimit in body must be of type integer: \"string\"",
+        ),
         ("missing-repo.yaml", "spec.repo: Required value"),
-        ("interval-and-schedule.yaml", "interval and schedule are mutually exclusive"),
-        ("unknown-concurrency-policy.yaml", "spec.concurrencyPolicy: Unsupported value"),
+        (
+            "interval-and-schedule.yaml",
+            "interval and schedule are mutually exclusive",
+        ),
+        (
+            "unknown-concurrency-policy.yaml",
+            "spec.concurrencyPolicy: Unsupported value",
+        ),
         ("misspelled-field.yaml", "unknown field \"spec."),
     ];
     for (file, expected) in cases {
-        let err = k.fails(&["apply", "-f", path_str(&fixture(&format!("invalid/{file}")))]).await;
+        let err = k
+            .fails(&["apply", "-f", path_str(&fixture(&format!("invalid/{file}")))])
+            .await;
         assert!(err.contains(expected), "{file}: expected {expected:?} in:\n{err}");
     }
     let out = k.ok(&["get", "pipelines"]).await;
@@ -265,11 +383,19 @@ async fn logs_of_a_finished_pod_and_its_status_column() {
     let status = json!({"status": {"phase": "Succeeded", "containerStatuses": [{"name": "build", "image": "busybox", "imageID": "",
         "ready": false, "restartCount": 0, "started": false,
         "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}}}]}});
-    pods.patch_status("builder", &PatchParams::default(), &Patch::Merge(&status)).await.expect("status");
+    pods.patch_status("builder", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("status");
 
     assert_eq!(k.ok(&["logs", "builder"]).await, "building something... now I'm done\n");
-    assert_eq!(k.ok(&["logs", "-f", "builder", "-c", "build"]).await, "building something... now I'm done\n");
-    assert_eq!(k.ok(&["logs", "--tail=1", "pod/builder"]).await, "building something... now I'm done\n");
+    assert_eq!(
+        k.ok(&["logs", "-f", "builder", "-c", "build"]).await,
+        "building something... now I'm done\n"
+    );
+    assert_eq!(
+        k.ok(&["logs", "--tail=1", "pod/builder"]).await,
+        "building something... now I'm done\n"
+    );
     let out = k.ok(&["get", "pods"]).await;
     let (header, row) = table_row(&out, "builder");
     assert_eq!(header, ["NAME", "READY", "STATUS", "RESTARTS", "AGE"], "{out}");
@@ -282,7 +408,10 @@ async fn logs_of_a_finished_pod_and_its_status_column() {
 }
 
 async fn next_line(lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>) -> Option<String> {
-    tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.expect("line in time").expect("read")
+    tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("line in time")
+        .expect("read")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,20 +422,28 @@ async fn follow_ends_when_the_container_terminates() {
     let cluster = Cluster::start().await;
     let k = Kubectl::new(&cluster);
     let pods: Api<Pod> = Api::namespaced(cluster.client().await, "default");
-    let pod: Pod = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "runner"},
-        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox"}]}})).expect("pod");
+    let pod: Pod = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "runner"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox"}]}}),
+    )
+    .expect("pod");
     pods.create(&Default::default(), &pod).await.expect("create");
     let log = cdkube::embedded::logs::container_log_path(&cluster.state_dir(), "default", "runner", "main");
     std::fs::create_dir_all(log.parent().expect("parent")).expect("mkdir");
     std::fs::write(&log, "line 1\n").expect("write");
     let running = json!({"status": {"phase": "Running", "containerStatuses": [{"name": "main", "image": "busybox", "imageID": "",
         "ready": true, "restartCount": 0, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}});
-    pods.patch_status("runner", &PatchParams::default(), &Patch::Merge(&running)).await.expect("running");
+    pods.patch_status("runner", &PatchParams::default(), &Patch::Merge(&running))
+        .await
+        .expect("running");
 
     let kubeconfig = k.kubeconfig.clone();
     let cache = k.cache.clone();
     let mut follow = tokio::process::Command::new(KUBECTL)
-        .arg("--kubeconfig").arg(&kubeconfig).arg("--cache-dir").arg(&cache)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--cache-dir")
+        .arg(&cache)
         .args(["logs", "-f", "runner"])
         .env("HOME", &k.home)
         .stdout(Stdio::piped())
@@ -322,9 +459,14 @@ async fn follow_ends_when_the_container_terminates() {
     let done = json!({"status": {"phase": "Failed", "containerStatuses": [{"name": "main", "image": "busybox", "imageID": "",
         "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 3, "reason": "Error",
         "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:01Z"}}}]}});
-    pods.patch_status("runner", &PatchParams::default(), &Patch::Merge(&done)).await.expect("terminated");
+    pods.patch_status("runner", &PatchParams::default(), &Patch::Merge(&done))
+        .await
+        .expect("terminated");
     assert_eq!(next_line(&mut lines).await, None, "the stream ends after termination");
-    let status = tokio::time::timeout(Duration::from_secs(30), follow.wait()).await.expect("follow ends").expect("wait");
+    let status = tokio::time::timeout(Duration::from_secs(30), follow.wait())
+        .await
+        .expect("follow ends")
+        .expect("wait");
     assert!(status.success());
     let out = k.ok(&["get", "pod", "runner"]).await;
     assert_eq!(table_row(&out, "runner").1[2], "Error", "{out}");
@@ -343,10 +485,17 @@ async fn requests_without_the_token_get_401() {
     std::fs::write(&no_token, text.replace(cluster.server.token(), "wrong-token")).expect("write");
     let out = k.run_with(&no_token, &["get", "pods"]).await;
     assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("error: You must be logged in to the server"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("error: You must be logged in to the server"),
+        "{}",
+        out.stderr
+    );
 
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(cluster.server.kubeconfig_path()).expect("stat").permissions().mode();
+    let mode = std::fs::metadata(cluster.server.kubeconfig_path())
+        .expect("stat")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
 
@@ -360,15 +509,38 @@ async fn create_secret_configmap_and_namespace_from_the_cli() {
     // kubectl's typed clients send these as protobuf.
     let out = k.ok(&["create", "namespace", "team"]).await;
     assert_eq!(out.trim(), "namespace/team created");
-    let out = k.ok(&["-n", "team", "create", "secret", "generic", "git-creds", "--from-literal=username=bot", "--from-literal=password=s3cr3t"]).await;
+    let out = k
+        .ok(&[
+            "-n",
+            "team",
+            "create",
+            "secret",
+            "generic",
+            "git-creds",
+            "--from-literal=username=bot",
+            "--from-literal=password=s3cr3t",
+        ])
+        .await;
     assert_eq!(out.trim(), "secret/git-creds created");
-    let out = k.ok(&["-n", "team", "get", "secret", "git-creds", "-o", "jsonpath={.data.password}"]).await;
+    let out = k
+        .ok(&[
+            "-n",
+            "team",
+            "get",
+            "secret",
+            "git-creds",
+            "-o",
+            "jsonpath={.data.password}",
+        ])
+        .await;
     assert_eq!(out, "czNjcjN0");
     let out = k.ok(&["-n", "team", "get", "secrets"]).await;
     let (header, row) = table_row(&out, "git-creds");
     assert_eq!(header, ["NAME", "TYPE", "DATA", "AGE"], "{out}");
     assert_eq!(&row[..3], ["git-creds", "Opaque", "2"], "{out}");
-    let out = k.ok(&["-n", "team", "create", "configmap", "settings", "--from-literal=a=1"]).await;
+    let out = k
+        .ok(&["-n", "team", "create", "configmap", "settings", "--from-literal=a=1"])
+        .await;
     assert_eq!(out.trim(), "configmap/settings created");
     let err = k.fails(&["create", "namespace", "team"]).await;
     assert!(err.contains("namespaces \"team\" already exists"), "{err}");

@@ -65,7 +65,11 @@ impl ConditionStatus {
 
 impl From<bool> for ConditionStatus {
     fn from(value: bool) -> Self {
-        if value { ConditionStatus::True } else { ConditionStatus::False }
+        if value {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        }
     }
 }
 
@@ -101,8 +105,15 @@ pub fn set_condition(
                 || existing.message != wanted.message
                 || existing.observed_generation != wanted.observed_generation;
             if changed {
-                let since = if flipped { wanted.last_transition_time.clone() } else { existing.last_transition_time.clone() };
-                *existing = Condition { last_transition_time: since, ..wanted };
+                let since = if flipped {
+                    wanted.last_transition_time.clone()
+                } else {
+                    existing.last_transition_time.clone()
+                };
+                *existing = Condition {
+                    last_transition_time: since,
+                    ..wanted
+                };
             }
             changed
         }
@@ -132,15 +143,51 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_status_flips() {
         let mut conditions = Vec::new();
-        assert!(set_condition(&mut conditions, READY, ConditionStatus::False, reason::PROGRESSING, "polling", Some(1), &at(10)));
-        assert!(!set_condition(&mut conditions, READY, ConditionStatus::False, reason::PROGRESSING, "polling", Some(1), &at(20)));
+        assert!(set_condition(
+            &mut conditions,
+            READY,
+            ConditionStatus::False,
+            reason::PROGRESSING,
+            "polling",
+            Some(1),
+            &at(10)
+        ));
+        assert!(!set_condition(
+            &mut conditions,
+            READY,
+            ConditionStatus::False,
+            reason::PROGRESSING,
+            "polling",
+            Some(1),
+            &at(20)
+        ));
         assert_eq!(conditions[0].last_transition_time, at(10));
 
-        assert!(set_condition(&mut conditions, READY, ConditionStatus::False, reason::BUILD_FAILED, "exit 1", Some(1), &at(30)));
-        assert_eq!(conditions[0].last_transition_time, at(10), "a new reason alone is not a transition");
+        assert!(set_condition(
+            &mut conditions,
+            READY,
+            ConditionStatus::False,
+            reason::BUILD_FAILED,
+            "exit 1",
+            Some(1),
+            &at(30)
+        ));
+        assert_eq!(
+            conditions[0].last_transition_time,
+            at(10),
+            "a new reason alone is not a transition"
+        );
         assert_eq!(conditions[0].reason, reason::BUILD_FAILED);
 
-        assert!(set_condition(&mut conditions, READY, ConditionStatus::True, reason::SUCCEEDED, "built", Some(1), &at(40)));
+        assert!(set_condition(
+            &mut conditions,
+            READY,
+            ConditionStatus::True,
+            reason::SUCCEEDED,
+            "built",
+            Some(1),
+            &at(40)
+        ));
         assert_eq!(conditions[0].last_transition_time, at(40));
         assert_eq!(conditions[0].status, "True");
         assert_eq!(conditions.len(), 1);
@@ -149,8 +196,19 @@ mod tests {
     #[test]
     fn remove_and_find() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, STALLED, true.into(), reason::INVALID_SPEC, "bad", None, &at(1));
-        assert_eq!(find_condition(&conditions, STALLED).map(|c| c.status.as_str()), Some("True"));
+        set_condition(
+            &mut conditions,
+            STALLED,
+            true.into(),
+            reason::INVALID_SPEC,
+            "bad",
+            None,
+            &at(1),
+        );
+        assert_eq!(
+            find_condition(&conditions, STALLED).map(|c| c.status.as_str()),
+            Some("True")
+        );
         assert!(remove_condition(&mut conditions, STALLED));
         assert!(!remove_condition(&mut conditions, STALLED));
         assert!(find_condition(&conditions, STALLED).is_none());

@@ -44,13 +44,21 @@ pub enum Outcome {
 impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Document 0 stands for the file as a whole (it could not be read).
-        let at = if self.document == 0 { self.file.clone() } else { format!("{}: document {}", self.file, self.document) };
+        let at = if self.document == 0 {
+            self.file.clone()
+        } else {
+            format!("{}: document {}", self.file, self.document)
+        };
         match &self.outcome {
             Outcome::Valid { name } => write!(f, "{at}: Pipeline {name:?} is valid"),
             Outcome::Skipped { kind } => write!(f, "{at}: skipped {kind} (not a Pipeline)"),
             Outcome::Invalid { errors } => {
                 let line = |e: &FieldError| {
-                    if e.path.is_empty() { format!("{at}: {}", e.message) } else { format!("{at}: {e}") }
+                    if e.path.is_empty() {
+                        format!("{at}: {}", e.message)
+                    } else {
+                        format!("{at}: {e}")
+                    }
                 };
                 let lines: Vec<String> = errors.iter().map(line).collect();
                 write!(f, "{}", lines.join("\n"))
@@ -80,7 +88,14 @@ pub fn check_files(paths: &[String], options: Options) -> Vec<Entry> {
     for path in paths {
         match read(path) {
             Ok(text) => split_documents(path, &text, &mut documents, &mut entries),
-            Err(e) => entries.push(invalid(path, 0, FieldError { path: String::new(), message: e })),
+            Err(e) => entries.push(invalid(
+                path,
+                0,
+                FieldError {
+                    path: String::new(),
+                    message: e,
+                },
+            )),
         }
     }
     let secrets = collect_secrets(&documents);
@@ -100,12 +115,20 @@ pub fn check_str(name: &str, text: &str, options: Options) -> Vec<Entry> {
 }
 
 fn read(path: &str) -> Result<String, String> {
-    let result = if path == "-" { std::io::read_to_string(std::io::stdin()) } else { std::fs::read_to_string(path) };
+    let result = if path == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    };
     result.map_err(|e| format!("cannot read: {e}"))
 }
 
 fn invalid(file: &str, document: usize, error: FieldError) -> Entry {
-    Entry { file: file.to_string(), document, outcome: Outcome::Invalid { errors: vec![error] } }
+    Entry {
+        file: file.to_string(),
+        document,
+        outcome: Outcome::Invalid { errors: vec![error] },
+    }
 }
 
 fn split_documents(file: &str, text: &str, documents: &mut Vec<Document>, entries: &mut Vec<Entry>) {
@@ -117,13 +140,31 @@ fn split_documents(file: &str, text: &str, documents: &mut Vec<Document>, entrie
             Ok(value) => value,
             Err(e) => {
                 // The YAML stream is broken from here on; later documents cannot be located reliably.
-                entries.push(invalid(file, index, FieldError { path: "yaml".into(), message: e.to_string() }));
+                entries.push(invalid(
+                    file,
+                    index,
+                    FieldError {
+                        path: "yaml".into(),
+                        message: e.to_string(),
+                    },
+                ));
                 return;
             }
         };
         match serde_json::to_value(&value) {
-            Ok(value) => documents.push(Document { file: file.to_string(), index, value }),
-            Err(e) => entries.push(invalid(file, index, FieldError { path: "yaml".into(), message: e.to_string() })),
+            Ok(value) => documents.push(Document {
+                file: file.to_string(),
+                index,
+                value,
+            }),
+            Err(e) => entries.push(invalid(
+                file,
+                index,
+                FieldError {
+                    path: "yaml".into(),
+                    message: e.to_string(),
+                },
+            )),
         }
     }
 }
@@ -131,11 +172,26 @@ fn split_documents(file: &str, text: &str, documents: &mut Vec<Document>, entrie
 /// Secrets in the input by (namespace, name), with `data` and `stringData` merged as the API server does.
 fn collect_secrets(documents: &[Document]) -> BTreeMap<(String, String), BTreeMap<String, Vec<u8>>> {
     let mut secrets = BTreeMap::new();
-    for doc in documents.iter().filter(|d| d.value["kind"] == "Secret" && d.value["apiVersion"] == "v1") {
-        let Ok(secret) = serde_json::from_value::<Secret>(doc.value.clone()) else { continue };
-        let mut data: BTreeMap<String, Vec<u8>> =
-            secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-        data.extend(secret.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+    for doc in documents
+        .iter()
+        .filter(|d| d.value["kind"] == "Secret" && d.value["apiVersion"] == "v1")
+    {
+        let Ok(secret) = serde_json::from_value::<Secret>(doc.value.clone()) else {
+            continue;
+        };
+        let mut data: BTreeMap<String, Vec<u8>> = secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        data.extend(
+            secret
+                .string_data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes())),
+        );
         let key = (namespace_of(&doc.value), secret.metadata.name.unwrap_or_default());
         secrets.insert(key, data);
     }
@@ -154,14 +210,24 @@ fn check_document(
     let kind = doc.value["kind"].as_str().unwrap_or("").to_string();
     let namespace = namespace_of(&doc.value);
     let outcome = if kind != "Pipeline" {
-        Outcome::Skipped { kind: if kind.is_empty() { "a document without kind".into() } else { kind } }
+        Outcome::Skipped {
+            kind: if kind.is_empty() {
+                "a document without kind".into()
+            } else {
+                kind
+            },
+        }
     } else {
         match check_pipeline(doc.value, secrets, &namespace, options) {
             Ok(name) => Outcome::Valid { name },
             Err(errors) => Outcome::Invalid { errors },
         }
     };
-    Entry { file: doc.file, document: doc.index, outcome }
+    Entry {
+        file: doc.file,
+        document: doc.index,
+        outcome,
+    }
 }
 
 fn check_pipeline(
@@ -172,7 +238,10 @@ fn check_pipeline(
 ) -> Result<String, Vec<FieldError>> {
     if value["apiVersion"] != API_VERSION {
         let message = format!("must be {API_VERSION}, got {}", value["apiVersion"]);
-        return Err(vec![FieldError { path: "apiVersion".into(), message }]);
+        return Err(vec![FieldError {
+            path: "apiVersion".into(),
+            message,
+        }]);
     }
     let pipeline: Pipeline = decode_strict(value)?;
     let mut errors = check_name(&pipeline);
@@ -185,17 +254,27 @@ fn check_pipeline(
     {
         errors.extend(found);
     }
-    if errors.is_empty() { Ok(pipeline.metadata.name.unwrap_or_default()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(pipeline.metadata.name.unwrap_or_default())
+    } else {
+        Err(errors)
+    }
 }
 
 fn check_name(pipeline: &Pipeline) -> Vec<FieldError> {
     let meta = &pipeline.metadata;
-    let error = |path: &str, message: &str| vec![FieldError { path: path.into(), message: message.into() }];
+    let error = |path: &str, message: &str| {
+        vec![FieldError {
+            path: path.into(),
+            message: message.into(),
+        }]
+    };
     match (&meta.name, &meta.generate_name) {
         (None, None) => error("metadata.name", "is required"),
-        (Some(name), _) if !validation::is_dns_subdomain(name) => {
-            error("metadata.name", "must be lowercase letters, digits, '-' and '.', at most 253 characters")
-        }
+        (Some(name), _) if !validation::is_dns_subdomain(name) => error(
+            "metadata.name",
+            "must be lowercase letters, digits, '-' and '.', at most 253 characters",
+        ),
         _ => Vec::new(),
     }
 }
@@ -209,7 +288,10 @@ fn decode_strict<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Vec
         .into_iter()
         // apiVersion and kind were checked already; status is the controller's and ignored on apply.
         .filter(|path| !matches!(path.as_str(), "apiVersion" | "kind") && !path.starts_with("status"))
-        .map(|path| FieldError { path, message: "unknown field".into() })
+        .map(|path| FieldError {
+            path,
+            message: "unknown field".into(),
+        })
         .collect();
     match decoded {
         Ok(decoded) if errors.is_empty() => Ok(decoded),
@@ -225,9 +307,19 @@ fn decode_strict<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Vec
 fn type_error(e: serde_path_to_error::Error<serde_json::Error>) -> FieldError {
     let path = e.path().to_string();
     let message = e.inner().to_string();
-    if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
-        let path = if path == "." { field.to_string() } else { format!("{path}.{field}") };
-        return FieldError { path, message: "is required".into() };
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.split('`').next())
+    {
+        let path = if path == "." {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        };
+        return FieldError {
+            path,
+            message: "is required".into(),
+        };
     }
     FieldError { path, message }
 }

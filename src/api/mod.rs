@@ -8,8 +8,7 @@ mod status;
 pub mod validation;
 
 pub use pipeline::{
-    ConcurrencyPolicy, DEFAULT_HISTORY_LIMIT, DEFAULT_INTERVAL, DEFAULT_TIMEOUT, Pipeline, PipelineSpec,
-    SecretRef,
+    ConcurrencyPolicy, DEFAULT_HISTORY_LIMIT, DEFAULT_INTERVAL, DEFAULT_TIMEOUT, Pipeline, PipelineSpec, SecretRef,
 };
 pub use status::{Artifact, PipelinePhase, PipelineStatus, Run, RunPhase, Trigger};
 pub use validation::{FieldError, validate};

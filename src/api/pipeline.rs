@@ -36,12 +36,39 @@ pub const HISTORY_LIMIT_RANGE: std::ops::RangeInclusive<i32> = 1..=100;
     status = "PipelineStatus",
     derive = "PartialEq",
     doc = "A Pipeline follows a branch of a Git repository and builds each new commit in a builder Pod; its status is the commit-hash audit trail of what was built.",
-    printcolumn(name = "Commit", type_ = "string", json_path = ".status.builtShortCommit", description = "Short hash of the last successfully built commit"),
-    printcolumn(name = "Version", type_ = "string", json_path = ".status.targetVersion", description = "Target version of the last successful build"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Phase of the Pipeline"),
+    printcolumn(
+        name = "Commit",
+        type_ = "string",
+        json_path = ".status.builtShortCommit",
+        description = "Short hash of the last successfully built commit"
+    ),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.targetVersion",
+        description = "Target version of the last successful build"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Phase of the Pipeline"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "Repo", type_ = "string", json_path = ".spec.repo", priority = "1", description = "Git repository URL"),
-    printcolumn(name = "Branch", type_ = "string", json_path = ".spec.branch", priority = "1", description = "Branch followed (empty: the remote HEAD)")
+    printcolumn(
+        name = "Repo",
+        type_ = "string",
+        json_path = ".spec.repo",
+        priority = "1",
+        description = "Git repository URL"
+    ),
+    printcolumn(
+        name = "Branch",
+        type_ = "string",
+        json_path = ".spec.branch",
+        priority = "1",
+        description = "Branch followed (empty: the remote HEAD)"
+    )
 )]
 /// Desired state of a Pipeline: the repository and branch to follow, when to poll, and how to build.
 #[x_kube(validation = Rule::new("!(has(self.interval) && has(self.schedule))").message("interval and schedule are mutually exclusive: set one of them").reason(Reason::FieldValueForbidden))]
@@ -159,12 +186,18 @@ impl PipelineSpec {
     /// The poll period in effect (`interval`, else 1m). Call after validation; an unparsable value
     /// falls back to the default rather than failing here.
     pub fn interval(&self) -> Duration {
-        self.interval.as_deref().and_then(|s| parse_duration(s).ok()).unwrap_or(DEFAULT_INTERVAL)
+        self.interval
+            .as_deref()
+            .and_then(|s| parse_duration(s).ok())
+            .unwrap_or(DEFAULT_INTERVAL)
     }
 
     /// The build deadline in effect (`timeout`, else 30m).
     pub fn timeout(&self) -> Duration {
-        self.timeout.as_deref().and_then(|s| parse_duration(s).ok()).unwrap_or(DEFAULT_TIMEOUT)
+        self.timeout
+            .as_deref()
+            .and_then(|s| parse_duration(s).ok())
+            .unwrap_or(DEFAULT_TIMEOUT)
     }
 
     /// The concurrency policy in effect (`Forbid` unless set).

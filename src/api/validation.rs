@@ -19,7 +19,10 @@ pub struct FieldError {
 
 impl FieldError {
     fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { path: path.into(), message: message.into() }
+        FieldError {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -54,7 +57,10 @@ pub fn validate_with(spec: &PipelineSpec, options: Options) -> Result<(), Vec<Fi
     if let Some(limit) = spec.history_limit
         && !HISTORY_LIMIT_RANGE.contains(&limit)
     {
-        errors.push(FieldError::new("spec.historyLimit", format!("must be between 1 and 100, got {limit}")));
+        errors.push(FieldError::new(
+            "spec.historyLimit",
+            format!("must be between 1 and 100, got {limit}"),
+        ));
     }
     check_build(spec, &mut errors);
     if errors.is_empty() { Ok(()) } else { Err(errors) }
@@ -68,11 +74,18 @@ fn check(errors: &mut Vec<FieldError>, path: &str, result: Result<(), String>) {
 
 fn check_timing(spec: &PipelineSpec, errors: &mut Vec<FieldError>) {
     if spec.interval.is_some() && spec.schedule.is_some() {
-        errors.push(FieldError::new("spec.schedule", "interval and schedule are mutually exclusive: set one of them"));
+        errors.push(FieldError::new(
+            "spec.schedule",
+            "interval and schedule are mutually exclusive: set one of them",
+        ));
     }
     if let Some(interval) = &spec.interval {
         let result = parse_duration(interval).and_then(|d| {
-            if d < MIN_INTERVAL { Err(format!("{interval:?} is below the 10s floor")) } else { Ok(()) }
+            if d < MIN_INTERVAL {
+                Err(format!("{interval:?} is below the 10s floor"))
+            } else {
+                Ok(())
+            }
         });
         check(errors, "spec.interval", result);
     }
@@ -81,7 +94,11 @@ fn check_timing(spec: &PipelineSpec, errors: &mut Vec<FieldError>) {
     }
     if let Some(timeout) = &spec.timeout {
         let result = parse_duration(timeout).and_then(|d| {
-            if d < Duration::from_secs(1) { Err(format!("{timeout:?} is shorter than 1s")) } else { Ok(()) }
+            if d < Duration::from_secs(1) {
+                Err(format!("{timeout:?} is shorter than 1s"))
+            } else {
+                Ok(())
+            }
         });
         check(errors, "spec.timeout", result);
     }
@@ -89,10 +106,16 @@ fn check_timing(spec: &PipelineSpec, errors: &mut Vec<FieldError>) {
 
 fn check_build(spec: &PipelineSpec, errors: &mut Vec<FieldError>) {
     if spec.build_image.trim().is_empty() || spec.build_image.chars().any(char::is_whitespace) {
-        errors.push(FieldError::new("spec.buildImage", "must be a container image reference without spaces"));
+        errors.push(FieldError::new(
+            "spec.buildImage",
+            "must be a container image reference without spaces",
+        ));
     }
     if spec.build_commands.is_empty() {
-        errors.push(FieldError::new("spec.buildCommands", "must name at least the command to run"));
+        errors.push(FieldError::new(
+            "spec.buildCommands",
+            "must name at least the command to run",
+        ));
     }
     for (i, command) in spec.build_commands.iter().enumerate() {
         if command.trim().is_empty() {
@@ -124,9 +147,15 @@ fn check_env(spec: &PipelineSpec, errors: &mut Vec<FieldError>) {
             .enumerate()
             .all(|(j, c)| c.is_ascii_alphabetic() || matches!(c, '_' | '-' | '.') || (j > 0 && c.is_ascii_digit()));
         if name.is_empty() || !valid {
-            errors.push(FieldError::new(path, format!("{name:?} is not a valid environment variable name")));
+            errors.push(FieldError::new(
+                path,
+                format!("{name:?} is not a valid environment variable name"),
+            ));
         } else if name.starts_with("CDKUBE_") {
-            errors.push(FieldError::new(path, format!("{name:?}: names starting with CDKUBE_ are set by cdkube")));
+            errors.push(FieldError::new(
+                path,
+                format!("{name:?}: names starting with CDKUBE_ are set by cdkube"),
+            ));
         } else if !seen.insert(name) {
             errors.push(FieldError::new(path, format!("{name:?} is set twice")));
         }
@@ -154,14 +183,18 @@ pub fn parse_schedule(expression: &str) -> Result<Schedule, String> {
 }
 
 fn check_branch(branch: &str) -> Result<(), String> {
-    git::normalize_branch(branch).map(|_| ()).map_err(|e| e.message().to_string())
+    git::normalize_branch(branch)
+        .map(|_| ())
+        .map_err(|e| e.message().to_string())
 }
 
 /// Whether `name` is a DNS-1123 subdomain, the rule for object, Secret and ServiceAccount names.
 pub fn is_dns_subdomain(name: &str) -> bool {
     let label_ok = |label: &str| {
         !label.is_empty()
-            && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && label
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !label.starts_with('-')
             && !label.ends_with('-')
     };
@@ -172,7 +205,9 @@ fn check_dns_subdomain(name: &str) -> Result<(), String> {
     if is_dns_subdomain(name) {
         Ok(())
     } else {
-        Err(format!("{name:?} is not a valid name: lowercase letters, digits, '-' and '.', at most 253 characters"))
+        Err(format!(
+            "{name:?} is not a valid name: lowercase letters, digits, '-' and '.', at most 253 characters"
+        ))
     }
 }
 
@@ -195,7 +230,12 @@ pub fn validate_secret_data(
     data: &BTreeMap<String, Vec<u8>>,
     options: Options,
 ) -> Result<(), Vec<FieldError>> {
-    let problem = |message: &str| vec![FieldError::new("spec.secretRef", format!("Secret {secret_name:?}: {message}"))];
+    let problem = |message: &str| {
+        vec![FieldError::new(
+            "spec.secretRef",
+            format!("Secret {secret_name:?}: {message}"),
+        )]
+    };
     let scheme = check_repo(&spec.repo, options).map_err(|m| vec![FieldError::new("spec.repo", m)])?;
     Credentials::from_secret_data(data).map_err(|e| problem(e.message()))?;
     let has = |key: &str| data.get(key).is_some_and(|v| !v.is_empty());
@@ -207,7 +247,9 @@ pub fn validate_secret_data(
             Some("an ssh repository needs key `known_hosts` to verify the server's host key")
         }
         Scheme::Http | Scheme::Https
-            if ![credentials::PASSWORD, credentials::BEARER_TOKEN, credentials::CA_CERT].iter().any(|k| has(k)) =>
+            if ![credentials::PASSWORD, credentials::BEARER_TOKEN, credentials::CA_CERT]
+                .iter()
+                .any(|k| has(k)) =>
         {
             Some("an http(s) repository needs `username`+`password`, `bearerToken` or `ca.crt`")
         }
@@ -250,7 +292,14 @@ mod tests {
         ] {
             assert_eq!(check_repo(url, strict), Ok(scheme), "{url}");
         }
-        for url in ["ftp://host/repo", "https://host/", "git@host:", "with space/x", "", "s3://b/k"] {
+        for url in [
+            "ftp://host/repo",
+            "https://host/",
+            "git@host:",
+            "with space/x",
+            "",
+            "s3://b/k",
+        ] {
             assert!(check_repo(url, strict).is_err(), "{url} should be refused");
         }
         let error = check_repo("https://me:s3cret@host/repo.git", strict).unwrap_err();
@@ -259,7 +308,9 @@ mod tests {
 
     #[test]
     fn local_repos_only_when_allowed() {
-        let local = Options { allow_local_repos: true };
+        let local = Options {
+            allow_local_repos: true,
+        };
         for url in ["file:///srv/repo.git", "/srv/repo.git"] {
             assert!(check_repo(url, Options::default()).is_err(), "{url}");
             assert_eq!(check_repo(url, local), Ok(Scheme::File), "{url}");
@@ -315,12 +366,26 @@ mod tests {
         let mut s = spec("ftp://h/r");
         s.build_commands = vec![];
         s.history_limit = Some(0);
-        s.env = vec![k8s_openapi::api::core::v1::EnvVar { name: "1BAD".into(), ..Default::default() }];
-        assert_eq!(paths(validate(&s)), ["spec.repo", "spec.historyLimit", "spec.buildCommands", "spec.env[0].name"]);
+        s.env = vec![k8s_openapi::api::core::v1::EnvVar {
+            name: "1BAD".into(),
+            ..Default::default()
+        }];
+        assert_eq!(
+            paths(validate(&s)),
+            [
+                "spec.repo",
+                "spec.historyLimit",
+                "spec.buildCommands",
+                "spec.env[0].name"
+            ]
+        );
     }
 
     fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
     }
 
     #[test]
@@ -335,13 +400,29 @@ mod tests {
         let ssh = spec("git@h:r.git");
         let key = include_str!("../../fixtures/keys/throwaway_ed25519");
         let public = include_str!("../../fixtures/keys/throwaway_ed25519.pub");
-        let known_hosts = &format!("git.example.com {}", public.split(' ').take(2).collect::<Vec<_>>().join(" "));
+        let known_hosts = &format!(
+            "git.example.com {}",
+            public.split(' ').take(2).collect::<Vec<_>>().join(" ")
+        );
         assert!(validate_secret_data(&ssh, "s", &data(&[("identity", key), ("known_hosts", known_hosts)]), o).is_ok());
         assert!(validate_secret_data(&ssh, "s", &data(&[("identity", key)]), o).is_err());
-        assert!(validate_secret_data(&ssh, "s", &data(&[("identity", "not a key"), ("known_hosts", known_hosts)]), o).is_err());
+        assert!(
+            validate_secret_data(
+                &ssh,
+                "s",
+                &data(&[("identity", "not a key"), ("known_hosts", known_hosts)]),
+                o
+            )
+            .is_err()
+        );
         let git = spec("git://h/r");
         assert!(validate_secret_data(&git, "s", &data(&[("username", "u"), ("password", "p")]), o).is_err());
-        let error = validate_secret_data(&https, "s", &data(&[("username", "u"), ("password", "hunter2"), ("bearerToken", "t")]), o);
+        let error = validate_secret_data(
+            &https,
+            "s",
+            &data(&[("username", "u"), ("password", "hunter2"), ("bearerToken", "t")]),
+            o,
+        );
         assert!(!format!("{error:?}").contains("hunter2"));
     }
 }

@@ -19,7 +19,10 @@ pub fn prepare(
     opts: &WriteOpts,
 ) -> ApiResult<Vec<String>> {
     let unknown = if let Some(custom) = &rt.custom {
-        if old.is_none() && custom.status && let Some(m) = obj.as_object_mut() {
+        if old.is_none()
+            && custom.status
+            && let Some(m) = obj.as_object_mut()
+        {
             // Status is written through the subresource only.
             m.remove("status");
         }
@@ -41,7 +44,10 @@ fn unknown_fields(rt: &ResourceType, unknown: Vec<String>, mode: FieldValidation
     match mode {
         FieldValidation::Strict => {
             let _ = rt;
-            Err(ApiError::bad_request(format!("strict decoding error: {}", lines.join(", "))))
+            Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                lines.join(", ")
+            )))
         }
         FieldValidation::Warn => Ok(lines),
         FieldValidation::Ignore => Ok(Vec::new()),
@@ -99,7 +105,11 @@ fn collect_dropped(sent: &Value, kept: &Value, prefix: &str, out: &mut Vec<Strin
     match (sent, kept) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in a {
-                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 match b.get(k) {
                     Some(kv) => collect_dropped(v, kv, &path, out),
                     None if !is_empty(v) => out.push(path),
@@ -166,7 +176,11 @@ fn prepare_pod(obj: &mut Value, old: Option<&Value>) {
                 let image = c["image"].as_str().unwrap_or_default();
                 let last = image.rsplit('/').next().unwrap_or_default();
                 let tagged = last.contains(':') && !image.ends_with(":latest");
-                let policy = if tagged || image.contains('@') { "IfNotPresent" } else { "Always" };
+                let policy = if tagged || image.contains('@') {
+                    "IfNotPresent"
+                } else {
+                    "Always"
+                };
                 c["imagePullPolicy"] = json!(policy);
             }
         }
@@ -175,7 +189,10 @@ fn prepare_pod(obj: &mut Value, old: Option<&Value>) {
 }
 
 fn qos_class(spec: &Value) -> &'static str {
-    let containers: Vec<&Value> = spec["containers"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let containers: Vec<&Value> = spec["containers"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
     let has = |c: &Value, kind: &str| c["resources"][kind].as_object().is_some_and(|m| !m.is_empty());
     if containers.iter().all(|c| !has(c, "requests") && !has(c, "limits")) {
         return "BestEffort";
@@ -183,7 +200,9 @@ fn qos_class(spec: &Value) -> &'static str {
     let guaranteed = containers.iter().all(|c| {
         let limits = &c["resources"]["limits"];
         ["cpu", "memory"].iter().all(|r| !limits[r].is_null())
-            && c["resources"]["requests"].as_object().is_none_or(|req| req.iter().all(|(k, v)| &limits[k] == v))
+            && c["resources"]["requests"]
+                .as_object()
+                .is_none_or(|req| req.iter().all(|(k, v)| &limits[k] == v))
     });
     if guaranteed { "Guaranteed" } else { "Burstable" }
 }
@@ -222,7 +241,11 @@ pub fn validate(st: &State, rt: &ResourceType, obj: &Value, old: Option<&Value>)
             _ => {}
         }
     }
-    if errs.is_empty() { Ok(()) } else { Err(ApiError::invalid(&rt.group, &rt.kind, name, &errs)) }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(&rt.group, &rt.kind, name, &errs))
+    }
 }
 
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
@@ -232,19 +255,23 @@ const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case a
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
 
 /// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
 pub fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(|part| {
-        !part.is_empty()
-            && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !part.starts_with('-')
-            && !part.ends_with('-')
-    })
+    s.len() <= 253
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
 }
 
 fn validate_meta(rt: &ResourceType, obj: &Value, errs: &mut Vec<FieldError>) {
@@ -255,9 +282,16 @@ fn validate_meta(rt: &ResourceType, obj: &Value, errs: &mut Vec<FieldError>) {
     } else if !label_only && !is_dns_subdomain(name) {
         errs.push(FieldError::invalid("metadata.name", &json!(name), SUBDOMAIN_MSG));
     }
-    for (field, map) in [("labels", &obj["metadata"]["labels"]), ("annotations", &obj["metadata"]["annotations"])] {
+    for (field, map) in [
+        ("labels", &obj["metadata"]["labels"]),
+        ("annotations", &obj["metadata"]["annotations"]),
+    ] {
         if !(map.is_null() || map.as_object().is_some_and(|m| m.values().all(Value::is_string))) {
-            errs.push(FieldError::invalid(&format!("metadata.{field}"), map, "must be a map of strings"));
+            errs.push(FieldError::invalid(
+                &format!("metadata.{field}"),
+                map,
+                "must be a map of strings",
+            ));
         }
     }
     if let Some(labels) = obj["metadata"]["labels"].as_object() {
@@ -265,7 +299,9 @@ fn validate_meta(rt: &ResourceType, obj: &Value, errs: &mut Vec<FieldError>) {
             let s = v.as_str().unwrap_or_default();
             let ok = s.len() <= 63
                 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                && (s.is_empty() || (s.starts_with(|c: char| c.is_ascii_alphanumeric()) && s.ends_with(|c: char| c.is_ascii_alphanumeric())));
+                && (s.is_empty()
+                    || (s.starts_with(|c: char| c.is_ascii_alphanumeric())
+                        && s.ends_with(|c: char| c.is_ascii_alphanumeric())));
             if !ok {
                 errs.push(FieldError::invalid(
                     "metadata.labels",
@@ -276,16 +312,32 @@ fn validate_meta(rt: &ResourceType, obj: &Value, errs: &mut Vec<FieldError>) {
             }
         }
     }
-    for (i, owner) in obj["metadata"]["ownerReferences"].as_array().into_iter().flatten().enumerate() {
+    for (i, owner) in obj["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         for field in ["apiVersion", "kind", "name", "uid"] {
             if owner[field].as_str().unwrap_or_default().is_empty() {
-                errs.push(FieldError::invalid(&format!("metadata.ownerReferences[{i}].{field}"), &json!(""), &format!("{field} must not be empty")));
+                errs.push(FieldError::invalid(
+                    &format!("metadata.ownerReferences[{i}].{field}"),
+                    &json!(""),
+                    &format!("{field} must not be empty"),
+                ));
             }
         }
     }
-    let controllers = obj["metadata"]["ownerReferences"].as_array().map(|a| a.iter().filter(|o| o["controller"] == json!(true)).count()).unwrap_or(0);
+    let controllers = obj["metadata"]["ownerReferences"]
+        .as_array()
+        .map(|a| a.iter().filter(|o| o["controller"] == json!(true)).count())
+        .unwrap_or(0);
     if controllers > 1 {
-        errs.push(FieldError::invalid("metadata.ownerReferences", &obj["metadata"]["ownerReferences"], "Only one reference can have Controller set to true"));
+        errs.push(FieldError::invalid(
+            "metadata.ownerReferences",
+            &obj["metadata"]["ownerReferences"],
+            "Only one reference can have Controller set to true",
+        ));
     }
 }
 
@@ -315,12 +367,20 @@ fn validate_pod(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
     }
     let policy = spec["restartPolicy"].as_str().unwrap_or_default();
     if !["Always", "OnFailure", "Never"].contains(&policy) {
-        errs.push(FieldError::not_supported("spec.restartPolicy", &json!(policy), &["Always".into(), "OnFailure".into(), "Never".into()]));
+        errs.push(FieldError::not_supported(
+            "spec.restartPolicy",
+            &json!(policy),
+            &["Always".into(), "OnFailure".into(), "Never".into()],
+        ));
     }
     if let Some(d) = spec["activeDeadlineSeconds"].as_i64()
         && d <= 0
     {
-        errs.push(FieldError::invalid("spec.activeDeadlineSeconds", &json!(d), "must be between 1 and 2147483647, inclusive"));
+        errs.push(FieldError::invalid(
+            "spec.activeDeadlineSeconds",
+            &json!(d),
+            "must be between 1 and 2147483647, inclusive",
+        ));
     }
     if let Some(old) = old {
         // Only images, activeDeadlineSeconds and tolerations may change on a Pod.
@@ -357,7 +417,12 @@ pub fn after_write(st: &mut State, rt: &ResourceType) {
 pub fn check_delete(rt: &ResourceType, obj: &Value) -> ApiResult<()> {
     let name = obj["metadata"]["name"].as_str().unwrap_or_default();
     if rt.plural == "namespaces" && rt.group.is_empty() && ["default", "kube-system", "kube-public"].contains(&name) {
-        return Err(ApiError::forbidden("", "namespaces", name, "this namespace may not be deleted"));
+        return Err(ApiError::forbidden(
+            "",
+            "namespaces",
+            name,
+            "this namespace may not be deleted",
+        ));
     }
     Ok(())
 }
@@ -397,5 +462,7 @@ pub fn on_terminating(rt: &ResourceType, obj: &mut Value) {
 
 /// Whether a namespace still has `spec.finalizers` (the namespace controller's own).
 pub fn spec_finalizers(rt: &ResourceType, obj: &Value) -> bool {
-    rt.plural == "namespaces" && rt.group.is_empty() && obj["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty())
+    rt.plural == "namespaces"
+        && rt.group.is_empty()
+        && obj["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty())
 }

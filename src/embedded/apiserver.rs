@@ -131,13 +131,24 @@ pub struct ApiServer;
 impl ApiServer {
     /// Starts serving; returns once the port is bound and the kubeconfig written.
     pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, Error> {
-        std::fs::create_dir_all(&config.state_dir)
-            .map_err(|source| Error::StateDir { path: config.state_dir.clone(), source })?;
-        let token = config.token.clone().unwrap_or_else(|| hex::encode(ids::random_bytes(32)));
+        std::fs::create_dir_all(&config.state_dir).map_err(|source| Error::StateDir {
+            path: config.state_dir.clone(),
+            source,
+        })?;
+        let token = config
+            .token
+            .clone()
+            .unwrap_or_else(|| hex::encode(ids::random_bytes(32)));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
             .await
-            .map_err(|source| Error::Bind { port: config.port, source })?;
-        let addr = listener.local_addr().map_err(|source| Error::Bind { port: config.port, source })?;
+            .map_err(|source| Error::Bind {
+                port: config.port,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            port: config.port,
+            source,
+        })?;
         let store = Arc::new(Store::new(config.watch_history));
         bootstrap(&store)?;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -157,17 +168,31 @@ impl ApiServer {
         let url = format!("https://{addr}");
         let ca_path = config.state_dir.join("ca.crt");
         std::fs::write(&ca_path, &certs.ca_pem).map_err(|source| Error::Kubeconfig { path: ca_path, source })?;
-        kubeconfig::write(&kubeconfig_path, &url, &certs.ca_pem, &token)
-            .map_err(|source| Error::Kubeconfig { path: kubeconfig_path.clone(), source })?;
+        kubeconfig::write(&kubeconfig_path, &url, &certs.ca_pem, &token).map_err(|source| Error::Kubeconfig {
+            path: kubeconfig_path.clone(),
+            source,
+        })?;
         tracing::info!(%url, kubeconfig = %kubeconfig_path.display(), "embedded API server listening");
-        Ok(RunningApiServer { addr, token, kubeconfig_path, ca_pem: certs.ca_pem, shutdown: Some(shutdown_tx), tasks: vec![serve, gc] })
+        Ok(RunningApiServer {
+            addr,
+            token,
+            kubeconfig_path,
+            ca_pem: certs.ca_pem,
+            shutdown: Some(shutdown_tx),
+            tasks: vec![serve, gc],
+        })
     }
 }
 
 fn bootstrap(store: &Store) -> Result<(), Error> {
     let mut st = store.lock();
-    let rt = st.find_type("", "v1", "namespaces").ok_or_else(|| Error::Bootstrap(ApiError::internal("no namespaces type")))?;
-    let opts = WriteOpts { manager: "kube-apiserver".into(), ..Default::default() };
+    let rt = st
+        .find_type("", "v1", "namespaces")
+        .ok_or_else(|| Error::Bootstrap(ApiError::internal("no namespaces type")))?;
+    let opts = WriteOpts {
+        manager: "kube-apiserver".into(),
+        ..Default::default()
+    };
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
         ops::create(&mut st, &rt, None, ns, &opts).map_err(Error::Bootstrap)?;
@@ -207,9 +232,16 @@ async fn serve_tls(
 /// asks `/version` anonymously); every other request needs the token; a wrong token is 401 anywhere.
 fn authorized(server: &Server, req: &Request) -> bool {
     let public = req.method() == axum::http::Method::GET
-        && matches!(req.uri().path().trim_end_matches('/'), "/version" | "/healthz" | "/livez" | "/readyz");
-    let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return public };
-    let Some(given) = value.strip_prefix("Bearer ").map(str::trim) else { return false };
+        && matches!(
+            req.uri().path().trim_end_matches('/'),
+            "/version" | "/healthz" | "/livez" | "/readyz"
+        );
+    let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return public;
+    };
+    let Some(given) = value.strip_prefix("Bearer ").map(str::trim) else {
+        return false;
+    };
     // Constant-time comparison: the token is a credential.
     let (a, b) = (given.as_bytes(), server.token.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -279,7 +311,8 @@ impl RunningApiServer {
     /// A kube-rs client configured from the written kubeconfig.
     pub async fn client(&self) -> Result<kube::Client, Error> {
         install_crypto_provider();
-        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig_path).map_err(|e| Error::Client(e.to_string()))?;
+        let kc =
+            kube::config::Kubeconfig::read_from(&self.kubeconfig_path).map_err(|e| Error::Client(e.to_string()))?;
         let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
             .await
             .map_err(|e| Error::Client(e.to_string()))?;

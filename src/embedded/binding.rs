@@ -10,24 +10,15 @@ use super::store::State;
 /// Binds Pod `ns/name` to the node named by the `v1 Binding` in `body`: sets `spec.nodeName`,
 /// copies the Binding's annotations, and marks the PodScheduled condition True. Returns the
 /// Status the real server answers with (201).
-pub fn bind(
-    st: &mut State,
-    rt: &ResourceType,
-    ns: &str,
-    name: &str,
-    body: &[u8],
-) -> ApiResult<Value> {
-    let binding: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid Binding body: {e}")))?;
+pub fn bind(st: &mut State, rt: &ResourceType, ns: &str, name: &str, body: &[u8]) -> ApiResult<Value> {
+    let binding: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid Binding body: {e}")))?;
     if binding["kind"].as_str() != Some("Binding") || binding["apiVersion"].as_str() != Some("v1") {
         return Err(ApiError::bad_request(
             "the body of a pods/binding request must be a v1 Binding",
         ));
     }
-    if binding["metadata"]["name"]
-        .as_str()
-        .is_some_and(|n| n != name)
-    {
+    if binding["metadata"]["name"].as_str().is_some_and(|n| n != name) {
         return Err(ApiError::bad_request(
             "name in URL does not match name in Binding object",
         ));
@@ -36,11 +27,7 @@ pub fn bind(
     let kind = binding["target"]["kind"].as_str().unwrap_or_default();
     let mut errors = Vec::new();
     if node.is_empty() {
-        errors.push(FieldError::invalid(
-            "target.name",
-            &json!(node),
-            "must not be empty",
-        ));
+        errors.push(FieldError::invalid("target.name", &json!(node), "must not be empty"));
     }
     if !kind.is_empty() && kind != "Node" {
         errors.push(FieldError::invalid(
@@ -60,10 +47,7 @@ pub fn bind(
         let why = format!("pod {name} is being deleted, cannot be assigned to a host");
         return Err(ApiError::conflict("", "pods", name, &why));
     }
-    if let Some(assigned) = current["spec"]["nodeName"]
-        .as_str()
-        .filter(|n| !n.is_empty())
-    {
+    if let Some(assigned) = current["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
         let why = format!("pod {name} is already assigned to node {assigned:?}");
         return Err(ApiError::conflict("", "pods", name, &why));
     }
@@ -76,9 +60,7 @@ pub fn bind(
     }
     set_scheduled(&mut pod);
     st.put(rt.key(), pod);
-    Ok(
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-    )
+    Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
 }
 
 /// Sets the PodScheduled condition to True (kept as is when it already is).
@@ -92,10 +74,7 @@ fn set_scheduled(pod: &mut Value) {
     };
     match conditions.iter_mut().find(|c| c["type"] == "PodScheduled") {
         Some(c) if c["status"] == "True" => {}
-        Some(c) => {
-            *c = json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": now})
-        }
-        None => conditions
-            .push(json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": now})),
+        Some(c) => *c = json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": now}),
+        None => conditions.push(json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": now})),
     }
 }

@@ -45,10 +45,14 @@ fn walk(schema: &Value, value: &Value, old: Option<&Value>, path: &str, errs: &m
         }
         Value::Array(items) if schema["items"].is_object() => {
             // Old elements correlate only for map-type lists (by key); otherwise none.
-            let keys: Vec<&str> = schema["x-kubernetes-list-map-keys"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let keys: Vec<&str> = schema["x-kubernetes-list-map-keys"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
             for (i, item) in items.iter().enumerate() {
                 let old_item = if schema["x-kubernetes-list-type"] == json!("map") && !keys.is_empty() {
-                    old.and_then(Value::as_array).and_then(|o| o.iter().find(|x| keys.iter().all(|k| x[*k] == item[*k])))
+                    old.and_then(Value::as_array)
+                        .and_then(|o| o.iter().find(|x| keys.iter().all(|k| x[*k] == item[*k])))
                 } else {
                     None
                 };
@@ -60,14 +64,24 @@ fn walk(schema: &Value, value: &Value, old: Option<&Value>, path: &str, errs: &m
 }
 
 fn child(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 fn check_rule(schema: &Value, rule: &Value, value: &Value, old: Option<&Value>, path: &str) -> Option<FieldError> {
     let expr = rule["rule"].as_str()?;
     let program = match cel::Program::compile(expr) {
         Ok(p) => p,
-        Err(e) => return Some(FieldError::invalid(path, &json!(expr), &format!("compilation failed: {e}"))),
+        Err(e) => {
+            return Some(FieldError::invalid(
+                path,
+                &json!(expr),
+                &format!("compilation failed: {e}"),
+            ));
+        }
     };
     let uses_old = program.references().has_variable("oldSelf");
     let optional_old = rule["optionalOldSelf"] == json!(true);
@@ -78,11 +92,19 @@ fn check_rule(schema: &Value, rule: &Value, value: &Value, old: Option<&Value>, 
     let mut ctx = cel::Context::default();
     ctx.add_variable("self", to_cel(value)).ok()?;
     if uses_old {
-        ctx.add_variable("oldSelf", old.map(to_cel).unwrap_or(cel::Value::Null)).ok()?;
+        ctx.add_variable("oldSelf", old.map(to_cel).unwrap_or(cel::Value::Null))
+            .ok()?;
     }
     let type_name = schema["type"].as_str().unwrap_or("object");
     let field = match rule["fieldPath"].as_str() {
-        Some(fp) if !fp.is_empty() => format!("{path}{}", if path.is_empty() { fp.trim_start_matches('.').to_string() } else { fp.to_string() }),
+        Some(fp) if !fp.is_empty() => format!(
+            "{path}{}",
+            if path.is_empty() {
+                fp.trim_start_matches('.').to_string()
+            } else {
+                fp.to_string()
+            }
+        ),
         _ => path.to_string(),
     };
     match program.execute(&ctx) {
@@ -92,8 +114,16 @@ fn check_rule(schema: &Value, rule: &Value, value: &Value, old: Option<&Value>, 
             let reason = rule["reason"].as_str().unwrap_or("FieldValueInvalid");
             Some(FieldError::with_reason(reason, &field, &json!(type_name), &message))
         }
-        Ok(other) => Some(FieldError::invalid(&field, &json!(type_name), &format!("rule did not evaluate to a boolean: {other:?}"))),
-        Err(e) => Some(FieldError::invalid(&field, &json!(type_name), &format!("rule evaluation error: {e}"))),
+        Ok(other) => Some(FieldError::invalid(
+            &field,
+            &json!(type_name),
+            &format!("rule did not evaluate to a boolean: {other:?}"),
+        )),
+        Err(e) => Some(FieldError::invalid(
+            &field,
+            &json!(type_name),
+            &format!("rule evaluation error: {e}"),
+        )),
     }
 }
 
@@ -114,11 +144,19 @@ fn to_cel(v: &Value) -> cel::Value {
 
 /// Compiles every rule of a schema; returns `(path, error)` for the ones that do not compile.
 pub fn compile_errors(schema: &Value, path: &str, out: &mut Vec<(String, String)>) {
-    for (i, rule) in schema["x-kubernetes-validations"].as_array().into_iter().flatten().enumerate() {
+    for (i, rule) in schema["x-kubernetes-validations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         if let Some(expr) = rule["rule"].as_str()
             && let Err(e) = cel::Program::compile(expr)
         {
-            out.push((format!("{path}.x-kubernetes-validations[{i}].rule"), format!("compilation failed: {e}")));
+            out.push((
+                format!("{path}.x-kubernetes-validations[{i}].rule"),
+                format!("compilation failed: {e}"),
+            ));
         }
     }
     for (key, sub) in schema["properties"].as_object().into_iter().flatten() {
@@ -128,7 +166,11 @@ pub fn compile_errors(schema: &Value, path: &str, out: &mut Vec<(String, String)
         compile_errors(&schema["items"], &format!("{path}.items"), out);
     }
     if schema["additionalProperties"].is_object() {
-        compile_errors(&schema["additionalProperties"], &format!("{path}.additionalProperties"), out);
+        compile_errors(
+            &schema["additionalProperties"],
+            &format!("{path}.additionalProperties"),
+            out,
+        );
     }
 }
 
@@ -148,8 +190,14 @@ mod tests {
         assert!(validate(&schema, &ok, None).is_empty());
         let bad = json!({"spec": {"interval": "1m", "schedule": "* * * * *", "historyLimit": 500}});
         let lines: Vec<String> = validate(&schema, &bad, None).iter().map(FieldError::line).collect();
-        assert_eq!(lines[0], "spec: Invalid value: \"object\": interval and schedule are mutually exclusive");
-        assert_eq!(lines[1], "spec.historyLimit: Invalid value: \"object\": failed rule: self.historyLimit <= 100");
+        assert_eq!(
+            lines[0],
+            "spec: Invalid value: \"object\": interval and schedule are mutually exclusive"
+        );
+        assert_eq!(
+            lines[1],
+            "spec.historyLimit: Invalid value: \"object\": failed rule: self.historyLimit <= 100"
+        );
     }
 
     #[test]
@@ -159,6 +207,9 @@ mod tests {
         let new = json!({"spec": {"repo": "b"}});
         assert!(validate(&schema, &new, None).is_empty());
         let old = json!({"spec": {"repo": "a"}});
-        assert_eq!(validate(&schema, &new, Some(&old))[0].line(), "spec.repo: Invalid value: \"string\": repo is immutable");
+        assert_eq!(
+            validate(&schema, &new, Some(&old))[0].line(),
+            "spec.repo: Invalid value: \"string\": repo is immutable"
+        );
     }
 }

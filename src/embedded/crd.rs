@@ -25,7 +25,9 @@ pub fn prepare(obj: &mut Value, old: Option<&Value>) {
         .and_then(|vs| vs.iter().find(|v| v["storage"] == json!(true)))
         .and_then(|v| v["name"].as_str())
         .map(str::to_string);
-    let mut stored: Vec<Value> = old.and_then(|o| o["status"]["storedVersions"].as_array().cloned()).unwrap_or_default();
+    let mut stored: Vec<Value> = old
+        .and_then(|o| o["status"]["storedVersions"].as_array().cloned())
+        .unwrap_or_default();
     if let Some(s) = storage
         && !stored.contains(&json!(s))
     {
@@ -60,7 +62,11 @@ pub fn validate(st: &State, obj: &Value, old: Option<&Value>) -> Vec<FieldError>
     if group.is_empty() {
         errs.push(FieldError::required("spec.group", ""));
     } else if !group.contains('.') {
-        errs.push(FieldError::invalid("spec.group", &json!(group), "should be a domain with at least one dot"));
+        errs.push(FieldError::invalid(
+            "spec.group",
+            &json!(group),
+            "should be a domain with at least one dot",
+        ));
     }
     if plural.is_empty() {
         errs.push(FieldError::required("spec.names.plural", ""));
@@ -69,21 +75,41 @@ pub fn validate(st: &State, obj: &Value, old: Option<&Value>) -> Vec<FieldError>
         errs.push(FieldError::required("spec.names.kind", ""));
     }
     if !group.is_empty() && !plural.is_empty() && name != format!("{plural}.{group}") {
-        errs.push(FieldError::invalid("metadata.name", &json!(name), "must be spec.names.plural+\".\"+spec.group"));
+        errs.push(FieldError::invalid(
+            "metadata.name",
+            &json!(name),
+            "must be spec.names.plural+\".\"+spec.group",
+        ));
     }
     let scope = spec["scope"].as_str().unwrap_or_default();
     if scope != "Namespaced" && scope != "Cluster" {
-        errs.push(FieldError::not_supported("spec.scope", &json!(scope), &["Cluster".into(), "Namespaced".into()]));
+        errs.push(FieldError::not_supported(
+            "spec.scope",
+            &json!(scope),
+            &["Cluster".into(), "Namespaced".into()],
+        ));
     }
     let versions = spec["versions"].as_array().cloned().unwrap_or_default();
     if versions.is_empty() {
-        errs.push(FieldError::invalid("spec.versions", &json!([]), "must have exactly one version marked as storage version"));
+        errs.push(FieldError::invalid(
+            "spec.versions",
+            &json!([]),
+            "must have exactly one version marked as storage version",
+        ));
     } else if versions.iter().filter(|v| v["storage"] == json!(true)).count() != 1 {
-        errs.push(FieldError::invalid("spec.versions", &json!("array"), "must have exactly one version marked as storage version"));
+        errs.push(FieldError::invalid(
+            "spec.versions",
+            &json!("array"),
+            "must have exactly one version marked as storage version",
+        ));
     }
     for (i, v) in versions.iter().enumerate() {
         let mut out = Vec::new();
-        cel::compile_errors(&v["schema"]["openAPIV3Schema"], &format!("spec.versions[{i}].schema.openAPIV3Schema"), &mut out);
+        cel::compile_errors(
+            &v["schema"]["openAPIV3Schema"],
+            &format!("spec.versions[{i}].schema.openAPIV3Schema"),
+            &mut out,
+        );
         for (path, message) in out {
             errs.push(FieldError::invalid(&path, &json!(""), &message));
         }
@@ -93,7 +119,11 @@ pub fn validate(st: &State, obj: &Value, old: Option<&Value>) -> Vec<FieldError>
             errs.push(FieldError::invalid("spec.group", &spec["group"], "field is immutable"));
         }
         if old["spec"]["names"]["plural"] != spec["names"]["plural"] {
-            errs.push(FieldError::invalid("spec.names.plural", &spec["names"]["plural"], "field is immutable"));
+            errs.push(FieldError::invalid(
+                "spec.names.plural",
+                &spec["names"]["plural"],
+                "field is immutable",
+            ));
         }
     }
     let _ = st;

@@ -128,11 +128,7 @@ pub async fn install_crd(client: &Client) -> Result<(), Error> {
 
 /// Applies every document of a multi-document YAML text (server-side apply, create-or-update),
 /// in order. `source_name` names the text in errors.
-pub async fn apply_manifests(
-    client: &Client,
-    text: &str,
-    source_name: &str,
-) -> Result<Vec<Applied>, Error> {
+pub async fn apply_manifests(client: &Client, text: &str, source_name: &str) -> Result<Vec<Applied>, Error> {
     let mut applied = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let index = i + 1;
@@ -152,42 +148,24 @@ pub async fn apply_manifests(
 }
 
 async fn apply_one(client: &Client, mut obj: DynamicObject) -> Result<Applied, String> {
-    let types = obj
-        .types
-        .clone()
-        .ok_or("apiVersion and kind are required")?;
-    let name = obj
-        .metadata
-        .name
-        .clone()
-        .ok_or("metadata.name is required")?;
+    let types = obj.types.clone().ok_or("apiVersion and kind are required")?;
+    let name = obj.metadata.name.clone().ok_or("metadata.name is required")?;
     let (group, version) = match types.api_version.split_once('/') {
         Some((g, v)) => (g.to_string(), v.to_string()),
         None => (String::new(), types.api_version.clone()),
     };
     let gvk = GroupVersionKind::gvk(&group, &version, &types.kind);
-    let (resource, caps) = discovery::pinned_kind(client, &gvk).await.map_err(|e| {
-        format!(
-            "the server does not serve {}/{}: {e}",
-            types.api_version, types.kind
-        )
-    })?;
+    let (resource, caps) = discovery::pinned_kind(client, &gvk)
+        .await
+        .map_err(|e| format!("the server does not serve {}/{}: {e}", types.api_version, types.kind))?;
     let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
-        let ns = obj
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
+        let ns = obj.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         obj.metadata.namespace = Some(ns.clone());
         Api::namespaced_with(client.clone(), &ns, &resource)
     } else {
         Api::all_with(client.clone(), &resource)
     };
-    let existed = api
-        .get_opt(&name)
-        .await
-        .map_err(|e| api_message(&e))?
-        .is_some();
+    let existed = api.get_opt(&name).await.map_err(|e| api_message(&e))?.is_some();
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(&name, &pp, &Patch::Apply(&obj))
         .await
@@ -300,8 +278,7 @@ pub async fn run(opts: DevOptions) -> Result<(), Error> {
     };
     let result = async {
         install_crd(&client).await?;
-        let exe = std::env::current_exe()
-            .map_err(|e| Error::Server(format!("locating the cdkube binary: {e}")))?;
+        let exe = std::env::current_exe().map_err(|e| Error::Server(format!("locating the cdkube binary: {e}")))?;
         let runner = Runner::start(client.clone(), RunnerConfig::new(&state_dir, exe))?;
         Ok::<_, Error>(runner)
     }

@@ -8,7 +8,9 @@ use super::resources::ResourceType;
 
 /// Kubernetes version priority: GA over beta over alpha, higher numbers first.
 pub fn version_priority(v: &str) -> (u8, u32, u32) {
-    let Some(rest) = v.strip_prefix('v') else { return (0, 0, 0) };
+    let Some(rest) = v.strip_prefix('v') else {
+        return (0, 0, 0);
+    };
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     let major = digits.parse().unwrap_or(0);
     let tail = &rest[digits.len()..];
@@ -25,7 +27,16 @@ pub fn version_priority(v: &str) -> (u8, u32, u32) {
     (level, major, num.parse().unwrap_or(0))
 }
 
-const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 /// Groups (name → versions, preferred first) of the served types; core is `""`.
 fn groups(types: &[ResourceType]) -> BTreeMap<String, Vec<String>> {
@@ -57,14 +68,20 @@ pub fn api_versions(addr: &str) -> Value {
 }
 
 fn group_doc(name: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+        .collect();
     json!({"name": name, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or(Value::Null)})
 }
 
 /// `GET /apis`.
 pub fn api_group_list(types: &[ResourceType]) -> Value {
-    let groups: Vec<Value> =
-        group_order(types).iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| group_doc(g, vs)).collect();
+    let groups: Vec<Value> = group_order(types)
+        .iter()
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, vs)| group_doc(g, vs))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -79,7 +96,10 @@ pub fn api_group(types: &[ResourceType], group: &str) -> Option<Value> {
 
 /// `GET /api/v1` or `/apis/<group>/<version>`, if served.
 pub fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Option<Value> {
-    let mine: Vec<&ResourceType> = types.iter().filter(|t| t.group == group && t.version == version).collect();
+    let mine: Vec<&ResourceType> = types
+        .iter()
+        .filter(|t| t.group == group && t.version == version)
+        .collect();
     if mine.is_empty() {
         return None;
     }
@@ -99,7 +119,11 @@ pub fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Opti
                 "namespaced": t.namespaced, "kind": t.kind, "verbs": sub.1}));
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
 }
 

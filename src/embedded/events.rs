@@ -101,20 +101,33 @@ pub fn validate_v1(obj: &Value) -> Vec<FieldError> {
     if missing(&obj["eventTime"]) {
         errs.push(FieldError::required("eventTime", ""));
     }
-    for (field, name) in [("reportingComponent", "reportingController"), ("reportingInstance", "reportingInstance"), ("action", "action"), ("reason", "reason")] {
+    for (field, name) in [
+        ("reportingComponent", "reportingController"),
+        ("reportingInstance", "reportingInstance"),
+        ("action", "action"),
+        ("reason", "reason"),
+    ] {
         if missing(&obj[field]) {
             errs.push(FieldError::required(name, ""));
         }
     }
     let kind = obj["type"].as_str().unwrap_or_default();
     if kind != "Normal" && kind != "Warning" {
-        errs.push(FieldError::invalid("type", &json!(kind), "has invalid value, must be one of [Normal Warning]"));
+        errs.push(FieldError::invalid(
+            "type",
+            &json!(kind),
+            "has invalid value, must be one of [Normal Warning]",
+        ));
     }
     if obj["message"].as_str().is_some_and(|m| m.len() > 1024) {
         errs.push(FieldError::too_long("note", 1024));
     }
     if obj["series"].is_object() && obj["series"]["count"].as_i64().unwrap_or(0) < 2 {
-        errs.push(FieldError::invalid("series.count", &obj["series"]["count"], "should be at least 2"));
+        errs.push(FieldError::invalid(
+            "series.count",
+            &obj["series"]["count"],
+            "should be at least 2",
+        ));
     }
     errs
 }
@@ -128,7 +141,10 @@ mod tests {
     fn both_views_share_one_form() {
         let types = builtins();
         let new = types.iter().find(|t| t.group == "events.k8s.io").unwrap();
-        let core = types.iter().find(|t| t.group.is_empty() && t.plural == "events").unwrap();
+        let core = types
+            .iter()
+            .find(|t| t.group.is_empty() && t.plural == "events")
+            .unwrap();
         let body = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "regarding": {"name": "p"},
             "note": "hi", "reportingController": "c", "series": {"count": 2}});
         let stored = to_storage(new, body);

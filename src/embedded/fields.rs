@@ -35,7 +35,9 @@ fn builtin_list(pattern: &str) -> ListKind {
         return ListKind::Atomic;
     }
     match tail {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets" => map(&["name"]),
+        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets" => {
+            map(&["name"])
+        }
         "volumeMounts" => map(&["mountPath"]),
         "ports" => map(&["containerPort", "protocol"]),
         "conditions" => map(&["type"]),
@@ -70,13 +72,22 @@ pub fn list_kind(rt: &ResourceType, pattern: &str) -> ListKind {
         return builtin_list(pattern);
     }
     let Some(custom) = &rt.custom else {
-        return if rt.plural == "pods" { builtin_list(pattern) } else { ListKind::Atomic };
+        return if rt.plural == "pods" {
+            builtin_list(pattern)
+        } else {
+            ListKind::Atomic
+        };
     };
-    let Some(node) = schema_at(&custom.schema, pattern) else { return ListKind::Atomic };
+    let Some(node) = schema_at(&custom.schema, pattern) else {
+        return ListKind::Atomic;
+    };
     match node["x-kubernetes-list-type"].as_str() {
         Some("set") => ListKind::Set,
         Some("map") => ListKind::Map(
-            node["x-kubernetes-list-map-keys"].as_array().map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_string)).collect()).unwrap_or_default(),
+            node["x-kubernetes-list-map-keys"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_string)).collect())
+                .unwrap_or_default(),
         ),
         _ => ListKind::Atomic,
     }
@@ -104,13 +115,9 @@ fn key_of(item: &Value, keys: &[String]) -> String {
 fn skipped(path: &[Elem]) -> bool {
     match path {
         [Elem::Field(f)] => f == "apiVersion" || f == "kind",
-        [Elem::Field(m), Elem::Field(f), ..] if m == "metadata" => ![
-            "labels",
-            "annotations",
-            "finalizers",
-            "ownerReferences",
-        ]
-        .contains(&f.as_str()),
+        [Elem::Field(m), Elem::Field(f), ..] if m == "metadata" => {
+            !["labels", "annotations", "finalizers", "ownerReferences"].contains(&f.as_str())
+        }
         _ => false,
     }
 }
@@ -121,7 +128,11 @@ fn leaves(rt: &ResourceType, value: &Value, pattern: &str, prefix: &mut Path, ou
             for (k, v) in map {
                 prefix.push(Elem::Field(k.clone()));
                 if !skipped(prefix) {
-                    let sub = if pattern.is_empty() { k.clone() } else { format!("{pattern}.{k}") };
+                    let sub = if pattern.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{pattern}.{k}")
+                    };
                     leaves(rt, v, &sub, prefix, out);
                 }
                 prefix.pop();
@@ -171,7 +182,9 @@ fn value_at<'a>(obj: &'a Value, path: &[Elem]) -> Option<&'a Value> {
             Elem::Field(f) => cur.get(f)?,
             Elem::Key(k) => {
                 let key: Map<String, Value> = serde_json::from_str(k).ok()?;
-                cur.as_array()?.iter().find(|item| key.iter().all(|(kk, kv)| &item[kk] == kv))?
+                cur.as_array()?
+                    .iter()
+                    .find(|item| key.iter().all(|(kk, kv)| &item[kk] == kv))?
             }
             Elem::Value(v) => {
                 let want: Value = serde_json::from_str(v).ok()?;
@@ -183,18 +196,22 @@ fn value_at<'a>(obj: &'a Value, path: &[Elem]) -> Option<&'a Value> {
 }
 
 fn remove_at(obj: &mut Value, path: &[Elem]) {
-    let Some((last, parent_path)) = path.split_last() else { return };
+    let Some((last, parent_path)) = path.split_last() else {
+        return;
+    };
     let mut cur = obj;
     for elem in parent_path {
         let next = match elem {
             Elem::Field(f) => cur.get_mut(f),
             Elem::Key(k) => {
                 let key: Map<String, Value> = serde_json::from_str(k).unwrap_or_default();
-                cur.as_array_mut().and_then(|a| a.iter_mut().find(|item| key.iter().all(|(kk, kv)| &item[kk] == kv)))
+                cur.as_array_mut()
+                    .and_then(|a| a.iter_mut().find(|item| key.iter().all(|(kk, kv)| &item[kk] == kv)))
             }
             Elem::Value(v) => {
                 let want: Value = serde_json::from_str(v).unwrap_or(Value::Null);
-                cur.as_array_mut().and_then(|a| a.iter_mut().find(|item| **item == want))
+                cur.as_array_mut()
+                    .and_then(|a| a.iter_mut().find(|item| **item == want))
             }
         };
         match next {
@@ -228,7 +245,11 @@ fn merge(rt: &ResourceType, live: &mut Value, applied: &Value, pattern: &str) {
     match (live, applied) {
         (Value::Object(l), Value::Object(a)) => {
             for (k, v) in a {
-                let sub = if pattern.is_empty() { k.clone() } else { format!("{pattern}.{k}") };
+                let sub = if pattern.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{pattern}.{k}")
+                };
                 match l.get_mut(k) {
                     Some(existing) if !v.is_null() => merge(rt, existing, v, &sub),
                     _ => {
@@ -310,7 +331,10 @@ fn to_fields_v1(set: &FieldSet) -> Value {
                 Elem::Key(k) => format!("k:{k}"),
                 Elem::Value(v) => format!("v:{v}"),
             };
-            node = node.as_object_mut().map(|m| m.entry(k).or_insert_with(|| json!({}))).expect("fields nodes are objects");
+            node = node
+                .as_object_mut()
+                .map(|m| m.entry(k).or_insert_with(|| json!({})))
+                .expect("fields nodes are objects");
         }
         if matches!(path.last(), Some(Elem::Key(_))) {
             node["."] = json!({});
@@ -389,7 +413,9 @@ pub fn track_update(rt: &ResourceType, obj: &mut Value, old: Option<&Value>, man
     }
     let subresource = sub.unwrap_or_default().to_string();
     let now = ids::now();
-    let mine = entries.iter_mut().find(|e| e.manager == manager && e.operation == "Update" && e.subresource == subresource);
+    let mine = entries
+        .iter_mut()
+        .find(|e| e.manager == manager && e.operation == "Update" && e.subresource == subresource);
     let gained: FieldSet = changed.into_iter().filter(|p| new_set.contains(p)).collect();
     match mine {
         Some(e) => {
@@ -485,9 +511,15 @@ pub fn apply(
         m.remove("status");
     }
     merge(rt, &mut merged, &body, "");
-    let previous: FieldSet = entries.iter().find(|e| is_mine(e)).map(|e| e.fields.clone()).unwrap_or_default();
+    let previous: FieldSet = entries
+        .iter()
+        .find(|e| is_mine(e))
+        .map(|e| e.fields.clone())
+        .unwrap_or_default();
     for p in previous.difference(&applied_set) {
-        let owned_elsewhere = entries.iter().any(|e| !is_mine(e) && e.fields.iter().any(|q| q.starts_with(p)));
+        let owned_elsewhere = entries
+            .iter()
+            .any(|e| !is_mine(e) && e.fields.iter().any(|q| q.starts_with(p)));
         if !owned_elsewhere {
             remove_at(&mut merged, p);
         }
@@ -514,9 +546,15 @@ fn conflict_error(rt: &ResourceType, live: &Value, conflicts: &[(String, String,
         .collect();
     let message = if n == 1 {
         let (m, v, p) = &conflicts[0];
-        format!("Apply failed with 1 conflict: conflict with {m:?} using {v}: {}", path_string(p))
+        format!(
+            "Apply failed with 1 conflict: conflict with {m:?} using {v}: {}",
+            path_string(p)
+        )
     } else {
-        let lines: Vec<String> = conflicts.iter().map(|(m, _, p)| format!("conflict with {m:?}: {}", path_string(p))).collect();
+        let lines: Vec<String> = conflicts
+            .iter()
+            .map(|(m, _, p)| format!("conflict with {m:?}: {}", path_string(p)))
+            .collect();
         format!("Apply failed with {n} conflicts: {}", lines.join("\n"))
     };
     let mut e = ApiError::conflict(&rt.group, &rt.plural, name, "");
@@ -541,7 +579,10 @@ mod tests {
             "spec": {"containers": [{"name": "c", "image": "x"}]}});
         let live = apply(&rt, None, &first, "alice", false, None).unwrap();
         let fields = &live["metadata"]["managedFields"][0]["fieldsV1"];
-        assert!(fields["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["f:image"].is_object(), "{fields}");
+        assert!(
+            fields["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["f:image"].is_object(),
+            "{fields}"
+        );
 
         let bob = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
             "spec": {"containers": [{"name": "c", "image": "y"}]}});

@@ -36,7 +36,10 @@ struct Node {
 }
 
 fn type_for_key(st: &State, key: &StorageKey) -> Option<ResourceType> {
-    st.types().iter().find(|t| &t.storage == key && t.view == super::resources::View::Plain).cloned()
+    st.types()
+        .iter()
+        .find(|t| &t.storage == key && t.view == super::resources::View::Plain)
+        .cloned()
 }
 
 fn uid(o: &Value) -> &str {
@@ -44,7 +47,10 @@ fn uid(o: &Value) -> &str {
 }
 
 fn finalizers(o: &Value) -> Vec<String> {
-    o["metadata"]["finalizers"].as_array().map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    o["metadata"]["finalizers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
 }
 
 /// One collection pass. Returns whether it changed anything.
@@ -57,7 +63,16 @@ pub fn pass(st: &mut State) -> bool {
     }
     let by_uid: HashMap<String, &Node> = nodes.iter().map(|n| (uid(&n.obj).to_string(), n)).collect();
     let dependents_of = |owner: &str| -> Vec<&Node> {
-        nodes.iter().filter(|n| n.obj["metadata"]["ownerReferences"].as_array().into_iter().flatten().any(|r| r["uid"] == json!(owner))).collect()
+        nodes
+            .iter()
+            .filter(|n| {
+                n.obj["metadata"]["ownerReferences"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r["uid"] == json!(owner))
+            })
+            .collect()
     };
     let mut deletes: Vec<(StorageKey, String, String, Option<String>)> = Vec::new();
     let mut rewrites: Vec<(StorageKey, Value)> = Vec::new();
@@ -89,15 +104,25 @@ pub fn pass(st: &mut State) -> bool {
             for d in &deps {
                 if d.obj["metadata"]["deletionTimestamp"].is_null() {
                     let dm = &d.obj["metadata"];
-                    deletes.push((d.key.clone(), dm["namespace"].as_str().unwrap_or_default().into(), dm["name"].as_str().unwrap_or_default().into(), Some("Foreground".into())));
+                    deletes.push((
+                        d.key.clone(),
+                        dm["namespace"].as_str().unwrap_or_default().into(),
+                        dm["name"].as_str().unwrap_or_default().into(),
+                        Some("Foreground".into()),
+                    ));
                 }
             }
             let blocking = deps.iter().any(|d| {
-                d.obj["metadata"]["ownerReferences"].as_array().into_iter().flatten().any(|r| r["uid"] == json!(me) && r["blockOwnerDeletion"] == json!(true))
+                d.obj["metadata"]["ownerReferences"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r["uid"] == json!(me) && r["blockOwnerDeletion"] == json!(true))
             });
             if !blocking {
                 let mut o = n.obj.clone();
-                o["metadata"]["finalizers"] = json!(fins.iter().filter(|f| *f != "foregroundDeletion").collect::<Vec<_>>());
+                o["metadata"]["finalizers"] =
+                    json!(fins.iter().filter(|f| *f != "foregroundDeletion").collect::<Vec<_>>());
                 rewrites.push((n.key.clone(), o));
             }
             continue;
@@ -112,7 +137,8 @@ pub fn pass(st: &mut State) -> bool {
             .filter(|r| {
                 by_uid.get(r["uid"].as_str().unwrap_or_default()).is_some_and(|o| {
                     let om = &o.obj["metadata"];
-                    om["name"] == r["name"] && (om["namespace"].as_str().unwrap_or_default() == ns || om["namespace"].is_null())
+                    om["name"] == r["name"]
+                        && (om["namespace"].as_str().unwrap_or_default() == ns || om["namespace"].is_null())
                 })
             })
             .collect();
@@ -127,7 +153,10 @@ pub fn pass(st: &mut State) -> bool {
     }
     let namespace_work = namespaces(st, &nodes, &mut deletes);
     let changed = !deletes.is_empty() || !rewrites.is_empty() || namespace_work;
-    let opts = WriteOpts { manager: MANAGER.into(), ..Default::default() };
+    let opts = WriteOpts {
+        manager: MANAGER.into(),
+        ..Default::default()
+    };
     for (key, obj) in rewrites {
         let Some(rt) = type_for_key(st, &key) else { continue };
         let (ns, name) = super::store::object_key(&obj);
@@ -139,18 +168,36 @@ pub fn pass(st: &mut State) -> bool {
     }
     for (key, ns, name, propagation) in deletes {
         let Some(rt) = type_for_key(st, &key) else { continue };
-        let _ = ops::delete(st, &rt, &ns, &name, &DeleteOpts { propagation, ..Default::default() });
+        let _ = ops::delete(
+            st,
+            &rt,
+            &ns,
+            &name,
+            &DeleteOpts {
+                propagation,
+                ..Default::default()
+            },
+        );
     }
     changed
 }
 
 /// Terminating namespaces: delete what they contain; drop the `kubernetes` finalizer once empty.
 fn namespaces(st: &mut State, nodes: &[Node], deletes: &mut Vec<(StorageKey, String, String, Option<String>)>) -> bool {
-    let ns_key = StorageKey { group: String::new(), resource: "namespaces".into() };
+    let ns_key = StorageKey {
+        group: String::new(),
+        resource: "namespaces".into(),
+    };
     let mut changed = false;
-    for n in nodes.iter().filter(|n| n.key == ns_key && !n.obj["metadata"]["deletionTimestamp"].is_null()) {
+    for n in nodes
+        .iter()
+        .filter(|n| n.key == ns_key && !n.obj["metadata"]["deletionTimestamp"].is_null())
+    {
         let name = n.obj["metadata"]["name"].as_str().unwrap_or_default();
-        let contents: Vec<&Node> = nodes.iter().filter(|o| o.obj["metadata"]["namespace"].as_str() == Some(name)).collect();
+        let contents: Vec<&Node> = nodes
+            .iter()
+            .filter(|o| o.obj["metadata"]["namespace"].as_str() == Some(name))
+            .collect();
         for o in &contents {
             if o.obj["metadata"]["deletionTimestamp"].is_null() {
                 let (ons, oname) = super::store::object_key(&o.obj);
@@ -161,7 +208,10 @@ fn namespaces(st: &mut State, nodes: &[Node], deletes: &mut Vec<(StorageKey, Str
             let Some(rt) = type_for_key(st, &ns_key) else { continue };
             let mut o = n.obj.clone();
             o["spec"]["finalizers"] = json!([]);
-            let opts = WriteOpts { manager: "namespace-controller".into(), ..Default::default() };
+            let opts = WriteOpts {
+                manager: "namespace-controller".into(),
+                ..Default::default()
+            };
             let _ = ops::replace(st, &rt, n.obj.clone(), o, None, &opts);
             changed = true;
         }

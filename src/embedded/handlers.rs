@@ -53,7 +53,14 @@ pub fn error_response(e: &ApiError) -> Response {
 }
 
 /// Handles one authenticated request.
-pub async fn handle(server: Arc<Server>, method: Method, path: &str, query: Query, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn handle(
+    server: Arc<Server>,
+    method: Method,
+    path: &str,
+    query: Query,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     match route(&server, &method, path, &query, &headers, body).await {
         Ok(resp) => resp,
         Err(e) => error_response(&e),
@@ -61,7 +68,11 @@ pub async fn handle(server: Arc<Server>, method: Method, path: &str, query: Quer
 }
 
 fn accept(headers: &HeaderMap) -> String {
-    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Whether the client asked for server-side printing.
@@ -95,40 +106,98 @@ fn discovery_response(headers: &HeaderMap, types: &[ResourceType], core: bool, l
     }
 }
 
-async fn route(server: &Arc<Server>, method: &Method, path: &str, query: &Query, headers: &HeaderMap, body: Bytes) -> ApiResult<Response> {
+async fn route(
+    server: &Arc<Server>,
+    method: &Method,
+    path: &str,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let types = server.store.lock().types().to_vec();
-    let get_only = |r: Response| if method == Method::GET { Ok(r) } else { Err(ApiError::method_not_allowed()) };
+    let get_only = |r: Response| {
+        if method == Method::GET {
+            Ok(r)
+        } else {
+            Err(ApiError::method_not_allowed())
+        }
+    };
     match segs.as_slice() {
         ["version"] => get_only(json_response(StatusCode::OK, &super::apiserver::version_info(), &[])),
         ["healthz"] | ["livez"] | ["readyz"] => get_only((StatusCode::OK, "ok").into_response()),
-        ["api"] => get_only(discovery_response(headers, &types, true, discovery::api_versions(&server.addr.to_string()))),
-        ["apis"] => get_only(discovery_response(headers, &types, false, discovery::api_group_list(&types))),
-        ["api", "v1"] => discovery::resource_list(&types, "", "v1").map(|d| json_response(StatusCode::OK, &d, &[])).ok_or_else(ApiError::path_not_found),
-        ["apis", g] => discovery::api_group(&types, g).map(|d| json_response(StatusCode::OK, &d, &[])).ok_or_else(ApiError::path_not_found),
-        ["apis", g, v] => discovery::resource_list(&types, g, v).map(|d| json_response(StatusCode::OK, &d, &[])).ok_or_else(ApiError::path_not_found),
+        ["api"] => get_only(discovery_response(
+            headers,
+            &types,
+            true,
+            discovery::api_versions(&server.addr.to_string()),
+        )),
+        ["apis"] => get_only(discovery_response(
+            headers,
+            &types,
+            false,
+            discovery::api_group_list(&types),
+        )),
+        ["api", "v1"] => discovery::resource_list(&types, "", "v1")
+            .map(|d| json_response(StatusCode::OK, &d, &[]))
+            .ok_or_else(ApiError::path_not_found),
+        ["apis", g] => discovery::api_group(&types, g)
+            .map(|d| json_response(StatusCode::OK, &d, &[]))
+            .ok_or_else(ApiError::path_not_found),
+        ["apis", g, v] => discovery::resource_list(&types, g, v)
+            .map(|d| json_response(StatusCode::OK, &d, &[]))
+            .ok_or_else(ApiError::path_not_found),
         ["openapi", "v3"] => get_only(json_response(StatusCode::OK, &openapi::index(&types), &[])),
-        ["openapi", "v3", "api", v] => served_gv(&types, "", v).map(|_| json_response(StatusCode::OK, &openapi::document(&types, "", v), &[])),
-        ["openapi", "v3", "apis", g, v] => served_gv(&types, g, v).map(|_| json_response(StatusCode::OK, &openapi::document(&types, g, v), &[])),
-        ["api", "v1", rest @ ..] => resource(server, method, query, headers, body, parse_target(&types, "", "v1", rest)?).await,
-        ["apis", g, v, rest @ ..] => resource(server, method, query, headers, body, parse_target(&types, g, v, rest)?).await,
+        ["openapi", "v3", "api", v] => {
+            served_gv(&types, "", v).map(|_| json_response(StatusCode::OK, &openapi::document(&types, "", v), &[]))
+        }
+        ["openapi", "v3", "apis", g, v] => {
+            served_gv(&types, g, v).map(|_| json_response(StatusCode::OK, &openapi::document(&types, g, v), &[]))
+        }
+        ["api", "v1", rest @ ..] => {
+            resource(
+                server,
+                method,
+                query,
+                headers,
+                body,
+                parse_target(&types, "", "v1", rest)?,
+            )
+            .await
+        }
+        ["apis", g, v, rest @ ..] => {
+            resource(server, method, query, headers, body, parse_target(&types, g, v, rest)?).await
+        }
         _ => Err(ApiError::path_not_found()),
     }
 }
 
 fn served_gv(types: &[ResourceType], g: &str, v: &str) -> ApiResult<()> {
-    if types.iter().any(|t| t.group == g && t.version == v) { Ok(()) } else { Err(ApiError::path_not_found()) }
+    if types.iter().any(|t| t.group == g && t.version == v) {
+        Ok(())
+    } else {
+        Err(ApiError::path_not_found())
+    }
 }
 
 fn parse_target(types: &[ResourceType], group: &str, version: &str, rest: &[&str]) -> ApiResult<Target> {
-    let find = |plural: &str| types.iter().find(|t| t.group == group && t.version == version && t.plural == plural).cloned();
+    let find = |plural: &str| {
+        types
+            .iter()
+            .find(|t| t.group == group && t.version == version && t.plural == plural)
+            .cloned()
+    };
     let namespaced_path = rest.len() >= 3 && rest[0] == "namespaces" && !matches!(rest[2], "status" | "finalize");
     let (namespace, plural, name, sub) = if namespaced_path {
         (Some(rest[1]), rest[2], rest.get(3).copied(), rest.get(4).copied())
     } else {
         (None, rest[0], rest.get(1).copied(), rest.get(2).copied())
     };
-    let extra = if namespaced_path { rest.len() > 5 } else { rest.len() > 3 };
+    let extra = if namespaced_path {
+        rest.len() > 5
+    } else {
+        rest.len() > 3
+    };
     let rt = find(plural).ok_or_else(ApiError::path_not_found)?;
     if extra || (rt.namespaced && namespace.is_none() && name.is_some()) || (!rt.namespaced && namespace.is_some()) {
         return Err(ApiError::path_not_found());
@@ -151,7 +220,14 @@ fn parse_target(types: &[ResourceType], group: &str, version: &str, rest: &[&str
     })
 }
 
-async fn resource(server: &Arc<Server>, method: &Method, query: &Query, headers: &HeaderMap, body: Bytes, t: Target) -> ApiResult<Response> {
+async fn resource(
+    server: &Arc<Server>,
+    method: &Method,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Bytes,
+    t: Target,
+) -> ApiResult<Response> {
     let is_watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
     match (method.clone(), t.name.is_some(), t.sub.as_deref()) {
         (Method::GET, _, Some("log")) => podlog::serve(server.clone(), &t, query).await,
@@ -169,25 +245,38 @@ async fn resource(server: &Arc<Server>, method: &Method, query: &Query, headers:
 }
 
 fn bind(server: &Server, t: &Target, body: &[u8]) -> ApiResult<Response> {
-    let (ns, name) = (t.namespace.as_deref().unwrap_or_default(), t.name.as_deref().unwrap_or_default());
+    let (ns, name) = (
+        t.namespace.as_deref().unwrap_or_default(),
+        t.name.as_deref().unwrap_or_default(),
+    );
     let status = super::binding::bind(&mut server.store.lock(), &t.rt, ns, name, body)?;
     Ok(json_response(StatusCode::CREATED, &status, &[]))
 }
 
 fn ns_key(t: &Target) -> String {
-    if t.rt.namespaced { t.namespace.clone().unwrap_or_default() } else { String::new() }
+    if t.rt.namespaced {
+        t.namespace.clone().unwrap_or_default()
+    } else {
+        String::new()
+    }
 }
 
 fn get(server: &Server, t: &Target, query: &Query, headers: &HeaderMap) -> ApiResult<Response> {
     let name = t.name.as_deref().unwrap_or_default();
     let st = server.store.lock();
-    let obj = st.get(t.rt.key(), &ns_key(t), name).ok_or_else(|| ApiError::not_found(&t.rt.group, &t.rt.plural, name))?;
+    let obj = st
+        .get(t.rt.key(), &ns_key(t), name)
+        .ok_or_else(|| ApiError::not_found(&t.rt.group, &t.rt.plural, name))?;
     let view = events::to_view(&t.rt, obj);
     drop(st);
     if wants_table(headers) {
         let include = Include::parse(query.get("includeObject").map(String::as_str));
         let rv = view["metadata"]["resourceVersion"].clone();
-        return Ok(json_response(StatusCode::OK, &table(&t.rt, &[view], include, json!({"resourceVersion": rv})), &[]));
+        return Ok(json_response(
+            StatusCode::OK,
+            &table(&t.rt, &[view], include, json!({"resourceVersion": rv})),
+            &[],
+        ));
     }
     Ok(json_response(StatusCode::OK, &view, &[]))
 }
@@ -206,8 +295,16 @@ impl Filter {
         let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or_default())?;
         let rt = t.rt.clone();
         let supported = |f: &str| field_supported(&rt, f);
-        let fields = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or_default(), &supported)?;
-        Ok(Self { labels, fields, namespace: t.namespace.clone(), rt })
+        let fields = FieldSelector::parse(
+            query.get("fieldSelector").map(String::as_str).unwrap_or_default(),
+            &supported,
+        )?;
+        Ok(Self {
+            labels,
+            fields,
+            namespace: t.namespace.clone(),
+            rt,
+        })
     }
 
     /// Whether a stored object passes the filter.
@@ -217,7 +314,10 @@ impl Filter {
         {
             return false;
         }
-        self.labels.matches(&labels_of(obj)) && self.fields.matches(&|f| field_string(obj, &events::storage_field(&self.rt, f)))
+        self.labels.matches(&labels_of(obj))
+            && self
+                .fields
+                .matches(&|f| field_string(obj, &events::storage_field(&self.rt, f)))
     }
 
     /// Whether no label or field selector is set.
@@ -231,14 +331,23 @@ fn field_supported(rt: &ResourceType, field: &str) -> bool {
         return true;
     }
     if let Some(custom) = &rt.custom {
-        return custom.selectable_fields.iter().any(|p| p.trim_start_matches('.') == field);
+        return custom
+            .selectable_fields
+            .iter()
+            .any(|p| p.trim_start_matches('.') == field);
     }
     match rt.plural.as_str() {
         "events" => events::selectable(&events::storage_field(rt, field)),
         "pods" => matches!(
             field,
-            "spec.nodeName" | "spec.restartPolicy" | "spec.schedulerName" | "spec.serviceAccountName" | "spec.hostNetwork"
-                | "status.phase" | "status.podIP" | "status.nominatedNodeName"
+            "spec.nodeName"
+                | "spec.restartPolicy"
+                | "spec.schedulerName"
+                | "spec.serviceAccountName"
+                | "spec.hostNetwork"
+                | "status.phase"
+                | "status.podIP"
+                | "status.nominatedNodeName"
         ),
         "secrets" => field == "type",
         "namespaces" => field == "status.phase",
@@ -287,7 +396,11 @@ fn list(server: &Server, t: &Target, query: &Query, headers: &HeaderMap) -> ApiR
         let remaining = items.len() - limit;
         items.truncate(limit);
         let last = items.last().map(object_pos).unwrap_or_default();
-        let token = ContinueToken { v: "meta.k8s.io/v1".into(), rv, start: last };
+        let token = ContinueToken {
+            v: "meta.k8s.io/v1".into(),
+            rv,
+            start: last,
+        };
         let encoded = base64::engine::general_purpose::URL_SAFE.encode(serde_json::to_vec(&token).unwrap_or_default());
         meta["continue"] = json!(encoded);
         if filter.is_trivial() {
@@ -316,17 +429,26 @@ fn list(server: &Server, t: &Target, query: &Query, headers: &HeaderMap) -> ApiR
 
 /// `namespace/name`, the etcd key order of lists.
 fn object_pos(o: &Value) -> String {
-    format!("{}/{}", o["metadata"]["namespace"].as_str().unwrap_or_default(), o["metadata"]["name"].as_str().unwrap_or_default())
+    format!(
+        "{}/{}",
+        o["metadata"]["namespace"].as_str().unwrap_or_default(),
+        o["metadata"]["name"].as_str().unwrap_or_default()
+    )
 }
 
 fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
     let bad = || ApiError::bad_request(format!("continue key is not valid: {token}"));
-    let raw = base64::engine::general_purpose::URL_SAFE.decode(token).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(token)
+        .map_err(|_| bad())?;
     serde_json::from_slice(&raw).map_err(|_| bad())
 }
 
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
     if ct.contains("vnd.kubernetes.protobuf") {
         return super::protobuf::decode(body);
     }
@@ -336,7 +458,8 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
         ));
     }
     if ct.contains("yaml") {
-        let v: serde_yaml::Value = serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?;
+        let v: serde_yaml::Value = serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?;
         return serde_json::to_value(v).map_err(|e| ApiError::bad_request(e.to_string()));
     }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
@@ -347,7 +470,9 @@ fn write_opts(query: &Query, headers: &HeaderMap) -> ApiResult<WriteOpts> {
         None | Some("") => false,
         Some("All") => true,
         Some(other) => {
-            return Err(ApiError::bad_request(format!("Invalid dry run value: {other:?}; supported values: \"All\"")));
+            return Err(ApiError::bad_request(format!(
+                "Invalid dry run value: {other:?}; supported values: \"All\""
+            )));
         }
     };
     let validation = match query.get("fieldValidation").map(String::as_str) {
@@ -363,20 +488,34 @@ fn write_opts(query: &Query, headers: &HeaderMap) -> ApiResult<WriteOpts> {
     let manager = match query.get("fieldManager").filter(|m| !m.is_empty()) {
         Some(m) => {
             if m.len() > 128 {
-                return Err(ApiError::bad_request("fieldManager: Too long: may not be more than 128 bytes"));
+                return Err(ApiError::bad_request(
+                    "fieldManager: Too long: may not be more than 128 bytes",
+                ));
             }
             m.clone()
         }
         None => {
-            let ua = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+            let ua = headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("unknown");
             ua.split('/').next().unwrap_or("unknown").to_string()
         }
     };
-    Ok(WriteOpts { dry_run, manager, validation, keep_managed: false })
+    Ok(WriteOpts {
+        dry_run,
+        manager,
+        validation,
+        keep_managed: false,
+    })
 }
 
 fn outcome_response(t: &Target, out: ops::Outcome) -> Response {
-    let code = if out.created { StatusCode::CREATED } else { StatusCode::OK };
+    let code = if out.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     json_response(code, &events::to_view(&t.rt, &out.object), &out.warnings)
 }
 
@@ -395,14 +534,25 @@ fn update(server: &Server, t: &Target, query: &Query, headers: &HeaderMap, body:
     let opts = write_opts(query, headers)?;
     let name = t.name.as_deref().unwrap_or_default();
     let mut st = server.store.lock();
-    let out = ops::update(&mut st, &t.rt, t.namespace.as_deref(), name, obj, t.sub.as_deref(), &opts)?;
+    let out = ops::update(
+        &mut st,
+        &t.rt,
+        t.namespace.as_deref(),
+        name,
+        obj,
+        t.sub.as_deref(),
+        &opts,
+    )?;
     drop(st);
     server.store.changed.notify_one();
     Ok(outcome_response(t, out))
 }
 
 fn patch(server: &Server, t: &Target, query: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     let kind = PatchType::from_content_type(ct, &t.rt)?;
     let mut opts = write_opts(query, headers)?;
     let name = t.name.as_deref().unwrap_or_default();
@@ -411,7 +561,9 @@ fn patch(server: &Server, t: &Target, query: &Query, headers: &HeaderMap, body: 
     let current = st.get(t.rt.key(), &ns, name).cloned();
     let out = if kind == PatchType::Apply {
         if query.get("fieldManager").is_none_or(|m| m.is_empty()) {
-            return Err(ApiError::bad_request("PATCH, application/apply-patch+yaml requires fieldManager to be set"));
+            return Err(ApiError::bad_request(
+                "PATCH, application/apply-patch+yaml requires fieldManager to be set",
+            ));
         }
         let applied: serde_yaml::Value =
             serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
@@ -466,7 +618,9 @@ fn check_applied(t: &Target, applied: &mut Value, name: &str) -> ApiResult<()> {
     }
     match applied["metadata"]["name"].as_str() {
         Some(n) if n != name => {
-            return Err(ApiError::bad_request(format!("the name of the object ({n}) does not match the name on the URL ({name})")));
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
         }
         Some(_) => {}
         None => applied["metadata"]["name"] = json!(name),
@@ -480,16 +634,25 @@ fn delete_opts(query: &Query, body: &[u8]) -> ApiResult<DeleteOpts> {
     } else {
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
     };
-    let mut propagation = doc["propagationPolicy"].as_str().map(str::to_string).or_else(|| query.get("propagationPolicy").cloned());
+    let mut propagation = doc["propagationPolicy"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| query.get("propagationPolicy").cloned());
     if propagation.is_none() {
-        match doc["orphanDependents"].as_bool().or_else(|| query.get("orphanDependents").map(|v| v == "true")) {
+        match doc["orphanDependents"]
+            .as_bool()
+            .or_else(|| query.get("orphanDependents").map(|v| v == "true"))
+        {
             Some(true) => propagation = Some("Orphan".into()),
             Some(false) => propagation = Some("Background".into()),
             None => {}
         }
     }
-    let grace = doc["gracePeriodSeconds"].as_i64().or_else(|| query.get("gracePeriodSeconds").and_then(|g| g.parse().ok()));
-    let dry_run = doc["dryRun"].as_array().is_some_and(|a| a.contains(&json!("All"))) || query.get("dryRun").map(String::as_str) == Some("All");
+    let grace = doc["gracePeriodSeconds"]
+        .as_i64()
+        .or_else(|| query.get("gracePeriodSeconds").and_then(|g| g.parse().ok()));
+    let dry_run = doc["dryRun"].as_array().is_some_and(|a| a.contains(&json!("All")))
+        || query.get("dryRun").map(String::as_str) == Some("All");
     Ok(DeleteOpts {
         propagation,
         grace,
@@ -522,7 +685,11 @@ fn delete_collection(server: &Server, t: &Target, query: &Query, body: &[u8]) ->
     let opts = delete_opts(query, body)?;
     let filter = Filter::parse(t, query)?;
     let mut st = server.store.lock();
-    let targets: Vec<Value> = st.list(t.rt.key(), t.namespace.as_deref()).into_iter().filter(|o| filter.matches(o)).collect();
+    let targets: Vec<Value> = st
+        .list(t.rt.key(), t.namespace.as_deref())
+        .into_iter()
+        .filter(|o| filter.matches(o))
+        .collect();
     let mut deleted = Vec::new();
     for o in targets {
         let ns = o["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
@@ -542,7 +709,9 @@ fn delete_collection(server: &Server, t: &Target, query: &Query, body: &[u8]) ->
 
 /// Decodes the query string into a map.
 pub fn parse_query(q: Option<&str>) -> Query {
-    form_urlencoded::parse(q.unwrap_or_default().as_bytes()).into_owned().collect()
+    form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
 }
 
 /// An empty body.

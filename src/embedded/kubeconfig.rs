@@ -22,7 +22,11 @@ pub fn write(path: &Path, server_url: &str, ca_pem: &str, token: &str) -> std::i
     }
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(render(server_url, ca_pem, token).as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)

@@ -4,5 +4,9 @@ use std::path::{Path, PathBuf};
 
 /// `<state_dir>/pods/<namespace>/<pod>/<container>.log`: the runner appends, the API server reads.
 pub fn container_log_path(state_dir: &Path, namespace: &str, pod: &str, container: &str) -> PathBuf {
-    state_dir.join("pods").join(namespace).join(pod).join(format!("{container}.log"))
+    state_dir
+        .join("pods")
+        .join(namespace)
+        .join(pod)
+        .join(format!("{container}.log"))
 }

@@ -11,7 +11,11 @@ const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";
 
 /// `api/v1` or `apis/<g>/<v>`.
 pub fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 /// The `/openapi/v3` index.
@@ -24,7 +28,10 @@ pub fn index(types: &[ResourceType]) -> Value {
         let doc = document(types, &g, &v);
         let hash = hex::encode(Sha256::digest(doc.to_string().as_bytes())).to_uppercase();
         let path = gv_path(&g, &v);
-        paths.insert(path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={}", &hash[..32])}));
+        paths.insert(
+            path.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={}", &hash[..32])}),
+        );
     }
     json!({"paths": paths})
 }
@@ -75,9 +82,21 @@ fn operation(t: &ResourceType, action: &str, id: &str, params: Vec<Value>, body:
 
 fn write_params() -> Vec<Value> {
     vec![
-        query("dryRun", "When present, indicates that modifications should not be persisted. Valid values are: - All: all dry run stages will be processed", "string"),
-        query("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes.", "string"),
-        query("fieldValidation", "fieldValidation instructs the server on how to handle objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields. Valid values are: - Ignore - Warn - Strict", "string"),
+        query(
+            "dryRun",
+            "When present, indicates that modifications should not be persisted. Valid values are: - All: all dry run stages will be processed",
+            "string",
+        ),
+        query(
+            "fieldManager",
+            "fieldManager is a name associated with the actor or entity that is making these changes.",
+            "string",
+        ),
+        query(
+            "fieldValidation",
+            "fieldValidation instructs the server on how to handle objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields. Valid values are: - Ignore - Warn - Strict",
+            "string",
+        ),
     ]
 }
 
@@ -136,8 +155,10 @@ fn type_schema(t: &ResourceType) -> Value {
     let mut schema = match &t.custom {
         Some(c) if c.schema.is_object() => c.schema.clone(),
         Some(_) => json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
-        None => json!({"type": "object", "description": format!("{} is a built-in Kubernetes {} object.", t.kind, t.kind),
-            "x-kubernetes-preserve-unknown-fields": true}),
+        None => {
+            json!({"type": "object", "description": format!("{} is a built-in Kubernetes {} object.", t.kind, t.kind),
+            "x-kubernetes-preserve-unknown-fields": true})
+        }
     };
     if schema["type"].is_null() {
         schema["type"] = json!("object");

@@ -92,7 +92,10 @@ fn check_namespace(rt: &ResourceType, obj: &mut Value, ns: Option<&str>) -> ApiR
 
 /// Whether the namespace exists and accepts new objects.
 fn check_namespace_open(st: &State, rt: &ResourceType, ns: &str, name: &str) -> ApiResult<()> {
-    let key = super::resources::StorageKey { group: String::new(), resource: "namespaces".into() };
+    let key = super::resources::StorageKey {
+        group: String::new(),
+        resource: "namespaces".into(),
+    };
     match st.get(&key, "", ns) {
         None => Err(ApiError::not_found("", "namespaces", ns)),
         Some(n) if !n["metadata"]["deletionTimestamp"].is_null() => Err(ApiError::forbidden(
@@ -108,7 +111,13 @@ fn check_namespace_open(st: &State, rt: &ResourceType, ns: &str, name: &str) -> 
 }
 
 /// Creates an object (POST).
-pub fn create(st: &mut State, rt: &ResourceType, ns: Option<&str>, body: Value, opts: &WriteOpts) -> ApiResult<Outcome> {
+pub fn create(
+    st: &mut State,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    body: Value,
+    opts: &WriteOpts,
+) -> ApiResult<Outcome> {
     check_type(rt, &body)?;
     let mut obj = events::to_storage(rt, body);
     if obj["metadata"].is_null() {
@@ -116,7 +125,9 @@ pub fn create(st: &mut State, rt: &ResourceType, ns: Option<&str>, body: Value, 
     }
     check_namespace(rt, &mut obj, ns)?;
     if !meta_str(&obj, "resourceVersion").is_empty() {
-        return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+        return Err(ApiError::bad_request(
+            "resourceVersion should not be set on objects to be created",
+        ));
     }
     let generate = meta_str(&obj, "generateName").to_string();
     if meta_str(&obj, "name").is_empty() && !generate.is_empty() {
@@ -127,7 +138,9 @@ pub fn create(st: &mut State, rt: &ResourceType, ns: Option<&str>, body: Value, 
     if rt.namespaced && !name.is_empty() {
         check_namespace_open(st, rt, &namespace, &name)?;
     }
-    let meta = obj["metadata"].as_object_mut().ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
+    let meta = obj["metadata"]
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
     for field in ["deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
         meta.remove(field);
     }
@@ -143,7 +156,10 @@ pub fn create(st: &mut State, rt: &ResourceType, ns: Option<&str>, body: Value, 
     }
     let mut warnings = admission::prepare(st, rt, &mut obj, None, opts)?;
     if name.is_empty() {
-        let errs = [FieldError::required("metadata.name", "name or generateName is required")];
+        let errs = [FieldError::required(
+            "metadata.name",
+            "name or generateName is required",
+        )];
         return Err(ApiError::invalid(&rt.group, &rt.kind, "", &errs));
     }
     admission::validate(st, rt, &obj, None)?;
@@ -164,7 +180,11 @@ pub fn create(st: &mut State, rt: &ResourceType, ns: Option<&str>, body: Value, 
         stored
     };
     warnings.dedup();
-    Ok(Outcome { object, created: true, warnings })
+    Ok(Outcome {
+        object,
+        created: true,
+        warnings,
+    })
 }
 
 /// Replaces an object (PUT), on the main resource or the `status` subresource.
@@ -192,7 +212,10 @@ pub fn update(
         )));
     }
     let namespace = ns.unwrap_or_default();
-    let Some(current) = st.get(rt.key(), if rt.namespaced { namespace } else { "" }, name).cloned() else {
+    let Some(current) = st
+        .get(rt.key(), if rt.namespaced { namespace } else { "" }, name)
+        .cloned()
+    else {
         if rt.create_on_update && sub.is_none() {
             if let Some(m) = obj["metadata"].as_object_mut() {
                 m.remove("resourceVersion");
@@ -203,7 +226,11 @@ pub fn update(
     };
     let rv = meta_str(&obj, "resourceVersion").to_string();
     if rv.is_empty() && !rt.unconditional_update {
-        let errs = [FieldError::invalid("metadata.resourceVersion", &json!("0x0"), "must be specified for an update")];
+        let errs = [FieldError::invalid(
+            "metadata.resourceVersion",
+            &json!("0x0"),
+            "must be specified for an update",
+        )];
         let mut e = ApiError::invalid(&rt.group, &rt.kind, name, &errs);
         e.message = e.message.replace("Invalid value: \"0x0\"", "Invalid value: 0x0");
         return Err(e);
@@ -213,7 +240,10 @@ pub fn update(
     }
     let uid = meta_str(&obj, "uid");
     if !uid.is_empty() && uid != meta_str(&current, "uid") {
-        let why = format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta_str(&current, "uid"));
+        let why = format!(
+            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+            meta_str(&current, "uid")
+        );
         return Err(ApiError::conflict(&rt.group, &rt.plural, name, &why));
     }
     replace(st, rt, current, obj, sub, opts)
@@ -262,7 +292,14 @@ pub fn replace(
         }
     };
     // System metadata is owned by the server.
-    for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "name"] {
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "namespace",
+        "name",
+    ] {
         match current["metadata"].get(field) {
             Some(v) => obj["metadata"][field] = v.clone(),
             None => {
@@ -278,7 +315,11 @@ pub fn replace(
     admission::validate(st, rt, &obj, Some(&current))?;
     set_generation(rt, &current, &mut obj);
     if same_ignoring_bookkeeping(&current, &obj) {
-        return Ok(Outcome { object: current, created: false, warnings });
+        return Ok(Outcome {
+            object: current,
+            created: false,
+            warnings,
+        });
     }
     if opts.keep_managed {
         // Server-side apply computed ownership already.
@@ -288,7 +329,11 @@ pub fn replace(
     }
     if opts.dry_run {
         warnings.dedup();
-        return Ok(Outcome { object: obj, created: false, warnings });
+        return Ok(Outcome {
+            object: obj,
+            created: false,
+            warnings,
+        });
     }
     let stored = st.put(rt.key(), obj);
     let being_deleted = !stored["metadata"]["deletionTimestamp"].is_null();
@@ -301,14 +346,21 @@ pub fn replace(
         stored
     };
     admission::after_write(st, rt);
-    Ok(Outcome { object, created: false, warnings })
+    Ok(Outcome {
+        object,
+        created: false,
+        warnings,
+    })
 }
 
 fn check_new_finalizers(rt: &ResourceType, current: &Value, obj: &Value) -> ApiResult<()> {
     if current["metadata"]["deletionTimestamp"].is_null() {
         return Ok(());
     }
-    let old: Vec<&Value> = current["metadata"]["finalizers"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let old: Vec<&Value> = current["metadata"]["finalizers"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
     let added: Vec<String> = obj["metadata"]["finalizers"]
         .as_array()
         .into_iter()
@@ -346,7 +398,11 @@ fn set_generation(rt: &ResourceType, current: &Value, obj: &mut Value) {
         v
     };
     let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
-    let next = if strip(current) != strip(obj) { generation + 1 } else { generation };
+    let next = if strip(current) != strip(obj) {
+        generation + 1
+    } else {
+        generation
+    };
     obj["metadata"]["generation"] = json!(next);
 }
 
@@ -397,7 +453,10 @@ pub fn delete(st: &mut State, rt: &ResourceType, ns: &str, name: &str, opts: &De
     if let Some(uid) = &opts.uid
         && uid != meta_str(&current, "uid")
     {
-        let why = format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta_str(&current, "uid"));
+        let why = format!(
+            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+            meta_str(&current, "uid")
+        );
         return Err(ApiError::conflict(&rt.group, &rt.plural, name, &why));
     }
     if let Some(rv) = &opts.resource_version
@@ -445,7 +504,12 @@ pub fn delete(st: &mut State, rt: &ResourceType, ns: &str, name: &str, opts: &De
         admission::after_write(st, rt);
         return Ok(Deleted::Gone(gone));
     }
-    if !already_deleting || grace < next["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(i64::MAX) {
+    if !already_deleting
+        || grace
+            < next["metadata"]["deletionGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(i64::MAX)
+    {
         let when = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
         next["metadata"]["deletionTimestamp"] = json!(when.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
         next["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
@@ -454,7 +518,9 @@ pub fn delete(st: &mut State, rt: &ResourceType, ns: &str, name: &str, opts: &De
         }
     }
     next["metadata"]["finalizers"] = json!(finalizers);
-    if finalizers.is_empty() && let Some(m) = next["metadata"].as_object_mut() {
+    if finalizers.is_empty()
+        && let Some(m) = next["metadata"].as_object_mut()
+    {
         m.remove("finalizers");
     }
     if !already_deleting && rt.tracks_generation() {

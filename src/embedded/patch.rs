@@ -47,18 +47,21 @@ impl PatchType {
 
 /// Applies a merge, JSON or strategic merge patch to an object.
 pub fn apply_patch(kind: PatchType, rt: &ResourceType, current: &Value, body: &[u8]) -> ApiResult<Value> {
-    let patch: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let patch: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     let mut doc = current.clone();
     match kind {
         PatchType::Merge => {
             if !patch.is_object() {
-                return Err(ApiError::bad_request("json: cannot unmarshal non-object into Go value of type map[string]interface {}"));
+                return Err(ApiError::bad_request(
+                    "json: cannot unmarshal non-object into Go value of type map[string]interface {}",
+                ));
             }
             json_patch::merge(&mut doc, &patch);
         }
         PatchType::Json => {
-            let ops: json_patch::Patch =
-                serde_json::from_value(patch).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+            let ops: json_patch::Patch = serde_json::from_value(patch)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
             json_patch::patch(&mut doc, &ops).map_err(|e| {
                 let mut err = ApiError::bad_request(e.to_string());
                 err.code = 422;
@@ -68,7 +71,9 @@ pub fn apply_patch(kind: PatchType, rt: &ResourceType, current: &Value, body: &[
         }
         PatchType::Strategic => {
             if !patch.is_object() {
-                return Err(ApiError::bad_request("the body of a strategic merge patch must be a JSON object"));
+                return Err(ApiError::bad_request(
+                    "the body of a strategic merge patch must be a JSON object",
+                ));
             }
             doc = strategic(rt, &doc, &patch, "");
         }
@@ -81,12 +86,18 @@ pub fn apply_patch(kind: PatchType, rt: &ResourceType, current: &Value, body: &[
 }
 
 fn sub_pattern(pattern: &str, key: &str) -> String {
-    if pattern.is_empty() { key.to_string() } else { format!("{pattern}.{key}") }
+    if pattern.is_empty() {
+        key.to_string()
+    } else {
+        format!("{pattern}.{key}")
+    }
 }
 
 /// Strategic merge of a patch map into an original map.
 fn strategic(rt: &ResourceType, original: &Value, patch: &Value, pattern: &str) -> Value {
-    let Some(p) = patch.as_object() else { return patch.clone() };
+    let Some(p) = patch.as_object() else {
+        return patch.clone();
+    };
     if p.get("$patch").and_then(Value::as_str) == Some("replace") {
         let mut out = p.clone();
         out.remove("$patch");
@@ -151,7 +162,10 @@ fn merge_list(rt: &ResourceType, original: &[Value], patch: &[Value], pattern: &
         }
         ListKind::Map(keys) => {
             let key = keys.first().cloned().unwrap_or_default();
-            if patch.iter().any(|x| x.get("$patch").and_then(Value::as_str) == Some("replace")) {
+            if patch
+                .iter()
+                .any(|x| x.get("$patch").and_then(Value::as_str) == Some("replace"))
+            {
                 return Value::Array(patch.iter().filter(|x| !is_directive(x)).cloned().collect());
             }
             let mut out = original.to_vec();

@@ -19,7 +19,10 @@ use super::resources::StorageKey;
 use super::status::{ApiError, ApiResult};
 
 fn pods_key() -> StorageKey {
-    StorageKey { group: String::new(), resource: "pods".into() }
+    StorageKey {
+        group: String::new(),
+        resource: "pods".into(),
+    }
 }
 
 fn container_names(pod: &Value) -> Vec<String> {
@@ -49,7 +52,9 @@ fn pick_container(pod: &Value, name: &str, query: &Query) -> ApiResult<String> {
     let all = container_names(pod);
     match query.get("container").filter(|c| !c.is_empty()) {
         Some(c) if all.contains(c) => Ok(c.clone()),
-        Some(c) => Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
+        Some(c) => Err(ApiError::bad_request(format!(
+            "container {c} is not valid for pod {name}"
+        ))),
         None => {
             let main: Vec<String> = pod["spec"]["containers"]
                 .as_array()
@@ -77,18 +82,28 @@ fn pick_container(pod: &Value, name: &str, query: &Query) -> ApiResult<String> {
 pub async fn serve(server: Arc<Server>, t: &Target, query: &Query) -> ApiResult<Response> {
     let ns = t.namespace.clone().unwrap_or_default();
     let name = t.name.clone().unwrap_or_default();
-    let pod = server.store.lock().get(&pods_key(), &ns, &name).cloned().ok_or_else(|| ApiError::not_found("", "pods", &name))?;
+    let pod = server
+        .store
+        .lock()
+        .get(&pods_key(), &ns, &name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("", "pods", &name))?;
     let container = pick_container(&pod, &name, query)?;
     if query.get("previous").map(String::as_str) == Some("true") {
-        return Err(ApiError::bad_request(format!("previous terminated container {container:?} in pod {name:?} not found")));
+        return Err(ApiError::bad_request(format!(
+            "previous terminated container {container:?} in pod {name:?} not found"
+        )));
     }
     let path = container_log_path(&server.state_dir, &ns, &name, &container);
-    let started = status_of(&pod, &container).is_some_and(|s| !s["state"]["waiting"].is_object() && !s["state"].is_null());
+    let started =
+        status_of(&pod, &container).is_some_and(|s| !s["state"]["waiting"].is_object() && !s["state"].is_null());
     if !path.exists() && !started {
         let reason = status_of(&pod, &container)
             .and_then(|s| s["state"]["waiting"]["reason"].as_str().map(str::to_string))
             .unwrap_or_else(|| "ContainerCreating".to_string());
-        return Err(ApiError::bad_request(format!("container {container:?} in pod {name:?} is waiting to start: {reason}")));
+        return Err(ApiError::bad_request(format!(
+            "container {container:?} in pod {name:?} is waiting to start: {reason}"
+        )));
     }
     let content = tokio::fs::read(&path).await.unwrap_or_default();
     let tail = query.get("tailLines").and_then(|n| n.parse::<i64>().ok());
@@ -107,8 +122,15 @@ pub async fn serve(server: Arc<Server>, t: &Target, query: &Query) -> ApiResult<
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let offset = content.len() as u64;
     tokio::spawn(follow_log(server, ns, name, container, path, first, offset, tx));
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx)) });
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], Body::from_stream(stream)).into_response())
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain")],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 /// The last `n` lines of a log (a trailing newline does not start a line).

@@ -101,7 +101,15 @@ fn owner_ref(b: &[u8]) -> Option<Value> {
 
 fn object_meta(b: &[u8]) -> Option<Value> {
     let mut m = Map::new();
-    let string_fields = ["", "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion"];
+    let string_fields = [
+        "",
+        "name",
+        "generateName",
+        "namespace",
+        "selfLink",
+        "uid",
+        "resourceVersion",
+    ];
     for (n, f) in fields(b)? {
         match (n, f) {
             (1..=6, Field::Bytes(v)) => {
@@ -117,10 +125,16 @@ fn object_meta(b: &[u8]) -> Option<Value> {
             (12, Field::Bytes(v)) => insert_entry(&mut m, "annotations", v, false)?,
             (13, Field::Bytes(v)) => {
                 let r = owner_ref(v)?;
-                m.entry("ownerReferences").or_insert_with(|| json!([])).as_array_mut()?.push(r);
+                m.entry("ownerReferences")
+                    .or_insert_with(|| json!([]))
+                    .as_array_mut()?
+                    .push(r);
             }
             (14, Field::Bytes(v)) => {
-                m.entry("finalizers").or_insert_with(|| json!([])).as_array_mut()?.push(json!(text(v)?));
+                m.entry("finalizers")
+                    .or_insert_with(|| json!([]))
+                    .as_array_mut()?
+                    .push(json!(text(v)?));
             }
             _ => {}
         }
@@ -129,7 +143,10 @@ fn object_meta(b: &[u8]) -> Option<Value> {
 }
 
 fn string_list(obj: &mut Map<String, Value>, field: &str, v: &[u8]) -> Option<()> {
-    obj.entry(field).or_insert_with(|| json!([])).as_array_mut()?.push(json!(text(v)?));
+    obj.entry(field)
+        .or_insert_with(|| json!([]))
+        .as_array_mut()?
+        .push(json!(text(v)?));
     Some(())
 }
 
@@ -172,10 +189,16 @@ fn decode_object(kind: &str, raw: &[u8]) -> Option<Value> {
                 obj.insert("spec".into(), Value::Object(spec));
             }
             ("ServiceAccount", 2, Field::Bytes(v)) => {
-                obj.entry("secrets").or_insert_with(|| json!([])).as_array_mut()?.push(name_ref(v, 3)?);
+                obj.entry("secrets")
+                    .or_insert_with(|| json!([]))
+                    .as_array_mut()?
+                    .push(name_ref(v, 3)?);
             }
             ("ServiceAccount", 3, Field::Bytes(v)) => {
-                obj.entry("imagePullSecrets").or_insert_with(|| json!([])).as_array_mut()?.push(name_ref(v, 1)?);
+                obj.entry("imagePullSecrets")
+                    .or_insert_with(|| json!([]))
+                    .as_array_mut()?
+                    .push(name_ref(v, 1)?);
             }
             ("ServiceAccount", 4, Field::Varint(v)) => {
                 obj.insert("automountServiceAccountToken".into(), json!(v != 0));
@@ -193,7 +216,9 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
             "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({what} cannot be decoded from protobuf here)"
         ))
     };
-    let envelope = body.strip_prefix(b"k8s\x00").ok_or_else(|| ApiError::bad_request("protobuf body lacks the k8s envelope"))?;
+    let envelope = body
+        .strip_prefix(b"k8s\x00")
+        .ok_or_else(|| ApiError::bad_request("protobuf body lacks the k8s envelope"))?;
     let bad = || ApiError::bad_request("malformed protobuf body");
     let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), &[][..]);
     for (n, f) in fields(envelope).ok_or_else(bad)? {
@@ -239,7 +264,10 @@ mod tests {
         let body = [b"k8s\x00".to_vec(), field(1, &type_meta), field(2, &secret)].concat();
         let v = decode(&body).unwrap();
         assert_eq!(v["metadata"]["name"], "creds");
-        assert_eq!(v["data"]["password"], base64::engine::general_purpose::STANDARD.encode("s3cr3t"));
+        assert_eq!(
+            v["data"]["password"],
+            base64::engine::general_purpose::STANDARD.encode("s3cr3t")
+        );
         assert_eq!(v["type"], "Opaque");
         assert_eq!(v["kind"], "Secret");
     }

@@ -73,7 +73,11 @@ pub struct ResourceType {
 impl ResourceType {
     /// `group/version` or `version` for core.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// The storage key of this type.
@@ -99,15 +103,96 @@ struct Builtin {
 }
 
 const BUILTINS: &[Builtin] = &[
-    Builtin { group: "", version: "v1", plural: "namespaces", singular: "namespace", kind: "Namespace", namespaced: false, short: &["ns"], categories: &[] },
-    Builtin { group: "", version: "v1", plural: "pods", singular: "pod", kind: "Pod", namespaced: true, short: &["po"], categories: &["all"] },
-    Builtin { group: "", version: "v1", plural: "secrets", singular: "secret", kind: "Secret", namespaced: true, short: &[], categories: &[] },
-    Builtin { group: "", version: "v1", plural: "configmaps", singular: "configmap", kind: "ConfigMap", namespaced: true, short: &["cm"], categories: &[] },
-    Builtin { group: "", version: "v1", plural: "serviceaccounts", singular: "serviceaccount", kind: "ServiceAccount", namespaced: true, short: &["sa"], categories: &[] },
-    Builtin { group: "", version: "v1", plural: "events", singular: "event", kind: "Event", namespaced: true, short: &["ev"], categories: &[] },
-    Builtin { group: "events.k8s.io", version: "v1", plural: "events", singular: "event", kind: "Event", namespaced: true, short: &["ev"], categories: &[] },
-    Builtin { group: "coordination.k8s.io", version: "v1", plural: "leases", singular: "lease", kind: "Lease", namespaced: true, short: &[], categories: &[] },
-    Builtin { group: "apiextensions.k8s.io", version: "v1", plural: "customresourcedefinitions", singular: "customresourcedefinition", kind: "CustomResourceDefinition", namespaced: false, short: &["crd", "crds"], categories: &["api-extensions"] },
+    Builtin {
+        group: "",
+        version: "v1",
+        plural: "namespaces",
+        singular: "namespace",
+        kind: "Namespace",
+        namespaced: false,
+        short: &["ns"],
+        categories: &[],
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        plural: "pods",
+        singular: "pod",
+        kind: "Pod",
+        namespaced: true,
+        short: &["po"],
+        categories: &["all"],
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        plural: "secrets",
+        singular: "secret",
+        kind: "Secret",
+        namespaced: true,
+        short: &[],
+        categories: &[],
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        plural: "configmaps",
+        singular: "configmap",
+        kind: "ConfigMap",
+        namespaced: true,
+        short: &["cm"],
+        categories: &[],
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        plural: "serviceaccounts",
+        singular: "serviceaccount",
+        kind: "ServiceAccount",
+        namespaced: true,
+        short: &["sa"],
+        categories: &[],
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        namespaced: true,
+        short: &["ev"],
+        categories: &[],
+    },
+    Builtin {
+        group: "events.k8s.io",
+        version: "v1",
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        namespaced: true,
+        short: &["ev"],
+        categories: &[],
+    },
+    Builtin {
+        group: "coordination.k8s.io",
+        version: "v1",
+        plural: "leases",
+        singular: "lease",
+        kind: "Lease",
+        namespaced: true,
+        short: &[],
+        categories: &[],
+    },
+    Builtin {
+        group: "apiextensions.k8s.io",
+        version: "v1",
+        plural: "customresourcedefinitions",
+        singular: "customresourcedefinition",
+        kind: "CustomResourceDefinition",
+        namespaced: false,
+        short: &["crd", "crds"],
+        categories: &["api-extensions"],
+    },
 ];
 
 /// The built-in resource types.
@@ -133,7 +218,11 @@ pub fn builtins() -> Vec<ResourceType> {
                     group: if events { String::new() } else { b.group.to_string() },
                     resource: b.plural.to_string(),
                 },
-                view: if events && !b.group.is_empty() { View::EventsV1 } else { View::Plain },
+                view: if events && !b.group.is_empty() {
+                    View::EventsV1
+                } else {
+                    View::Plain
+                },
                 custom: None,
             }
         })
@@ -149,9 +238,14 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
     else {
         return Vec::new();
     };
-    let singular = names["singular"].as_str().map(str::to_string).unwrap_or_else(|| kind.to_lowercase());
+    let singular = names["singular"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| kind.to_lowercase());
     let strings = |v: &Value| -> Vec<String> {
-        v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
+        v.as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
     };
     let namespaced = spec["scope"].as_str() != Some("Cluster");
     let mut out = Vec::new();
@@ -161,13 +255,20 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
         }
         let Some(name) = version["name"].as_str() else { continue };
         let status = version["subresources"]["status"].is_object();
-        let mut columns = version["additionalPrinterColumns"].as_array().cloned().unwrap_or_default();
+        let mut columns = version["additionalPrinterColumns"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         if columns.is_empty() {
             columns.push(serde_json::json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}));
         }
         let selectable = version["selectableFields"]
             .as_array()
-            .map(|a| a.iter().filter_map(|f| f["jsonPath"].as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f["jsonPath"].as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         out.push(ResourceType {
             group: group.to_string(),
@@ -182,7 +283,10 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
             log_subresource: false,
             create_on_update: false,
             unconditional_update: false,
-            storage: StorageKey { group: group.to_string(), resource: plural.to_string() },
+            storage: StorageKey {
+                group: group.to_string(),
+                resource: plural.to_string(),
+            },
             view: View::Plain,
             custom: Some(Arc::new(CustomVersion {
                 schema: version["schema"]["openAPIV3Schema"].clone(),

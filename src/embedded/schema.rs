@@ -6,7 +6,11 @@ use serde_json::{Value, json};
 use super::status::FieldError;
 
 fn child_path(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") }
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
 }
 
 fn preserves(schema: &Value) -> bool {
@@ -170,7 +174,11 @@ fn check(schema: &Value, value: &Value, path: &str, errs: &mut Vec<FieldError>) 
     if value.is_null() {
         if schema["nullable"] != json!(true) && !schema["type"].is_null() {
             let want = schema["type"].as_str().unwrap_or_default();
-            let mut e = FieldError::invalid(path, &json!("null"), &format!("{} in body must be of type {want}: \"null\"", name_of(path)));
+            let mut e = FieldError::invalid(
+                path,
+                &json!("null"),
+                &format!("{} in body must be of type {want}: \"null\"", name_of(path)),
+            );
             e.reason = "FieldValueTypeInvalid";
             errs.push(e);
         }
@@ -179,9 +187,15 @@ fn check(schema: &Value, value: &Value, path: &str, errs: &mut Vec<FieldError>) 
     let int_or_string = schema["x-kubernetes-int-or-string"] == json!(true);
     if let Some(want) = schema["type"].as_str() {
         let actual = type_name(value);
-        let ok = actual == want || (want == "number" && actual == "integer") || int_or_string && (actual == "integer" || actual == "string");
+        let ok = actual == want
+            || (want == "number" && actual == "integer")
+            || int_or_string && (actual == "integer" || actual == "string");
         if !ok {
-            let mut e = FieldError::invalid(path, &json!(actual), &format!("{} in body must be of type {want}: {actual:?}", name_of(path)));
+            let mut e = FieldError::invalid(
+                path,
+                &json!(actual),
+                &format!("{} in body must be of type {want}: {actual:?}", name_of(path)),
+            );
             e.reason = "FieldValueTypeInvalid";
             errs.push(e);
             return;
@@ -190,7 +204,10 @@ fn check(schema: &Value, value: &Value, path: &str, errs: &mut Vec<FieldError>) 
     if let Some(options) = schema["enum"].as_array()
         && !options.contains(value)
     {
-        let supported: Vec<String> = options.iter().map(|o| o.as_str().map(str::to_string).unwrap_or_else(|| o.to_string())).collect();
+        let supported: Vec<String> = options
+            .iter()
+            .map(|o| o.as_str().map(str::to_string).unwrap_or_else(|| o.to_string()))
+            .collect();
         errs.push(FieldError::not_supported(path, value, &supported));
     }
     match value {
@@ -206,15 +223,30 @@ fn check(schema: &Value, value: &Value, path: &str, errs: &mut Vec<FieldError>) 
     if let Some(any) = schema["anyOf"].as_array()
         && !any.iter().any(|s| passes(s, value, path))
     {
-        errs.push(FieldError::invalid(path, value, &format!("{} in body must be of type {}", name_of(path), "anyOf")));
+        errs.push(FieldError::invalid(
+            path,
+            value,
+            &format!("{} in body must be of type {}", name_of(path), "anyOf"),
+        ));
     }
     if let Some(one) = schema["oneOf"].as_array()
         && one.iter().filter(|s| passes(s, value, path)).count() != 1
     {
-        errs.push(FieldError::invalid(path, value, &format!("{} in body must validate one and only one schema (oneOf)", name_of(path))));
+        errs.push(FieldError::invalid(
+            path,
+            value,
+            &format!(
+                "{} in body must validate one and only one schema (oneOf)",
+                name_of(path)
+            ),
+        ));
     }
     if schema["not"].is_object() && passes(&schema["not"], value, path) {
-        errs.push(FieldError::invalid(path, value, &format!("{} in body must not validate the schema (not)", name_of(path))));
+        errs.push(FieldError::invalid(
+            path,
+            value,
+            &format!("{} in body must not validate the schema (not)", name_of(path)),
+        ));
     }
     let _ = before;
 }
@@ -235,7 +267,11 @@ fn check_string(schema: &Value, s: &str, value: &Value, path: &str, errs: &mut V
     if let Some(min) = schema["minLength"].as_u64()
         && len < min
     {
-        errs.push(FieldError::invalid(path, value, &format!("{} in body should be at least {min} chars long", name_of(path))));
+        errs.push(FieldError::invalid(
+            path,
+            value,
+            &format!("{} in body should be at least {min} chars long", name_of(path)),
+        ));
     }
     if let Some(pattern) = schema["pattern"].as_str() {
         match Regex::new(pattern) {
@@ -250,7 +286,11 @@ fn check_string(schema: &Value, s: &str, value: &Value, path: &str, errs: &mut V
     if let Some(format) = schema["format"].as_str()
         && !format_ok(format, s)
     {
-        errs.push(FieldError::invalid(path, value, &format!("{} in body must be of type {format}: {s:?}", name_of(path))));
+        errs.push(FieldError::invalid(
+            path,
+            value,
+            &format!("{} in body must be of type {format}: {s:?}", name_of(path)),
+        ));
     }
 }
 
@@ -260,7 +300,16 @@ fn format_ok(format: &str, s: &str) -> bool {
         "date" => s.parse::<jiff::civil::Date>().is_ok(),
         "duration" => humantime::parse_duration(s).is_ok() || go_duration(s),
         "uri" => url::Url::parse(s).is_ok(),
-        "uuid" => s.len() == 36 && s.chars().enumerate().all(|(i, c)| if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() }),
+        "uuid" => {
+            s.len() == 36
+                && s.chars().enumerate().all(|(i, c)| {
+                    if [8, 13, 18, 23].contains(&i) {
+                        c == '-'
+                    } else {
+                        c.is_ascii_hexdigit()
+                    }
+                })
+        }
         "byte" => {
             use base64::Engine;
             base64::engine::general_purpose::STANDARD.decode(s).is_ok()
@@ -286,20 +335,52 @@ fn check_number(schema: &Value, value: &Value, path: &str, errs: &mut Vec<FieldE
     if let Some(max) = schema["maximum"].as_f64()
         && (n > max || (exclusive_max && n == max))
     {
-        let rel = if exclusive_max { "less than" } else { "less than or equal to" };
-        errs.push(FieldError::invalid(path, value, &format!("{} in body should be {rel} {}", name_of(path), go_number(&schema["maximum"]))));
+        let rel = if exclusive_max {
+            "less than"
+        } else {
+            "less than or equal to"
+        };
+        errs.push(FieldError::invalid(
+            path,
+            value,
+            &format!(
+                "{} in body should be {rel} {}",
+                name_of(path),
+                go_number(&schema["maximum"])
+            ),
+        ));
     }
     if let Some(min) = schema["minimum"].as_f64()
         && (n < min || (exclusive_min && n == min))
     {
-        let rel = if exclusive_min { "greater than" } else { "greater than or equal to" };
-        errs.push(FieldError::invalid(path, value, &format!("{} in body should be {rel} {}", name_of(path), go_number(&schema["minimum"]))));
+        let rel = if exclusive_min {
+            "greater than"
+        } else {
+            "greater than or equal to"
+        };
+        errs.push(FieldError::invalid(
+            path,
+            value,
+            &format!(
+                "{} in body should be {rel} {}",
+                name_of(path),
+                go_number(&schema["minimum"])
+            ),
+        ));
     }
     if let Some(m) = schema["multipleOf"].as_f64()
         && m > 0.0
         && (n / m).fract() != 0.0
     {
-        errs.push(FieldError::invalid(path, value, &format!("{} in body should be a multiple of {}", name_of(path), go_number(&schema["multipleOf"]))));
+        errs.push(FieldError::invalid(
+            path,
+            value,
+            &format!(
+                "{} in body should be a multiple of {}",
+                name_of(path),
+                go_number(&schema["multipleOf"])
+            ),
+        ));
     }
 }
 
@@ -321,7 +402,11 @@ fn check_array(schema: &Value, items: &[Value], value: &Value, path: &str, errs:
     if let Some(min) = schema["minItems"].as_u64()
         && (items.len() as u64) < min
     {
-        errs.push(FieldError::invalid(path, &json!(items.len()), &format!("{} in body should have at least {min} items", name_of(path))));
+        errs.push(FieldError::invalid(
+            path,
+            &json!(items.len()),
+            &format!("{} in body should have at least {min} items", name_of(path)),
+        ));
     }
     let list_type = schema["x-kubernetes-list-type"].as_str().unwrap_or_default();
     if schema["uniqueItems"] == json!(true) || list_type == "set" {
@@ -332,11 +417,18 @@ fn check_array(schema: &Value, items: &[Value], value: &Value, path: &str, errs:
         }
     }
     if list_type == "map" {
-        let keys: Vec<&str> = schema["x-kubernetes-list-map-keys"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let keys: Vec<&str> = schema["x-kubernetes-list-map-keys"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         for (i, item) in items.iter().enumerate() {
             let id: Vec<&Value> = keys.iter().map(|k| &item[*k]).collect();
-            if items[..i].iter().any(|o| keys.iter().map(|k| &o[*k]).collect::<Vec<_>>() == id) {
-                let shown: serde_json::Map<String, Value> = keys.iter().map(|k| (k.to_string(), item[*k].clone())).collect();
+            if items[..i]
+                .iter()
+                .any(|o| keys.iter().map(|k| &o[*k]).collect::<Vec<_>>() == id)
+            {
+                let shown: serde_json::Map<String, Value> =
+                    keys.iter().map(|k| (k.to_string(), item[*k].clone())).collect();
                 errs.push(FieldError::duplicate(&format!("{path}[{i}]"), &Value::Object(shown)));
             }
         }
@@ -349,8 +441,19 @@ fn check_array(schema: &Value, items: &[Value], value: &Value, path: &str, errs:
     }
 }
 
-fn check_object(schema: &Value, map: &serde_json::Map<String, Value>, value: &Value, path: &str, errs: &mut Vec<FieldError>) {
-    for req in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+fn check_object(
+    schema: &Value,
+    map: &serde_json::Map<String, Value>,
+    value: &Value,
+    path: &str,
+    errs: &mut Vec<FieldError>,
+) {
+    for req in schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
         if !map.contains_key(req) {
             errs.push(FieldError::required(&child_path(path, req), ""));
         }
@@ -363,7 +466,11 @@ fn check_object(schema: &Value, map: &serde_json::Map<String, Value>, value: &Va
     if let Some(min) = schema["minProperties"].as_u64()
         && (map.len() as u64) < min
     {
-        errs.push(FieldError::invalid(path, &json!(map.len()), &format!("{} in body should have at least {min} properties", name_of(path))));
+        errs.push(FieldError::invalid(
+            path,
+            &json!(map.len()),
+            &format!("{} in body should have at least {min} properties", name_of(path)),
+        ));
     }
     let _ = value;
     let props = schema["properties"].as_object();
@@ -404,9 +511,15 @@ mod tests {
         let bad = json!({"spec": {"interval": "soon", "historyLimit": 1000, "policy": "Bogus", "args": "x"}});
         let lines: Vec<String> = validate(&schema(), &bad).iter().map(FieldError::line).collect();
         assert!(lines.contains(&"spec.repo: Required value".to_string()), "{lines:?}");
-        assert!(lines.contains(&"spec.interval: Invalid value: \"soon\": spec.interval in body should match '^[0-9]+[smh]$'".to_string()));
+        assert!(lines.contains(
+            &"spec.interval: Invalid value: \"soon\": spec.interval in body should match '^[0-9]+[smh]$'".to_string()
+        ));
         assert!(lines.contains(&"spec.historyLimit: Invalid value: 1000: spec.historyLimit in body should be less than or equal to 100".to_string()));
-        assert!(lines.contains(&"spec.policy: Unsupported value: \"Bogus\": supported values: \"Forbid\", \"Allow\"".to_string()));
-        assert!(lines.contains(&"spec.args: Invalid value: \"string\": spec.args in body must be of type array: \"string\"".to_string()));
+        assert!(lines.contains(
+            &"spec.policy: Unsupported value: \"Bogus\": supported values: \"Forbid\", \"Allow\"".to_string()
+        ));
+        assert!(lines.contains(
+            &"spec.args: Invalid value: \"string\": spec.args in body must be of type array: \"string\"".to_string()
+        ));
     }
 }

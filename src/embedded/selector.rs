@@ -111,7 +111,11 @@ fn parse_term(term: &str) -> Option<(String, Op)> {
             return None;
         };
         let inner = list.trim().strip_prefix('(')?.strip_suffix(')')?;
-        let values: Vec<String> = inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+        let values: Vec<String> = inner
+            .split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect();
         if values.iter().any(|v| !valid_label_value(v)) {
             return None;
         }
@@ -124,7 +128,8 @@ fn parse_term(term: &str) -> Option<(String, Op)> {
 fn valid_label_value(v: &str) -> bool {
     v.len() <= 63
         && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        && (v.is_empty() || (v.starts_with(|c: char| c.is_ascii_alphanumeric()) && v.ends_with(|c: char| c.is_ascii_alphanumeric())))
+        && (v.is_empty()
+            || (v.starts_with(|c: char| c.is_ascii_alphanumeric()) && v.ends_with(|c: char| c.is_ascii_alphanumeric())))
 }
 
 fn valid_label_key(k: &str) -> bool {
@@ -158,7 +163,9 @@ impl FieldSelector {
             } else if let Some((f, v)) = term.split_once('=') {
                 (f, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid selector: '{text}'; can't understand '{term}'")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{text}'; can't understand '{term}'"
+                )));
             };
             let field = field.trim();
             if !supported(field) {
@@ -171,7 +178,10 @@ impl FieldSelector {
 
     /// The fields the selector names, with their required value (for `=` terms).
     pub fn equalities(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.reqs.iter().filter(|(_, eq, _)| *eq).map(|(f, _, v)| (f.as_str(), v.as_str()))
+        self.reqs
+            .iter()
+            .filter(|(_, eq, _)| *eq)
+            .map(|(f, _, v)| (f.as_str(), v.as_str()))
     }
 
     /// Whether the object satisfies every requirement; `field` reads a field's value as a string.
@@ -203,7 +213,11 @@ pub fn field_string(obj: &Value, path: &str) -> String {
 pub fn labels_of(obj: &Value) -> BTreeMap<String, String> {
     obj["metadata"]["labels"]
         .as_object()
-        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
         .unwrap_or_default()
 }
 

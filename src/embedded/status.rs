@@ -38,7 +38,12 @@ impl FieldError {
 
     /// `Too long: may not be more than N bytes`.
     pub fn too_long(field: &str, max: u64) -> Self {
-        Self::plain("FieldValueTooLong", "Too long", field, &format!("may not be more than {max} bytes"))
+        Self::plain(
+            "FieldValueTooLong",
+            "Too long",
+            field,
+            &format!("may not be more than {max} bytes"),
+        )
     }
 
     /// `Too many: <n>: must have at most N items`.
@@ -69,8 +74,16 @@ impl FieldError {
     }
 
     fn plain(reason: &'static str, kind: &str, field: &str, detail: &str) -> Self {
-        let message = if detail.is_empty() { kind.to_string() } else { format!("{kind}: {detail}") };
-        Self { reason, field: field.to_string(), message }
+        let message = if detail.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}: {detail}")
+        };
+        Self {
+            reason,
+            field: field.to_string(),
+            message,
+        }
     }
 
     fn with_value(reason: &'static str, kind: &str, field: &str, value: &Value, detail: &str) -> Self {
@@ -79,12 +92,20 @@ impl FieldError {
             message.push_str(": ");
             message.push_str(detail);
         }
-        Self { reason, field: field.to_string(), message }
+        Self {
+            reason,
+            field: field.to_string(),
+            message,
+        }
     }
 
     /// `field: body`, as in the aggregated message.
     pub fn line(&self) -> String {
-        if self.field.is_empty() { self.message.clone() } else { format!("{}: {}", self.field, self.message) }
+        if self.field.is_empty() {
+            self.message.clone()
+        } else {
+            format!("{}: {}", self.field, self.message)
+        }
     }
 }
 
@@ -118,12 +139,21 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 /// The group/resource pair errors name (`pipelines.delivery.inge.4pr.es`, `pods`).
 pub fn qualified(group: &str, resource: &str) -> String {
-    if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") }
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    }
 }
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: None }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     fn named(mut self, group: &str, resource: &str, name: &str) -> Self {
@@ -139,8 +169,7 @@ impl ApiError {
 
     /// 404 for a path the server does not serve.
     pub fn path_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        Self::new(404, "NotFound", "the server could not find the requested resource").with_details(json!({}))
     }
 
     /// 409 `pods "x" already exists`.
@@ -151,8 +180,10 @@ impl ApiError {
 
     /// 409 on a stale resourceVersion (optimistic concurrency).
     pub fn conflict(group: &str, resource: &str, name: &str, why: &str) -> Self {
-        let message =
-            format!("Operation cannot be fulfilled on {} {name:?}: {why}", qualified(group, resource));
+        let message = format!(
+            "Operation cannot be fulfilled on {} {name:?}: {why}",
+            qualified(group, resource)
+        );
         Self::new(409, "Conflict", message).named(group, resource, name)
     }
 
@@ -168,9 +199,17 @@ impl ApiError {
 
     /// 422 `Kind.group "name" is invalid: ...` with one cause per field error.
     pub fn invalid(group: &str, kind: &str, name: &str, errors: &[FieldError]) -> Self {
-        let qualified_kind = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let qualified_kind = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         let lines: Vec<String> = errors.iter().map(FieldError::line).collect();
-        let body = if lines.len() == 1 { lines[0].clone() } else { format!("[{}]", lines.join(", ")) };
+        let body = if lines.len() == 1 {
+            lines[0].clone()
+        } else {
+            format!("[{}]", lines.join(", "))
+        };
         let causes: Vec<Value> = errors
             .iter()
             .map(|e| json!({"reason": e.reason, "message": e.message, "field": e.field}))
@@ -198,7 +237,11 @@ impl ApiError {
 
     /// 405 for a verb the resource does not support.
     pub fn method_not_allowed() -> Self {
-        Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
     }
 
     /// 406 for an Accept header the server cannot honour.
@@ -218,7 +261,11 @@ impl ApiError {
 
     /// 500 InternalError.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
 
     /// 504 Timeout.
@@ -264,7 +311,11 @@ mod tests {
 
     #[test]
     fn invalid_message_matches_apiserver_wording() {
-        let errs = [FieldError::invalid("spec.interval", &json!("abc"), "must be a duration")];
+        let errs = [FieldError::invalid(
+            "spec.interval",
+            &json!("abc"),
+            "must be a duration",
+        )];
         let e = ApiError::invalid("delivery.inge.4pr.es", "Pipeline", "p", &errs);
         assert_eq!(
             e.message,
@@ -272,7 +323,10 @@ mod tests {
         );
         let two = [FieldError::required("spec.repo", ""), errs[0].clone()];
         let e = ApiError::invalid("", "Pod", "p", &two);
-        assert!(e.message.starts_with("Pod \"p\" is invalid: [spec.repo: Required value, "));
+        assert!(
+            e.message
+                .starts_with("Pod \"p\" is invalid: [spec.repo: Required value, ")
+        );
         assert_eq!(e.to_status()["details"]["causes"][0]["field"], "spec.repo");
     }
 }

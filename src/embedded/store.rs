@@ -77,7 +77,10 @@ impl Store {
             watchers: Vec::new(),
             types: resources::builtins(),
         };
-        Self { state: Mutex::new(state), changed: Notify::new() }
+        Self {
+            state: Mutex::new(state),
+            changed: Notify::new(),
+        }
     }
 
     /// Locks the state. A poisoned lock (a panic while holding it) is recovered: every write
@@ -100,18 +103,27 @@ impl State {
 
     /// The served type for a group, version and plural.
     pub fn find_type(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
-        self.types.iter().find(|t| t.group == group && t.version == version && t.plural == plural).cloned()
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.version == version && t.plural == plural)
+            .cloned()
     }
 
     /// The served type for an apiVersion and kind (owner references, involvedObject).
     pub fn type_for_kind(&self, api_version: &str, kind: &str) -> Option<ResourceType> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        self.types.iter().find(|t| t.group == group && t.version == version && t.kind == kind).cloned()
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.version == version && t.kind == kind)
+            .cloned()
     }
 
     /// Re-derives the custom resource types from the stored CRDs.
     pub fn refresh_custom_types(&mut self) {
-        let crd_key = StorageKey { group: "apiextensions.k8s.io".into(), resource: "customresourcedefinitions".into() };
+        let crd_key = StorageKey {
+            group: "apiextensions.k8s.io".into(),
+            resource: "customresourcedefinitions".into(),
+        };
         let mut types = resources::builtins();
         if let Some(crds) = self.objects.get(&crd_key) {
             for crd in crds.values() {
@@ -130,8 +142,13 @@ impl State {
 
     /// Objects of a storage, optionally in one namespace, in key order.
     pub fn list(&self, key: &StorageKey, ns: Option<&str>) -> Vec<Value> {
-        let Some(map) = self.objects.get(key) else { return Vec::new() };
-        map.iter().filter(|((n, _), _)| ns.is_none_or(|want| want == n)).map(|(_, v)| v.clone()).collect()
+        let Some(map) = self.objects.get(key) else {
+            return Vec::new();
+        };
+        map.iter()
+            .filter(|((n, _), _)| ns.is_none_or(|want| want == n))
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// Every storage key holding objects.
@@ -160,7 +177,11 @@ impl State {
                 (_, None) => {}
             }
         }
-        Ok(map.into_iter().filter(|((n, _), _)| ns.is_none_or(|want| want == n)).map(|(_, v)| v).collect())
+        Ok(map
+            .into_iter()
+            .filter(|((n, _), _)| ns.is_none_or(|want| want == n))
+            .map(|(_, v)| v)
+            .collect())
     }
 
     /// Stores a created or updated object under a new resourceVersion and records the change.
@@ -168,8 +189,16 @@ impl State {
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
         let obj_key = object_key(&obj);
-        let old = self.objects.entry(key.clone()).or_default().insert(obj_key, obj.clone());
-        let kind = if old.is_some() { ChangeKind::Modified } else { ChangeKind::Added };
+        let old = self
+            .objects
+            .entry(key.clone())
+            .or_default()
+            .insert(obj_key, obj.clone());
+        let kind = if old.is_some() {
+            ChangeKind::Modified
+        } else {
+            ChangeKind::Added
+        };
         self.record(key, kind, obj.clone(), old);
         obj
     }
@@ -198,21 +227,26 @@ impl State {
                 self.floor = evicted.rv;
             }
         }
-        self.watchers.retain(|w| w.key != *key || w.tx.send(change.clone()).is_ok());
+        self.watchers
+            .retain(|w| w.key != *key || w.tx.send(change.clone()).is_ok());
         self.watchers.retain(|w| !w.tx.is_closed());
     }
 
     /// Starts a watch on a storage: the changes after `from_rv` still in history, and a receiver
     /// for every later change. 410 Expired when `from_rv` is older than the history.
-    pub fn subscribe(
-        &mut self,
-        key: &StorageKey,
-        from_rv: u64,
-    ) -> ApiResult<Subscription> {
+    pub fn subscribe(&mut self, key: &StorageKey, from_rv: u64) -> ApiResult<Subscription> {
         if from_rv < self.floor {
-            return Err(ApiError::expired(format!("too old resource version: {from_rv} ({})", self.floor + 1)));
+            return Err(ApiError::expired(format!(
+                "too old resource version: {from_rv} ({})",
+                self.floor + 1
+            )));
         }
-        let replay = self.history.iter().filter(|c| c.rv > from_rv && &c.key == key).cloned().collect();
+        let replay = self
+            .history
+            .iter()
+            .filter(|c| c.rv > from_rv && &c.key == key)
+            .cloned()
+            .collect();
         let (tx, rx) = mpsc::unbounded_channel();
         self.watchers.push(Watcher { key: key.clone(), tx });
         Ok((replay, rx))

@@ -46,23 +46,56 @@ fn columns(rt: &ResourceType) -> Vec<Value> {
         }
         return cols;
     }
-    let c = |n: &str, t: &str, p: i64| col(n, t, p, if n == "Name" { NAME_DESC } else if n == "Age" { AGE_DESC } else { "" });
+    let c = |n: &str, t: &str, p: i64| {
+        col(
+            n,
+            t,
+            p,
+            if n == "Name" {
+                NAME_DESC
+            } else if n == "Age" {
+                AGE_DESC
+            } else {
+                ""
+            },
+        )
+    };
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("", "pods") => vec![
-            c("Name", "string", 0), c("Ready", "string", 0), c("Status", "string", 0), c("Restarts", "string", 0),
-            c("Age", "string", 0), c("IP", "string", 1), c("Node", "string", 1), c("Nominated Node", "string", 1),
+            c("Name", "string", 0),
+            c("Ready", "string", 0),
+            c("Status", "string", 0),
+            c("Restarts", "string", 0),
+            c("Age", "string", 0),
+            c("IP", "string", 1),
+            c("Node", "string", 1),
+            c("Nominated Node", "string", 1),
             c("Readiness Gates", "string", 1),
         ],
         ("", "namespaces") => vec![c("Name", "string", 0), c("Status", "string", 0), c("Age", "string", 0)],
-        ("", "secrets") => vec![c("Name", "string", 0), c("Type", "string", 0), c("Data", "string", 0), c("Age", "string", 0)],
+        ("", "secrets") => vec![
+            c("Name", "string", 0),
+            c("Type", "string", 0),
+            c("Data", "string", 0),
+            c("Age", "string", 0),
+        ],
         ("", "configmaps") => vec![c("Name", "string", 0), c("Data", "string", 0), c("Age", "string", 0)],
         ("", "serviceaccounts") => vec![c("Name", "string", 0), c("Secrets", "string", 0), c("Age", "string", 0)],
         (_, "events") => vec![
-            c("Last Seen", "string", 0), c("Type", "string", 0), c("Reason", "string", 0), c("Object", "string", 0),
-            c("Subobject", "string", 1), c("Source", "string", 1), c("Message", "string", 0), c("First Seen", "string", 1),
-            c("Count", "string", 1), c("Name", "string", 1),
+            c("Last Seen", "string", 0),
+            c("Type", "string", 0),
+            c("Reason", "string", 0),
+            c("Object", "string", 0),
+            c("Subobject", "string", 1),
+            c("Source", "string", 1),
+            c("Message", "string", 0),
+            c("First Seen", "string", 1),
+            c("Count", "string", 1),
+            c("Name", "string", 1),
         ],
-        ("coordination.k8s.io", "leases") => vec![c("Name", "string", 0), c("Holder", "string", 0), c("Age", "string", 0)],
+        ("coordination.k8s.io", "leases") => {
+            vec![c("Name", "string", 0), c("Holder", "string", 0), c("Age", "string", 0)]
+        }
         _ => vec![c("Name", "string", 0), col("Created At", "date", 0, AGE_DESC)],
     }
 }
@@ -106,10 +139,22 @@ fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
             json!(count(&obj["data"]) + count(&obj["stringData"])),
             json!(created(obj)),
         ],
-        ("", "configmaps") => vec![name, json!(count(&obj["data"]) + count(&obj["binaryData"])), json!(created(obj))],
-        ("", "serviceaccounts") => vec![name, json!(obj["secrets"].as_array().map(Vec::len).unwrap_or(0)), json!(created(obj))],
+        ("", "configmaps") => vec![
+            name,
+            json!(count(&obj["data"]) + count(&obj["binaryData"])),
+            json!(created(obj)),
+        ],
+        ("", "serviceaccounts") => vec![
+            name,
+            json!(obj["secrets"].as_array().map(Vec::len).unwrap_or(0)),
+            json!(created(obj)),
+        ],
         (_, "events") => event_cells(obj),
-        ("coordination.k8s.io", "leases") => vec![name, json!(or_none(&obj["spec"]["holderIdentity"])), json!(created(obj))],
+        ("coordination.k8s.io", "leases") => vec![
+            name,
+            json!(or_none(&obj["spec"]["holderIdentity"])),
+            json!(created(obj)),
+        ],
         _ => vec![name, obj["metadata"]["creationTimestamp"].clone()],
     }
 }
@@ -117,7 +162,11 @@ fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
 /// apiextensions' `cellForJSONValue`: typed cells, dates as ages.
 fn cell_for(kind: &str, v: &Value) -> Value {
     match kind {
-        "integer" => v.as_i64().map(Value::from).or_else(|| v.as_f64().map(|f| json!(f as i64))).unwrap_or(Value::Null),
+        "integer" => v
+            .as_i64()
+            .map(Value::from)
+            .or_else(|| v.as_f64().map(|f| json!(f as i64)))
+            .unwrap_or(Value::Null),
         "number" => v.as_f64().map(Value::from).unwrap_or(Value::Null),
         "boolean" => v.as_bool().map(Value::from).unwrap_or(Value::Null),
         "date" => match v.as_str() {
@@ -144,7 +193,12 @@ fn pod_cells(pod: &Value) -> Vec<Value> {
     }
     let init_total = pod["spec"]["initContainers"].as_array().map(Vec::len).unwrap_or(0);
     let mut initializing = false;
-    for (i, c) in status["initContainerStatuses"].as_array().into_iter().flatten().enumerate() {
+    for (i, c) in status["initContainerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         restarts += c["restartCount"].as_i64().unwrap_or(0);
         let term = &c["state"]["terminated"];
         let wait_reason = c["state"]["waiting"]["reason"].as_str().unwrap_or_default();
@@ -202,7 +256,10 @@ fn pod_cells(pod: &Value) -> Vec<Value> {
 }
 
 fn event_cells(ev: &Value) -> Vec<Value> {
-    let last = ev["series"]["lastObservedTime"].as_str().or(ev["lastTimestamp"].as_str()).or(ev["eventTime"].as_str());
+    let last = ev["series"]["lastObservedTime"]
+        .as_str()
+        .or(ev["lastTimestamp"].as_str())
+        .or(ev["eventTime"].as_str());
     let first = ev["firstTimestamp"].as_str().or(ev["eventTime"].as_str());
     let obj = &ev["involvedObject"];
     let object = format!("{}/{}", s(&obj["kind"]).to_lowercase(), s(&obj["name"]));
@@ -242,7 +299,8 @@ fn row(rt: &ResourceType, obj: &Value, include: Include) -> Value {
     match include {
         Include::None => {}
         Include::Metadata => {
-            r["object"] = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]});
+            r["object"] =
+                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]});
         }
         Include::Object => r["object"] = obj.clone(),
     }
@@ -251,7 +309,11 @@ fn row(rt: &ResourceType, obj: &Value, include: Include) -> Value {
 
 /// A small JSONPath evaluator for printer columns: `.a.b`, `[0]`, `[*]`, `[?(@.k=="v")]`.
 pub fn jsonpath(obj: &Value, path: &str) -> Vec<Value> {
-    let path = path.trim().trim_start_matches('{').trim_end_matches('}').trim_start_matches('$');
+    let path = path
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim_start_matches('$');
     let mut current = vec![obj.clone()];
     let mut rest = path;
     while !rest.is_empty() {
@@ -289,12 +351,21 @@ fn index(values: &[Value], inner: &str) -> Vec<Value> {
                 out.push(x.clone());
             }
         } else if let Some(filter) = inner.strip_prefix("?(").and_then(|f| f.strip_suffix(')')) {
-            let Some((lhs, rhs)) = filter.split_once("==") else { continue };
+            let Some((lhs, rhs)) = filter.split_once("==") else {
+                continue;
+            };
             let field = lhs.trim().trim_start_matches('@');
             let want = rhs.trim().trim_matches(|c| c == '"' || c == '\'');
-            out.extend(items.iter().filter(|item| {
-                jsonpath(item, field).first().is_some_and(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()) == want)
-            }).cloned());
+            out.extend(
+                items
+                    .iter()
+                    .filter(|item| {
+                        jsonpath(item, field)
+                            .first()
+                            .is_some_and(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()) == want)
+                    })
+                    .cloned(),
+            );
         }
     }
     out
@@ -307,7 +378,10 @@ mod tests {
     #[test]
     fn jsonpath_filters_and_indexes() {
         let obj = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}], "history": [{"c": "abc"}]}});
-        assert_eq!(jsonpath(&obj, ".status.conditions[?(@.type==\"Ready\")].status"), vec![json!("True")]);
+        assert_eq!(
+            jsonpath(&obj, ".status.conditions[?(@.type==\"Ready\")].status"),
+            vec![json!("True")]
+        );
         assert_eq!(jsonpath(&obj, ".status.history[0].c"), vec![json!("abc")]);
         assert!(jsonpath(&obj, ".status.missing").is_empty());
     }

@@ -81,10 +81,15 @@ pub fn serve(server: Arc<Server>, t: &Target, query: &Query, as_table: bool) -> 
     let flag = |k: &str| matches!(query.get(k).map(String::as_str), Some("true" | "1"));
     let send_initial = query.get("sendInitialEvents").map(String::as_str);
     if send_initial.is_some() && query.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {
-        return Err(ApiError::invalid("meta.k8s.io", "ListOptions", "", &[super::status::FieldError::forbidden(
-            "resourceVersionMatch",
-            "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
-        )]));
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "ListOptions",
+            "",
+            &[super::status::FieldError::forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            )],
+        ));
     }
     let w = Watch {
         t: t.clone(),
@@ -139,8 +144,15 @@ pub fn serve(server: Arc<Server>, t: &Target, query: &Query, as_table: bool) -> 
     let shutdown = server.shutdown.clone();
     let interval = server.bookmark_interval;
     tokio::spawn(pump(server, w, first, changes, tx, timeout, interval, shutdown));
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx)) });
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response())
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 #[allow(clippy::too_many_arguments)]

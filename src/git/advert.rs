@@ -98,8 +98,7 @@ pub(crate) enum Body<R> {
 }
 
 fn failed(e: &mut Option<std::io::Error>) -> std::io::Error {
-    e.take()
-        .unwrap_or_else(|| std::io::Error::other("the request failed"))
+    e.take().unwrap_or_else(|| std::io::Error::other("the request failed"))
 }
 
 impl<R: BufRead> Read for Body<R> {
@@ -179,8 +178,7 @@ mod tests {
 
     #[test]
     fn read_ahead_then_live() {
-        let mut body =
-            Body::Prefixed(Cursor::new(b"ab".to_vec()).chain(Cursor::new(b"cd".to_vec())));
+        let mut body = Body::Prefixed(Cursor::new(b"ab".to_vec()).chain(Cursor::new(b"cd".to_vec())));
         let mut out = String::new();
         body.read_to_string(&mut out).unwrap();
         assert_eq!(out, "abcd");

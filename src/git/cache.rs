@@ -42,8 +42,7 @@ impl Caches {
     /// Caches under `storage/repos`, created if missing; leftovers of interrupted re-clones are removed.
     pub fn new(storage: &Path, limits: CacheLimits) -> Result<Self> {
         let root = storage.join("repos");
-        std::fs::create_dir_all(&root)
-            .map_err(|e| Error::storage(format!("creating {}", root.display()), e))?;
+        std::fs::create_dir_all(&root).map_err(|e| Error::storage(format!("creating {}", root.display()), e))?;
         if let Ok(entries) = std::fs::read_dir(&root) {
             for entry in entries.flatten() {
                 if entry.file_name().to_string_lossy().contains(".tmp-") {
@@ -73,10 +72,8 @@ impl Caches {
             .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
             .take(40)
             .collect();
-        self.root.join(format!(
-            "{}-{hash}.git",
-            if name.is_empty() { "repo" } else { &name }
-        ))
+        self.root
+            .join(format!("{}-{hash}.git", if name.is_empty() { "repo" } else { &name }))
     }
 
     /// The lock serialising writers (fetch) and readers (export) of one cache within this process.
@@ -129,12 +126,10 @@ pub(crate) fn swap_in(fresh: &Path, dir: &Path) -> Result<()> {
         old.push(".tmp-old");
         let old = PathBuf::from(old);
         let _ = std::fs::remove_dir_all(&old);
-        std::fs::rename(dir, &old)
-            .map_err(|e| Error::storage(format!("replacing {}", dir.display()), e))?;
+        std::fs::rename(dir, &old).map_err(|e| Error::storage(format!("replacing {}", dir.display()), e))?;
         let _ = std::fs::remove_dir_all(&old);
     }
-    std::fs::rename(fresh, dir)
-        .map_err(|e| Error::storage(format!("replacing {}", dir.display()), e))
+    std::fs::rename(fresh, dir).map_err(|e| Error::storage(format!("replacing {}", dir.display()), e))
 }
 
 /// Bytes under `objects/` and the number of pack files.

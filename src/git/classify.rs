@@ -35,9 +35,7 @@ pub(crate) fn message(kind: ErrorKind, ctx: &Context<'_>, detail: &str) -> Error
     let url = &ctx.spec.url;
     let has_creds = !ctx.spec.credentials.is_empty();
     let advice = match kind {
-        ErrorKind::AuthenticationFailed if has_creds => {
-            "the server rejected the credentials from the Secret"
-        }
+        ErrorKind::AuthenticationFailed if has_creds => "the server rejected the credentials from the Secret",
         ErrorKind::AuthenticationFailed => {
             "the server requires authentication; reference a Secret with username/password, bearerToken or identity"
         }
@@ -45,9 +43,7 @@ pub(crate) fn message(kind: ErrorKind, ctx: &Context<'_>, detail: &str) -> Error
             "the server's ssh host key does not match `known_hosts` in the Secret; if the key changed on purpose, \
              update `known_hosts` (ssh-keyscan)"
         }
-        ErrorKind::RepositoryNotFound => {
-            "the repository does not exist, or these credentials cannot see it"
-        }
+        ErrorKind::RepositoryNotFound => "the repository does not exist, or these credentials cannot see it",
         ErrorKind::Timeout => "the server did not answer in time",
         ErrorKind::Network if detail.contains("certificate") => {
             "the server's TLS certificate is not trusted; put the CA that signed it in the Secret as `ca.crt`"
@@ -181,18 +177,11 @@ fn detail(stderr: &str, chain: &str) -> String {
         .lines()
         .map(str::trim)
         .rfind(|l| !l.is_empty() && !l.starts_with("Warning: Permanently added"))
-        .map(|l| {
-            l.trim_start_matches("fatal: ")
-                .trim_start_matches("ERROR: ")
-                .to_owned()
-        });
+        .map(|l| l.trim_start_matches("fatal: ").trim_start_matches("ERROR: ").to_owned());
     let text = line.unwrap_or_else(|| chain.to_owned());
     const MAX: usize = 400;
     if text.len() > MAX {
-        let cut = (0..=MAX)
-            .rev()
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(0);
+        let cut = (0..=MAX).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
         format!("{}…", &text[..cut])
     } else {
         text

@@ -61,12 +61,7 @@ fn run(args: ProbeArgs) -> Result<(String, String)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Storage,
-                format!("cannot start the async runtime: {e}"),
-            )
-        })?;
+        .map_err(|e| Error::new(ErrorKind::Storage, format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
         let engine = Engine::new(options)?;
         // A depth-1 fetch answers both questions: the head (from ls-refs) and its subject (from the commit).

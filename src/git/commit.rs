@@ -49,12 +49,7 @@ pub(crate) fn read(repo: &gix::Repository, id: ObjectId) -> Result<CommitInfo> {
         )
     };
     let commit = repo.find_commit(id).map_err(missing)?;
-    let corrupt = |e: gix::Error| {
-        Error::new(
-            ErrorKind::Storage,
-            format!("commit {id} cannot be decoded: {e}"),
-        )
-    };
+    let corrupt = |e: gix::Error| Error::new(ErrorKind::Storage, format!("commit {id} cannot be decoded: {e}"));
     let author = commit.author().map_err(corrupt)?;
     let committer_time = commit.time().map_err(corrupt)?;
     let message = commit.message().map_err(corrupt)?;

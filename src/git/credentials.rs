@@ -49,9 +49,9 @@ impl Credentials {
         let text = |key: &str| -> Result<Option<String>> {
             match data.get(key) {
                 None => Ok(None),
-                Some(bytes) => String::from_utf8(bytes.clone()).map(Some).map_err(|_| {
-                    Error::invalid(format!("Secret key `{key}` is not valid UTF-8 text"))
-                }),
+                Some(bytes) => String::from_utf8(bytes.clone())
+                    .map(Some)
+                    .map_err(|_| Error::invalid(format!("Secret key `{key}` is not valid UTF-8 text"))),
             }
         };
         let creds = Credentials {
@@ -144,10 +144,7 @@ impl Credentials {
 
     /// The HTTP basic user name and password, if set.
     pub(crate) fn basic_auth(&self) -> Option<(&str, &str)> {
-        Some((
-            self.username.as_deref()?,
-            self.password.as_deref().unwrap_or(""),
-        ))
+        Some((self.username.as_deref()?, self.password.as_deref().unwrap_or("")))
     }
 
     /// The ssh user name, if set (used when the URL names no user).
@@ -302,9 +299,7 @@ fn is_key_type(field: &str) -> bool {
 /// Check that `pem` holds at least one certificate the HTTP client can load.
 fn validate_ca(pem: &str) -> Result<()> {
     let bad = || {
-        Error::invalid(
-            "Secret key `ca.crt` holds no readable PEM certificate (expected `-----BEGIN CERTIFICATE-----`)",
-        )
+        Error::invalid("Secret key `ca.crt` holds no readable PEM certificate (expected `-----BEGIN CERTIFICATE-----`)")
     };
     if !pem.contains("-----BEGIN CERTIFICATE-----") {
         return Err(bad());
@@ -328,16 +323,9 @@ mod tests {
 
     #[test]
     fn debug_never_shows_values() {
-        let creds = Credentials::from_secret_data(&data(&[
-            ("username", "alice"),
-            ("password", "hunter22"),
-        ]))
-        .unwrap();
+        let creds = Credentials::from_secret_data(&data(&[("username", "alice"), ("password", "hunter22")])).unwrap();
         let shown = format!("{creds:?}");
-        assert!(
-            !shown.contains("hunter22") && !shown.contains("alice"),
-            "{shown}"
-        );
+        assert!(!shown.contains("hunter22") && !shown.contains("alice"), "{shown}");
         assert!(shown.contains("password: \"<set>\""), "{shown}");
     }
 
@@ -356,17 +344,12 @@ mod tests {
         let err = Credentials::from_secret_data(&data(&[("password", "x")])).unwrap_err();
         assert!(err.message().contains("no `username`"), "{err}");
         let err = Credentials::from_secret_data(&data(&[("identity", "not a key")])).unwrap_err();
-        assert!(
-            err.message().contains("not a readable ssh private key"),
-            "{err}"
-        );
-        let err =
-            Credentials::from_secret_data(&data(&[("known_hosts", "garbage line\n")])).unwrap_err();
+        assert!(err.message().contains("not a readable ssh private key"), "{err}");
+        let err = Credentials::from_secret_data(&data(&[("known_hosts", "garbage line\n")])).unwrap_err();
         assert!(err.message().contains("line 1"), "{err}");
         let err = Credentials::from_secret_data(&data(&[("ca.crt", "nope")])).unwrap_err();
         assert!(err.message().contains("ca.crt"), "{err}");
-        let err = Credentials::from_secret_data(&data(&[("bearerToken", "t"), ("username", "u")]))
-            .unwrap_err();
+        let err = Credentials::from_secret_data(&data(&[("bearerToken", "t"), ("username", "u")])).unwrap_err();
         assert!(err.message().contains("only one way"), "{err}");
     }
 
@@ -377,9 +360,7 @@ mod tests {
         raw.extend(10u32.to_be_bytes());
         raw.extend(b"aes256-ctr");
         let body = base64::engine::general_purpose::STANDARD.encode(raw);
-        let key = format!(
-            "-----BEGIN OPENSSH PRIVATE KEY-----\n{body}\n-----END OPENSSH PRIVATE KEY-----\n"
-        );
+        let key = format!("-----BEGIN OPENSSH PRIVATE KEY-----\n{body}\n-----END OPENSSH PRIVATE KEY-----\n");
         let err = validate_identity(&key).unwrap_err();
         assert!(err.message().contains("passphrase-protected"), "{err}");
     }

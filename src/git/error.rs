@@ -124,10 +124,7 @@ mod tests {
     #[test]
     fn redaction_hides_secrets_but_not_short_noise() {
         let text = "token s3cr3t-token rejected for s3cr3t-token at a";
-        assert_eq!(
-            redact(text, &["s3cr3t-token", "a"]),
-            "token *** rejected for *** at a"
-        );
+        assert_eq!(redact(text, &["s3cr3t-token", "a"]), "token *** rejected for *** at a");
     }
 
     #[test]

@@ -30,24 +30,14 @@ pub struct Artifact {
 }
 
 /// Write commit `id`'s tree from `repo` to `out` (atomically: a temporary file renamed into place).
-pub(crate) fn export(
-    repo: &gix::Repository,
-    id: ObjectId,
-    out: &Path,
-    abort: &Abort,
-) -> Result<Artifact> {
+pub(crate) fn export(repo: &gix::Repository, id: ObjectId, out: &Path, abort: &Abort) -> Result<Artifact> {
     let commit = repo.find_commit(id).map_err(|e| {
         Error::new(
             ErrorKind::Storage,
             format!("commit {id} is not in the local cache (fetch it first): {e}"),
         )
     })?;
-    let corrupt = |e: gix::Error| {
-        Error::new(
-            ErrorKind::Storage,
-            format!("cannot read the tree of commit {id}: {e}"),
-        )
-    };
+    let corrupt = |e: gix::Error| Error::new(ErrorKind::Storage, format!("cannot read the tree of commit {id}: {e}"));
     let tree = commit.tree_id().map_err(corrupt)?;
     let mtime = commit.time().map_err(corrupt)?.seconds;
     let (stream, _index) = repo.worktree_stream(tree).map_err(corrupt)?;
@@ -76,13 +66,7 @@ pub(crate) fn export(
             chunk: Vec::with_capacity(CHUNK + 16 * 1024),
         };
         let archived = repo
-            .worktree_archive(
-                stream,
-                &mut chunks,
-                gix::progress::Discard,
-                abort.flag(),
-                options,
-            )
+            .worktree_archive(stream, &mut chunks, gix::progress::Discard, abort.flag(), options)
             .map_err(|e| e.to_string())
             .and_then(|()| chunks.finish().map_err(|e| e.to_string()));
         drop(chunks);
@@ -93,15 +77,9 @@ pub(crate) fn export(
     });
     if let Err(e) = archived {
         return Err(match abort.is_aborted() {
-            true => Error::new(
-                ErrorKind::Cancelled,
-                format!("export of commit {id} was cancelled"),
-            ),
+            true => Error::new(ErrorKind::Cancelled, format!("export of commit {id} was cancelled")),
             false => match &compressed {
-                Err(write) => io(
-                    "writing",
-                    std::io::Error::new(write.kind(), write.to_string()),
-                ),
+                Err(write) => io("writing", std::io::Error::new(write.kind(), write.to_string())),
                 Ok(_) => Error::new(
                     ErrorKind::Storage,
                     format!("cannot write the archive of commit {id}: {e}"),
@@ -111,8 +89,7 @@ pub(crate) fn export(
     }
     let (digest, size) = compressed.map_err(|e| io("writing", e))?;
     // No fsync: consumers verify the digest, and the same commit exports to the same bytes again.
-    temp.persist(out)
-        .map_err(|e| io("renaming the archive to", e.error))?;
+    temp.persist(out).map_err(|e| io("renaming the archive to", e.error))?;
     Ok(Artifact {
         path: out.to_path_buf(),
         digest: format!("sha256:{}", hex::encode(digest)),

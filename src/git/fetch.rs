@@ -133,19 +133,13 @@ fn fetch_into(
         .prepare_fetch(gix::progress::Discard, ref_map::Options::default())
         .map_err(|e| fail(e, &mut process))?;
     // A missing branch fails here, before anything is written: the cached branch stays as it was.
-    let head =
-        probe::head_from_refs(spec, branch, &prepared.ref_map().remote_refs).map_err(|e| {
-            match &previous {
-                Some(id) if e.kind() == ErrorKind::BranchNotFound => Error::new(
-                    e.kind(),
-                    format!(
-                        "{}; the cache keeps the last fetched commit {id}",
-                        e.message()
-                    ),
-                ),
-                _ => e,
-            }
-        })?;
+    let head = probe::head_from_refs(spec, branch, &prepared.ref_map().remote_refs).map_err(|e| match &previous {
+        Some(id) if e.kind() == ErrorKind::BranchNotFound => Error::new(
+            e.kind(),
+            format!("{}; the cache keeps the last fetched commit {id}", e.message()),
+        ),
+        _ => e,
+    })?;
     let shallow = match previous {
         None => Shallow::DepthAtRemote(NonZeroU32::MIN),
         Some(_) => Shallow::NoChange,
@@ -159,10 +153,7 @@ fn fetch_into(
             write_pack_bundle,
             update_refs,
             ..
-        } => (
-            write_pack_bundle.index.num_objects as u64,
-            &update_refs.updates,
-        ),
+        } => (write_pack_bundle.index.num_objects as u64, &update_refs.updates),
         Status::NoPackReceived { update_refs, .. } => (0, &update_refs.updates),
     };
     let forced = previous.is_some() && updates.iter().any(|u| matches!(u.mode, Mode::Forced));

@@ -146,11 +146,7 @@ impl Http for PooledHttp {
                 });
             }
         };
-        if self
-            .remote
-            .as_ref()
-            .is_some_and(|r| r.redirected_base_url().is_none())
-        {
+        if self.remote.as_ref().is_some_and(|r| r.redirected_base_url().is_none()) {
             self.pool.adverts.store(key, base_url, &head, &body);
         }
         let body = Body::Prefixed(Cursor::new(body).chain(live_body));
@@ -198,11 +194,7 @@ impl Http for PooledHttp {
 
 /// The transport options for one HTTP operation: `Authorization` header value, redirects, and how to build
 /// the client (timeouts, private CA) should this be the client's first request.
-pub(crate) fn options(
-    authorization: Option<&str>,
-    ca_pem: Option<&str>,
-    timeout: Duration,
-) -> http::Options {
+pub(crate) fn options(authorization: Option<&str>, ca_pem: Option<&str>, timeout: Duration) -> http::Options {
     let ca = ca_pem.map(|pem| pem.as_bytes().to_vec());
     let configure_client = move |builder: reqwest::blocking::ClientBuilder| {
         let mut builder = builder

@@ -54,18 +54,14 @@ pub(crate) fn no_credential_helpers(
 }
 
 /// The transport options gix should apply before the handshake (HTTP only).
-pub(crate) fn transport_options(
-    spec: &RemoteSpec,
-    settings: &Settings<'_>,
-) -> Option<Box<dyn std::any::Any>> {
+pub(crate) fn transport_options(spec: &RemoteSpec, settings: &Settings<'_>) -> Option<Box<dyn std::any::Any>> {
     matches!(spec.url.scheme(), Scheme::Http | Scheme::Https).then(|| {
         let creds = &spec.credentials;
         let authorization = match (creds.bearer_token(), creds.basic_auth()) {
             (Some(token), _) => Some(format!("Bearer {token}")),
             (None, Some((user, password))) if spec.url.scheme() == Scheme::Http => {
                 use base64::Engine as _;
-                let pair =
-                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
                 Some(format!("Basic {pair}"))
             }
             _ => None,
@@ -79,12 +75,7 @@ pub(crate) fn transport_options(
 }
 
 /// Ask the remote for `spec`'s head. `repo` is any repository (it only lends its configuration).
-pub(crate) fn probe(
-    spec: &RemoteSpec,
-    repo: &gix::Repository,
-    settings: &Settings<'_>,
-    abort: &Abort,
-) -> Result<Head> {
+pub(crate) fn probe(spec: &RemoteSpec, repo: &gix::Repository, settings: &Settings<'_>, abort: &Abort) -> Result<Head> {
     let branch = spec.checked_branch()?;
     let ctx = |stderr| Context {
         spec,
@@ -104,8 +95,7 @@ pub(crate) fn probe(
         if let Some(options) = transport_options(spec, settings) {
             connection = connection.with_transport_options(options);
         }
-        let (map, _handshake) =
-            connection.ref_map(gix::progress::Discard, ref_map::Options::default())?;
+        let (map, _handshake) = connection.ref_map(gix::progress::Discard, ref_map::Options::default())?;
         Ok(map)
     })();
     let map = listed.map_err(|e| {
@@ -125,8 +115,7 @@ pub(crate) fn head_from_refs(
     use gix::protocol::handshake::Ref;
     let wanted = remote_ref(branch);
     let found = refs.iter().find(|r| r.unpack().0 == wanted.as_str());
-    let missing =
-        |what: String| Error::new(ErrorKind::BranchNotFound, format!("{what} on {}", spec.url));
+    let missing = |what: String| Error::new(ErrorKind::BranchNotFound, format!("{what} on {}", spec.url));
     match (found, branch) {
         (None, Some(b)) => Err(missing(format!("branch `{b}` does not exist"))),
         (None, None) => Err(missing(
@@ -177,10 +166,7 @@ mod tests {
             branch: "main".into(),
             sha: "0123456789abcdef0123456789abcdef01234567".into(),
         };
-        assert_eq!(
-            head.revision(),
-            "main@sha1:0123456789abcdef0123456789abcdef01234567"
-        );
+        assert_eq!(head.revision(), "main@sha1:0123456789abcdef0123456789abcdef01234567");
         assert_eq!(head.short_sha(), "0123456");
     }
 }

@@ -82,12 +82,7 @@ pub struct RemoteSpec {
 impl RemoteSpec {
     /// Parse and validate a repository URL and branch. `allow_local` admits `file://` URLs and plain paths
     /// (only the embedded mode and the CLI allow them: on a cluster they would read the operator's disk).
-    pub fn new(
-        url: &str,
-        branch: Option<&str>,
-        credentials: Credentials,
-        allow_local: bool,
-    ) -> Result<Self> {
+    pub fn new(url: &str, branch: Option<&str>, credentials: Credentials, allow_local: bool) -> Result<Self> {
         let (url, url_credentials) = parse_url(url, allow_local)?;
         let credentials = match url_credentials {
             Some(_) if !credentials.is_empty() => {
@@ -113,11 +108,7 @@ impl RemoteSpec {
 
     /// The (URL, branch, credentials identity) triple that identifies this spec for sharing probes.
     pub fn key(&self) -> (String, Option<String>, String) {
-        (
-            self.url.to_string(),
-            self.branch.clone(),
-            self.credentials.identity(),
-        )
+        (self.url.to_string(), self.branch.clone(), self.credentials.identity())
     }
 }
 
@@ -141,9 +132,7 @@ const SUPPORTED: &str = "use https://, http://, ssh://, scp-like git@host:path o
 fn parse_url(input: &str, allow_local: bool) -> Result<(RepoUrl, Option<Credentials>)> {
     let input = input.trim();
     if input.is_empty() {
-        return Err(Error::invalid(format!(
-            "repository URL is empty; {SUPPORTED}"
-        )));
+        return Err(Error::invalid(format!("repository URL is empty; {SUPPORTED}")));
     }
     if input.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(Error::invalid(
@@ -163,8 +152,7 @@ fn parse_url(input: &str, allow_local: bool) -> Result<(RepoUrl, Option<Credenti
         )));
     }
     let malformed = |why: &str| Error::invalid(format!("malformed repository URL: {why}"));
-    let mut url =
-        gix::url::parse(input.as_bytes().as_bstr()).map_err(|_| malformed("cannot parse it"))?;
+    let mut url = gix::url::parse(input.as_bytes().as_bstr()).map_err(|_| malformed("cannot parse it"))?;
     let scheme = match url.scheme {
         gix::url::Scheme::Https => Scheme::Https,
         gix::url::Scheme::Http => Scheme::Http,
@@ -172,9 +160,7 @@ fn parse_url(input: &str, allow_local: bool) -> Result<(RepoUrl, Option<Credenti
         gix::url::Scheme::Git => Scheme::Git,
         gix::url::Scheme::File => Scheme::File,
         _ => {
-            return Err(Error::invalid(format!(
-                "unsupported URL `{input}`; {SUPPORTED}"
-            )));
+            return Err(Error::invalid(format!("unsupported URL `{input}`; {SUPPORTED}")));
         }
     };
     if scheme == Scheme::File {
@@ -253,14 +239,8 @@ mod tests {
 
     #[test]
     fn accepts_every_network_form() {
-        assert_eq!(
-            spec("https://github.com/org/repo").unwrap().url.scheme(),
-            Scheme::Https
-        );
-        assert_eq!(
-            spec("http://host:8080/git/r.git").unwrap().url.port(),
-            Some(8080)
-        );
+        assert_eq!(spec("https://github.com/org/repo").unwrap().url.scheme(), Scheme::Https);
+        assert_eq!(spec("http://host:8080/git/r.git").unwrap().url.port(), Some(8080));
         let ssh = spec("ssh://git@host:2222/srv/r.git").unwrap();
         assert_eq!(
             (ssh.url.scheme(), ssh.url.user(), ssh.url.path()),
@@ -304,27 +284,16 @@ mod tests {
     #[test]
     fn local_paths_only_when_allowed() {
         let s = RemoteSpec::new("/srv/repo.git", None, Credentials::none(), true).unwrap();
-        assert_eq!(
-            (s.url.scheme(), s.url.path()),
-            (Scheme::File, "/srv/repo.git")
-        );
+        assert_eq!((s.url.scheme(), s.url.path()), (Scheme::File, "/srv/repo.git"));
     }
 
     #[test]
     fn branches_are_validated() {
-        let ok = RemoteSpec::new(
-            "https://h/r",
-            Some("refs/heads/main"),
-            Credentials::none(),
-            false,
-        )
-        .unwrap();
+        let ok = RemoteSpec::new("https://h/r", Some("refs/heads/main"), Credentials::none(), false).unwrap();
         assert_eq!(ok.branch.as_deref(), Some("main"));
-        let empty =
-            RemoteSpec::new("https://h/r", Some(""), Credentials::none(), false).unwrap_err();
+        let empty = RemoteSpec::new("https://h/r", Some(""), Credentials::none(), false).unwrap_err();
         assert!(empty.message().contains("empty"), "{empty}");
-        let bad =
-            RemoteSpec::new("https://h/r", Some("a..b"), Credentials::none(), false).unwrap_err();
+        let bad = RemoteSpec::new("https://h/r", Some("a..b"), Credentials::none(), false).unwrap_err();
         assert!(bad.message().contains("not a valid branch"), "{bad}");
     }
 }

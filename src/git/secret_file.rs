@@ -13,8 +13,7 @@ use super::error::{Error, Result};
 pub fn load(path: &Path) -> Result<Credentials> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::invalid(format!("cannot read secret file {}: {e}", path.display())))?;
-    let data = parse(&text)
-        .map_err(|e| Error::invalid(format!("secret file {}: {}", path.display(), e.message())))?;
+    let data = parse(&text).map_err(|e| Error::invalid(format!("secret file {}: {}", path.display(), e.message())))?;
     Credentials::from_secret_data(&data)
 }
 
@@ -27,18 +26,14 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, Vec<u8>>> {
 }
 
 fn is_manifest(doc: &serde_yaml::Mapping) -> bool {
-    ["data", "stringData", "kind"]
-        .iter()
-        .any(|k| doc.contains_key(*k))
+    ["data", "stringData", "kind"].iter().any(|k| doc.contains_key(*k))
 }
 
 fn from_manifest(doc: &serde_yaml::Mapping) -> Result<BTreeMap<String, Vec<u8>>> {
     if let Some(kind) = doc.get("kind").and_then(|k| k.as_str())
         && kind != "Secret"
     {
-        return Err(Error::invalid(format!(
-            "the manifest is a {kind}, not a Secret"
-        )));
+        return Err(Error::invalid(format!("the manifest is a {kind}, not a Secret")));
     }
     let mut out = BTreeMap::new();
     for (field, base64) in [("data", true), ("stringData", false)] {
@@ -46,15 +41,11 @@ fn from_manifest(doc: &serde_yaml::Mapping) -> Result<BTreeMap<String, Vec<u8>>>
             continue;
         };
         let Some(map) = value.as_mapping() else {
-            return Err(Error::invalid(format!(
-                "`{field}` is not a map of key: value"
-            )));
+            return Err(Error::invalid(format!("`{field}` is not a map of key: value")));
         };
         for (key, value) in map {
             let (Some(key), Some(value)) = (key.as_str(), value.as_str()) else {
-                return Err(Error::invalid(format!(
-                    "`{field}` must map text keys to text values"
-                )));
+                return Err(Error::invalid(format!("`{field}` must map text keys to text values")));
             };
             let bytes = if base64 {
                 let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
@@ -108,12 +99,7 @@ mod tests {
 
     #[test]
     fn garbage_is_explained() {
-        assert!(
-            parse("just words")
-                .unwrap_err()
-                .message()
-                .contains("line 1")
-        );
+        assert!(parse("just words").unwrap_err().message().contains("line 1"));
         assert!(
             parse("kind: ConfigMap\ndata: {}\n")
                 .unwrap_err()

@@ -110,24 +110,17 @@ pub(crate) fn open(spec: &RemoteSpec, settings: &Settings<'_>, abort: &Abort) ->
         Scheme::Http | Scheme::Https => {
             let creds = &spec.credentials;
             let key = PoolKey {
-                scheme: if url.scheme() == Scheme::Https {
-                    "https"
-                } else {
-                    "http"
-                },
+                scheme: if url.scheme() == Scheme::Https { "https" } else { "http" },
                 host: url.host().unwrap_or_default().to_owned(),
                 port: url.port(),
                 ca: creds.ca_cert().map(|_| creds.identity()),
             };
             let client = settings.http.checkout(key);
-            let mut transport =
-                HttpTransport::new_http(client, url.gix().clone(), Protocol::V2, false);
+            let mut transport = HttpTransport::new_http(client, url.gix().clone(), Protocol::V2, false);
             // Over https, gix sends the identity with the first request (no 401 round trip per probe) and
             // drops it on cross-host redirects. Over plain http gix refuses to; there the Authorization header
             // goes in the transport options instead (see `http_pool::options`), as git itself does.
-            if let Some((username, password)) =
-                creds.basic_auth().filter(|_| url.scheme() == Scheme::Https)
-            {
+            if let Some((username, password)) = creds.basic_auth().filter(|_| url.scheme() == Scheme::Https) {
                 let account = gix::sec::identity::Account {
                     username: username.to_owned(),
                     password: password.to_owned(),
@@ -143,18 +136,9 @@ pub(crate) fn open(spec: &RemoteSpec, settings: &Settings<'_>, abort: &Abort) ->
             let host = url.host().unwrap_or_default();
             let port = url.port().unwrap_or(9418);
             let socket = connect_tcp(host, port, settings.timeout)?;
-            let io = |e: std::io::Error| {
-                Error::new(
-                    ErrorKind::Network,
-                    format!("cannot use the connection: {e}"),
-                )
-            };
-            socket
-                .set_read_timeout(Some(settings.timeout))
-                .map_err(io)?;
-            socket
-                .set_write_timeout(Some(settings.timeout))
-                .map_err(io)?;
+            let io = |e: std::io::Error| Error::new(ErrorKind::Network, format!("cannot use the connection: {e}"));
+            socket.set_read_timeout(Some(settings.timeout)).map_err(io)?;
+            socket.set_write_timeout(Some(settings.timeout)).map_err(io)?;
             socket.set_nodelay(true).map_err(io)?;
             abort.register(Hook::Socket(socket.try_clone().map_err(io)?));
             let write = socket.try_clone().map_err(io)?;
@@ -191,10 +175,7 @@ pub(crate) fn open(spec: &RemoteSpec, settings: &Settings<'_>, abort: &Abort) ->
                 ));
             }
             let mut command = Command::new("git");
-            command
-                .arg("upload-pack")
-                .arg(&path)
-                .env("GIT_PROTOCOL", "version=2");
+            command.arg("upload-pack").arg(&path).env("GIT_PROTOCOL", "version=2");
             let (connection, process) = spawn(command, url.path(), abort)?;
             Ok(Opened {
                 transport: Box::new(connection),
@@ -207,12 +188,9 @@ pub(crate) fn open(spec: &RemoteSpec, settings: &Settings<'_>, abort: &Abort) ->
 
 /// Connect to the first address of `host:port` that answers within `timeout`.
 fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
-    let addrs = (host, port).to_socket_addrs().map_err(|e| {
-        Error::new(
-            ErrorKind::Network,
-            format!("cannot resolve host `{host}`: {e}"),
-        )
-    })?;
+    let addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| Error::new(ErrorKind::Network, format!("cannot resolve host `{host}`: {e}")))?;
     let mut last = None;
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, timeout) {
@@ -221,21 +199,10 @@ fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
         }
     }
     Err(match last {
-        Some(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-            ) =>
-        {
-            Error::new(
-                ErrorKind::Timeout,
-                format!("connecting to {host}:{port} timed out"),
-            )
+        Some(e) if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => {
+            Error::new(ErrorKind::Timeout, format!("connecting to {host}:{port} timed out"))
         }
-        Some(e) => Error::new(
-            ErrorKind::Network,
-            format!("cannot connect to {host}:{port}: {e}"),
-        ),
+        Some(e) => Error::new(ErrorKind::Network, format!("cannot connect to {host}:{port}: {e}")),
         None => Error::new(ErrorKind::Network, format!("host `{host}` has no address")),
     })
 }
@@ -377,11 +344,7 @@ impl Drop for ProcessGuard {
 
 type ProcessConnection = Connection<ChildStdout, ChildStdin>;
 
-fn spawn(
-    mut command: Command,
-    path: &str,
-    abort: &Abort,
-) -> Result<(ProcessConnection, ProcessGuard)> {
+fn spawn(mut command: Command, path: &str, abort: &Abort) -> Result<(ProcessConnection, ProcessGuard)> {
     let program = command.get_program().to_string_lossy().into_owned();
     let mut child = command
         .stdin(Stdio::piped())
@@ -389,14 +352,10 @@ fn spawn(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| Error::new(ErrorKind::Network, format!("cannot run `{program}`: {e}")))?;
-    let (Some(stdin), Some(stdout), Some(mut stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    let (Some(stdin), Some(stdout), Some(mut stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         let _ = child.kill();
-        return Err(Error::new(
-            ErrorKind::Network,
-            format!("cannot talk to `{program}`"),
-        ));
+        return Err(Error::new(ErrorKind::Network, format!("cannot talk to `{program}`")));
     };
     let collected = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&collected);

@@ -45,12 +45,7 @@ impl Key {
 
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}",
-            self.url,
-            self.branch.as_deref().unwrap_or("HEAD")
-        )?;
+        write!(f, "{} {}", self.url, self.branch.as_deref().unwrap_or("HEAD"))?;
         if self.credentials != "none" {
             write!(f, " (credentials {})", self.credentials)?;
         }
@@ -104,10 +99,7 @@ impl fmt::Display for Event {
                 write!(f, "head changed for key {key}: {old} → {new}")
             }
             Event::ProbeFailed {
-                key,
-                error,
-                retry_in,
-                ..
+                key, error, retry_in, ..
             } => write!(
                 f,
                 "probe failed for {key}: {}: {error} (retry in {})",
@@ -204,12 +196,7 @@ impl Poller {
     /// Subscribe `id` (e.g. `namespace/name` of a Pipeline) to `spec` on `schedule`, replacing an earlier
     /// subscription with the same id. Returns the key's current head if another subscription already knows
     /// it; a new key is probed right away.
-    pub fn subscribe(
-        &self,
-        id: impl Into<String>,
-        spec: RemoteSpec,
-        schedule: Schedule,
-    ) -> Option<Head> {
+    pub fn subscribe(&self, id: impl Into<String>, spec: RemoteSpec, schedule: Schedule) -> Option<Head> {
         let id = id.into();
         let key = Key::of(&spec);
         let head = {
@@ -293,10 +280,7 @@ impl Poller {
         {
             let mut state = self.state();
             let now = Instant::now();
-            state
-                .subscriptions
-                .values_mut()
-                .for_each(|s| s.next_due = now);
+            state.subscriptions.values_mut().for_each(|s| s.next_due = now);
             state
                 .keys
                 .values_mut()
@@ -418,14 +402,7 @@ impl Poller {
                     };
                     state.reschedule(key);
                     let changed = matches!(event, Some(Event::HeadChanged { .. }));
-                    (
-                        if changed {
-                            Outcome::Changed
-                        } else {
-                            Outcome::Unchanged
-                        },
-                        event,
-                    )
+                    (if changed { Outcome::Changed } else { Outcome::Unchanged }, event)
                 }
                 Err(error) => {
                     key_state.failures += 1;

@@ -139,9 +139,7 @@ fn day_of_week(field: &str) -> Result<String, String> {
     for item in field.split(',') {
         let (range, step) = match item.split_once('/') {
             Some((range, step)) => {
-                let step: usize = step
-                    .parse()
-                    .map_err(|_| format!("bad step in day-of-week `{item}`"))?;
+                let step: usize = step.parse().map_err(|_| format!("bad step in day-of-week `{item}`"))?;
                 if step == 0 {
                     return Err(format!("zero step in day-of-week `{item}`"));
                 }
@@ -165,10 +163,7 @@ fn day_of_week(field: &str) -> Result<String, String> {
     if days.iter().all(|d| *d) {
         return Ok("*".to_owned());
     }
-    let list: Vec<String> = (0..7)
-        .filter(|d| days[*d])
-        .map(|d| (d + 1).to_string())
-        .collect();
+    let list: Vec<String> = (0..7).filter(|d| days[*d]).map(|d| (d + 1).to_string()).collect();
     Ok(list.join(","))
 }
 
@@ -180,9 +175,7 @@ fn day(text: &str) -> Result<usize, String> {
     }
     match text.parse::<usize>() {
         Ok(n) if n <= 7 => Ok(n),
-        _ => Err(format!(
-            "`{text}` is not a day of the week (0-7 or SUN-SAT)"
-        )),
+        _ => Err(format!("`{text}` is not a day of the week (0-7 or SUN-SAT)")),
     }
 }
 
@@ -233,37 +226,19 @@ mod tests {
             "next Monday 09:30"
         );
         let sunday = Schedule::cron("0 0 * * 0").unwrap();
-        assert_eq!(
-            sunday.next_after(at(2024, 1, 1, 0, 0), 0.0).unwrap().day(),
-            7
-        );
+        assert_eq!(sunday.next_after(at(2024, 1, 1, 0, 0), 0.0).unwrap().day(), 7);
         let seven = Schedule::cron("0 0 * * 7").unwrap();
-        assert_eq!(
-            seven.next_after(at(2024, 1, 1, 0, 0), 0.0).unwrap().day(),
-            7
-        );
+        assert_eq!(seven.next_after(at(2024, 1, 1, 0, 0), 0.0).unwrap().day(), 7);
         let names = Schedule::cron("0 0 * * SAT,SUN").unwrap();
-        assert_eq!(
-            names.next_after(at(2024, 1, 1, 0, 0), 0.0).unwrap().day(),
-            6
-        );
+        assert_eq!(names.next_after(at(2024, 1, 1, 0, 0), 0.0).unwrap().day(), 6);
         let every_5 = Schedule::cron("*/5 * * * *").unwrap();
-        assert_eq!(
-            every_5
-                .next_after(at(2024, 1, 1, 0, 1), 0.0)
-                .unwrap()
-                .minute(),
-            5
-        );
+        assert_eq!(every_5.next_after(at(2024, 1, 1, 0, 1), 0.0).unwrap().minute(), 5);
     }
 
     #[test]
     fn six_field_cron_has_seconds_first() {
         let s = Schedule::cron("15 * * * * *").unwrap();
-        assert_eq!(
-            s.next_after(at(2024, 1, 1, 0, 0), 0.0).unwrap().second(),
-            15
-        );
+        assert_eq!(s.next_after(at(2024, 1, 1, 0, 0), 0.0).unwrap().second(), 15);
         assert!(Schedule::cron("@hourly").is_ok());
     }
 

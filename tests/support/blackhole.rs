@@ -40,11 +40,7 @@ impl Blackhole {
                 });
             }
         });
-        Blackhole {
-            port,
-            accepted,
-            closed,
-        }
+        Blackhole { port, accepted, closed }
     }
 
     /// Connections accepted so far.

@@ -53,10 +53,7 @@ impl HttpGit {
             .tempdir()
             .expect("temp dir");
         let d = dir.path();
-        let backend = format!(
-            "{}/git-http-backend",
-            run("git", &["--exec-path"], d).trim()
-        );
+        let backend = format!("{}/git-http-backend", run("git", &["--exec-path"], d).trim());
         let wrapper = d.join("git-http-backend.cgi");
         std::fs::write(
             &wrapper,
@@ -127,13 +124,7 @@ impl HttpGit {
 }
 
 fn config(d: &Path, base: &Path, wrapper: &Path, port: u16, tls: bool) -> String {
-    let mut modules = vec![
-        "mod_auth",
-        "mod_authn_file",
-        "mod_alias",
-        "mod_setenv",
-        "mod_cgi",
-    ];
+    let mut modules = vec!["mod_auth", "mod_authn_file", "mod_alias", "mod_setenv", "mod_cgi"];
     if tls {
         modules.push("mod_openssl");
     }
@@ -184,13 +175,7 @@ fn make_executable(path: &Path) {
 
 /// A CA and a server certificate for 127.0.0.1/localhost signed by it, with `openssl`.
 fn make_certificates(d: &Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
     let mut ca = vec!["req", "-x509"];
     ca.extend(ec);
     ca.extend([
@@ -210,14 +195,7 @@ fn make_certificates(d: &Path) {
     run("openssl", &ca, d);
     let mut csr = vec!["req"];
     csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
+    csr.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
     run("openssl", &csr, d);
     std::fs::write(
         d.join("server.ext"),

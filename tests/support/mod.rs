@@ -59,11 +59,7 @@ pub fn wait_for_listener(port: u16, child: &mut Child, timeout: Duration) -> boo
 /// Start a server with `start(port)` on a free port, retrying on another port if it could not listen
 /// (another process may grab the port between our probe and the server's bind). On failure the panic
 /// shows the server's `log` (its stderr).
-pub fn start_on_free_port(
-    name: &str,
-    log: &Path,
-    mut start: impl FnMut(u16) -> Child,
-) -> (ChildGuard, u16) {
+pub fn start_on_free_port(name: &str, log: &Path, mut start: impl FnMut(u16) -> Child) -> (ChildGuard, u16) {
     for _ in 0..5 {
         let port = free_port();
         let mut child = start(port);

@@ -49,16 +49,8 @@ impl Repos {
             &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
             root,
         );
-        run(
-            "git",
-            &["init", "-q", "-b", "main", work.to_str().unwrap()],
-            root,
-        );
-        run(
-            "git",
-            &["remote", "add", "origin", bare.to_str().unwrap()],
-            &work,
-        );
+        run("git", &["init", "-q", "-b", "main", work.to_str().unwrap()], root);
+        run("git", &["remote", "add", "origin", bare.to_str().unwrap()], &work);
         Upstream {
             name: name.to_owned(),
             bare,

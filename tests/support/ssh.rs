@@ -77,12 +77,7 @@ impl SshServer {
 
     /// `ssh://user@127.0.0.1:port/<absolute path>`.
     pub fn url(&self, repo: &Path) -> String {
-        format!(
-            "ssh://{}@127.0.0.1:{}{}",
-            self.user,
-            self.port,
-            repo.display()
-        )
+        format!("ssh://{}@127.0.0.1:{}{}", self.user, self.port, repo.display())
     }
 
     /// A scp-like `user@cdkube-fixture:<absolute path>` URL; scp syntax has no port, so it needs
@@ -96,10 +91,7 @@ impl SshServer {
         let path = self.dir.path().join("client_config");
         std::fs::write(
             &path,
-            format!(
-                "Host cdkube-fixture\n  HostName 127.0.0.1\n  Port {}\n",
-                self.port
-            ),
+            format!("Host cdkube-fixture\n  HostName 127.0.0.1\n  Port {}\n", self.port),
         )
         .unwrap();
         path
@@ -109,10 +101,7 @@ impl SshServer {
     pub fn secret_data(&self) -> BTreeMap<String, Vec<u8>> {
         BTreeMap::from([
             ("identity".to_owned(), self.identity.clone().into_bytes()),
-            (
-                "known_hosts".to_owned(),
-                self.known_hosts.clone().into_bytes(),
-            ),
+            ("known_hosts".to_owned(), self.known_hosts.clone().into_bytes()),
         ])
     }
 }

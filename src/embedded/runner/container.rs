@@ -109,9 +109,7 @@ pub async fn run(
                     reason: Some(reason.into()),
                     message: Some(message),
                     started_at: None,
-                    finished_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                        Timestamp::now(),
-                    )),
+                    finished_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now())),
                     ..Default::default()
                 };
                 let _ = tx.send(Update::Terminated(job.idx, term)).await;
@@ -132,14 +130,9 @@ pub async fn run(
             ctx_pod_name(&job)
         );
         let _ = tx
-            .send(Update::Waiting(
-                job.idx,
-                "CrashLoopBackOff",
-                message.clone(),
-            ))
+            .send(Update::Waiting(job.idx, "CrashLoopBackOff", message.clone()))
             .await;
-        ctx.event(&job.reference, EventType::Warning, "BackOff", message)
-            .await;
+        ctx.event(&job.reference, EventType::Warning, "BackOff", message).await;
         if stopped_within(&mut kill, backoff).await {
             return last;
         }
@@ -174,11 +167,7 @@ async fn resolve_env(
             Err(e) if e.is_retriable() => {
                 let message = e.to_string();
                 let _ = tx
-                    .send(Update::Waiting(
-                        job.idx,
-                        "CreateContainerConfigError",
-                        message.clone(),
-                    ))
+                    .send(Update::Waiting(job.idx, "CreateContainerConfigError", message.clone()))
                     .await;
                 ctx.event(
                     &job.reference,
@@ -205,19 +194,11 @@ async fn start(
 ) -> Result<process::Running, (&'static str, String)> {
     let env = env.map_err(|m| ("CreateContainerConfigError", m))?;
     if job.kind == Kind::Init && job.container.restart_policy.as_deref() == Some("Always") {
-        let message =
-            "restartable init containers (sidecars) are not supported by the cdkube local runner";
+        let message = "restartable init containers (sidecars) are not supported by the cdkube local runner";
         return Err(("CreateContainerError", message.into()));
     }
-    let spec = workspace::process_spec(
-        &ctx.host,
-        &job.pod,
-        &job.dir,
-        &job.container,
-        &job.volumes,
-        env,
-    )
-    .map_err(|e| ("CreateContainerError", e.to_string()))?;
+    let spec = workspace::process_spec(&ctx.host, &job.pod, &job.dir, &job.container, &job.volumes, env)
+        .map_err(|e| ("CreateContainerError", e.to_string()))?;
     let name = &job.container.name;
     ctx.event(
         &job.reference,

@@ -105,9 +105,7 @@ pub fn field_value(pod: &Pod, path: &str) -> Result<String, Error> {
         "metadata.annotations" => Some(format_map(meta.annotations.as_ref())),
         "spec.nodeName" => spec.and_then(|s| s.node_name.clone()),
         "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()),
-        "status.hostIP" | "status.podIP" | "status.hostIPs" | "status.podIPs" => {
-            Some("127.0.0.1".into())
-        }
+        "status.hostIP" | "status.podIP" | "status.hostIPs" | "status.podIPs" => Some("127.0.0.1".into()),
         _ => {
             if let Some(key) = subscript(path, "metadata.labels") {
                 Some(
@@ -126,9 +124,7 @@ pub fn field_value(pod: &Pod, path: &str) -> Result<String, Error> {
                         .unwrap_or_default(),
                 )
             } else {
-                return Err(Error::Unsupported(format!(
-                    "unsupported fieldRef fieldPath {path:?}"
-                )));
+                return Err(Error::Unsupported(format!("unsupported fieldRef fieldPath {path:?}")));
             }
         }
     };
@@ -137,10 +133,7 @@ pub fn field_value(pod: &Pod, path: &str) -> Result<String, Error> {
 
 /// `metadata.labels['key']` → `key`.
 fn subscript<'a>(path: &'a str, field: &str) -> Option<&'a str> {
-    let inner = path
-        .strip_prefix(field)?
-        .strip_prefix("['")?
-        .strip_suffix("']")?;
+    let inner = path.strip_prefix(field)?.strip_prefix("['")?.strip_suffix("']")?;
     Some(inner)
 }
 
@@ -171,24 +164,14 @@ impl Env {
 }
 
 /// Builds the container's declared environment (without the runner's base variables such as PATH).
-pub async fn container_env(
-    client: &Client,
-    pod: &Pod,
-    container: &Container,
-) -> Result<Vec<(String, String)>, Error> {
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
+pub async fn container_env(client: &Client, pod: &Pod, container: &Container) -> Result<Vec<(String, String)>, Error> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let objects = Objects { client, ns: &ns };
     let mut env = Env::default();
     for source in container.env_from.iter().flatten() {
         let prefix = source.prefix.clone().unwrap_or_default();
         let data = if let Some(r) = &source.config_map_ref {
-            objects
-                .config_map(&r.name, r.optional.unwrap_or(false))
-                .await?
+            objects.config_map(&r.name, r.optional.unwrap_or(false)).await?
         } else if let Some(r) = &source.secret_ref {
             objects.secret(&r.name, r.optional.unwrap_or(false)).await?
         } else {
@@ -230,11 +213,7 @@ async fn var_value(
     source_value(objects, pod, source).await
 }
 
-async fn source_value(
-    objects: &Objects<'_>,
-    pod: &Pod,
-    source: &EnvVarSource,
-) -> Result<Option<String>, Error> {
+async fn source_value(objects: &Objects<'_>, pod: &Pod, source: &EnvVarSource) -> Result<Option<String>, Error> {
     if let Some(f) = &source.field_ref {
         return field_value(pod, &f.field_path).map(Some);
     }
@@ -263,11 +242,7 @@ struct Objects<'a> {
 }
 
 impl Objects<'_> {
-    async fn secret(
-        &self,
-        name: &str,
-        optional: bool,
-    ) -> Result<Option<BTreeMap<String, String>>, Error> {
+    async fn secret(&self, name: &str, optional: bool) -> Result<Option<BTreeMap<String, String>>, Error> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), self.ns);
         let found = api.get_opt(name).await.map_err(|source| Error::Api {
             kind: "secret",
@@ -290,11 +265,7 @@ impl Objects<'_> {
         }
     }
 
-    async fn config_map(
-        &self,
-        name: &str,
-        optional: bool,
-    ) -> Result<Option<BTreeMap<String, String>>, Error> {
+    async fn config_map(&self, name: &str, optional: bool) -> Result<Option<BTreeMap<String, String>>, Error> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), self.ns);
         let found = api.get_opt(name).await.map_err(|source| Error::Api {
             kind: "configmap",
@@ -378,19 +349,13 @@ mod tests {
         assert_eq!(field_value(&pod, "metadata.namespace").unwrap(), "ns");
         assert_eq!(field_value(&pod, "metadata.uid").unwrap(), "u-1");
         assert_eq!(field_value(&pod, "metadata.labels['app']").unwrap(), "x");
-        assert_eq!(
-            field_value(&pod, "metadata.labels").unwrap(),
-            "app=\"x\"\ntier=\"b\""
-        );
+        assert_eq!(field_value(&pod, "metadata.labels").unwrap(), "app=\"x\"\ntier=\"b\"");
         assert_eq!(
             field_value(&pod, "metadata.annotations['note']").unwrap(),
             "hi \"there\""
         );
         assert_eq!(field_value(&pod, "spec.nodeName").unwrap(), "cdkube-dev");
-        assert!(matches!(
-            field_value(&pod, "spec.bogus"),
-            Err(Error::Unsupported(_))
-        ));
+        assert!(matches!(field_value(&pod, "spec.bogus"), Err(Error::Unsupported(_))));
     }
 
     #[test]

@@ -112,13 +112,7 @@ pub struct Ctx {
 
 impl Ctx {
     /// Publishes an Event; failures are logged, never fatal.
-    async fn event(
-        &self,
-        reference: &ObjectReference,
-        type_: EventType,
-        reason: &str,
-        note: String,
-    ) {
+    async fn event(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
         let ev = KubeEvent {
             type_,
             reason: reason.into(),
@@ -288,12 +282,7 @@ impl Loop {
             Event::InitDone => {
                 // Pods deleted while the watch was down never get a Delete event.
                 if let Some(seen) = self.relist.take() {
-                    let gone: Vec<String> = self
-                        .pods
-                        .keys()
-                        .filter(|u| !seen.contains(*u))
-                        .cloned()
-                        .collect();
+                    let gone: Vec<String> = self.pods.keys().filter(|u| !seen.contains(*u)).cloned().collect();
                     for uid in gone {
                         self.on_gone(&uid);
                     }
@@ -361,9 +350,9 @@ impl Loop {
             }
             if entry.running() {
                 let grace = deletion_grace(&pod);
-                entry.stop.send_if_modified(|s| {
-                    s.is_none() && s.replace(Stop::Delete { grace }).is_none()
-                });
+                entry
+                    .stop
+                    .send_if_modified(|s| s.is_none() && s.replace(Stop::Delete { grace }).is_none());
                 entry.deleted = Some(pod);
             } else {
                 // The Pod had already finished here; only the object is left to remove.
@@ -397,11 +386,7 @@ fn deletion_grace(pod: &Pod) -> Duration {
     let secs = pod
         .metadata
         .deletion_grace_period_seconds
-        .or_else(|| {
-            pod.spec
-                .as_ref()
-                .and_then(|s| s.termination_grace_period_seconds)
-        })
+        .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
         .unwrap_or(30);
     Duration::from_secs(u64::try_from(secs).unwrap_or(0))
 }
@@ -432,11 +417,7 @@ fn was_started(pod: &Pod, dir: &workspace::PodDir) -> bool {
 
 /// A Pod that was running when the runner died: stop what is left, report it Failed.
 async fn recover(ctx: Arc<Ctx>, pod: Pod) {
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
     workspace::PodDir::new(&ctx.state_dir, &ns, &name).kill_leftovers();
     let message = "the cdkube pod runner stopped while this Pod was running; its processes were stopped \
@@ -454,9 +435,7 @@ async fn recover(ctx: Arc<Ctx>, pod: Pod) {
                 terminated: Some(k8s_openapi::api::core::v1::ContainerStateTerminated {
                     exit_code: 137,
                     reason: Some("ContainerStatusUnknown".into()),
-                    message: Some(
-                        "The container could not be located when the pod was terminated".into(),
-                    ),
+                    message: Some("The container could not be located when the pod was terminated".into()),
                     finished_at: Some(now.clone()),
                     ..Default::default()
                 }),
@@ -496,11 +475,7 @@ async fn recover(ctx: Arc<Ctx>, pod: Pod) {
 
 /// A deleted Pod that has no running task: stop leftovers, remove the object and its directory.
 async fn finish_deletion(ctx: Arc<Ctx>, pod: Pod) {
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let dir = workspace::PodDir::new(&ctx.state_dir, &ns, &name);

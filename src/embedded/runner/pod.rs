@@ -80,11 +80,7 @@ impl Life {
     fn new(ctx: Arc<Ctx>, pod: Pod) -> Option<Self> {
         let name = pod.metadata.name.clone()?;
         let uid = pod.metadata.uid.clone()?;
-        let ns = pod
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
+        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let api = Api::namespaced(ctx.client.clone(), &ns);
         let dir = PodDir::new(&ctx.state_dir, &ns, &name);
         let book = Book::new(&pod);
@@ -133,23 +129,13 @@ impl Life {
             Err(message) => {
                 // A conflict may mean this node got it already (a retried request).
                 let now = self.api.get_opt(&self.name).await.ok().flatten();
-                if now
-                    .and_then(|p| p.spec)
-                    .and_then(|s| s.node_name)
-                    .as_deref()
-                    == Some(node.as_str())
-                {
+                if now.and_then(|p| p.spec).and_then(|s| s.node_name).as_deref() == Some(node.as_str()) {
                     return true;
                 }
                 tracing::warn!(pod = %self.name, "{message}");
                 let note = format!("cannot bind to node {node}: {message}");
                 self.ctx
-                    .event(
-                        &self.reference,
-                        EventType::Warning,
-                        "FailedScheduling",
-                        note,
-                    )
+                    .event(&self.reference, EventType::Warning, "FailedScheduling", note)
                     .await;
                 false
             }
@@ -165,18 +151,13 @@ impl Life {
         if let Err(e) = self.dir.claim(&self.uid) {
             self.fail(
                 "FailedMount",
-                format!(
-                    "preparing the Pod directory {}: {e}",
-                    self.dir.path().display()
-                ),
+                format!("preparing the Pod directory {}: {e}", self.dir.path().display()),
             )
             .await;
             return None;
         }
         let images = self.images();
-        let note = format!(
-            "images are not pulled: cdkube runs the containers as host processes ({images})"
-        );
+        let note = format!("images are not pulled: cdkube runs the containers as host processes ({images})");
         self.ctx
             .event(&self.reference, EventType::Normal, "ImageNotPulled", note)
             .await;
@@ -222,10 +203,7 @@ impl Life {
             }
         }
         let all: Vec<_> = spec.containers.iter().cloned().enumerate().collect();
-        match self
-            .group(Kind::Main, all, restart, &volumes, stop, deadline)
-            .await
-        {
+        match self.group(Kind::Main, all, restart, &volumes, stop, deadline).await {
             GroupEnd::Exited(codes) => {
                 let phase = if codes.iter().all(|c| *c == Some(0)) {
                     Phase::Succeeded
@@ -255,9 +233,7 @@ impl Life {
     /// activeDeadlineSeconds, counted from the Pod's start time, as a tokio instant.
     fn deadline(&self) -> Option<tokio::time::Instant> {
         let secs = self.pod.spec.as_ref()?.active_deadline_seconds?;
-        let elapsed = Timestamp::now()
-            .duration_since(self.book.start_time())
-            .unsigned_abs();
+        let elapsed = Timestamp::now().duration_since(self.book.start_time()).unsigned_abs();
         let left = Duration::from_secs(u64::try_from(secs).unwrap_or(0)).saturating_sub(elapsed);
         Some(tokio::time::Instant::now() + left)
     }
@@ -277,12 +253,7 @@ impl Life {
         let mut tasks = JoinSet::new();
         for (idx, container) in containers {
             let job = self.job(kind, idx, container, restart, volumes);
-            tasks.spawn(container::run(
-                self.ctx.clone(),
-                job,
-                tx.clone(),
-                kill_rx.clone(),
-            ));
+            tasks.spawn(container::run(self.ctx.clone(), job, tx.clone(), kill_rx.clone()));
         }
         drop(tx);
         let mut cause = None;
@@ -351,9 +322,7 @@ impl Life {
 
     fn apply(&mut self, kind: Kind, update: Update) {
         match update {
-            Update::Waiting(idx, reason, message) => {
-                self.book.waiting(kind, idx, reason, Some(message))
-            }
+            Update::Waiting(idx, reason, message) => self.book.waiting(kind, idx, reason, Some(message)),
             Update::Running(idx, at) => {
                 self.book.running(kind, idx, at);
                 if kind == Kind::Main && self.book.phase == Phase::Pending {
@@ -378,19 +347,10 @@ impl Life {
     async fn deadline_exceeded(&mut self) {
         let message = "Pod was active on the node longer than the specified deadline";
         self.ctx
-            .event(
-                &self.reference,
-                EventType::Warning,
-                "DeadlineExceeded",
-                message.into(),
-            )
+            .event(&self.reference, EventType::Warning, "DeadlineExceeded", message.into())
             .await;
-        self.finish(
-            Phase::Failed,
-            Some("DeadlineExceeded"),
-            Some(message.into()),
-        )
-        .await;
+        self.finish(Phase::Failed, Some("DeadlineExceeded"), Some(message.into()))
+            .await;
     }
 
     /// After a stop: a deadline leaves the (already failed) Pod in place with its final container
@@ -409,8 +369,7 @@ impl Life {
         self.ctx
             .event(&self.reference, EventType::Warning, reason, message.clone())
             .await;
-        self.finish(Phase::Failed, Some(reason), Some(message))
-            .await;
+        self.finish(Phase::Failed, Some(reason), Some(message)).await;
     }
 
     async fn finish(&mut self, phase: Phase, reason: Option<&str>, message: Option<String>) {

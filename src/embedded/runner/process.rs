@@ -28,9 +28,7 @@ pub enum Error {
     #[error("path {0:?} contains a NUL byte")]
     Nul(String),
     /// A mountPath or workingDir whose directory would have to be created on the host itself.
-    #[error(
-        "{0} does not exist on the host; the runner does not create directories in host filesystems"
-    )]
+    #[error("{0} does not exist on the host; the runner does not create directories in host filesystems")]
     HostPath(PathBuf),
     /// `exec` (or the namespace setup just before it) failed.
     #[error("starting {program:?}: {source}")]
@@ -213,9 +211,7 @@ pub fn namespaces_permitted(scratch: &Path) -> bool {
         return false;
     };
     let mut cmd = std::process::Command::new("true");
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     // SAFETY: see `spawn`.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || plan.enter());
@@ -332,9 +328,7 @@ impl NamespacePlan {
                         let flags = libc::MS_BIND | libc::MS_REC;
                         libc::mount(source.as_ptr(), target.as_ptr(), null, flags, null as _);
                     }
-                    RootEntry::Symlink { link, target } => {
-                        check(libc::symlink(link.as_ptr(), target.as_ptr()))?
-                    }
+                    RootEntry::Symlink { link, target } => check(libc::symlink(link.as_ptr(), target.as_ptr()))?,
                 }
             }
             for step in &self.steps {
@@ -353,13 +347,7 @@ impl NamespacePlan {
                         read_only,
                     } => {
                         let flags = libc::MS_BIND | libc::MS_REC;
-                        check(libc::mount(
-                            source.as_ptr(),
-                            target.as_ptr(),
-                            null,
-                            flags,
-                            null as _,
-                        ))?;
+                        check(libc::mount(source.as_ptr(), target.as_ptr(), null, flags, null as _))?;
                         if *read_only {
                             let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
                             check(libc::mount(null, target.as_ptr(), null, flags, null as _))?;
@@ -397,9 +385,7 @@ fn missing_dirs(path: &Path, mounted: &[BindMount]) -> Result<Vec<PathBuf>, Erro
     let mut on_host = false;
     for comp in path.components().skip(1) {
         acc.push(comp);
-        let in_volume = mounted
-            .iter()
-            .any(|m| acc.starts_with(&m.target) && acc != m.target);
+        let in_volume = mounted.iter().any(|m| acc.starts_with(&m.target) && acc != m.target);
         if in_volume {
             out.push(acc.clone());
         } else if mounted.iter().any(|m| acc == m.target) {
@@ -443,11 +429,7 @@ mod tests {
     #[tokio::test]
     async fn stdout_and_stderr_share_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let s = spec(
-            dir.path(),
-            "sh",
-            &["-c", "echo out; echo err >&2; echo out2; exit 3"],
-        );
+        let s = spec(dir.path(), "sh", &["-c", "echo out; echo err >&2; echo out2; exit 3"]);
         let exit = spawn(&s).unwrap().wait().await;
         assert_eq!(exit, Exit::Code(3));
         assert_eq!(
@@ -459,19 +441,10 @@ mod tests {
     #[tokio::test]
     async fn terminate_stops_the_whole_group() {
         let dir = tempfile::tempdir().unwrap();
-        let s = spec(
-            dir.path(),
-            "sh",
-            &["-c", "sleep 1000 & echo $! > child.pid; wait"],
-        );
+        let s = spec(dir.path(), "sh", &["-c", "sleep 1000 & echo $! > child.pid; wait"]);
         let run = spawn(&s).unwrap();
         let pid_file = dir.path().join("child.pid");
-        let child_pid = wait_for(|| {
-            std::fs::read_to_string(&pid_file)
-                .ok()
-                .filter(|s| s.ends_with('\n'))
-        })
-        .await;
+        let child_pid = wait_for(|| std::fs::read_to_string(&pid_file).ok().filter(|s| s.ends_with('\n'))).await;
         let child_pid: i32 = child_pid.trim().parse().unwrap();
         let killer = terminate_group(run.pid, Duration::from_secs(30));
         assert_eq!(run.wait().await, Exit::Signal(libc::SIGTERM));
@@ -482,9 +455,7 @@ mod tests {
     #[tokio::test]
     async fn missing_program_is_a_spawn_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = spawn(&spec(dir.path(), "no-such-program-cdkube", &[]))
-            .err()
-            .unwrap();
+        let err = spawn(&spec(dir.path(), "no-such-program-cdkube", &[])).err().unwrap();
         assert!(matches!(err, Error::Spawn { .. }), "{err}");
     }
 
@@ -506,9 +477,7 @@ mod tests {
             ]
         );
         assert!(missing_dirs(Path::new("/tmp"), &[]).unwrap().is_empty());
-        let err = missing_dirs(Path::new("/usr/cdkube-no-such/x"), &[])
-            .err()
-            .unwrap();
+        let err = missing_dirs(Path::new("/usr/cdkube-no-such/x"), &[]).err().unwrap();
         assert!(matches!(err, Error::HostPath(p) if p == Path::new("/usr/cdkube-no-such")));
     }
 
@@ -516,9 +485,7 @@ mod tests {
     async fn private_namespace_puts_volumes_at_their_mount_paths() {
         let dir = tempfile::tempdir().unwrap();
         if !namespaces_permitted(dir.path()) {
-            eprintln!(
-                "NOTICE: mount namespaces are not permitted here; namespace isolation not tested"
-            );
+            eprintln!("NOTICE: mount namespaces are not permitted here; namespace isolation not tested");
             return;
         }
         let volume = dir.path().join("vol");
@@ -544,15 +511,9 @@ mod tests {
         assert_eq!(spawn(&s).unwrap().wait().await, Exit::Code(0));
         let log = std::fs::read_to_string(dir.path().join("c.log")).unwrap();
         assert_eq!(log, "/cdkube-test-ws/sub\nmade\n");
-        assert_eq!(
-            std::fs::read_to_string(volume.join("here")).unwrap(),
-            "made\n"
-        );
+        assert_eq!(std::fs::read_to_string(volume.join("here")).unwrap(), "made\n");
         assert!(volume.join("sub").is_dir());
-        assert!(
-            !Path::new("/cdkube-test-ws").exists(),
-            "the host root was modified"
-        );
+        assert!(!Path::new("/cdkube-test-ws").exists(), "the host root was modified");
     }
 
     async fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
@@ -561,10 +522,7 @@ mod tests {
             if let Some(v) = f() {
                 return v;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "condition not met in time"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "condition not met in time");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -1,8 +1,8 @@
 //! The Pod status the runner reports, kept in one place and recomputed on every change: phase,
 //! the four kubelet conditions and per-container states, as kubelet fills them.
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, HostIP,
+    Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -180,12 +180,7 @@ impl Book {
         let now = Timestamp::now();
         let initialized = self.init.iter().all(succeeded);
         let terminal = self.phase.is_terminal();
-        let unready: Vec<&str> = self
-            .main
-            .iter()
-            .filter(|c| !c.ready)
-            .map(|c| c.name.as_str())
-            .collect();
+        let unready: Vec<&str> = self.main.iter().filter(|c| !c.ready).map(|c| c.name.as_str()).collect();
         let ready = !terminal && unready.is_empty();
         let not_ready = |what: &str| {
             if terminal {
@@ -193,10 +188,7 @@ impl Book {
             } else {
                 (
                     Some(format!("{what}NotReady")),
-                    Some(format!(
-                        "containers with unready status: [{}]",
-                        unready.join(" ")
-                    )),
+                    Some(format!("containers with unready status: [{}]", unready.join(" "))),
                 )
             }
         };
@@ -211,10 +203,7 @@ impl Book {
         } else {
             (
                 Some("ContainersNotInitialized".to_string()),
-                Some(format!(
-                    "containers with incomplete status: [{}]",
-                    incomplete.join(" ")
-                )),
+                Some(format!("containers with incomplete status: [{}]", incomplete.join(" "))),
             )
         };
         let wanted = [
@@ -223,20 +212,12 @@ impl Book {
             (
                 "Ready",
                 ready,
-                if ready {
-                    (None, None)
-                } else {
-                    not_ready("Containers")
-                },
+                if ready { (None, None) } else { not_ready("Containers") },
             ),
             (
                 "ContainersReady",
                 ready,
-                if ready {
-                    (None, None)
-                } else {
-                    not_ready("Containers")
-                },
+                if ready { (None, None) } else { not_ready("Containers") },
             ),
             ("PodScheduled", true, (None, None)),
         ];
@@ -307,11 +288,7 @@ fn waiting_status(name: &str, image: &Option<String>, reason: &str) -> Container
 }
 
 /// A terminated state as kubelet reports it: reason Completed for exit 0, Error otherwise.
-pub fn termination(
-    exit_code: i32,
-    started: Timestamp,
-    finished: Timestamp,
-) -> ContainerStateTerminated {
+pub fn termination(exit_code: i32, started: Timestamp, finished: Timestamp) -> ContainerStateTerminated {
     ContainerStateTerminated {
         exit_code,
         reason: Some(if exit_code == 0 { "Completed" } else { "Error" }.into()),
@@ -334,13 +311,7 @@ mod tests {
     }
 
     fn condition(s: &PodStatus, t: &str) -> (String, Option<String>) {
-        let c = s
-            .conditions
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|c| c.type_ == t)
-            .unwrap();
+        let c = s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == t).unwrap();
         (c.status.clone(), c.reason.clone())
     }
 
@@ -366,10 +337,7 @@ mod tests {
         book.finish(Phase::Failed, None, None);
         let s = book.status();
         assert_eq!(s.phase.as_deref(), Some("Failed"));
-        assert_eq!(
-            condition(&s, "Ready"),
-            ("False".into(), Some("PodCompleted".into()))
-        );
+        assert_eq!(condition(&s, "Ready"), ("False".into(), Some("PodCompleted".into())));
         let t = s.container_statuses.unwrap()[0]
             .state
             .clone()

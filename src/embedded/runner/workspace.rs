@@ -26,9 +26,7 @@ use crate::embedded::logs::container_log_path;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A volume type the local runner does not provide.
-    #[error(
-        "volume {name:?}: {kind} volumes are not supported by the cdkube local runner (emptyDir and hostPath are)"
-    )]
+    #[error("volume {name:?}: {kind} volumes are not supported by the cdkube local runner (emptyDir and hostPath are)")]
     UnsupportedVolume {
         /// Volume name.
         name: String,
@@ -44,9 +42,7 @@ pub enum Error {
         path: PathBuf,
     },
     /// A volumeMount naming a volume the Pod does not declare.
-    #[error(
-        "volumeMount {mount_path:?} refers to volume {volume:?}, which the Pod does not declare"
-    )]
+    #[error("volumeMount {mount_path:?} refers to volume {volume:?}, which the Pod does not declare")]
     UnknownVolume {
         /// The mount path.
         mount_path: String,
@@ -62,9 +58,7 @@ pub enum Error {
         value: String,
     },
     /// No `command`: the image's entrypoint is unknown because images are not pulled.
-    #[error(
-        "container has no command; cdkube dev does not pull images, so the image's entrypoint is unknown"
-    )]
+    #[error("container has no command; cdkube dev does not pull images, so the image's entrypoint is unknown")]
     NoCommand,
     /// Creating a workspace directory failed.
     #[error("creating {path}: {source}")]
@@ -237,10 +231,7 @@ pub fn prepare_volumes(pod: &Pod, dir: &PodDir) -> Result<HashMap<String, PathBu
 fn volume_kind(v: &k8s_openapi::api::core::v1::Volume) -> String {
     serde_json::to_value(v)
         .ok()
-        .and_then(|j| {
-            j.as_object()
-                .and_then(|o| o.keys().find(|k| *k != "name").cloned())
-        })
+        .and_then(|j| j.as_object().and_then(|o| o.keys().find(|k| *k != "name").cloned()))
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -294,19 +285,10 @@ pub fn process_spec(
     if argv.is_empty() {
         return Err(Error::NoCommand);
     }
-    argv.extend(
-        container
-            .args
-            .iter()
-            .flatten()
-            .map(|s| super::env::expand(s, &vars)),
-    );
+    argv.extend(container.args.iter().flatten().map(|s| super::env::expand(s, &vars)));
     let mounts = bind_mounts(container, volumes)?;
     let mut env = host.base_env.clone();
-    env.push((
-        "HOSTNAME".into(),
-        pod.metadata.name.clone().unwrap_or_default(),
-    ));
+    env.push(("HOSTNAME".into(), pod.metadata.name.clone().unwrap_or_default()));
     env.retain(|(k, _)| !vars.contains_key(k));
     env.extend(declared_env);
     let working_dir = match container.working_dir.as_deref() {
@@ -332,9 +314,7 @@ pub fn process_spec(
             let cwd = match working_dir {
                 Some(w) => match mounted_at(&w, &mounts) {
                     Some(p) => p,
-                    None => dir
-                        .scratch(&container.name)
-                        .join(w.strip_prefix("/").unwrap_or(&w)),
+                    None => dir.scratch(&container.name).join(w.strip_prefix("/").unwrap_or(&w)),
                 },
                 None => dir.scratch(&container.name),
             };
@@ -360,10 +340,7 @@ pub fn process_spec(
 }
 
 /// The container's volumeMounts with host sources (subPath directories created).
-fn bind_mounts(
-    container: &Container,
-    volumes: &HashMap<String, PathBuf>,
-) -> Result<Vec<BindMount>, Error> {
+fn bind_mounts(container: &Container, volumes: &HashMap<String, PathBuf>) -> Result<Vec<BindMount>, Error> {
     let mut out = Vec::new();
     for m in container.volume_mounts.iter().flatten() {
         let Some(base) = volumes.get(&m.name) else {
@@ -415,10 +392,7 @@ fn mounted_at(p: &Path, mounts: &[BindMount]) -> Option<PathBuf> {
         .iter()
         .filter(|m| p.starts_with(&m.target))
         .max_by_key(|m| m.target.components().count())
-        .map(|m| {
-            m.source
-                .join(p.strip_prefix(&m.target).unwrap_or(Path::new("")))
-        })
+        .map(|m| m.source.join(p.strip_prefix(&m.target).unwrap_or(Path::new(""))))
 }
 
 /// `Rewrite` mode: a token that is a mount path or starts with `mountPath/` becomes a host path.
@@ -468,10 +442,7 @@ mod tests {
     }
 
     fn declared() -> Vec<(String, String)> {
-        vec![
-            ("MODE".into(), "fetch".into()),
-            ("OUT".into(), "/workspace/out".into()),
-        ]
+        vec![("MODE".into(), "fetch".into()), ("OUT".into(), "/workspace/out".into())]
     }
 
     #[test]
@@ -481,15 +452,7 @@ mod tests {
         let dir = PodDir::new(state.path(), "ns", "p");
         let volumes = prepare_volumes(&pod, &dir).unwrap();
         let c = &pod.spec.as_ref().unwrap().containers[0];
-        let spec = process_spec(
-            &host(VolumeMode::Rewrite),
-            &pod,
-            &dir,
-            c,
-            &volumes,
-            declared(),
-        )
-        .unwrap();
+        let spec = process_spec(&host(VolumeMode::Rewrite), &pod, &dir, c, &volumes, declared()).unwrap();
         let ws = dir.volume("ws");
         assert_eq!(spec.program, "/opt/bin/cdkube");
         assert_eq!(
@@ -503,10 +466,7 @@ mod tests {
         );
         assert_eq!(spec.cwd, ws.join("src"));
         assert!(spec.cwd.is_dir());
-        assert!(
-            spec.env
-                .contains(&("OUT".into(), ws.join("out").display().to_string()))
-        );
+        assert!(spec.env.contains(&("OUT".into(), ws.join("out").display().to_string())));
         assert!(spec.env.contains(&("HOSTNAME".into(), "p".into())));
         assert!(spec.isolation.is_none());
         assert_eq!(spec.log, state.path().join("pods/ns/p/build.log"));
@@ -519,19 +479,8 @@ mod tests {
         let dir = PodDir::new(state.path(), "ns", "p");
         let volumes = prepare_volumes(&pod, &dir).unwrap();
         let c = &pod.spec.as_ref().unwrap().containers[0];
-        let spec = process_spec(
-            &host(VolumeMode::Namespace),
-            &pod,
-            &dir,
-            c,
-            &volumes,
-            declared(),
-        )
-        .unwrap();
-        assert_eq!(
-            spec.args[0..2],
-            ["fetch".to_string(), "/workspace/src".into()]
-        );
+        let spec = process_spec(&host(VolumeMode::Namespace), &pod, &dir, c, &volumes, declared()).unwrap();
+        assert_eq!(spec.args[0..2], ["fetch".to_string(), "/workspace/src".into()]);
         assert_eq!(spec.cwd, PathBuf::from("/workspace/src"));
         let iso = spec.isolation.unwrap();
         assert_eq!(
@@ -552,27 +501,11 @@ mod tests {
         let spec = pod.spec.as_mut().unwrap();
         spec.containers[0].command = None;
         let c = spec.containers[0].clone();
-        let err = process_spec(
-            &host(VolumeMode::Rewrite),
-            &pod,
-            &dir,
-            &c,
-            &HashMap::new(),
-            vec![],
-        )
-        .unwrap_err();
+        let err = process_spec(&host(VolumeMode::Rewrite), &pod, &dir, &c, &HashMap::new(), vec![]).unwrap_err();
         assert!(matches!(err, Error::NoCommand));
         let mut c2 = c.clone();
         c2.command = Some(vec!["true".into()]);
-        let err = process_spec(
-            &host(VolumeMode::Rewrite),
-            &pod,
-            &dir,
-            &c2,
-            &HashMap::new(),
-            vec![],
-        )
-        .unwrap_err();
+        let err = process_spec(&host(VolumeMode::Rewrite), &pod, &dir, &c2, &HashMap::new(), vec![]).unwrap_err();
         assert!(matches!(err, Error::UnknownVolume { .. }), "{err}");
         let secret_pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p"},
