@@ -40,10 +40,6 @@ struct DevArgs {
     /// Manifests to apply once the plane is up (multi-document YAML, create-or-update).
     #[arg(short = 'f', long = "filename")]
     files: Vec<std::path::PathBuf>,
-    /// Run only the API server and the pod runner, for tests that run the operator separately.
-    /// cdkube has no operator yet, so this is also what runs without the flag.
-    #[arg(long)]
-    no_operator: bool,
     /// Print only the kubeconfig path on stdout once the plane is ready (for scripts).
     #[arg(long)]
     print_kubeconfig_path: bool,
@@ -103,7 +99,6 @@ fn dev(args: DevArgs) -> ExitCode {
         port: args.port,
         state_dir: args.state_dir,
         files: args.files,
-        no_operator: args.no_operator,
         print_kubeconfig_path: args.print_kubeconfig_path,
     };
     let result = tokio::runtime::Runtime::new()

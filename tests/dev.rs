@@ -29,7 +29,7 @@ impl Dev {
     fn start_in(state: std::sync::Arc<tempfile::TempDir>, extra: &[&str]) -> Dev {
         let state_dir = state.path().join("state");
         let mut child = Command::new(env!("CARGO_BIN_EXE_cdkube"))
-            .args(["dev", "--port", "0", "--no-operator", "--state-dir"])
+            .args(["dev", "--port", "0", "--state-dir"])
             .arg(&state_dir)
             .args(extra)
             .stdout(Stdio::piped())

@@ -21,8 +21,10 @@ pub fn crd() -> CustomResourceDefinition {
 /// line breaks become spaces. Blank lines (paragraphs) stay.
 fn unwrap_descriptions(schema: &mut JSONSchemaProps) {
     if let Some(description) = &mut schema.description {
-        let paragraphs: Vec<String> =
-            description.split("\n\n").map(|p| p.split('\n').map(str::trim).collect::<Vec<_>>().join(" ")).collect();
+        let paragraphs: Vec<String> = description
+            .split("\n\n")
+            .map(|p| p.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+            .collect();
         *description = paragraphs.join("\n\n");
     }
     let children = schema.properties.iter_mut().flat_map(|p| p.values_mut());

@@ -2,8 +2,8 @@
 //! CRD, the local pod runner — plus the user's manifests, until Ctrl-C.
 //!
 //! The operator (controller) is not part of cdkube yet, so `cdkube dev` runs the API server and the
-//! pod runner only; `--no-operator` asks for exactly that and will keep meaning it once the
-//! operator exists (tests run the operator as a separate process).
+//! pod runner only. When the operator lands, it starts here too, with a flag to leave it out for
+//! tests that run it as a separate process.
 //!
 //! The API server keeps its objects in memory, so each start is a fresh cluster: Pod directories
 //! (and any Pod processes) a killed earlier run left under `<state_dir>/pods/` are cleared first.
@@ -76,8 +76,6 @@ pub struct DevOptions {
     pub state_dir: PathBuf,
     /// Manifests to apply once the plane is up.
     pub files: Vec<PathBuf>,
-    /// Run only the API server and the pod runner (today: always the case).
-    pub no_operator: bool,
     /// Print only the kubeconfig path on stdout, once everything is ready (for scripts).
     pub print_kubeconfig_path: bool,
 }
