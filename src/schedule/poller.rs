@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -440,11 +440,17 @@ impl Poller {
 
 /// When a subscription on `schedule` made now is first due (one schedule step from now).
 fn first_due(schedule: &Schedule) -> Instant {
-    let wall = Utc::now();
+    due_after(schedule, Instant::now(), Utc::now(), random_jitter())
+}
+
+/// One step of `schedule` after `now` (`wall` on the wall clock); a schedule that never fires again is due
+/// in a year, which also keeps absurd intervals from overflowing the clock.
+fn due_after(schedule: &Schedule, now: Instant, wall: DateTime<Utc>, jitter: f64) -> Instant {
     let step = schedule
-        .next_after(wall, random_jitter())
-        .and_then(|t| (t - wall).to_std().ok());
-    Instant::now() + step.unwrap_or(NEVER)
+        .next_after(wall, jitter)
+        .and_then(|t| (t - wall).to_std().ok())
+        .unwrap_or(NEVER);
+    now + step.min(NEVER)
 }
 
 /// How far away "never" is (a cron expression without future times).
@@ -484,12 +490,7 @@ impl State {
         let (now, wall) = (Instant::now(), Utc::now());
         for id in &key_state.subscribers {
             if let Some(sub) = self.subscriptions.get_mut(id) {
-                let after = sub
-                    .schedule
-                    .next_after(wall, jitter)
-                    .and_then(|t| (t - wall).to_std().ok());
-                // A cron expression with no future time never fires again.
-                sub.next_due = now + after.unwrap_or(NEVER);
+                sub.next_due = due_after(&sub.schedule, now, wall, jitter);
             }
         }
     }
