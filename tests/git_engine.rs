@@ -725,6 +725,8 @@ fn cli_probe_explains_bad_input() {
         "stringData:\n  known_hosts: \"this is not a host key line\"\n",
     )
     .unwrap();
+    let option_user = dir.path().join("option-user.env");
+    std::fs::write(&option_user, "username=-oProxyCommand=touch /tmp/cdkube-pwned\n").unwrap();
     let missing = dir.path().join("missing.env");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["probe", "https://"], "malformed repository URL"),
@@ -750,6 +752,15 @@ fn cli_probe_explains_bad_input() {
                 bad_hosts.to_str().unwrap(),
             ],
             "known_hosts` line 1",
+        ),
+        (
+            vec![
+                "probe",
+                "ssh://example.com/r.git",
+                "--secret-file",
+                option_user.to_str().unwrap(),
+            ],
+            "`username` starts with `-`",
         ),
         (
             vec![

@@ -93,6 +93,13 @@ impl RemoteSpec {
             Some(from_url) => from_url,
             None => credentials,
         };
+        // The Secret's user name becomes the ssh login when the URL names none, so it must not pass for an
+        // option either (see `parse_url`).
+        if url.scheme() == Scheme::Ssh && credentials.username().is_some_and(|u| u.starts_with('-')) {
+            return Err(Error::invalid(
+                "the Secret's `username` starts with `-`, which ssh would take for an option",
+            ));
+        }
         let branch = branch.map(normalize_branch).transpose()?;
         Ok(RemoteSpec {
             url,
@@ -279,6 +286,14 @@ mod tests {
             assert_eq!(err.kind(), super::super::ErrorKind::InvalidInput);
             assert!(err.message().contains(needle), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn ssh_logins_from_the_secret_cannot_pass_for_options() {
+        let creds = Credentials::basic("-oProxyCommand=touch /tmp/x", "");
+        let err = RemoteSpec::new("ssh://host/r.git", None, creds.clone(), false).unwrap_err();
+        assert!(err.message().contains("starts with `-`"), "{err}");
+        assert!(RemoteSpec::new("https://host/r.git", None, creds, false).is_ok());
     }
 
     #[test]

@@ -58,9 +58,8 @@ impl Abort {
     /// Stop the operation now.
     pub fn abort(&self) {
         self.interrupted.store(true, Ordering::SeqCst);
-        if let Ok(hooks) = self.hooks.lock() {
-            hooks.iter().for_each(Hook::fire);
-        }
+        let hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
+        hooks.iter().for_each(Hook::fire);
     }
 
     /// Whether [`Abort::abort`] was called.
@@ -73,13 +72,14 @@ impl Abort {
         &self.interrupted
     }
 
+    /// Fire `hook` on abort, or now if the abort already happened. The flag is read under the lock that
+    /// [`Abort::abort`] takes after setting it, so a concurrent abort cannot slip between check and push.
     fn register(&self, hook: Hook) {
+        let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
         if self.is_aborted() {
             hook.fire();
         }
-        if let Ok(mut hooks) = self.hooks.lock() {
-            hooks.push(hook);
-        }
+        hooks.push(hook);
     }
 }
 
@@ -239,6 +239,9 @@ fn ssh_command(spec: &RemoteSpec, settings: &Settings<'_>, dir: &Path) -> Result
         "IdentityAgent=none".to_owned(),
         "PasswordAuthentication=no".to_owned(),
         "KbdInteractiveAuthentication=no".to_owned(),
+        // A shared connection from the user's config would bypass the host key and identity set here.
+        "ControlMaster=no".to_owned(),
+        "ControlPath=none".to_owned(),
         format!("ConnectTimeout={timeout}"),
         format!("ServerAliveInterval={alive}"),
         "ServerAliveCountMax=3".to_owned(),
@@ -258,6 +261,8 @@ fn ssh_command(spec: &RemoteSpec, settings: &Settings<'_>, dir: &Path) -> Result
     if let Some(port) = url.port() {
         command.arg("-p").arg(port.to_string());
     }
+    // Whatever the destination looks like, it is not an option.
+    command.arg("--");
     let host = url.host().unwrap_or_default();
     match url.user().or(creds.username()) {
         Some(user) => command.arg(format!("{user}@{host}")),
