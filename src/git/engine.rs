@@ -142,7 +142,10 @@ impl Engine {
     }
 
     /// Run `work` on the blocking pool once a permit is free. Network work gets the engine's deadline;
-    /// dropping the returned future aborts the work (the socket is shut, the ssh process killed).
+    /// missing it or dropping the returned future aborts the work: the git:// socket is shut, the ssh or
+    /// `git upload-pack` process killed, pack reception and archive writing stop at the interrupt flag. An
+    /// HTTP request already sent cannot be interrupted from here; the client's own timeout (the same
+    /// deadline) ends it, and its permit is held until then.
     async fn run<T: Send + 'static>(
         &self,
         spec: &RemoteSpec,
