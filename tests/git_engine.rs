@@ -577,7 +577,8 @@ async fn concurrency_is_bounded() {
         started.elapsed() >= Duration::from_millis(1400),
         "probes ran one after the other"
     );
-    assert_eq!(hole.accepted(), 2);
+    // The silent server counts a connection once its accept thread runs, which may lag the client.
+    assert!(eventually(Duration::from_secs(10), || hole.accepted() == 2));
 }
 
 #[tokio::test]
