@@ -119,10 +119,7 @@ impl Engine {
         let id = commit::parse_id(sha)?;
         let owned = spec.clone();
         self.run(spec, "read a commit of", false, move |inner, _| {
-            let dir = inner.caches.dir(&owned.url);
-            let lock = inner.caches.lock(&dir);
-            let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-            commit::read(&cache::open(&dir)?, id)
+            inner.caches.read(&owned.url, |repo| commit::read(repo, id))
         })
         .await
     }
@@ -133,10 +130,9 @@ impl Engine {
         let owned = spec.clone();
         let out = out.to_path_buf();
         self.run(spec, "export a commit of", false, move |inner, abort| {
-            let dir = inner.caches.dir(&owned.url);
-            let lock = inner.caches.lock(&dir);
-            let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-            export::export(&cache::open(&dir)?, id, &out, abort)
+            inner
+                .caches
+                .read(&owned.url, |repo| export::export(repo, id, &out, abort))
         })
         .await
     }

@@ -85,14 +85,22 @@ impl Abort {
 
 /// Engine-wide settings a connection needs.
 pub(crate) struct Settings<'a> {
+    /// The shared HTTP clients.
     pub http: &'a Arc<HttpPool>,
+    /// Deadline of one network operation; also the socket and client timeouts.
     pub timeout: Duration,
+    /// The user's OpenSSH client config, if any.
     pub ssh_config: Option<&'a Path>,
 }
 
+/// The transport every connection runs over.
+pub(crate) type BoxedTransport = Box<dyn Transport + Send>;
+
 /// An open connection plus what must live as long as it: the child process and the key files.
 pub(crate) struct Opened {
-    pub transport: Box<dyn Transport + Send>,
+    /// The connection gix talks over.
+    pub transport: BoxedTransport,
+    /// The ssh or `git upload-pack` process behind it, if any.
     pub process: Option<ProcessGuard>,
     /// ssh key and known_hosts files (0600), removed when dropped.
     _secret_files: Option<tempfile::TempDir>,
@@ -101,7 +109,7 @@ pub(crate) struct Opened {
 /// Open a connection to `spec`'s repository for fetching (upload-pack).
 pub(crate) fn open(spec: &RemoteSpec, settings: &Settings<'_>, abort: &Abort) -> Result<Opened> {
     let url = &spec.url;
-    let plain = |transport: Box<dyn Transport + Send>| Opened {
+    let plain = |transport: BoxedTransport| Opened {
         transport,
         process: None,
         _secret_files: None,
