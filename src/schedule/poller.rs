@@ -263,7 +263,7 @@ impl Poller {
             if let Some(key_state) = key.and_then(|k| state.keys.get_mut(&k)) {
                 key_state.retry_at = key_state.retry_at.map(|_| Instant::now());
                 // A probe already under way may predate what the caller wants to see: probe again after it.
-                if key_state.in_flight {
+                if key_state.in_flight && !key_state.retrigger.iter().any(|r| r == id) {
                     key_state.retrigger.push(id.to_owned());
                 }
                 true
