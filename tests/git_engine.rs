@@ -633,8 +633,14 @@ async fn http_probes_to_one_host_share_a_connection_and_one_request() {
 }
 
 fn cdkube(args: &[&str]) -> (i32, String, String) {
+    cdkube_with_tmp(args, &std::env::temp_dir())
+}
+
+/// Run `cdkube args` with `tmp` as its temporary directory.
+fn cdkube_with_tmp(args: &[&str], tmp: &Path) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cdkube"))
         .args(args)
+        .env("TMPDIR", tmp)
         .output()
         .expect("run cdkube");
     (
@@ -702,17 +708,25 @@ fn cli_probe_reads_a_secret_manifest_for_ssh() {
         ),
     )
     .unwrap();
-    let (code, out, err) = cdkube(&[
-        "probe",
-        &sshd.url(&up.bare),
-        "--secret-file",
-        manifest.to_str().unwrap(),
-    ]);
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let (code, out, err) = cdkube_with_tmp(
+        &[
+            "probe",
+            &sshd.url(&up.bare),
+            "--secret-file",
+            manifest.to_str().unwrap(),
+        ],
+        &tmp,
+    );
     assert_eq!(
         (code, out.as_str()),
         (0, format!("main@sha1:{}\nfirst\n", up.head()).as_str()),
         "stderr: {err}"
     );
+    // The key and known_hosts files (and the probe's cache) went to the temporary directory: all removed.
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[test]
