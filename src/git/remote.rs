@@ -208,6 +208,13 @@ fn parse_url(input: &str, allow_local: bool) -> Result<(RepoUrl, Option<Credenti
     {
         return Err(malformed("user, host or path starts with `-`"));
     }
+    // Smart HTTP appends `/info/refs?…` to the URL, which a query or fragment would break; a token put in
+    // a query would also show wherever the URL is shown.
+    if matches!(scheme, Scheme::Http | Scheme::Https) && url.path.iter().any(|b| matches!(b, b'?' | b'#')) {
+        return Err(malformed(
+            "HTTP URLs cannot have a query (`?…`) or fragment (`#…`); put tokens in a Secret",
+        ));
+    }
     let credentials = match scheme {
         Scheme::Http | Scheme::Https => match (url.user.take(), url.password.take()) {
             (Some(user), Some(password)) => Some(Credentials::basic(user, password)),
@@ -281,6 +288,8 @@ mod tests {
             ("ssh://u:pw@host/r.git", "password"),
             ("ssh://-oProxyCommand=x@host/r.git", "starts with `-`"),
             ("git@host:-r.git", "malformed"),
+            ("https://host/r.git?private_token=abc", "query"),
+            ("https://host/r.git#main", "fragment"),
         ] {
             let err = spec(url).unwrap_err();
             assert_eq!(err.kind(), super::super::ErrorKind::InvalidInput);
