@@ -62,7 +62,7 @@ fn transport_options(spec: &RemoteSpec, settings: &Settings<'_>) -> Option<Box<d
         let creds = &spec.credentials;
         let authorization = match (creds.bearer_token(), creds.basic_auth()) {
             (Some(token), _) => Some(format!("Bearer {token}")),
-            // Over https the identity goes through gix (see `transport::open`); over http gix will not send
+            // Over https the identity goes through gix (see `transport::open_http`); over http gix will not send
             // it, so the header is set here, as git itself does.
             (None, Some((user, password))) if spec.url.scheme() == Scheme::Http => {
                 use base64::Engine as _;
