@@ -381,43 +381,13 @@ impl Poller {
             };
             key_state.in_flight = false;
             let retrigger = std::mem::take(&mut key_state.retrigger);
-            let subscribers: Vec<String> = key_state.subscribers.iter().cloned().collect();
             let done = match result {
                 Ok(head) => {
-                    let recovered = std::mem::take(&mut key_state.failures) > 0;
-                    key_state.retry_at = None;
-                    let old = key_state.head.replace(head.clone());
-                    let event = match old {
-                        Some(old) if old == head => recovered.then(|| Event::Recovered {
-                            key: key.clone(),
-                            head,
-                            subscribers,
-                        }),
-                        old => Some(Event::HeadChanged {
-                            key: key.clone(),
-                            old,
-                            new: head,
-                            subscribers,
-                        }),
-                    };
+                    let done = key_state.succeeded(key, head);
                     state.reschedule(key);
-                    let changed = matches!(event, Some(Event::HeadChanged { .. }));
-                    (if changed { Outcome::Changed } else { Outcome::Unchanged }, event)
+                    done
                 }
-                Err(error) => {
-                    key_state.failures += 1;
-                    let failures = key_state.failures;
-                    let retry_in = self.shared.options.backoff.delay(failures);
-                    key_state.retry_at = Some(Instant::now() + retry_in);
-                    let event = Event::ProbeFailed {
-                        key: key.clone(),
-                        error,
-                        failures,
-                        retry_in,
-                        subscribers,
-                    };
-                    (Outcome::Failed, Some(event))
-                }
+                Err(error) => key_state.failed(key, error, &self.shared.options.backoff),
             };
             state.due_now(key, &retrigger);
             done
@@ -455,6 +425,49 @@ fn due_after(schedule: &Schedule, now: Instant, wall: DateTime<Utc>, jitter: f64
 
 /// How far away "never" is (a cron expression without future times).
 const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl KeyState {
+    /// Take in a successful probe: a new head is news, and so is the same head after failures.
+    fn succeeded(&mut self, key: &Key, head: Head) -> (Outcome, Option<Event>) {
+        let recovered = std::mem::take(&mut self.failures) > 0;
+        self.retry_at = None;
+        let subscribers = self.subscribers.iter().cloned().collect();
+        match self.head.replace(head.clone()) {
+            Some(old) if old == head => {
+                let event = recovered.then(|| Event::Recovered {
+                    key: key.clone(),
+                    head,
+                    subscribers,
+                });
+                (Outcome::Unchanged, event)
+            }
+            old => {
+                let event = Event::HeadChanged {
+                    key: key.clone(),
+                    old,
+                    new: head,
+                    subscribers,
+                };
+                (Outcome::Changed, Some(event))
+            }
+        }
+    }
+
+    /// Take in a failed probe: back off one step further.
+    fn failed(&mut self, key: &Key, error: git::Error, backoff: &Backoff) -> (Outcome, Option<Event>) {
+        self.failures += 1;
+        let retry_in = backoff.delay(self.failures);
+        self.retry_at = Some(Instant::now() + retry_in);
+        let event = Event::ProbeFailed {
+            key: key.clone(),
+            error,
+            failures: self.failures,
+            retry_in,
+            subscribers: self.subscribers.iter().cloned().collect(),
+        };
+        (Outcome::Failed, Some(event))
+    }
+}
 
 impl State {
     /// When `key` should next be probed; `None` while a probe is in flight.
