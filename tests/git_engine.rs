@@ -538,19 +538,37 @@ async fn dropping_the_future_cancels_the_network_operation() {
     let hole = Blackhole::start();
     let dir = storage();
     let engine = engine_with(dir.path(), |o| o.timeout = Duration::from_secs(120));
-    let hung = spec(
-        &format!("git://127.0.0.1:{}/r.git", hole.port),
-        None,
-        Credentials::none(),
+    let known_hosts = format!(
+        "[127.0.0.1]:{} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n",
+        hole.port
     );
-    let probe = engine.probe(&hung);
-    let cancelled = tokio::time::timeout(Duration::from_millis(500), probe).await;
-    assert!(cancelled.is_err(), "still waiting on the silent server");
-    assert!(
-        eventually(Duration::from_secs(10), || hole.closed() == 1),
-        "the cancelled probe closed its socket"
-    );
-    assert_eq!(hole.accepted(), 1);
+    let hung = [
+        (format!("git://127.0.0.1:{}/r.git", hole.port), Credentials::none()),
+        (
+            format!("ssh://git@127.0.0.1:{}/r.git", hole.port),
+            secret(&[("known_hosts", &known_hosts)]),
+        ),
+    ];
+    for (n, (url, creds)) in (1..).zip(hung) {
+        let hung = spec(&url, None, creds);
+        let mut probe = Box::pin(engine.probe(&hung));
+        // Drive the probe until the silent server has its connection, then drop it.
+        let connected = async {
+            while hole.accepted() < n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::select! {
+            result = &mut probe => panic!("{url}: the silent server cannot answer: {result:?}"),
+            _ = tokio::time::timeout(Duration::from_secs(20), connected) => {}
+        }
+        assert_eq!(hole.accepted(), n, "{url}: connected");
+        drop(probe);
+        assert!(
+            eventually(Duration::from_secs(10), || hole.closed() == n),
+            "{url}: the cancelled probe closed its connection"
+        );
+    }
 }
 
 #[tokio::test]

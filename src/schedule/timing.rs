@@ -227,6 +227,16 @@ mod tests {
     }
 
     #[test]
+    fn jitter_spreads_over_its_whole_range() {
+        let draws: Vec<f64> = (0..1000).map(|_| random_jitter()).collect();
+        assert!(draws.iter().all(|j| (-1.0..=1.0).contains(j)));
+        let (min, max) = draws
+            .iter()
+            .fold((1.0f64, -1.0f64), |(lo, hi), j| (lo.min(*j), hi.max(*j)));
+        assert!(min < -0.9 && max > 0.9, "draws span [{min}, {max}]");
+    }
+
+    #[test]
     fn an_interval_past_the_calendar_never_fires_rather_than_panicking() {
         let forever = Schedule::parse_interval("100000000y").unwrap();
         assert_eq!(forever.next_after(at(2024, 1, 1, 0, 0), 1.0), None);
