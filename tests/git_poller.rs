@@ -5,7 +5,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use cdkube::git::{Credentials, Engine, EngineOptions, ErrorKind, RemoteSpec};
+use cdkube::git::{Credentials, Engine, EngineOptions, ErrorKind, Head, RemoteSpec};
 use cdkube::schedule::{Backoff, Event, Poller, PollerOptions, Schedule};
 use support::{Blackhole, GitDaemon, HttpGit, Repos, eventually};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -26,6 +26,25 @@ async fn next_event(events: &mut UnboundedReceiver<Event>) -> Event {
         .expect("poller alive")
 }
 
+/// Subscribe `ns/<name>-0` … `ns/<name>-9` to repository `name`'s main, on three different schedules;
+/// returns what each subscription call said the head was.
+fn subscribe_ten(poller: &Poller, http: &HttpGit, name: &str) -> Vec<Option<Head>> {
+    (0..10)
+        .map(|n| {
+            let schedule = match n % 3 {
+                0 => Schedule::parse_interval("1m").unwrap(),
+                1 => Schedule::parse_interval("5m").unwrap(),
+                _ => Schedule::cron("*/5 * * * *").unwrap(),
+            };
+            poller.subscribe(
+                format!("ns/{name}-{n}"),
+                spec(&http.url("git", name), Some("main")),
+                schedule,
+            )
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn subscriptions_on_the_same_key_share_one_probe() {
     let repos = Repos::new();
@@ -37,19 +56,8 @@ async fn subscriptions_on_the_same_key_share_one_probe() {
 
     // 40 Pipelines on 4 repositories, with different schedules.
     for (i, name) in names.iter().enumerate() {
-        for n in 0..10 {
-            let schedule = match n % 3 {
-                0 => Schedule::parse_interval("1m").unwrap(),
-                1 => Schedule::parse_interval("5m").unwrap(),
-                _ => Schedule::cron("*/5 * * * *").unwrap(),
-            };
-            let known = poller.subscribe(
-                format!("ns/{name}-{n}"),
-                spec(&http.url("git", name), Some("main")),
-                schedule,
-            );
-            assert!(known.is_none(), "nothing probed yet");
-        }
+        let known = subscribe_ten(&poller, &http, name);
+        assert!(known.iter().all(Option::is_none), "nothing probed yet");
         assert_eq!(poller.len(), (10 * (i + 1), i + 1));
     }
 
@@ -84,17 +92,7 @@ async fn subscriptions_on_the_same_key_share_one_probe() {
     // Nothing is due again until the schedules say so, even when every Pipeline subscribes again (as
     // each reconcile does).
     for (i, name) in names.iter().enumerate() {
-        for n in 0..10 {
-            let schedule = match n % 3 {
-                0 => Schedule::parse_interval("1m").unwrap(),
-                1 => Schedule::parse_interval("5m").unwrap(),
-                _ => Schedule::cron("*/5 * * * *").unwrap(),
-            };
-            let known = poller.subscribe(
-                format!("ns/{name}-{n}"),
-                spec(&http.url("git", name), Some("main")),
-                schedule,
-            );
+        for known in subscribe_ten(&poller, &http, name) {
             assert_eq!(known.map(|h| h.sha), Some(heads[i].clone()));
         }
     }
@@ -218,6 +216,7 @@ async fn failing_keys_back_off_and_recover() {
         spec(&daemon.url("late"), Some("main")),
         Schedule::parse_interval("1h").unwrap(),
     );
+    let started = Instant::now();
     let runner = tokio::spawn(poller.clone().run());
 
     // The repository does not exist yet: failures come 750ms, then 1.5s apart.
@@ -239,13 +238,15 @@ async fn failing_keys_back_off_and_recover() {
             other => panic!("unexpected {other}"),
         }
     }
+    // Measured from before the first probe, not between receipts: a test thread that is slow to see the
+    // first event must not make the backoff look short. Without a backoff both failures come at once.
     assert!(
-        failed_at[1] - failed_at[0] >= Duration::from_millis(700),
+        failed_at[1] - started >= Duration::from_millis(750),
         "waited out the first backoff"
     );
 
-    // It appears: a later retry finds it without anyone asking (the third attempt, 3s after the second,
-    // may still have raced the repository's creation and failed).
+    // It appears: a later retry finds it without anyone asking (on a slow machine the retries 1.5s, 3s, …
+    // after the second failure may still race the repository's creation and fail, backing off further).
     let up = repos.create("late");
     loop {
         match next_event(&mut events).await {
@@ -253,9 +254,9 @@ async fn failing_keys_back_off_and_recover() {
                 assert_eq!(new.sha, up.head());
                 break;
             }
-            Event::ProbeFailed {
-                failures: 3, retry_in, ..
-            } => assert_eq!(retry_in, Duration::from_secs(3)),
+            Event::ProbeFailed { failures, retry_in, .. } if failures >= 3 => {
+                assert_eq!(retry_in, Backoff::default().delay(failures))
+            }
             other => panic!("unexpected {other}"),
         }
     }
@@ -282,7 +283,8 @@ async fn a_trigger_during_a_probe_polls_again_after_it() {
     let hole = Blackhole::start();
     let storage = tempfile::tempdir().unwrap();
     let mut options = EngineOptions::new(storage.path());
-    options.timeout = Duration::from_millis(500);
+    // Long enough that the trigger below lands while the first probe waits, even on a loaded machine.
+    options.timeout = Duration::from_secs(2);
     // Backoff so long that only the trigger can cause a second probe.
     let backoff = Backoff {
         initial: Duration::from_secs(3600),

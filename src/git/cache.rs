@@ -34,7 +34,7 @@ impl Default for CacheLimits {
 /// The caches of one storage directory.
 pub(crate) struct Caches {
     root: PathBuf,
-    pub limits: CacheLimits,
+    limits: CacheLimits,
     locks: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
 }
 
@@ -80,6 +80,14 @@ impl Caches {
     pub fn lock(&self, dir: &Path) -> Arc<Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(locks.entry(dir.to_path_buf()).or_default())
+    }
+
+    /// Run `read` on the cache of `url` under its lock, so that no fetch replaces it meanwhile.
+    pub fn read<T>(&self, url: &RepoUrl, read: impl FnOnce(&gix::Repository) -> Result<T>) -> Result<T> {
+        let dir = self.dir(url);
+        let lock = self.lock(&dir);
+        let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        read(&open(&dir)?)
     }
 
     /// Whether `dir` has grown past the limits.

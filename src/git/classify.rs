@@ -10,6 +10,7 @@ use super::remote::RemoteSpec;
 
 /// What the failed operation was, to phrase the message.
 pub(crate) struct Context<'a> {
+    /// The remote (its URL names the repository; its credentials are redacted from the message).
     pub spec: &'a RemoteSpec,
     /// What we were doing, e.g. "list the branches of" or "fetch".
     pub action: &'a str,

@@ -40,15 +40,19 @@ pub(crate) fn parse_id(sha: &str) -> Result<ObjectId> {
         .map_err(|_| Error::invalid(format!("`{sha}` is not a full hexadecimal commit id")))
 }
 
-/// Read the commit `id` from `repo`.
-pub(crate) fn read(repo: &gix::Repository, id: ObjectId) -> Result<CommitInfo> {
-    let missing = |e: gix::Error| {
+/// The commit `id` in `repo`, which a fetch must have brought in.
+pub(crate) fn find(repo: &gix::Repository, id: ObjectId) -> Result<gix::Commit<'_>> {
+    repo.find_commit(id).map_err(|e| {
         Error::new(
             ErrorKind::Storage,
             format!("commit {id} is not in the local cache (fetch it first): {e}"),
         )
-    };
-    let commit = repo.find_commit(id).map_err(missing)?;
+    })
+}
+
+/// Read the commit `id` from `repo`.
+pub(crate) fn read(repo: &gix::Repository, id: ObjectId) -> Result<CommitInfo> {
+    let commit = find(repo, id)?;
     let corrupt = |e: gix::Error| Error::new(ErrorKind::Storage, format!("commit {id} cannot be decoded: {e}"));
     let author = commit.author().map_err(corrupt)?;
     let committer_time = commit.time().map_err(corrupt)?;

@@ -119,10 +119,7 @@ impl Engine {
         let id = commit::parse_id(sha)?;
         let owned = spec.clone();
         self.run(spec, "read a commit of", false, move |inner, _| {
-            let dir = inner.caches.dir(&owned.url);
-            let lock = inner.caches.lock(&dir);
-            let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-            commit::read(&cache::open(&dir)?, id)
+            inner.caches.read(&owned.url, |repo| commit::read(repo, id))
         })
         .await
     }
@@ -133,16 +130,18 @@ impl Engine {
         let owned = spec.clone();
         let out = out.to_path_buf();
         self.run(spec, "export a commit of", false, move |inner, abort| {
-            let dir = inner.caches.dir(&owned.url);
-            let lock = inner.caches.lock(&dir);
-            let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-            export::export(&cache::open(&dir)?, id, &out, abort)
+            inner
+                .caches
+                .read(&owned.url, |repo| export::export(repo, id, &out, abort))
         })
         .await
     }
 
     /// Run `work` on the blocking pool once a permit is free. Network work gets the engine's deadline;
-    /// dropping the returned future aborts the work (the socket is shut, the ssh process killed).
+    /// missing it or dropping the returned future aborts the work: the git:// socket is shut, the ssh or
+    /// `git upload-pack` process killed, pack reception and archive writing stop at the interrupt flag. An
+    /// HTTP request already sent cannot be interrupted from here; the client's own timeout (the same
+    /// deadline) ends it, and its permit is held until then.
     async fn run<T: Send + 'static>(
         &self,
         spec: &RemoteSpec,

@@ -31,12 +31,7 @@ pub struct Artifact {
 
 /// Write commit `id`'s tree from `repo` to `out` (atomically: a temporary file renamed into place).
 pub(crate) fn export(repo: &gix::Repository, id: ObjectId, out: &Path, abort: &Abort) -> Result<Artifact> {
-    let commit = repo.find_commit(id).map_err(|e| {
-        Error::new(
-            ErrorKind::Storage,
-            format!("commit {id} is not in the local cache (fetch it first): {e}"),
-        )
-    })?;
+    let commit = super::commit::find(repo, id)?;
     let corrupt = |e: gix::Error| Error::new(ErrorKind::Storage, format!("cannot read the tree of commit {id}: {e}"));
     let tree = commit.tree_id().map_err(corrupt)?;
     let mtime = commit.time().map_err(corrupt)?.seconds;

@@ -6,11 +6,11 @@
 //! (the last good state) untouched.
 use std::num::NonZeroU32;
 
-use gix::remote::fetch::{Shallow, Status, Tags, refs::update::Mode};
-use gix::remote::{Direction, ref_map};
+use gix::remote::fetch::{Shallow, Status, refs::update::Mode};
+use gix::remote::ref_map;
 
 use super::cache::{self, Caches};
-use super::classify::{self, Context};
+use super::connect;
 use super::error::{Error, ErrorKind, Result};
 use super::probe::{self, Head};
 use super::remote::RemoteSpec;
@@ -31,6 +31,9 @@ pub struct FetchOutcome {
     /// Whether the cache was rebuilt from scratch (it had grown past its limits, or was unreadable).
     pub recloned: bool,
 }
+
+/// What a fetch is, in error messages.
+const ACTION: &str = "fetch from";
 
 /// The local ref that tracks `branch` in the cache.
 pub(crate) fn local_ref(branch: Option<&str>) -> String {
@@ -101,37 +104,12 @@ fn fetch_into(
     let repo = cache::open_or_init(dir)?;
     let local = local_ref(branch);
     let previous = tracked_commit(&repo, &local);
+    let remote = connect::remote(&repo, spec, &format!("+{}:{local}", probe::remote_ref(branch)))?;
     let opened = transport::open(spec, settings, abort)?;
     let mut process = opened.process;
-    let fail = |e: gix::Error, process: &mut Option<transport::ProcessGuard>| {
-        settings.http.forget_adverts(&spec.url.to_string());
-        let stderr = process.as_mut().map(|p| p.finish());
-        classify::classify(
-            &e,
-            &Context {
-                spec,
-                action: "fetch from",
-                stderr,
-            },
-        )
-    };
-    let refspec = format!("+{}:{local}", probe::remote_ref(branch));
-    let remote = repo
-        .remote_at_without_url_rewrite(spec.url.gix().clone())
-        .and_then(|r| {
-            r.with_fetch_tags(Tags::None)
-                .with_refspecs([refspec.as_str()], Direction::Fetch)
-        })
-        .map_err(|e| Error::invalid(format!("cannot fetch {}: {e}", spec.url)))?;
-    let mut connection = remote
-        .to_connection_with_transport(opened.transport)
-        .with_credentials(probe::no_credential_helpers);
-    if let Some(options) = probe::transport_options(spec, settings) {
-        connection = connection.with_transport_options(options);
-    }
-    let prepared = connection
+    let prepared = connect::connection(&remote, opened.transport, spec, settings)
         .prepare_fetch(gix::progress::Discard, ref_map::Options::default())
-        .map_err(|e| fail(e, &mut process))?;
+        .map_err(|e| connect::failed(&e, spec, ACTION, settings, process.as_mut()))?;
     // A missing branch fails here, before anything is written: the cached branch stays as it was.
     let head = probe::head_from_refs(spec, branch, &prepared.ref_map().remote_refs).map_err(|e| match &previous {
         Some(id) if e.kind() == ErrorKind::BranchNotFound => Error::new(
@@ -147,7 +125,7 @@ fn fetch_into(
     let outcome = prepared
         .with_shallow(shallow)
         .receive(gix::progress::Discard, abort.flag())
-        .map_err(|e| fail(e, &mut process))?;
+        .map_err(|e| connect::failed(&e, spec, ACTION, settings, process.as_mut()))?;
     let (objects_received, updates) = match &outcome.status {
         Status::Change {
             write_pack_bundle,

@@ -22,8 +22,11 @@ const MAX_IDLE_PER_HOST: usize = 16;
 /// What makes two clients interchangeable: the endpoint and the trust roots it was built with.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct PoolKey {
+    /// `http` or `https`.
     pub scheme: &'static str,
+    /// The server's host name or address.
     pub host: String,
+    /// The explicit port, if any.
     pub port: Option<u16>,
     /// The identity of the CA bundle (`None`: system roots only).
     pub ca: Option<String>,

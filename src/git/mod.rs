@@ -22,6 +22,7 @@ mod cache;
 mod classify;
 pub mod cli;
 mod commit;
+mod connect;
 pub mod credentials;
 mod engine;
 mod error;

@@ -4,11 +4,11 @@
 //! default branch), no tags, no peeling of anything else: the cheapest question a git server can answer.
 use std::fmt;
 
-use gix::remote::{Direction, fetch::Tags, ref_map};
+use gix::remote::ref_map;
 
-use super::classify::{self, Context};
+use super::connect;
 use super::error::{Error, ErrorKind, Result};
-use super::remote::{RemoteSpec, Scheme};
+use super::remote::RemoteSpec;
 use super::transport::{self, Abort, Settings};
 
 /// A branch head on the remote.
@@ -46,63 +46,15 @@ pub(crate) fn remote_ref(branch: Option<&str>) -> String {
     }
 }
 
-/// Never ask a credential helper or a terminal: credentials come from the Secret only.
-pub(crate) fn no_credential_helpers(
-    _: gix::credentials::helper::Action,
-) -> gix::Result<Option<gix::credentials::protocol::Outcome>> {
-    Ok(None)
-}
-
-/// The transport options gix should apply before the handshake (HTTP only).
-pub(crate) fn transport_options(spec: &RemoteSpec, settings: &Settings<'_>) -> Option<Box<dyn std::any::Any>> {
-    matches!(spec.url.scheme(), Scheme::Http | Scheme::Https).then(|| {
-        let creds = &spec.credentials;
-        let authorization = match (creds.bearer_token(), creds.basic_auth()) {
-            (Some(token), _) => Some(format!("Bearer {token}")),
-            (None, Some((user, password))) if spec.url.scheme() == Scheme::Http => {
-                use base64::Engine as _;
-                let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-                Some(format!("Basic {pair}"))
-            }
-            _ => None,
-        };
-        Box::new(super::http_pool::options(
-            authorization.as_deref(),
-            creds.ca_cert(),
-            settings.timeout,
-        )) as Box<dyn std::any::Any>
-    })
-}
-
 /// Ask the remote for `spec`'s head. `repo` is any repository (it only lends its configuration).
 pub(crate) fn probe(spec: &RemoteSpec, repo: &gix::Repository, settings: &Settings<'_>, abort: &Abort) -> Result<Head> {
     let branch = spec.checked_branch()?;
-    let ctx = |stderr| Context {
-        spec,
-        action: "list the branches of",
-        stderr,
-    };
+    let remote = connect::remote(repo, spec, &remote_ref(branch.as_deref()))?;
     let opened = transport::open(spec, settings, abort)?;
     let mut process = opened.process;
-    let listed = (|| -> gix::Result<_> {
-        let remote = repo
-            .remote_at_without_url_rewrite(spec.url.gix().clone())?
-            .with_fetch_tags(Tags::None)
-            .with_refspecs([remote_ref(branch.as_deref()).as_str()], Direction::Fetch)?;
-        let mut connection = remote
-            .to_connection_with_transport(opened.transport)
-            .with_credentials(no_credential_helpers);
-        if let Some(options) = transport_options(spec, settings) {
-            connection = connection.with_transport_options(options);
-        }
-        let (map, _handshake) = connection.ref_map(gix::progress::Discard, ref_map::Options::default())?;
-        Ok(map)
-    })();
-    let map = listed.map_err(|e| {
-        // The server may have changed: ask it for its capabilities again next time.
-        settings.http.forget_adverts(&spec.url.to_string());
-        classify::classify(&e, &ctx(process.as_mut().map(|p| p.finish())))
-    })?;
+    let (map, _handshake) = connect::connection(&remote, opened.transport, spec, settings)
+        .ref_map(gix::progress::Discard, ref_map::Options::default())
+        .map_err(|e| connect::failed(&e, spec, "list the branches of", settings, process.as_mut()))?;
     head_from_refs(spec, branch.as_deref(), &map.remote_refs)
 }
 

@@ -93,6 +93,13 @@ impl RemoteSpec {
             Some(from_url) => from_url,
             None => credentials,
         };
+        // The Secret's user name becomes the ssh login when the URL names none, so it must not pass for an
+        // option either (see `parse_url`).
+        if url.scheme() == Scheme::Ssh && credentials.username().is_some_and(|u| u.starts_with('-')) {
+            return Err(Error::invalid(
+                "the Secret's `username` starts with `-`, which ssh would take for an option",
+            ));
+        }
         let branch = branch.map(normalize_branch).transpose()?;
         Ok(RemoteSpec {
             url,
@@ -201,6 +208,13 @@ fn parse_url(input: &str, allow_local: bool) -> Result<(RepoUrl, Option<Credenti
     {
         return Err(malformed("user, host or path starts with `-`"));
     }
+    // Smart HTTP appends `/info/refs?…` to the URL, which a query or fragment would break; a token put in
+    // a query would also show wherever the URL is shown.
+    if matches!(scheme, Scheme::Http | Scheme::Https) && url.path.iter().any(|b| matches!(b, b'?' | b'#')) {
+        return Err(malformed(
+            "HTTP URLs cannot have a query (`?…`) or fragment (`#…`); put tokens in a Secret",
+        ));
+    }
     let credentials = match scheme {
         Scheme::Http | Scheme::Https => match (url.user.take(), url.password.take()) {
             (Some(user), Some(password)) => Some(Credentials::basic(user, password)),
@@ -274,11 +288,21 @@ mod tests {
             ("ssh://u:pw@host/r.git", "password"),
             ("ssh://-oProxyCommand=x@host/r.git", "starts with `-`"),
             ("git@host:-r.git", "malformed"),
+            ("https://host/r.git?private_token=abc", "query"),
+            ("https://host/r.git#main", "fragment"),
         ] {
             let err = spec(url).unwrap_err();
             assert_eq!(err.kind(), super::super::ErrorKind::InvalidInput);
             assert!(err.message().contains(needle), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn ssh_logins_from_the_secret_cannot_pass_for_options() {
+        let creds = Credentials::basic("-oProxyCommand=touch /tmp/x", "");
+        let err = RemoteSpec::new("ssh://host/r.git", None, creds.clone(), false).unwrap_err();
+        assert!(err.message().contains("starts with `-`"), "{err}");
+        assert!(RemoteSpec::new("https://host/r.git", None, creds, false).is_ok());
     }
 
     #[test]

@@ -58,9 +58,8 @@ impl Abort {
     /// Stop the operation now.
     pub fn abort(&self) {
         self.interrupted.store(true, Ordering::SeqCst);
-        if let Ok(hooks) = self.hooks.lock() {
-            hooks.iter().for_each(Hook::fire);
-        }
+        let hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
+        hooks.iter().for_each(Hook::fire);
     }
 
     /// Whether [`Abort::abort`] was called.
@@ -73,26 +72,35 @@ impl Abort {
         &self.interrupted
     }
 
+    /// Fire `hook` on abort, or now if the abort already happened. The flag is read under the lock that
+    /// [`Abort::abort`] takes after setting it, so a concurrent abort cannot slip between check and push.
     fn register(&self, hook: Hook) {
+        let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
         if self.is_aborted() {
             hook.fire();
         }
-        if let Ok(mut hooks) = self.hooks.lock() {
-            hooks.push(hook);
-        }
+        hooks.push(hook);
     }
 }
 
 /// Engine-wide settings a connection needs.
 pub(crate) struct Settings<'a> {
+    /// The shared HTTP clients.
     pub http: &'a Arc<HttpPool>,
+    /// Deadline of one network operation; also the socket and client timeouts.
     pub timeout: Duration,
+    /// The user's OpenSSH client config, if any.
     pub ssh_config: Option<&'a Path>,
 }
 
+/// The transport every connection runs over.
+pub(crate) type BoxedTransport = Box<dyn Transport + Send>;
+
 /// An open connection plus what must live as long as it: the child process and the key files.
 pub(crate) struct Opened {
-    pub transport: Box<dyn Transport + Send>,
+    /// The connection gix talks over.
+    pub transport: BoxedTransport,
+    /// The ssh or `git upload-pack` process behind it, if any.
     pub process: Option<ProcessGuard>,
     /// ssh key and known_hosts files (0600), removed when dropped.
     _secret_files: Option<tempfile::TempDir>,
@@ -100,90 +108,100 @@ pub(crate) struct Opened {
 
 /// Open a connection to `spec`'s repository for fetching (upload-pack).
 pub(crate) fn open(spec: &RemoteSpec, settings: &Settings<'_>, abort: &Abort) -> Result<Opened> {
-    let url = &spec.url;
-    let plain = |transport: Box<dyn Transport + Send>| Opened {
+    let plain = |transport: BoxedTransport| Opened {
         transport,
         process: None,
         _secret_files: None,
     };
-    match url.scheme() {
-        Scheme::Http | Scheme::Https => {
-            let creds = &spec.credentials;
-            let key = PoolKey {
-                scheme: if url.scheme() == Scheme::Https { "https" } else { "http" },
-                host: url.host().unwrap_or_default().to_owned(),
-                port: url.port(),
-                ca: creds.ca_cert().map(|_| creds.identity()),
-            };
-            let client = settings.http.checkout(key);
-            let mut transport = HttpTransport::new_http(client, url.gix().clone(), Protocol::V2, false);
-            // Over https, gix sends the identity with the first request (no 401 round trip per probe) and
-            // drops it on cross-host redirects. Over plain http gix refuses to; there the Authorization header
-            // goes in the transport options instead (see `http_pool::options`), as git itself does.
-            if let Some((username, password)) = creds.basic_auth().filter(|_| url.scheme() == Scheme::Https) {
-                let account = gix::sec::identity::Account {
-                    username: username.to_owned(),
-                    password: password.to_owned(),
-                    oauth_refresh_token: None,
-                };
-                transport
-                    .set_identity(account)
-                    .map_err(|e| Error::invalid(format!("cannot use the credentials: {e}")))?;
-            }
-            Ok(plain(Box::new(transport)))
-        }
-        Scheme::Git => {
-            let host = url.host().unwrap_or_default();
-            let port = url.port().unwrap_or(9418);
-            let socket = connect_tcp(host, port, settings.timeout)?;
-            let io = |e: std::io::Error| Error::new(ErrorKind::Network, format!("cannot use the connection: {e}"));
-            socket.set_read_timeout(Some(settings.timeout)).map_err(io)?;
-            socket.set_write_timeout(Some(settings.timeout)).map_err(io)?;
-            socket.set_nodelay(true).map_err(io)?;
-            abort.register(Hook::Socket(socket.try_clone().map_err(io)?));
-            let write = socket.try_clone().map_err(io)?;
-            let connection = Connection::new(
-                socket,
-                write,
-                Protocol::V2,
-                url.path().to_owned(),
-                Some((host.to_owned(), url.port())),
-                ConnectMode::Daemon,
-                false,
-            );
-            Ok(plain(Box::new(connection)))
-        }
-        Scheme::Ssh => {
-            let files = tempfile::Builder::new()
-                .prefix("cdkube-ssh-")
-                .tempdir()
-                .map_err(|e| Error::storage("temporary directory for ssh keys", e))?;
-            let command = ssh_command(spec, settings, files.path())?;
-            let (connection, process) = spawn(command, url.path(), abort)?;
-            Ok(Opened {
-                transport: Box::new(connection),
-                process: Some(process),
-                _secret_files: Some(files),
-            })
-        }
-        Scheme::File => {
-            let path = PathBuf::from(url.path());
-            if !super::remote::is_local_repository(&path) {
-                return Err(Error::new(
-                    ErrorKind::RepositoryNotFound,
-                    format!("{} is not a git repository", path.display()),
-                ));
-            }
-            let mut command = Command::new("git");
-            command.arg("upload-pack").arg(&path).env("GIT_PROTOCOL", "version=2");
-            let (connection, process) = spawn(command, url.path(), abort)?;
-            Ok(Opened {
-                transport: Box::new(connection),
-                process: Some(process),
-                _secret_files: None,
-            })
-        }
+    match spec.url.scheme() {
+        Scheme::Http | Scheme::Https => open_http(spec, settings).map(plain),
+        Scheme::Git => open_daemon(spec, settings, abort).map(plain),
+        Scheme::Ssh => open_ssh(spec, settings, abort),
+        Scheme::File => open_local(spec, abort),
     }
+}
+
+/// Smart HTTP over a client from the pool.
+fn open_http(spec: &RemoteSpec, settings: &Settings<'_>) -> Result<BoxedTransport> {
+    let (url, creds) = (&spec.url, &spec.credentials);
+    let key = PoolKey {
+        scheme: if url.scheme() == Scheme::Https { "https" } else { "http" },
+        host: url.host().unwrap_or_default().to_owned(),
+        port: url.port(),
+        ca: creds.ca_cert().map(|_| creds.identity()),
+    };
+    let client = settings.http.checkout(key);
+    let mut transport = HttpTransport::new_http(client, url.gix().clone(), Protocol::V2, false);
+    // Over https, gix sends the identity with the first request (no 401 round trip per probe) and drops it
+    // on cross-host redirects. Over plain http gix refuses to; there the Authorization header goes in the
+    // transport options instead (see `connect::transport_options`), as git itself does.
+    if let Some((username, password)) = creds.basic_auth().filter(|_| url.scheme() == Scheme::Https) {
+        let account = gix::sec::identity::Account {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            oauth_refresh_token: None,
+        };
+        transport
+            .set_identity(account)
+            .map_err(|e| Error::invalid(format!("cannot use the credentials: {e}")))?;
+    }
+    Ok(Box::new(transport))
+}
+
+/// The git daemon protocol over a socket with read/write timeouts that an abort shuts down.
+fn open_daemon(spec: &RemoteSpec, settings: &Settings<'_>, abort: &Abort) -> Result<BoxedTransport> {
+    let url = &spec.url;
+    let host = url.host().unwrap_or_default();
+    let socket = connect_tcp(host, url.port().unwrap_or(9418), settings.timeout)?;
+    let io = |e: std::io::Error| Error::new(ErrorKind::Network, format!("cannot use the connection: {e}"));
+    socket.set_read_timeout(Some(settings.timeout)).map_err(io)?;
+    socket.set_write_timeout(Some(settings.timeout)).map_err(io)?;
+    socket.set_nodelay(true).map_err(io)?;
+    abort.register(Hook::Socket(socket.try_clone().map_err(io)?));
+    let write = socket.try_clone().map_err(io)?;
+    Ok(Box::new(Connection::new(
+        socket,
+        write,
+        Protocol::V2,
+        url.path().to_owned(),
+        Some((host.to_owned(), url.port())),
+        ConnectMode::Daemon,
+        false,
+    )))
+}
+
+/// The OpenSSH client running `git-upload-pack` on the server, its key files in a private directory.
+fn open_ssh(spec: &RemoteSpec, settings: &Settings<'_>, abort: &Abort) -> Result<Opened> {
+    let files = tempfile::Builder::new()
+        .prefix("cdkube-ssh-")
+        .tempdir()
+        .map_err(|e| Error::storage("temporary directory for ssh keys", e))?;
+    let command = ssh_command(spec, settings, files.path())?;
+    let (connection, process) = spawn(command, spec.url.path(), abort)?;
+    Ok(Opened {
+        transport: Box::new(connection),
+        process: Some(process),
+        _secret_files: Some(files),
+    })
+}
+
+/// `git upload-pack` on a repository of the local file system.
+fn open_local(spec: &RemoteSpec, abort: &Abort) -> Result<Opened> {
+    let path = PathBuf::from(spec.url.path());
+    if !super::remote::is_local_repository(&path) {
+        return Err(Error::new(
+            ErrorKind::RepositoryNotFound,
+            format!("{} is not a git repository", path.display()),
+        ));
+    }
+    let mut command = Command::new("git");
+    command.arg("upload-pack").arg(&path).env("GIT_PROTOCOL", "version=2");
+    let (connection, process) = spawn(command, spec.url.path(), abort)?;
+    Ok(Opened {
+        transport: Box::new(connection),
+        process: Some(process),
+        _secret_files: None,
+    })
 }
 
 /// Connect to the first address of `host:port` that answers within `timeout`.
@@ -239,6 +257,9 @@ fn ssh_command(spec: &RemoteSpec, settings: &Settings<'_>, dir: &Path) -> Result
         "IdentityAgent=none".to_owned(),
         "PasswordAuthentication=no".to_owned(),
         "KbdInteractiveAuthentication=no".to_owned(),
+        // A shared connection from the user's config would bypass the host key and identity set here.
+        "ControlMaster=no".to_owned(),
+        "ControlPath=none".to_owned(),
         format!("ConnectTimeout={timeout}"),
         format!("ServerAliveInterval={alive}"),
         "ServerAliveCountMax=3".to_owned(),
@@ -258,6 +279,8 @@ fn ssh_command(spec: &RemoteSpec, settings: &Settings<'_>, dir: &Path) -> Result
     if let Some(port) = url.port() {
         command.arg("-p").arg(port.to_string());
     }
+    // Whatever the destination looks like, it is not an option.
+    command.arg("--");
     let host = url.host().unwrap_or_default();
     match url.user().or(creds.username()) {
         Some(user) => command.arg(format!("{user}@{host}")),

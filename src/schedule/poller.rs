@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -263,7 +263,7 @@ impl Poller {
             if let Some(key_state) = key.and_then(|k| state.keys.get_mut(&k)) {
                 key_state.retry_at = key_state.retry_at.map(|_| Instant::now());
                 // A probe already under way may predate what the caller wants to see: probe again after it.
-                if key_state.in_flight {
+                if key_state.in_flight && !key_state.retrigger.iter().any(|r| r == id) {
                     key_state.retrigger.push(id.to_owned());
                 }
                 true
@@ -381,43 +381,13 @@ impl Poller {
             };
             key_state.in_flight = false;
             let retrigger = std::mem::take(&mut key_state.retrigger);
-            let subscribers: Vec<String> = key_state.subscribers.iter().cloned().collect();
             let done = match result {
                 Ok(head) => {
-                    let recovered = std::mem::take(&mut key_state.failures) > 0;
-                    key_state.retry_at = None;
-                    let old = key_state.head.replace(head.clone());
-                    let event = match old {
-                        Some(old) if old == head => recovered.then(|| Event::Recovered {
-                            key: key.clone(),
-                            head,
-                            subscribers,
-                        }),
-                        old => Some(Event::HeadChanged {
-                            key: key.clone(),
-                            old,
-                            new: head,
-                            subscribers,
-                        }),
-                    };
+                    let done = key_state.succeeded(key, head);
                     state.reschedule(key);
-                    let changed = matches!(event, Some(Event::HeadChanged { .. }));
-                    (if changed { Outcome::Changed } else { Outcome::Unchanged }, event)
+                    done
                 }
-                Err(error) => {
-                    key_state.failures += 1;
-                    let failures = key_state.failures;
-                    let retry_in = self.shared.options.backoff.delay(failures);
-                    key_state.retry_at = Some(Instant::now() + retry_in);
-                    let event = Event::ProbeFailed {
-                        key: key.clone(),
-                        error,
-                        failures,
-                        retry_in,
-                        subscribers,
-                    };
-                    (Outcome::Failed, Some(event))
-                }
+                Err(error) => key_state.failed(key, error, &self.shared.options.backoff),
             };
             state.due_now(key, &retrigger);
             done
@@ -440,15 +410,64 @@ impl Poller {
 
 /// When a subscription on `schedule` made now is first due (one schedule step from now).
 fn first_due(schedule: &Schedule) -> Instant {
-    let wall = Utc::now();
+    due_after(schedule, Instant::now(), Utc::now(), random_jitter())
+}
+
+/// One step of `schedule` after `now` (`wall` on the wall clock); a schedule that never fires again is due
+/// in a year, which also keeps absurd intervals from overflowing the clock.
+fn due_after(schedule: &Schedule, now: Instant, wall: DateTime<Utc>, jitter: f64) -> Instant {
     let step = schedule
-        .next_after(wall, random_jitter())
-        .and_then(|t| (t - wall).to_std().ok());
-    Instant::now() + step.unwrap_or(NEVER)
+        .next_after(wall, jitter)
+        .and_then(|t| (t - wall).to_std().ok())
+        .unwrap_or(NEVER);
+    now + step.min(NEVER)
 }
 
 /// How far away "never" is (a cron expression without future times).
 const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl KeyState {
+    /// Take in a successful probe: a new head is news, and so is the same head after failures.
+    fn succeeded(&mut self, key: &Key, head: Head) -> (Outcome, Option<Event>) {
+        let recovered = std::mem::take(&mut self.failures) > 0;
+        self.retry_at = None;
+        let subscribers = self.subscribers.iter().cloned().collect();
+        match self.head.replace(head.clone()) {
+            Some(old) if old == head => {
+                let event = recovered.then(|| Event::Recovered {
+                    key: key.clone(),
+                    head,
+                    subscribers,
+                });
+                (Outcome::Unchanged, event)
+            }
+            old => {
+                let event = Event::HeadChanged {
+                    key: key.clone(),
+                    old,
+                    new: head,
+                    subscribers,
+                };
+                (Outcome::Changed, Some(event))
+            }
+        }
+    }
+
+    /// Take in a failed probe: back off one step further.
+    fn failed(&mut self, key: &Key, error: git::Error, backoff: &Backoff) -> (Outcome, Option<Event>) {
+        self.failures += 1;
+        let retry_in = backoff.delay(self.failures);
+        self.retry_at = Some(Instant::now() + retry_in);
+        let event = Event::ProbeFailed {
+            key: key.clone(),
+            error,
+            failures: self.failures,
+            retry_in,
+            subscribers: self.subscribers.iter().cloned().collect(),
+        };
+        (Outcome::Failed, Some(event))
+    }
+}
 
 impl State {
     /// When `key` should next be probed; `None` while a probe is in flight.
@@ -484,12 +503,7 @@ impl State {
         let (now, wall) = (Instant::now(), Utc::now());
         for id in &key_state.subscribers {
             if let Some(sub) = self.subscriptions.get_mut(id) {
-                let after = sub
-                    .schedule
-                    .next_after(wall, jitter)
-                    .and_then(|t| (t - wall).to_std().ok());
-                // A cron expression with no future time never fires again.
-                sub.next_due = now + after.unwrap_or(NEVER);
+                sub.next_due = due_after(&sub.schedule, now, wall, jitter);
             }
         }
     }

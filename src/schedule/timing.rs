@@ -58,11 +58,14 @@ impl Schedule {
     }
 
     /// The next due time after `now` (wall clock), with `jitter` in [-1, 1] scaling the ±5% of intervals.
+    /// `None` when there is none: a cron expression without future times, or an interval (user input, so
+    /// possibly `100000000y`) that reaches past the calendar.
     pub fn next_after(&self, now: DateTime<Utc>, jitter: f64) -> Option<DateTime<Utc>> {
         match self {
             Schedule::Interval(interval) => {
                 let secs = interval.as_secs_f64() * (1.0 + JITTER * jitter.clamp(-1.0, 1.0));
-                Some(now + Duration::from_secs_f64(secs))
+                let step = Duration::try_from_secs_f64(secs).ok()?;
+                now.checked_add_signed(chrono::TimeDelta::from_std(step).ok()?)
             }
             Schedule::Cron(cron) => cron.schedule.after(&now).next(),
         }
@@ -114,11 +117,7 @@ impl Cron {
             fields.push(day_of_week(&dow).map_err(fail)?);
             fields.join(" ")
         };
-        // The cron crate draws a caret diagram over several lines; its last line is the explanation.
-        let schedule = cron::Schedule::from_str(&normalized).map_err(|e| {
-            let text = e.to_string();
-            fail(text.lines().last().unwrap_or_default().trim().to_owned())
-        })?;
+        let schedule = cron::Schedule::from_str(&normalized).map_err(|e| fail(explain(&e.to_string())))?;
         if schedule.upcoming(Utc).next().is_none() {
             return Err(fail("it never fires".to_owned()));
         }
@@ -126,6 +125,18 @@ impl Cron {
             source: trimmed.to_owned(),
             schedule: std::sync::Arc::new(schedule),
         })
+    }
+}
+
+/// The explanation in a `cron` crate error. The crate draws the expression with a caret under the fault and,
+/// for some faults, a last line saying what is wrong; the caret alone would point into our normalised form
+/// (seconds added, weekdays renumbered), not the user's text, so it is replaced by a general hint.
+fn explain(text: &str) -> String {
+    let last = text.lines().last().unwrap_or_default().trim();
+    if last.chars().any(char::is_alphanumeric) {
+        last.to_owned()
+    } else {
+        "a field is malformed or out of range".to_owned()
     }
 }
 
@@ -216,6 +227,24 @@ mod tests {
     }
 
     #[test]
+    fn jitter_spreads_over_its_whole_range() {
+        let draws: Vec<f64> = (0..1000).map(|_| random_jitter()).collect();
+        assert!(draws.iter().all(|j| (-1.0..=1.0).contains(j)));
+        let (min, max) = draws
+            .iter()
+            .fold((1.0f64, -1.0f64), |(lo, hi), j| (lo.min(*j), hi.max(*j)));
+        assert!(min < -0.9 && max > 0.9, "draws span [{min}, {max}]");
+    }
+
+    #[test]
+    fn an_interval_past_the_calendar_never_fires_rather_than_panicking() {
+        let forever = Schedule::parse_interval("100000000y").unwrap();
+        assert_eq!(forever.next_after(at(2024, 1, 1, 0, 0), 1.0), None);
+        let huge = Schedule::interval(Duration::MAX);
+        assert_eq!(huge.next_after(at(2024, 1, 1, 0, 0), 1.0), None);
+    }
+
+    #[test]
     fn five_field_cron_uses_crontab_weekdays() {
         // 2024-01-01 is a Monday. "1-5" in crontab means Monday to Friday.
         let weekdays = Schedule::cron("30 9 * * 1-5").unwrap();
@@ -249,6 +278,9 @@ mod tests {
             ("61 * * * *", "invalid cron schedule"),
             ("0 0 * * 9", "not a day of the week"),
             ("0 0 * * 5-1", "backwards"),
+            ("*/99999999999 * * * *", "malformed or out of range"),
+            ("@reboot", "malformed or out of range"),
+            ("0 0 30 2 *", "never fires"),
         ] {
             let err = Schedule::cron(expr).unwrap_err().to_string();
             assert!(err.contains(needle), "{expr}: {err}");
