@@ -3,7 +3,7 @@
 //! One bare repository per URL at `<storage>/repos/<name>-<hash>`; each followed branch is a local branch
 //! in it. gix never repacks, so every fetch adds a pack: a cache with too many packs or too many bytes is
 //! replaced by a fresh shallow clone at its next fetch (built aside and swapped in, so a failed re-clone
-//! keeps the old cache).
+//! keeps the old cache). So is a cache whose incremental fetch timed out.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -104,6 +104,22 @@ impl Caches {
         name.push(format!(".tmp-{salt:016x}"));
         dir.with_file_name(name)
     }
+}
+
+/// Left in a cache whose incremental fetch timed out. A deep history rewrite can make an incremental
+/// fetch download most of the new history, and fail the same way on every retry; a shallow rebuild
+/// (depth 1) does not.
+const RECLONE_MARKER: &str = "cdkube-reclone";
+
+/// Ask for `dir` to be rebuilt from scratch at its next fetch.
+pub(crate) fn request_reclone(dir: &Path) {
+    // Best effort: if the marker cannot be written the next fetch is incremental again, as before.
+    let _ = std::fs::write(dir.join(RECLONE_MARKER), b"");
+}
+
+/// Whether a rebuild of `dir` was asked for.
+pub(crate) fn reclone_requested(dir: &Path) -> bool {
+    dir.join(RECLONE_MARKER).exists()
 }
 
 /// Open the bare repository at `dir`, isolated from user and system git configuration.

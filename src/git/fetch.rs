@@ -55,7 +55,8 @@ pub(crate) fn fetch(
     let lock = caches.lock(&dir);
     let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
     // Rebuild aside a cache that grew too big, or that cannot be opened (e.g. a crash while creating it).
-    let recloned = dir.exists() && (caches.over_limits(&dir) || cache::open(&dir).is_err());
+    let recloned =
+        dir.exists() && (caches.over_limits(&dir) || cache::reclone_requested(&dir) || cache::open(&dir).is_err());
     let target = if !dir.exists() || recloned {
         caches.scratch_dir(&dir)
     } else {
@@ -70,6 +71,9 @@ pub(crate) fn fetch(
         })
         .flatten();
     let result = fetch_into(spec, branch.as_deref(), &target, settings, abort);
+    if target == dir && result.as_ref().is_err_and(|e| e.kind() == ErrorKind::Timeout) {
+        cache::request_reclone(&dir);
+    }
     if target != dir {
         match &result {
             Ok(_) => cache::swap_in(&target, &dir)?,
@@ -142,4 +146,51 @@ fn fetch_into(
         objects_received,
         recloned: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::process::Command;
+
+    use crate::git::{Credentials, Engine, EngineOptions, RemoteSpec};
+
+    fn git(dir: &Path, args: &[&str]) {
+        let status = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(dir)
+            .status()
+            .expect("git runs");
+        assert!(status.success(), "git {args:?}");
+    }
+
+    #[tokio::test]
+    async fn a_cache_marked_after_a_timeout_is_rebuilt_at_the_next_fetch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let upstream = tmp.path().join("upstream");
+        std::fs::create_dir(&upstream).unwrap();
+        git(&upstream, &["init", "-q", "-b", "main"]);
+        git(&upstream, &["commit", "-q", "--allow-empty", "-m", "one"]);
+        let engine = Engine::new(EngineOptions::new(tmp.path().join("storage"))).unwrap();
+        let url = format!("file://{}", upstream.display());
+        let spec = RemoteSpec::new(&url, Some("main"), Credentials::none(), true).unwrap();
+
+        let first = engine.fetch(&spec).await.unwrap();
+        assert!(
+            !engine.fetch(&spec).await.unwrap().recloned,
+            "an unmarked cache is fetched incrementally"
+        );
+        let caches = tmp.path().join("storage/repos");
+        let dir = std::fs::read_dir(&caches).unwrap().next().unwrap().unwrap().path();
+        super::cache::request_reclone(&dir);
+
+        let again = engine.fetch(&spec).await.unwrap();
+        assert!(again.recloned);
+        assert_eq!(again.previous.as_deref(), Some(first.head.sha.as_str()));
+        assert!(
+            !super::cache::reclone_requested(&dir),
+            "the rebuilt cache carries no marker"
+        );
+    }
 }
