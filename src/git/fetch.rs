@@ -54,7 +54,8 @@ pub(crate) fn fetch(
     let dir = caches.dir(&spec.url);
     let lock = caches.lock(&dir);
     let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-    // Rebuild aside a cache that grew too big, or that cannot be opened (e.g. a crash while creating it).
+    // Rebuild aside a cache that grew too big, whose last incremental fetch timed out, or that cannot be
+    // opened (e.g. a crash while creating it).
     let recloned =
         dir.exists() && (caches.over_limits(&dir) || cache::reclone_requested(&dir) || cache::open(&dir).is_err());
     let target = if !dir.exists() || recloned {
