@@ -11,13 +11,7 @@ use super::store::State;
 use super::{crd, schema};
 
 /// Defaults, prunes and normalises an object before validation. Returns warnings.
-pub fn prepare(
-    st: &State,
-    rt: &ResourceType,
-    obj: &mut Value,
-    old: Option<&Value>,
-    opts: &WriteOpts,
-) -> ApiResult<Vec<String>> {
+pub fn prepare(rt: &ResourceType, obj: &mut Value, old: Option<&Value>, opts: &WriteOpts) -> ApiResult<Vec<String>> {
     let unknown = if let Some(custom) = &rt.custom {
         if old.is_none()
             && custom.status
@@ -26,32 +20,60 @@ pub fn prepare(
             // Status is written through the subresource only.
             m.remove("status");
         }
-        let unknown = schema::prune(&custom.schema, obj);
+        let mut unknown = schema::prune(&custom.schema, obj);
+        unknown.extend(custom_metadata(rt, obj)?);
         schema::apply_defaults(&custom.schema, obj);
         unknown
     } else {
         prepare_builtin(rt, obj, old)?
     };
-    let _ = st;
-    unknown_fields(rt, unknown, opts.validation)
+    unknown_fields(unknown, opts.validation)
 }
 
-fn unknown_fields(rt: &ResourceType, unknown: Vec<String>, mode: FieldValidation) -> ApiResult<Vec<String>> {
+fn unknown_fields(unknown: Vec<String>, mode: FieldValidation) -> ApiResult<Vec<String>> {
     if unknown.is_empty() {
         return Ok(Vec::new());
     }
     let lines: Vec<String> = unknown.iter().map(|p| format!("unknown field {p:?}")).collect();
     match mode {
-        FieldValidation::Strict => {
-            let _ = rt;
-            Err(ApiError::bad_request(format!(
-                "strict decoding error: {}",
-                lines.join(", ")
-            )))
-        }
+        FieldValidation::Strict => Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            lines.join(", ")
+        ))),
         FieldValidation::Warn => Ok(lines),
         FieldValidation::Ignore => Ok(Vec::new()),
     }
+}
+
+/// 400 for a body that does not decode into the type, with the apiserver's wording.
+fn decode_error(rt: &ResourceType, cause: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(format!(
+        "{} in version {:?} cannot be handled as a {}: {cause}",
+        rt.kind, rt.version, rt.kind
+    ))
+}
+
+/// A custom resource is unstructured except for its metadata, which is an ObjectMeta like any
+/// object's: decoded (a field of the wrong type is a 400, as apiextensions-apiserver's coercion
+/// makes it) and cleared of unknown fields, whose paths are returned. Everything that reads
+/// metadata later (owner references for GC, finalizers, kube-rs clients) can rely on its shape.
+fn custom_metadata(rt: &ResourceType, obj: &mut Value) -> ApiResult<Vec<String>> {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    let sent = obj["metadata"].take();
+    let meta: ObjectMeta = serde_path_to_error::deserialize(sent.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "metadata".into()
+        } else {
+            format!("metadata.{path}")
+        };
+        decode_error(rt, format!("{field}: {}", e.inner()))
+    })?;
+    let back = serde_json::to_value(meta).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut unknown = Vec::new();
+    collect_dropped(&sent, &back, "metadata", &mut unknown);
+    obj["metadata"] = back;
+    Ok(unknown)
 }
 
 /// Decodes a built-in object through its typed form, as the real server does: unknown fields
@@ -84,12 +106,7 @@ fn prepare_builtin(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> A
 }
 
 fn typed<T: DeserializeOwned + Serialize>(rt: &ResourceType, obj: &Value) -> ApiResult<Value> {
-    let typed: T = serde_json::from_value(obj.clone()).map_err(|e| {
-        ApiError::bad_request(format!(
-            "{} in version {:?} cannot be handled as a {}: {e}",
-            rt.kind, rt.version, rt.kind
-        ))
-    })?;
+    let typed: T = serde_path_to_error::deserialize(obj.clone()).map_err(|e| decode_error(rt, e))?;
     let mut back = serde_json::to_value(typed).map_err(|e| ApiError::internal(e.to_string()))?;
     // Typed decoding loses empty maps the client sent; keep apiVersion/kind as sent.
     back["apiVersion"] = obj["apiVersion"].clone();
@@ -217,7 +234,7 @@ fn prepare_namespace(obj: &mut Value, old: Option<&Value>) {
 }
 
 /// Validates the object after `prepare`; 422 with every field error.
-pub fn validate(st: &State, rt: &ResourceType, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
+pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
     let name = obj["metadata"]["name"].as_str().unwrap_or_default();
     let mut errs = Vec::new();
     validate_meta(rt, obj, &mut errs);
@@ -229,7 +246,7 @@ pub fn validate(st: &State, rt: &ResourceType, obj: &Value, old: Option<&Value>)
     } else {
         match rt.plural.as_str() {
             "pods" => validate_pod(obj, old, &mut errs),
-            "customresourcedefinitions" => errs.extend(crd::validate(st, obj, old)),
+            "customresourcedefinitions" => errs.extend(crd::validate(obj, old)),
             "events" if rt.view == super::resources::View::EventsV1 => errs.extend(super::events::validate_v1(obj)),
             "secrets" => {
                 if let Some(old) = old
@@ -295,7 +312,7 @@ fn validate_meta(rt: &ResourceType, obj: &Value, errs: &mut Vec<FieldError>) {
         }
     }
     if let Some(labels) = obj["metadata"]["labels"].as_object() {
-        for (k, v) in labels {
+        for v in labels.values() {
             let s = v.as_str().unwrap_or_default();
             let ok = s.len() <= 63
                 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
@@ -308,7 +325,6 @@ fn validate_meta(rt: &ResourceType, obj: &Value, errs: &mut Vec<FieldError>) {
                     v,
                     "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
                 ));
-                let _ = k;
             }
         }
     }
@@ -341,29 +357,40 @@ fn validate_meta(rt: &ResourceType, obj: &Value, errs: &mut Vec<FieldError>) {
     }
 }
 
+/// `<path>.name` of a container or volume: required, a DNS label, unique among `seen`.
+fn check_name(item: &Value, path: &str, seen: &mut Vec<String>, errs: &mut Vec<FieldError>) {
+    let name = item["name"].as_str().unwrap_or_default();
+    let field = format!("{path}.name");
+    if name.is_empty() {
+        errs.push(FieldError::required(&field, ""));
+    } else if !is_dns_label(name) {
+        errs.push(FieldError::invalid(&field, &json!(name), LABEL_MSG));
+    } else if seen.iter().any(|s| s == name) {
+        errs.push(FieldError::duplicate(&field, &json!(name)));
+    }
+    seen.push(name.to_string());
+}
+
 fn validate_pod(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
     let spec = &obj["spec"];
     let containers = spec["containers"].as_array().cloned().unwrap_or_default();
     if containers.is_empty() {
         errs.push(FieldError::required("spec.containers", ""));
     }
+    // Container and volume names become file names on the runner's host: DNS labels only.
     let mut names = Vec::new();
     for list in ["initContainers", "containers"] {
         for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
-            let name = c["name"].as_str().unwrap_or_default();
             let path = format!("spec.{list}[{i}]");
-            if name.is_empty() {
-                errs.push(FieldError::required(&format!("{path}.name"), ""));
-            } else if !is_dns_label(name) {
-                errs.push(FieldError::invalid(&format!("{path}.name"), &json!(name), LABEL_MSG));
-            } else if names.contains(&name.to_string()) {
-                errs.push(FieldError::duplicate(&format!("{path}.name"), &json!(name)));
-            }
-            names.push(name.to_string());
+            check_name(c, &path, &mut names, errs);
             if c["image"].as_str().unwrap_or_default().is_empty() && old.is_none() {
                 errs.push(FieldError::required(&format!("{path}.image"), ""));
             }
         }
+    }
+    let mut volumes = Vec::new();
+    for (i, v) in spec["volumes"].as_array().into_iter().flatten().enumerate() {
+        check_name(v, &format!("spec.volumes[{i}]"), &mut volumes, errs);
     }
     let policy = spec["restartPolicy"].as_str().unwrap_or_default();
     if !["Always", "OnFailure", "Never"].contains(&policy) {

@@ -3,8 +3,7 @@
 use serde_json::{Value, json};
 
 use super::status::FieldError;
-use super::store::State;
-use super::{cel, ids};
+use super::{cel, ids, schema};
 
 /// Defaults the CRD and sets its status.
 pub fn prepare(obj: &mut Value, old: Option<&Value>) {
@@ -53,7 +52,7 @@ pub fn prepare(obj: &mut Value, old: Option<&Value>) {
 }
 
 /// Validates a CRD the way apiextensions does for the parts we serve.
-pub fn validate(st: &State, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let spec = &obj["spec"];
     let group = spec["group"].as_str().unwrap_or_default();
@@ -105,14 +104,15 @@ pub fn validate(st: &State, obj: &Value, old: Option<&Value>) -> Vec<FieldError>
     }
     for (i, v) in versions.iter().enumerate() {
         let mut out = Vec::new();
-        cel::compile_errors(
+        let (schema, path) = (
             &v["schema"]["openAPIV3Schema"],
-            &format!("spec.versions[{i}].schema.openAPIV3Schema"),
-            &mut out,
+            format!("spec.versions[{i}].schema.openAPIV3Schema"),
         );
+        cel::compile_errors(schema, &path, &mut out);
         for (path, message) in out {
             errs.push(FieldError::invalid(&path, &json!(""), &message));
         }
+        errs.extend(schema::pattern_errors(schema, &path));
     }
     if let Some(old) = old {
         if old["spec"]["group"] != spec["group"] {
@@ -126,6 +126,5 @@ pub fn validate(st: &State, obj: &Value, old: Option<&Value>) -> Vec<FieldError>
             ));
         }
     }
-    let _ = st;
     errs
 }

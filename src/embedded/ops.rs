@@ -154,7 +154,7 @@ pub fn create(
     } else {
         meta.remove("generation");
     }
-    let mut warnings = admission::prepare(st, rt, &mut obj, None, opts)?;
+    let mut warnings = admission::prepare(rt, &mut obj, None, opts)?;
     if name.is_empty() {
         let errs = [FieldError::required(
             "metadata.name",
@@ -162,7 +162,7 @@ pub fn create(
         )];
         return Err(ApiError::invalid(&rt.group, &rt.kind, "", &errs));
     }
-    admission::validate(st, rt, &obj, None)?;
+    admission::validate(rt, &obj, None)?;
     if st.get(rt.key(), &namespace, &name).is_some() {
         return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
     }
@@ -311,8 +311,8 @@ pub fn replace(
     }
     obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
     check_new_finalizers(rt, &current, &obj)?;
-    let mut warnings = admission::prepare(st, rt, &mut obj, Some(&current), opts)?;
-    admission::validate(st, rt, &obj, Some(&current))?;
+    let mut warnings = admission::prepare(rt, &mut obj, Some(&current), opts)?;
+    admission::validate(rt, &obj, Some(&current))?;
     set_generation(rt, &current, &mut obj);
     if same_ignoring_bookkeeping(&current, &obj) {
         return Ok(Outcome {
