@@ -778,3 +778,145 @@ fn pem_to_der(pem: &str) -> Vec<u8> {
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     base64::engine::general_purpose::STANDARD.decode(body).expect("pem")
 }
+
+/// Sends a raw request with the client's credentials; the Status of the refusal.
+async fn refused(client: &Client, method: &str, uri: &str, content_type: &str, body: &str) -> kube::core::Status {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("Content-Type", content_type)
+        .body(body.as_bytes().to_vec())
+        .expect("request");
+    match client.request::<Value>(req).await {
+        // A transport error (a dropped connection) would mean the server crashed on the request.
+        Err(e) => api_error(e),
+        Ok(v) => panic!("{method} {uri} with {body:?} was accepted: {v}"),
+    }
+}
+
+#[tokio::test]
+async fn malformed_requests_get_a_status_and_change_nothing() {
+    let cluster = Cluster::start().await;
+    let client = cluster.client().await;
+    install_crd(&client).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let cm = serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"k": "v"}})).expect("cm");
+    let before = cms.create(&PostParams::default(), &cm).await.expect("cm");
+    pipelines(&client)
+        .create(&PostParams::default(), &pipeline("p"))
+        .await
+        .expect("pipeline");
+
+    let cm_uri = "/api/v1/namespaces/default/configmaps/cm";
+    let p_uri = "/apis/delivery.inge.4pr.es/v1alpha1/namespaces/default/pipelines/p";
+    let (merge, json_patch, strategic) = (
+        "application/merge-patch+json",
+        "application/json-patch+json",
+        "application/strategic-merge-patch+json",
+    );
+    let cases: &[(&str, &str, &str, &str, u16, &str)] = &[
+        (
+            "PATCH",
+            cm_uri,
+            merge,
+            r#"{"metadata": "x"}"#,
+            400,
+            "metadata must be an object",
+        ),
+        (
+            "PATCH",
+            cm_uri,
+            strategic,
+            r#"{"metadata": 5}"#,
+            400,
+            "metadata must be an object",
+        ),
+        (
+            "PATCH",
+            cm_uri,
+            json_patch,
+            r#"[{"op": "replace", "path": "/metadata", "value": [1]}]"#,
+            400,
+            "metadata",
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/default/configmaps/cm?fieldManager=t",
+            "application/apply-patch+yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: x\n",
+            400,
+            "metadata must be an object",
+        ),
+        (
+            "PATCH",
+            p_uri,
+            merge,
+            r#"{"metadata": {"ownerReferences": "x"}}"#,
+            400,
+            "metadata.ownerReferences",
+        ),
+        (
+            "PATCH",
+            p_uri,
+            merge,
+            r#"{"metadata": {"finalizers": [1]}}"#,
+            400,
+            "metadata.finalizers[0]",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/configmaps?limit=ten",
+            merge,
+            "",
+            400,
+            "limit",
+        ),
+        (
+            "GET",
+            "/api/v1/configmaps?watch=true&resourceVersion=x",
+            merge,
+            "",
+            400,
+            "resource version",
+        ),
+        (
+            "GET",
+            "/api/v1/configmaps?labelSelector=a%20in%20()",
+            merge,
+            "",
+            400,
+            "unable to parse requirement",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/pods/cm/binding",
+            merge,
+            "",
+            405,
+            "does not allow",
+        ),
+        ("DELETE", cm_uri, "application/json", "[1]", 400, "DeleteOptions"),
+    ];
+    for (method, uri, ct, body, code, words) in cases {
+        let e = refused(&client, method, uri, ct, body).await;
+        assert_eq!(e.code, *code, "{method} {uri} {body}: {}", e.message);
+        assert!(e.message.contains(words), "{method} {uri} {body}: {}", e.message);
+    }
+    // A CRD whose schema cannot be enforced is refused, naming the field.
+    let mut crd = yaml_file(&crd_path());
+    crd["metadata"]["name"] = json!("widgets.example.com");
+    crd["spec"]["group"] = json!("example.com");
+    crd["spec"]["names"] = json!({"plural": "widgets", "kind": "Widget"});
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["repo"]["pattern"] =
+        json!("((");
+    let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+    let e = refused(&client, "POST", crds, "application/json", &crd.to_string()).await;
+    assert_eq!(e.code, 422, "{}", e.message);
+    assert!(e.message.contains("properties[repo].pattern"), "{}", e.message);
+
+    // Nothing was changed, and the server still answers.
+    let after = cms.get("cm").await.expect("cm still there");
+    assert_eq!(after.metadata.resource_version, before.metadata.resource_version);
+    let p = pipelines(&client).get("p").await.expect("pipeline still there");
+    assert!(p.metadata.owner_references.is_none() && p.metadata.finalizers.is_none());
+}

@@ -9,13 +9,14 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::Response;
+use futures::FutureExt;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use super::ops::{self, WriteOpts};
 use super::status::ApiError;
 use super::store::Store;
-use super::{gc, handlers, ids, kubeconfig, tls};
+use super::{gc, handlers, ids, kubeconfig, params, tls};
 
 /// The Kubernetes version the server reports. The kubectl dispatcher on our machines runs
 /// `kubectl.<major>.<minor>` when it exists, so this also picks kubectl 1.32.
@@ -261,9 +262,15 @@ async fn entry(State(server): State<Arc<Server>>, req: Request) -> Response {
             return handlers::error_response(&err);
         }
     };
-    let query = handlers::parse_query(parts.uri.query());
+    let query = params::parse(parts.uri.query());
     tracing::debug!(method = %parts.method, uri = %parts.uri, "api request");
-    handlers::handle(server, parts.method, parts.uri.path(), query, parts.headers, bytes).await
+    let handled = handlers::handle(server, parts.method, parts.uri.path(), query, parts.headers, bytes);
+    // Like kube-apiserver's panic recovery: a bug answers 500 instead of dropping the connection.
+    // Request data must never get here; the store lock survives it (see `Store::lock`).
+    match std::panic::AssertUnwindSafe(handled).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => handlers::error_response(&ApiError::internal("the server panicked handling this request")),
+    }
 }
 
 /// kube's rustls needs a process-wide crypto provider when several are compiled in (ring via kube,

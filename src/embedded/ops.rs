@@ -63,7 +63,16 @@ fn check_type(rt: &ResourceType, body: &Value) -> ApiResult<()> {
             rt.api_version()
         )));
     }
-    if !body["metadata"].is_object() && !body["metadata"].is_null() {
+    check_metadata(body)
+}
+
+/// An object whose `metadata` is an object or absent; anything else cannot be decoded (400).
+/// Every later step writes into `metadata`, so this comes first.
+fn check_metadata(obj: &Value) -> ApiResult<()> {
+    if !obj.is_object() {
+        return Err(ApiError::bad_request("the object is not a JSON object"));
+    }
+    if !obj["metadata"].is_object() && !obj["metadata"].is_null() {
         return Err(ApiError::bad_request("metadata must be an object"));
     }
     Ok(())
@@ -258,6 +267,10 @@ pub fn replace(
     sub: Option<&str>,
     opts: &WriteOpts,
 ) -> ApiResult<Outcome> {
+    check_metadata(&obj)?;
+    if obj["metadata"].is_null() {
+        obj["metadata"] = json!({});
+    }
     let name = meta_str(&current, "name").to_string();
     obj = match sub {
         Some("status") => {

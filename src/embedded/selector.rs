@@ -25,10 +25,16 @@ impl LabelSelector {
     /// Parses `a=b,c!=d,e in (f,g),h notin (i),j,!k`.
     pub fn parse(text: &str) -> ApiResult<Self> {
         let mut reqs = Vec::new();
+        if text.trim().is_empty() {
+            return Ok(Self { reqs });
+        }
         for term in split_terms(text) {
             let term = term.trim();
+            // apimachinery wants an identifier after every comma: `a,,b` and `a,` are errors.
             if term.is_empty() {
-                continue;
+                return Err(ApiError::bad_request(format!(
+                    "unable to parse requirement: found ',', expected: identifier after ',' in {text:?}"
+                )));
             }
             reqs.push(parse_term(term).ok_or_else(|| {
                 ApiError::bad_request(format!("unable to parse requirement: invalid label selector: {term:?}"))
@@ -116,7 +122,8 @@ fn parse_term(term: &str) -> Option<(String, Op)> {
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
             .collect();
-        if values.iter().any(|v| !valid_label_value(v)) {
+        if values.is_empty() || values.iter().any(|v| !valid_label_value(v)) {
+            // "for 'in', 'notin' operators, values set can't be empty"
             return None;
         }
         let op = if neg { Op::NotIn(values) } else { Op::In(values) };
@@ -238,6 +245,9 @@ mod tests {
         assert!(!s.matches(&labels(&[("app", "a"), ("env", "p"), ("tier", "x")])));
         assert!(!s.matches(&labels(&[("app", "b")])));
         assert!(LabelSelector::parse("a in (").is_err());
+        assert!(LabelSelector::parse("a in ()").is_err());
+        assert!(LabelSelector::parse("a,,b").is_err());
+        assert!(LabelSelector::parse(" ").unwrap().is_empty());
     }
 
     #[test]

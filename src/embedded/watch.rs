@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::apiserver::Server;
-use super::handlers::{Filter, Query, Target};
+use super::handlers::{Filter, Target};
+use super::params::{self, Query};
 use super::status::{ApiError, ApiResult};
 use super::store::{Change, ChangeKind};
 use super::table::{Include, table};
@@ -78,7 +79,6 @@ fn error_event(e: &ApiError) -> Bytes {
 /// Starts a watch; the response streams newline-delimited watch events.
 pub fn serve(server: Arc<Server>, t: &Target, query: &Query, as_table: bool) -> ApiResult<Response> {
     let filter = Filter::parse(t, query)?;
-    let flag = |k: &str| matches!(query.get(k).map(String::as_str), Some("true" | "1"));
     let send_initial = query.get("sendInitialEvents").map(String::as_str);
     if send_initial.is_some() && query.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {
         return Err(ApiError::invalid(
@@ -96,18 +96,17 @@ pub fn serve(server: Arc<Server>, t: &Target, query: &Query, as_table: bool) -> 
         filter,
         as_table,
         include: Include::parse(query.get("includeObject").map(String::as_str)),
-        bookmarks: flag("allowWatchBookmarks"),
+        bookmarks: params::flag(query, "allowWatchBookmarks"),
     };
-    let rv_param = query.get("resourceVersion").cloned().unwrap_or_default();
-    let timeout = query
-        .get("timeoutSeconds")
-        .and_then(|s| s.parse::<u64>().ok())
+    let explicit = params::resource_version(query)?.filter(|rv| *rv > 0);
+    // 0 or absent: kube-apiserver's default, a random 30-60 minutes so watches do not expire together.
+    let timeout = params::int::<u64>(query, "timeoutSeconds")?
+        .filter(|s| *s > 0)
         .map(Duration::from_secs)
-        .unwrap_or_else(|| Duration::from_secs(1800 + ids::random_bytes(2)[0] as u64 * 7));
+        .unwrap_or_else(|| Duration::from_secs(1800 + u64::from(ids::random_bytes(1)[0]) * 7));
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let mut st = server.store.lock();
     let current = st.rv();
-    let explicit: Option<u64> = rv_param.parse().ok().filter(|rv| *rv > 0);
     let initial = match send_initial {
         Some("true") => true,
         Some(_) => false,
