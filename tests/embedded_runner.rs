@@ -304,13 +304,19 @@ async fn failing_command_fails_the_pod_with_its_exit_code() {
         .create(json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "fails"},
             "spec": {"restartPolicy": "Never", "containers": [
-                {"name": "main", "image": "busybox", "command": ["sh", "-c", "echo broken >&2; exit 3"]}
+                {"name": "main", "image": "busybox", "command": ["sh", "-c", "echo broken >&2; exit 3"],
+                 "resources": {"limits": {"cpu": "1", "memory": "64Mi"}}}
             ]}
         }))
         .await;
     let pod = plane.wait_phase("fails", "Failed").await;
     let t = terminated(&container(&pod, false, 0));
     assert_eq!((t.exit_code, t.reason.as_deref()), (3, Some("Error")));
+    // The API server's qosClass survives the runner's status updates, as kubelet leaves it.
+    assert_eq!(
+        pod.status.as_ref().and_then(|s| s.qos_class.as_deref()),
+        Some("Guaranteed")
+    );
     if let Some(out) = plane.kubectl(&["logs", "fails"]).await {
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
