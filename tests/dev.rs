@@ -335,6 +335,39 @@ fn dev_refuses_an_invalid_manifest_with_the_field_named() {
 }
 
 #[test]
+fn dev_refuses_malformed_manifests_with_one_line() {
+    let cases = [
+        ("apiVersion: v1\nkind: ConfigMap\nmetadata: x\n", "expected ObjectMeta"),
+        ("a: &a [*a]\n", "recursion limit exceeded"),
+        ("- 1\n- 2\n", "invalid type: sequence"),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ../../x}\n",
+            "invalid resource name",
+        ),
+    ];
+    for (text, words) in cases {
+        let state = tempfile::tempdir().unwrap();
+        let manifest = state.path().join("bad.yaml");
+        std::fs::write(&manifest, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_cdkube"))
+            .args(["dev", "--port", "0", "--state-dir"])
+            .arg(state.path().join("state"))
+            .arg("-f")
+            .arg(&manifest)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text:?}: {stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.contains("bad.yaml: document 1:") && last.contains(words),
+            "{text:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{text:?}: {stderr}");
+    }
+}
+
+#[test]
 fn dev_with_a_missing_file_exits_with_one_line() {
     let state = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_cdkube"))
