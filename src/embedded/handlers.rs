@@ -43,6 +43,19 @@ pub fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Res
     resp
 }
 
+/// A response that streams what arrives on `rx` until its sender is gone (watch events, followed logs).
+pub fn stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>, content_type: &'static str) -> Response {
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, content_type)],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
 /// A Status error response.
 pub fn error_response(e: &ApiError) -> Response {
     let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

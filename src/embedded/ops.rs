@@ -119,6 +119,17 @@ fn check_namespace_open(st: &State, rt: &ResourceType, ns: &str, name: &str) -> 
     }
 }
 
+/// A POST or PUT body, checked against the endpoint, in storage form with its namespace set.
+fn storage_form(rt: &ResourceType, body: Value, ns: Option<&str>) -> ApiResult<Value> {
+    check_type(rt, &body)?;
+    let mut obj = events::to_storage(rt, body);
+    if obj["metadata"].is_null() {
+        obj["metadata"] = json!({});
+    }
+    check_namespace(rt, &mut obj, ns)?;
+    Ok(obj)
+}
+
 /// Creates an object (POST).
 pub fn create(
     st: &mut State,
@@ -127,12 +138,7 @@ pub fn create(
     body: Value,
     opts: &WriteOpts,
 ) -> ApiResult<Outcome> {
-    check_type(rt, &body)?;
-    let mut obj = events::to_storage(rt, body);
-    if obj["metadata"].is_null() {
-        obj["metadata"] = json!({});
-    }
-    check_namespace(rt, &mut obj, ns)?;
+    let mut obj = storage_form(rt, body, ns)?;
     if !meta_str(&obj, "resourceVersion").is_empty() {
         return Err(ApiError::bad_request(
             "resourceVersion should not be set on objects to be created",
@@ -206,12 +212,7 @@ pub fn update(
     sub: Option<&str>,
     opts: &WriteOpts,
 ) -> ApiResult<Outcome> {
-    check_type(rt, &body)?;
-    let mut obj = events::to_storage(rt, body);
-    if obj["metadata"].is_null() {
-        obj["metadata"] = json!({});
-    }
-    check_namespace(rt, &mut obj, ns)?;
+    let mut obj = storage_form(rt, body, ns)?;
     let body_name = meta_str(&obj, "name").to_string();
     if body_name.is_empty() {
         obj["metadata"]["name"] = json!(name);

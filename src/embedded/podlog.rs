@@ -5,7 +5,7 @@ use std::io::SeekFrom;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 
 use super::apiserver::Server;
-use super::handlers::Target;
+use super::handlers::{Target, stream_response};
 use super::logs::container_log_path;
 use super::params::{self, Query};
 use super::resources::StorageKey;
@@ -130,15 +130,7 @@ pub async fn serve(server: Arc<Server>, t: &Target, query: &Query) -> ApiResult<
         budget,
     };
     tokio::spawn(follow_log(server, followed, first, tx));
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
-    });
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain")],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    Ok(stream_response(rx, "text/plain"))
 }
 
 /// PodLogOptions validation: 422 for a negative `tailLines` or a `limitBytes` below 1.

@@ -426,21 +426,32 @@ fn go_number(v: &Value) -> String {
     }
 }
 
-fn check_array(schema: &Value, items: &[Value], path: &str, errs: &mut Vec<FieldError>) {
-    if let Some(max) = schema["maxItems"].as_u64()
-        && items.len() as u64 > max
+/// `maxItems`/`minItems` or `maxProperties`/`minProperties` (`noun`: items or properties).
+fn check_count(
+    schema: &Value,
+    (max_key, min_key, noun): (&str, &str, &str),
+    n: usize,
+    path: &str,
+    errs: &mut Vec<FieldError>,
+) {
+    if let Some(max) = schema[max_key].as_u64()
+        && n as u64 > max
     {
-        errs.push(FieldError::too_many(path, items.len(), max));
+        errs.push(FieldError::too_many(path, n, max));
     }
-    if let Some(min) = schema["minItems"].as_u64()
-        && (items.len() as u64) < min
+    if let Some(min) = schema[min_key].as_u64()
+        && (n as u64) < min
     {
         errs.push(FieldError::invalid(
             path,
-            &json!(items.len()),
-            &format!("{} in body should have at least {min} items", name_of(path)),
+            &json!(n),
+            &format!("{} in body should have at least {min} {noun}", name_of(path)),
         ));
     }
+}
+
+fn check_array(schema: &Value, items: &[Value], path: &str, errs: &mut Vec<FieldError>) {
+    check_count(schema, ("maxItems", "minItems", "items"), items.len(), path, errs);
     let list_type = schema["x-kubernetes-list-type"].as_str().unwrap_or_default();
     if schema["uniqueItems"] == json!(true) || list_type == "set" {
         for (i, item) in items.iter().enumerate() {
@@ -484,20 +495,13 @@ fn check_object(schema: &Value, map: &serde_json::Map<String, Value>, path: &str
             errs.push(FieldError::required(&child_path(path, req), ""));
         }
     }
-    if let Some(max) = schema["maxProperties"].as_u64()
-        && map.len() as u64 > max
-    {
-        errs.push(FieldError::too_many(path, map.len(), max));
-    }
-    if let Some(min) = schema["minProperties"].as_u64()
-        && (map.len() as u64) < min
-    {
-        errs.push(FieldError::invalid(
-            path,
-            &json!(map.len()),
-            &format!("{} in body should have at least {min} properties", name_of(path)),
-        ));
-    }
+    check_count(
+        schema,
+        ("maxProperties", "minProperties", "properties"),
+        map.len(),
+        path,
+        errs,
+    );
     let props = schema["properties"].as_object();
     for (key, v) in map {
         let sub_path = child_path(path, key);

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::apiserver::Server;
-use super::handlers::{Filter, Target};
+use super::handlers::{Filter, Target, stream_response};
 use super::params::{self, Query};
 use super::status::{ApiError, ApiResult};
 use super::store::{Change, ChangeKind};
@@ -143,15 +143,7 @@ pub fn serve(server: Arc<Server>, t: &Target, query: &Query, as_table: bool) -> 
     let shutdown = server.shutdown.clone();
     let interval = server.bookmark_interval;
     tokio::spawn(pump(server, w, first, changes, tx, timeout, interval, shutdown));
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
-    });
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    Ok(stream_response(rx, "application/json"))
 }
 
 #[allow(clippy::too_many_arguments)]
