@@ -920,3 +920,46 @@ async fn malformed_requests_get_a_status_and_change_nothing() {
     let p = pipelines(&client).get("p").await.expect("pipeline still there");
     assert!(p.metadata.owner_references.is_none() && p.metadata.finalizers.is_none());
 }
+
+#[tokio::test]
+async fn a_shorter_grace_period_moves_the_deletion_deadline_earlier() {
+    let cluster = Cluster::start().await;
+    let client = cluster.client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("graceful", json!({})))
+        .await
+        .expect("pod");
+    // A Pod bound to a node terminates gracefully (no runner here confirms it).
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "graceful"},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "n"}});
+    pods.create_subresource::<_, Value>("binding", "graceful", &PostParams::default(), &binding)
+        .await
+        .expect("bind");
+    let deadline = |p: &Pod| {
+        let m = &p.metadata;
+        (
+            m.deletion_timestamp.clone().expect("deletionTimestamp").0,
+            m.deletion_grace_period_seconds,
+        )
+    };
+    pods.delete("graceful", &DeleteParams::default().grace_period(30))
+        .await
+        .expect("delete");
+    let (first, grace) = deadline(&pods.get("graceful").await.expect("still there"));
+    assert_eq!(grace, Some(30));
+    // A longer one changes nothing; a shorter one moves the deadline by the difference.
+    pods.delete("graceful", &DeleteParams::default().grace_period(60))
+        .await
+        .expect("delete again");
+    assert_eq!(deadline(&pods.get("graceful").await.expect("pod")), (first, Some(30)));
+    pods.delete("graceful", &DeleteParams::default().grace_period(10))
+        .await
+        .expect("delete sooner");
+    let (second, grace) = deadline(&pods.get("graceful").await.expect("pod"));
+    assert_eq!((first.duration_since(second).as_secs(), grace), (20, Some(10)));
+    // Grace 0 (the kubelet's confirmation) removes it.
+    pods.delete("graceful", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("final delete");
+    assert!(pods.get_opt("graceful").await.expect("get").is_none());
+}

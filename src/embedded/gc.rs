@@ -53,6 +53,29 @@ fn finalizers(o: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A deletion to make: storage, namespace, name, propagation policy.
+type Delete = (StorageKey, String, String, Option<String>);
+
+/// What one pass decided: objects to delete and objects to write back changed.
+#[derive(Default)]
+struct Plan {
+    deletes: Vec<Delete>,
+    rewrites: Vec<(StorageKey, Value)>,
+}
+
+fn delete_of(n: &Node, propagation: Option<&str>) -> Delete {
+    let (ns, name) = super::store::object_key(&n.obj);
+    (n.key.clone(), ns, name, propagation.map(str::to_string))
+}
+
+fn owned_by(n: &Node, owner: &str) -> bool {
+    n.obj["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| r["uid"] == json!(owner))
+}
+
 /// One collection pass. Returns whether it changed anything.
 pub fn pass(st: &mut State) -> bool {
     let mut nodes = Vec::new();
@@ -61,103 +84,95 @@ pub fn pass(st: &mut State) -> bool {
             nodes.push(Node { key: key.clone(), obj });
         }
     }
-    let by_uid: HashMap<String, &Node> = nodes.iter().map(|n| (uid(&n.obj).to_string(), n)).collect();
-    let dependents_of = |owner: &str| -> Vec<&Node> {
-        nodes
-            .iter()
-            .filter(|n| {
-                n.obj["metadata"]["ownerReferences"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|r| r["uid"] == json!(owner))
-            })
-            .collect()
-    };
-    let mut deletes: Vec<(StorageKey, String, String, Option<String>)> = Vec::new();
-    let mut rewrites: Vec<(StorageKey, Value)> = Vec::new();
+    let by_uid: HashMap<&str, &Node> = nodes.iter().map(|n| (uid(&n.obj), n)).collect();
+    let mut plan = Plan::default();
     for n in &nodes {
-        let meta = &n.obj["metadata"];
-        let ns = meta["namespace"].as_str().unwrap_or_default().to_string();
-        let name = meta["name"].as_str().unwrap_or_default().to_string();
         let fins = finalizers(&n.obj);
-        let deleting = !meta["deletionTimestamp"].is_null();
-        // Owner being deleted with the orphan finalizer: release its dependents, then itself.
+        let deleting = !n.obj["metadata"]["deletionTimestamp"].is_null();
         if deleting && fins.iter().any(|f| f == "orphan") {
-            let me = uid(&n.obj).to_string();
-            for d in dependents_of(&me) {
-                let mut o = d.obj.clone();
-                if let Some(refs) = o["metadata"]["ownerReferences"].as_array_mut() {
-                    refs.retain(|r| r["uid"] != json!(me));
-                }
-                rewrites.push((d.key.clone(), o));
-            }
-            let mut o = n.obj.clone();
-            o["metadata"]["finalizers"] = json!(fins.iter().filter(|f| *f != "orphan").collect::<Vec<_>>());
-            rewrites.push((n.key.clone(), o));
-            continue;
-        }
-        // Foreground deletion: delete dependents first, finish when none block any more.
-        if deleting && fins.iter().any(|f| f == "foregroundDeletion") {
-            let me = uid(&n.obj).to_string();
-            let deps = dependents_of(&me);
-            for d in &deps {
-                if d.obj["metadata"]["deletionTimestamp"].is_null() {
-                    let dm = &d.obj["metadata"];
-                    deletes.push((
-                        d.key.clone(),
-                        dm["namespace"].as_str().unwrap_or_default().into(),
-                        dm["name"].as_str().unwrap_or_default().into(),
-                        Some("Foreground".into()),
-                    ));
-                }
-            }
-            let blocking = deps.iter().any(|d| {
-                d.obj["metadata"]["ownerReferences"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|r| r["uid"] == json!(me) && r["blockOwnerDeletion"] == json!(true))
-            });
-            if !blocking {
-                let mut o = n.obj.clone();
-                o["metadata"]["finalizers"] =
-                    json!(fins.iter().filter(|f| *f != "foregroundDeletion").collect::<Vec<_>>());
-                rewrites.push((n.key.clone(), o));
-            }
-            continue;
-        }
-        // Dependents whose owners are all gone are deleted; dangling references are dropped.
-        let refs: Vec<Value> = meta["ownerReferences"].as_array().cloned().unwrap_or_default();
-        if refs.is_empty() || deleting {
-            continue;
-        }
-        let alive: Vec<&Value> = refs
-            .iter()
-            .filter(|r| {
-                by_uid.get(r["uid"].as_str().unwrap_or_default()).is_some_and(|o| {
-                    let om = &o.obj["metadata"];
-                    om["name"] == r["name"]
-                        && (om["namespace"].as_str().unwrap_or_default() == ns || om["namespace"].is_null())
-                })
-            })
-            .collect();
-        if alive.is_empty() {
-            // An owner being deleted in the foreground propagates foreground deletion.
-            deletes.push((n.key.clone(), ns, name, None));
-        } else if alive.len() < refs.len() {
-            let mut o = n.obj.clone();
-            o["metadata"]["ownerReferences"] = json!(alive);
-            rewrites.push((n.key.clone(), o));
+            orphan(n, &fins, &nodes, &mut plan);
+        } else if deleting && fins.iter().any(|f| f == "foregroundDeletion") {
+            foreground(n, &fins, &nodes, &mut plan);
+        } else if !deleting {
+            dangling(n, &by_uid, &mut plan);
         }
     }
-    let namespace_work = namespaces(st, &nodes, &mut deletes);
-    let changed = !deletes.is_empty() || !rewrites.is_empty() || namespace_work;
+    let namespace_work = namespaces(st, &nodes, &mut plan.deletes);
+    let changed = !plan.deletes.is_empty() || !plan.rewrites.is_empty() || namespace_work;
+    execute(st, plan);
+    changed
+}
+
+/// Owner being deleted with the orphan finalizer: release its dependents, then itself.
+fn orphan(n: &Node, fins: &[String], nodes: &[Node], plan: &mut Plan) {
+    let me = uid(&n.obj);
+    for d in nodes.iter().filter(|d| owned_by(d, me)) {
+        let mut o = d.obj.clone();
+        if let Some(refs) = o["metadata"]["ownerReferences"].as_array_mut() {
+            refs.retain(|r| r["uid"] != json!(me));
+        }
+        plan.rewrites.push((d.key.clone(), o));
+    }
+    let mut o = n.obj.clone();
+    o["metadata"]["finalizers"] = json!(fins.iter().filter(|f| *f != "orphan").collect::<Vec<_>>());
+    plan.rewrites.push((n.key.clone(), o));
+}
+
+/// Foreground deletion: delete dependents first, finish when none blocks any more.
+fn foreground(n: &Node, fins: &[String], nodes: &[Node], plan: &mut Plan) {
+    let me = uid(&n.obj);
+    let deps: Vec<&Node> = nodes.iter().filter(|d| owned_by(d, me)).collect();
+    for d in deps.iter().filter(|d| d.obj["metadata"]["deletionTimestamp"].is_null()) {
+        plan.deletes.push(delete_of(d, Some("Foreground")));
+    }
+    let blocking = deps.iter().any(|d| {
+        d.obj["metadata"]["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["uid"] == json!(me) && r["blockOwnerDeletion"] == json!(true))
+    });
+    if !blocking {
+        let mut o = n.obj.clone();
+        o["metadata"]["finalizers"] = json!(fins.iter().filter(|f| *f != "foregroundDeletion").collect::<Vec<_>>());
+        plan.rewrites.push((n.key.clone(), o));
+    }
+}
+
+/// A dependent whose owners are all gone is deleted; dangling references are dropped.
+fn dangling(n: &Node, by_uid: &HashMap<&str, &Node>, plan: &mut Plan) {
+    let meta = &n.obj["metadata"];
+    let refs: Vec<Value> = meta["ownerReferences"].as_array().cloned().unwrap_or_default();
+    if refs.is_empty() {
+        return;
+    }
+    let ns = meta["namespace"].as_str().unwrap_or_default();
+    let alive: Vec<&Value> = refs
+        .iter()
+        .filter(|r| {
+            by_uid.get(r["uid"].as_str().unwrap_or_default()).is_some_and(|o| {
+                let om = &o.obj["metadata"];
+                om["name"] == r["name"]
+                    && (om["namespace"].as_str().unwrap_or_default() == ns || om["namespace"].is_null())
+            })
+        })
+        .collect();
+    if alive.is_empty() {
+        plan.deletes.push(delete_of(n, None));
+    } else if alive.len() < refs.len() {
+        let mut o = n.obj.clone();
+        o["metadata"]["ownerReferences"] = json!(alive);
+        plan.rewrites.push((n.key.clone(), o));
+    }
+}
+
+/// Applies a plan; a rewrite is skipped when its object changed since the pass read it.
+fn execute(st: &mut State, plan: Plan) {
     let opts = WriteOpts {
         manager: MANAGER.into(),
         ..Default::default()
     };
-    for (key, obj) in rewrites {
+    for (key, obj) in plan.rewrites {
         let Some(rt) = type_for_key(st, &key) else { continue };
         let (ns, name) = super::store::object_key(&obj);
         if let Some(current) = st.get(&key, &ns, &name).cloned()
@@ -166,24 +181,18 @@ pub fn pass(st: &mut State) -> bool {
             let _ = ops::replace(st, &rt, current, obj, None, &opts);
         }
     }
-    for (key, ns, name, propagation) in deletes {
+    for (key, ns, name, propagation) in plan.deletes {
         let Some(rt) = type_for_key(st, &key) else { continue };
-        let _ = ops::delete(
-            st,
-            &rt,
-            &ns,
-            &name,
-            &DeleteOpts {
-                propagation,
-                ..Default::default()
-            },
-        );
+        let opts = DeleteOpts {
+            propagation,
+            ..Default::default()
+        };
+        let _ = ops::delete(st, &rt, &ns, &name, &opts);
     }
-    changed
 }
 
 /// Terminating namespaces: delete what they contain; drop the `kubernetes` finalizer once empty.
-fn namespaces(st: &mut State, nodes: &[Node], deletes: &mut Vec<(StorageKey, String, String, Option<String>)>) -> bool {
+fn namespaces(st: &mut State, nodes: &[Node], deletes: &mut Vec<Delete>) -> bool {
     let ns_key = StorageKey {
         group: String::new(),
         resource: "namespaces".into(),
@@ -198,11 +207,11 @@ fn namespaces(st: &mut State, nodes: &[Node], deletes: &mut Vec<(StorageKey, Str
             .iter()
             .filter(|o| o.obj["metadata"]["namespace"].as_str() == Some(name))
             .collect();
-        for o in &contents {
-            if o.obj["metadata"]["deletionTimestamp"].is_null() {
-                let (ons, oname) = super::store::object_key(&o.obj);
-                deletes.push((o.key.clone(), ons, oname, None));
-            }
+        for o in contents
+            .iter()
+            .filter(|o| o.obj["metadata"]["deletionTimestamp"].is_null())
+        {
+            deletes.push(delete_of(o, None));
         }
         if contents.is_empty() && n.obj["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()) {
             let Some(rt) = type_for_key(st, &ns_key) else { continue };
