@@ -752,7 +752,10 @@ async fn namespaces_discovery_and_auth() {
         nss.get_opt("team").await.ok().flatten().is_none().then_some(())
     })
     .await;
-    assert!(pods.get_opt("x").await.map(|p| p.is_none()).unwrap_or(true));
+    assert!(
+        pods.get_opt("x").await.expect("get").is_none(),
+        "the namespace's Pod went with it"
+    );
     let e = api_error(nss.delete("default", &DeleteParams::default()).await.unwrap_err());
     assert_eq!(e.code, 403);
 
@@ -771,6 +774,21 @@ async fn namespaces_discovery_and_auth() {
         (e.code, e.reason.as_str(), e.message.as_str()),
         (401, "Unauthorized", "Unauthorized")
     );
+    // No token at all: 401 everywhere but the public version and health endpoints.
+    let mut config = kube::Config::new(cluster.server.url().parse().expect("url"));
+    config.root_cert = Some(vec![pem_to_der(cluster.server.ca_pem())]);
+    let anonymous = Client::try_from(config).expect("client");
+    let get = |path: &str| http::Request::get(path).body(Vec::new()).expect("request");
+    for path in ["/version", "/healthz", "/livez", "/readyz"] {
+        anonymous
+            .request_text(get(path))
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+    for path in ["/api", "/apis", "/openapi/v3", "/api/v1/namespaces/default/secrets"] {
+        let e = api_error(anonymous.request_text(get(path)).await.unwrap_err());
+        assert_eq!(e.code, 401, "{path}");
+    }
 }
 
 fn pem_to_der(pem: &str) -> Vec<u8> {
