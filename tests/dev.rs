@@ -103,6 +103,8 @@ fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Option<(boo
     let mut child = Command::new("/usr/bin/kubectl")
         .arg("--kubeconfig")
         .arg(kubeconfig)
+        // A hung request fails the test instead of hanging it.
+        .arg("--request-timeout=60s")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
