@@ -914,12 +914,27 @@ async fn malformed_requests_get_a_status_and_change_nothing() {
             "does not allow",
         ),
         ("DELETE", cm_uri, "application/json", "[1]", 400, "DeleteOptions"),
+        (
+            "PATCH",
+            cm_uri,
+            "application/apply-patch+cbor",
+            "\u{a0}",
+            415,
+            "unknown format",
+        ),
     ];
     for (method, uri, ct, body, code, words) in cases {
         let e = refused(&client, method, uri, ct, body).await;
         assert_eq!(e.code, *code, "{method} {uri} {body}: {}", e.message);
         assert!(e.message.contains(words), "{method} {uri} {body}: {}", e.message);
     }
+    // A client that reads only protobuf gets 406, not JSON it cannot decode.
+    let req = http::Request::get(cm_uri)
+        .header("Accept", "application/vnd.kubernetes.protobuf")
+        .body(Vec::new())
+        .expect("request");
+    let e = api_error(client.request::<Value>(req).await.unwrap_err());
+    assert_eq!((e.code, e.reason.as_str()), (406, "NotAcceptable"), "{}", e.message);
     // A CRD whose schema cannot be enforced is refused, naming the field.
     let mut crd = yaml_file(&crd_path());
     crd["metadata"]["name"] = json!("widgets.example.com");

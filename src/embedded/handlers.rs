@@ -85,6 +85,31 @@ fn accept(headers: &HeaderMap) -> String {
         .to_string()
 }
 
+/// 406 when the Accept header names only formats this server does not write (protobuf, CBOR):
+/// it answers JSON (which YAML readers read too) and the real server would answer in one of them.
+fn check_accept(headers: &HeaderMap) -> ApiResult<()> {
+    let a = accept(headers);
+    let served = |part: &str| {
+        let media = part.split(';').next().unwrap_or_default().trim();
+        media.is_empty()
+            || [
+                "*/*",
+                "application/*",
+                "application/json",
+                "application/yaml",
+                "text/plain",
+            ]
+            .contains(&media)
+    };
+    if a.split(',').any(served) {
+        Ok(())
+    } else {
+        Err(ApiError::not_acceptable(format!(
+            "only the following media types are accepted: application/json, application/yaml (asked for {a})"
+        )))
+    }
+}
+
 /// Whether the client asked for server-side printing.
 pub fn wants_table(headers: &HeaderMap) -> bool {
     accept(headers).split(',').any(|part| part.contains("as=Table"))
@@ -125,6 +150,7 @@ async fn route(
     body: Bytes,
 ) -> ApiResult<Response> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    check_accept(headers)?;
     let types = server.store.lock().types().to_vec();
     let get_only = |r: Response| {
         if method == Method::GET {
