@@ -922,6 +922,15 @@ async fn malformed_requests_get_a_status_and_change_nothing() {
             415,
             "unknown format",
         ),
+        (
+            "PATCH",
+            cm_uri,
+            merge,
+            r#"{"metadata": {"labels": {"a b": "c"}}}"#,
+            422,
+            "metadata.labels",
+        ),
+        ("PATCH", cm_uri, merge, r#"{"data": {"a/b": "c"}}"#, 422, "data[a/b]"),
     ];
     for (method, uri, ct, body, code, words) in cases {
         let e = refused(&client, method, uri, ct, body).await;
@@ -995,4 +1004,24 @@ async fn a_shorter_grace_period_moves_the_deletion_deadline_earlier() {
         .await
         .expect("final delete");
     assert!(pods.get_opt("graceful").await.expect("get").is_none());
+}
+
+#[tokio::test]
+async fn secret_string_data_is_written_into_data() {
+    use k8s_openapi::api::core::v1::Secret;
+    let cluster = Cluster::start().await;
+    let secrets: Api<Secret> = Api::namespaced(cluster.client().await, "default");
+    let secret = serde_json::from_value(json!({"metadata": {"name": "git"},
+        "data": {"username": "b2xk", "password": "b2xk"}, "stringData": {"password": "s3cr3t"}}))
+    .expect("secret");
+    let created = secrets.create(&PostParams::default(), &secret).await.expect("create");
+    let data = created.data.expect("data");
+    let text = |k: &str| String::from_utf8(data[k].0.clone()).expect("utf-8");
+    // stringData is write-only and wins over data, as in kube-apiserver.
+    assert_eq!(
+        (text("username"), text("password")),
+        ("old".to_string(), "s3cr3t".to_string())
+    );
+    assert!(created.string_data.is_none());
+    assert_eq!(created.type_.as_deref(), Some("Opaque"));
 }

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::ops::{FieldValidation, WriteOpts};
 use super::resources::ResourceType;
+use super::selector::{valid_label_key, valid_label_value};
 use super::status::{ApiError, ApiResult, FieldError};
 use super::store::State;
 use super::{crd, schema};
@@ -98,7 +99,7 @@ fn prepare_builtin(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> A
     match rt.plural.as_str() {
         "pods" => prepare_pod(obj, old),
         "namespaces" => prepare_namespace(obj, old),
-        "secrets" if obj["type"].as_str().is_none_or(str::is_empty) => obj["type"] = json!("Opaque"),
+        "secrets" => prepare_secret(obj),
         "customresourcedefinitions" => crd::prepare(obj, old),
         _ => {}
     }
@@ -224,6 +225,34 @@ fn qos_class(spec: &Value) -> &'static str {
     if guaranteed { "Guaranteed" } else { "Burstable" }
 }
 
+/// `stringData` is write-only: merged into `data` (base64, winning over a `data` key of the same
+/// name) as the Secret strategy does; `type` defaults to Opaque.
+fn prepare_secret(obj: &mut Value) {
+    use base64::Engine;
+    if let Some(Value::Object(plain)) = obj.as_object_mut().and_then(|m| m.remove("stringData")) {
+        for (k, v) in plain {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or_default());
+            obj["data"][k] = json!(encoded);
+        }
+    }
+    if obj["type"].as_str().is_none_or(str::is_empty) {
+        obj["type"] = json!("Opaque");
+    }
+}
+
+/// Keys of ConfigMap `data`/`binaryData` and Secret `data` (`[-._a-zA-Z0-9]+`, at most 253).
+fn validate_config_keys(obj: &Value, errs: &mut Vec<FieldError>) {
+    for field in ["data", "binaryData"] {
+        for k in obj[field].as_object().into_iter().flat_map(|m| m.keys()) {
+            let ok =
+                !k.is_empty() && k.len() <= 253 && k.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+            if !ok || k == "." || k == ".." {
+                errs.push(FieldError::invalid(&format!("{field}[{k}]"), &json!(k), CONFIG_KEY_MSG));
+            }
+        }
+    }
+}
+
 fn prepare_namespace(obj: &mut Value, old: Option<&Value>) {
     let name = obj["metadata"]["name"].clone();
     obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
@@ -249,12 +278,14 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> ApiResul
             "customresourcedefinitions" => errs.extend(crd::validate(obj, old)),
             "events" if rt.view == super::resources::View::EventsV1 => errs.extend(super::events::validate_v1(obj)),
             "secrets" => {
+                validate_config_keys(obj, &mut errs);
                 if let Some(old) = old
                     && old["type"] != obj["type"]
                 {
                     errs.push(FieldError::invalid("type", &obj["type"], "field is immutable"));
                 }
             }
+            "configmaps" => validate_config_keys(obj, &mut errs),
             _ => {}
         }
     }
@@ -266,6 +297,9 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> ApiResul
 }
 
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const KEY_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')";
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+const CONFIG_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
 const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 
 /// RFC 1123 label: lower-case alphanumerics and `-`, at most 63 characters.
@@ -311,21 +345,20 @@ fn validate_meta(rt: &ResourceType, obj: &Value, errs: &mut Vec<FieldError>) {
             ));
         }
     }
-    if let Some(labels) = obj["metadata"]["labels"].as_object() {
-        for v in labels.values() {
-            let s = v.as_str().unwrap_or_default();
-            let ok = s.len() <= 63
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                && (s.is_empty()
-                    || (s.starts_with(|c: char| c.is_ascii_alphanumeric())
-                        && s.ends_with(|c: char| c.is_ascii_alphanumeric())));
-            if !ok {
-                errs.push(FieldError::invalid(
-                    "metadata.labels",
-                    v,
-                    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
-                ));
+    for field in ["labels", "annotations"] {
+        for k in obj["metadata"][field].as_object().into_iter().flat_map(|m| m.keys()) {
+            if !valid_label_key(k) {
+                errs.push(FieldError::invalid(&format!("metadata.{field}"), &json!(k), KEY_MSG));
             }
+        }
+    }
+    for v in obj["metadata"]["labels"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
+        if !valid_label_value(v.as_str().unwrap_or_default()) {
+            errs.push(FieldError::invalid("metadata.labels", v, LABEL_VALUE_MSG));
         }
     }
     for (i, owner) in obj["metadata"]["ownerReferences"]

@@ -132,14 +132,17 @@ fn parse_term(term: &str) -> Option<(String, Op)> {
     Some((term.to_string(), Op::Exists))
 }
 
-fn valid_label_value(v: &str) -> bool {
+/// A label value: empty, or at most 63 alphanumerics, `-`, `_`, `.` starting and ending alphanumeric.
+pub fn valid_label_value(v: &str) -> bool {
     v.len() <= 63
         && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && (v.is_empty()
             || (v.starts_with(|c: char| c.is_ascii_alphanumeric()) && v.ends_with(|c: char| c.is_ascii_alphanumeric())))
 }
 
-fn valid_label_key(k: &str) -> bool {
+/// A qualified name (label and annotation keys): an optional `prefix/` and a name part that is
+/// a non-empty label value.
+pub fn valid_label_key(k: &str) -> bool {
     let name = match k.rsplit_once('/') {
         Some((prefix, name)) => {
             if prefix.is_empty() || prefix.len() > 253 {

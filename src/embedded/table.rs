@@ -136,7 +136,7 @@ fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
         ("", "secrets") => vec![
             name,
             json!(s(&obj["type"])),
-            json!(count(&obj["data"]) + count(&obj["stringData"])),
+            json!(count(&obj["data"])),
             json!(created(obj)),
         ],
         ("", "configmaps") => vec![
