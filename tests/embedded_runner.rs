@@ -669,6 +669,16 @@ async fn the_binding_subresource_assigns_a_node_once_as_the_scheduler_does() {
         matches!(bad, Err(kube::Error::Api(ref e)) if e.code == 422 && e.message.contains("target.name")),
         "{bad:?}"
     );
+    // Annotations are copied into the Pod: a non-string one would make it unreadable to clients.
+    let mut poisoned = binding("unscheduled", "node-a");
+    poisoned["metadata"]["annotations"] = json!({"a": 1});
+    let refused = api
+        .create_subresource::<_, serde_json::Value>("binding", "unscheduled", &pp, &poisoned)
+        .await;
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref e)) if e.code == 400),
+        "{refused:?}"
+    );
     api.create_subresource::<_, serde_json::Value>("binding", "unscheduled", &pp, &binding("unscheduled", "node-a"))
         .await
         .unwrap();
