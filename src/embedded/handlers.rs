@@ -150,7 +150,9 @@ async fn route(
     body: Bytes,
 ) -> ApiResult<Response> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
-    check_accept(headers)?;
+    if matches!(segs.first(), Some(&("api" | "apis"))) {
+        check_accept(headers)?;
+    }
     let types = server.store.lock().types().to_vec();
     let get_only = |r: Response| {
         if method == Method::GET {
