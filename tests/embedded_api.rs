@@ -279,6 +279,33 @@ async fn garbage_collection_background_orphan_and_foreground() {
     })
     .await;
 
+    // Owners are resolved by kind and name and must have the referenced uid: a reference to a
+    // kind the server does not serve cannot be resolved and is left alone; one whose owner was
+    // recreated (same name, another uid) dangles. The first Pod exists before the second, so the
+    // pass that collects the second has seen the first.
+    let with_owner = |name: &str, owner: Value| {
+        let mut p = pod(name, json!({}));
+        p.metadata.owner_references = Some(vec![serde_json::from_value(owner).expect("ref")]);
+        p
+    };
+    let unknown = json!({"apiVersion": "example.com/v1", "kind": "Widget", "name": "w", "uid": "u-1"});
+    pods.create(&PostParams::default(), &with_owner("unresolvable", unknown))
+        .await
+        .expect("pod");
+    api.create(&PostParams::default(), &pipeline("re"))
+        .await
+        .expect("owner");
+    let stale =
+        json!({"apiVersion": "delivery.inge.4pr.es/v1alpha1", "kind": "Pipeline", "name": "re", "uid": "old-uid"});
+    pods.create(&PostParams::default(), &with_owner("stale", stale))
+        .await
+        .expect("pod");
+    wait_for("stale to be collected", WAIT, || async {
+        pods.get_opt("stale").await.ok().flatten().is_none().then_some(())
+    })
+    .await;
+    assert!(pods.get_opt("unresolvable").await.expect("get").is_some());
+
     // Orphan: the Pod stays, without its owner reference.
     owned_pod(&api, &pods, "or", "or-pod").await;
     api.delete(
