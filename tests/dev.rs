@@ -399,6 +399,15 @@ fn a_new_dev_stops_the_pod_processes_a_killed_one_left_behind() {
         .volume("data")
         .join("pid");
     let pid = wait_pid(&pid_file);
+    // The premise: a plane killed after it recorded its Pod process (it records it right after
+    // starting it, the sleeper may write its own pid first).
+    let recorded =
+        cdkube::embedded::runner::workspace::PodDir::new(&first.state_dir, "default", "sleeper").pid_file("sleep");
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(&recorded).is_ok_and(|t| t.starts_with(&format!("{pid} "))) {
+        assert!(Instant::now() < deadline, "the runner never recorded {pid}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // SIGKILL: the plane cannot clean up, its Pod process survives.
     first.signal(libc::SIGKILL);
     first.wait_exit();

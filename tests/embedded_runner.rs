@@ -577,6 +577,18 @@ async fn runner_restart_fails_running_pods(mode: Option<VolumeMode>) {
     plane.create(sleeper("orphan", json!({}))).await;
     let pid = wait_pid(&plane.volume_file("orphan", "data", "pid")).await;
     plane.wait_phase("orphan", "Running").await;
+    // The premise: the runner recorded its process before dying (right after starting it; the
+    // sleeper may have written its own pid first).
+    let recorded =
+        cdkube::embedded::runner::workspace::PodDir::new(plane.state.path(), "default", "orphan").pid_file("sleep");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !std::fs::read_to_string(&recorded).is_ok_and(|t| t.starts_with(&format!("{pid} "))) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the runner never recorded {pid}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Dropping the runner aborts it like a crash: its processes keep running.
     drop(plane.runner.take());
     assert!(alive(pid));
