@@ -88,6 +88,24 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
             &["Cluster".into(), "Namespaced".into()],
         ));
     }
+    validate_versions(spec, &mut errs);
+    if let Some(old) = old {
+        if old["spec"]["group"] != spec["group"] {
+            errs.push(FieldError::invalid("spec.group", &spec["group"], "field is immutable"));
+        }
+        if old["spec"]["names"]["plural"] != spec["names"]["plural"] {
+            errs.push(FieldError::invalid(
+                "spec.names.plural",
+                &spec["names"]["plural"],
+                "field is immutable",
+            ));
+        }
+    }
+    errs
+}
+
+/// `spec.versions`: exactly one storage version, and schemas whose rules and patterns compile.
+fn validate_versions(spec: &Value, errs: &mut Vec<FieldError>) {
     let versions = spec["versions"].as_array().cloned().unwrap_or_default();
     if versions.is_empty() {
         errs.push(FieldError::invalid(
@@ -114,17 +132,4 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         }
         errs.extend(schema::pattern_errors(schema, &path));
     }
-    if let Some(old) = old {
-        if old["spec"]["group"] != spec["group"] {
-            errs.push(FieldError::invalid("spec.group", &spec["group"], "field is immutable"));
-        }
-        if old["spec"]["names"]["plural"] != spec["names"]["plural"] {
-            errs.push(FieldError::invalid(
-                "spec.names.plural",
-                &spec["names"]["plural"],
-                "field is immutable",
-            ));
-        }
-    }
-    errs
 }
