@@ -103,6 +103,8 @@ fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Option<(boo
     let mut child = Command::new("/usr/bin/kubectl")
         .arg("--kubeconfig")
         .arg(kubeconfig)
+        // A hung request fails the test instead of hanging it.
+        .arg("--request-timeout=60s")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -335,6 +337,39 @@ fn dev_refuses_an_invalid_manifest_with_the_field_named() {
 }
 
 #[test]
+fn dev_refuses_malformed_manifests_with_one_line() {
+    let cases = [
+        ("apiVersion: v1\nkind: ConfigMap\nmetadata: x\n", "expected ObjectMeta"),
+        ("a: &a [*a]\n", "recursion limit exceeded"),
+        ("- 1\n- 2\n", "invalid type: sequence"),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ../../x}\n",
+            "invalid resource name",
+        ),
+    ];
+    for (text, words) in cases {
+        let state = tempfile::tempdir().unwrap();
+        let manifest = state.path().join("bad.yaml");
+        std::fs::write(&manifest, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_cdkube"))
+            .args(["dev", "--port", "0", "--state-dir"])
+            .arg(state.path().join("state"))
+            .arg("-f")
+            .arg(&manifest)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text:?}: {stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.contains("bad.yaml: document 1:") && last.contains(words),
+            "{text:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{text:?}: {stderr}");
+    }
+}
+
+#[test]
 fn dev_with_a_missing_file_exits_with_one_line() {
     let state = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_cdkube"))
@@ -364,6 +399,15 @@ fn a_new_dev_stops_the_pod_processes_a_killed_one_left_behind() {
         .volume("data")
         .join("pid");
     let pid = wait_pid(&pid_file);
+    // The premise: a plane killed after it recorded its Pod process (it records it right after
+    // starting it, the sleeper may write its own pid first).
+    let recorded =
+        cdkube::embedded::runner::workspace::PodDir::new(&first.state_dir, "default", "sleeper").pid_file("sleep");
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(&recorded).is_ok_and(|t| t.starts_with(&format!("{pid} "))) {
+        assert!(Instant::now() < deadline, "the runner never recorded {pid}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // SIGKILL: the plane cannot clean up, its Pod process survives.
     first.signal(libc::SIGKILL);
     first.wait_exit();

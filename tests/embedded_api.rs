@@ -279,6 +279,33 @@ async fn garbage_collection_background_orphan_and_foreground() {
     })
     .await;
 
+    // Owners are resolved by kind and name and must have the referenced uid: a reference to a
+    // kind the server does not serve cannot be resolved and is left alone; one whose owner was
+    // recreated (same name, another uid) dangles. The first Pod exists before the second, so the
+    // pass that collects the second has seen the first.
+    let with_owner = |name: &str, owner: Value| {
+        let mut p = pod(name, json!({}));
+        p.metadata.owner_references = Some(vec![serde_json::from_value(owner).expect("ref")]);
+        p
+    };
+    let unknown = json!({"apiVersion": "example.com/v1", "kind": "Widget", "name": "w", "uid": "u-1"});
+    pods.create(&PostParams::default(), &with_owner("unresolvable", unknown))
+        .await
+        .expect("pod");
+    api.create(&PostParams::default(), &pipeline("re"))
+        .await
+        .expect("owner");
+    let stale =
+        json!({"apiVersion": "delivery.inge.4pr.es/v1alpha1", "kind": "Pipeline", "name": "re", "uid": "old-uid"});
+    pods.create(&PostParams::default(), &with_owner("stale", stale))
+        .await
+        .expect("pod");
+    wait_for("stale to be collected", WAIT, || async {
+        pods.get_opt("stale").await.ok().flatten().is_none().then_some(())
+    })
+    .await;
+    assert!(pods.get_opt("unresolvable").await.expect("get").is_some());
+
     // Orphan: the Pod stays, without its owner reference.
     owned_pod(&api, &pods, "or", "or-pod").await;
     api.delete(
@@ -752,7 +779,10 @@ async fn namespaces_discovery_and_auth() {
         nss.get_opt("team").await.ok().flatten().is_none().then_some(())
     })
     .await;
-    assert!(pods.get_opt("x").await.map(|p| p.is_none()).unwrap_or(true));
+    assert!(
+        pods.get_opt("x").await.expect("get").is_none(),
+        "the namespace's Pod went with it"
+    );
     let e = api_error(nss.delete("default", &DeleteParams::default()).await.unwrap_err());
     assert_eq!(e.code, 403);
 
@@ -771,10 +801,254 @@ async fn namespaces_discovery_and_auth() {
         (e.code, e.reason.as_str(), e.message.as_str()),
         (401, "Unauthorized", "Unauthorized")
     );
+    // No token at all: 401 everywhere but the public version and health endpoints.
+    let mut config = kube::Config::new(cluster.server.url().parse().expect("url"));
+    config.root_cert = Some(vec![pem_to_der(cluster.server.ca_pem())]);
+    let anonymous = Client::try_from(config).expect("client");
+    let get = |path: &str| http::Request::get(path).body(Vec::new()).expect("request");
+    for path in ["/version", "/healthz", "/livez", "/readyz"] {
+        anonymous
+            .request_text(get(path))
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+    for path in ["/api", "/apis", "/openapi/v3", "/api/v1/namespaces/default/secrets"] {
+        let e = api_error(anonymous.request_text(get(path)).await.unwrap_err());
+        assert_eq!(e.code, 401, "{path}");
+    }
 }
 
 fn pem_to_der(pem: &str) -> Vec<u8> {
     use base64::Engine;
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     base64::engine::general_purpose::STANDARD.decode(body).expect("pem")
+}
+
+/// Sends a raw request with the client's credentials; the Status of the refusal.
+async fn refused(client: &Client, method: &str, uri: &str, content_type: &str, body: &str) -> kube::core::Status {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("Content-Type", content_type)
+        .body(body.as_bytes().to_vec())
+        .expect("request");
+    match client.request::<Value>(req).await {
+        // A transport error (a dropped connection) would mean the server crashed on the request.
+        Err(e) => api_error(e),
+        Ok(v) => panic!("{method} {uri} with {body:?} was accepted: {v}"),
+    }
+}
+
+#[tokio::test]
+async fn malformed_requests_get_a_status_and_change_nothing() {
+    let cluster = Cluster::start().await;
+    let client = cluster.client().await;
+    install_crd(&client).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let cm = serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"k": "v"}})).expect("cm");
+    let before = cms.create(&PostParams::default(), &cm).await.expect("cm");
+    pipelines(&client)
+        .create(&PostParams::default(), &pipeline("p"))
+        .await
+        .expect("pipeline");
+
+    let cm_uri = "/api/v1/namespaces/default/configmaps/cm";
+    let p_uri = "/apis/delivery.inge.4pr.es/v1alpha1/namespaces/default/pipelines/p";
+    let (merge, json_patch, strategic) = (
+        "application/merge-patch+json",
+        "application/json-patch+json",
+        "application/strategic-merge-patch+json",
+    );
+    let cases: &[(&str, &str, &str, &str, u16, &str)] = &[
+        (
+            "PATCH",
+            cm_uri,
+            merge,
+            r#"{"metadata": "x"}"#,
+            400,
+            "metadata must be an object",
+        ),
+        (
+            "PATCH",
+            cm_uri,
+            strategic,
+            r#"{"metadata": 5}"#,
+            400,
+            "metadata must be an object",
+        ),
+        (
+            "PATCH",
+            cm_uri,
+            json_patch,
+            r#"[{"op": "replace", "path": "/metadata", "value": [1]}]"#,
+            400,
+            "metadata",
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/default/configmaps/cm?fieldManager=t",
+            "application/apply-patch+yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: x\n",
+            400,
+            "metadata must be an object",
+        ),
+        (
+            "PATCH",
+            p_uri,
+            merge,
+            r#"{"metadata": {"ownerReferences": "x"}}"#,
+            400,
+            "metadata.ownerReferences",
+        ),
+        (
+            "PATCH",
+            p_uri,
+            merge,
+            r#"{"metadata": {"finalizers": [1]}}"#,
+            400,
+            "metadata.finalizers[0]",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/configmaps?limit=ten",
+            merge,
+            "",
+            400,
+            "limit",
+        ),
+        (
+            "GET",
+            "/api/v1/configmaps?watch=true&resourceVersion=x",
+            merge,
+            "",
+            400,
+            "resource version",
+        ),
+        (
+            "GET",
+            "/api/v1/configmaps?labelSelector=a%20in%20()",
+            merge,
+            "",
+            400,
+            "unable to parse requirement",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/pods/cm/binding",
+            merge,
+            "",
+            405,
+            "does not allow",
+        ),
+        ("DELETE", cm_uri, "application/json", "[1]", 400, "DeleteOptions"),
+        (
+            "PATCH",
+            cm_uri,
+            "application/apply-patch+cbor",
+            "\u{a0}",
+            415,
+            "unknown format",
+        ),
+        (
+            "PATCH",
+            cm_uri,
+            merge,
+            r#"{"metadata": {"labels": {"a b": "c"}}}"#,
+            422,
+            "metadata.labels",
+        ),
+        ("PATCH", cm_uri, merge, r#"{"data": {"a/b": "c"}}"#, 422, "data[a/b]"),
+    ];
+    for (method, uri, ct, body, code, words) in cases {
+        let e = refused(&client, method, uri, ct, body).await;
+        assert_eq!(e.code, *code, "{method} {uri} {body}: {}", e.message);
+        assert!(e.message.contains(words), "{method} {uri} {body}: {}", e.message);
+    }
+    // A client that reads only protobuf gets 406, not JSON it cannot decode.
+    let req = http::Request::get(cm_uri)
+        .header("Accept", "application/vnd.kubernetes.protobuf")
+        .body(Vec::new())
+        .expect("request");
+    let e = api_error(client.request::<Value>(req).await.unwrap_err());
+    assert_eq!((e.code, e.reason.as_str()), (406, "NotAcceptable"), "{}", e.message);
+    // A CRD whose schema cannot be enforced is refused, naming the field.
+    let mut crd = yaml_file(&crd_path());
+    crd["metadata"]["name"] = json!("widgets.example.com");
+    crd["spec"]["group"] = json!("example.com");
+    crd["spec"]["names"] = json!({"plural": "widgets", "kind": "Widget"});
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["repo"]["pattern"] =
+        json!("((");
+    let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+    let e = refused(&client, "POST", crds, "application/json", &crd.to_string()).await;
+    assert_eq!(e.code, 422, "{}", e.message);
+    assert!(e.message.contains("properties[repo].pattern"), "{}", e.message);
+
+    // Nothing was changed, and the server still answers.
+    let after = cms.get("cm").await.expect("cm still there");
+    assert_eq!(after.metadata.resource_version, before.metadata.resource_version);
+    let p = pipelines(&client).get("p").await.expect("pipeline still there");
+    assert!(p.metadata.owner_references.is_none() && p.metadata.finalizers.is_none());
+}
+
+#[tokio::test]
+async fn a_shorter_grace_period_moves_the_deletion_deadline_earlier() {
+    let cluster = Cluster::start().await;
+    let client = cluster.client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("graceful", json!({})))
+        .await
+        .expect("pod");
+    // A Pod bound to a node terminates gracefully (no runner here confirms it).
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "graceful"},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "n"}});
+    pods.create_subresource::<_, Value>("binding", "graceful", &PostParams::default(), &binding)
+        .await
+        .expect("bind");
+    let deadline = |p: &Pod| {
+        let m = &p.metadata;
+        (
+            m.deletion_timestamp.clone().expect("deletionTimestamp").0,
+            m.deletion_grace_period_seconds,
+        )
+    };
+    pods.delete("graceful", &DeleteParams::default().grace_period(30))
+        .await
+        .expect("delete");
+    let (first, grace) = deadline(&pods.get("graceful").await.expect("still there"));
+    assert_eq!(grace, Some(30));
+    // A longer one changes nothing; a shorter one moves the deadline by the difference.
+    pods.delete("graceful", &DeleteParams::default().grace_period(60))
+        .await
+        .expect("delete again");
+    assert_eq!(deadline(&pods.get("graceful").await.expect("pod")), (first, Some(30)));
+    pods.delete("graceful", &DeleteParams::default().grace_period(10))
+        .await
+        .expect("delete sooner");
+    let (second, grace) = deadline(&pods.get("graceful").await.expect("pod"));
+    assert_eq!((first.duration_since(second).as_secs(), grace), (20, Some(10)));
+    // Grace 0 (the kubelet's confirmation) removes it.
+    pods.delete("graceful", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("final delete");
+    assert!(pods.get_opt("graceful").await.expect("get").is_none());
+}
+
+#[tokio::test]
+async fn secret_string_data_is_written_into_data() {
+    use k8s_openapi::api::core::v1::Secret;
+    let cluster = Cluster::start().await;
+    let secrets: Api<Secret> = Api::namespaced(cluster.client().await, "default");
+    let secret = serde_json::from_value(json!({"metadata": {"name": "git"},
+        "data": {"username": "b2xk", "password": "b2xk"}, "stringData": {"password": "s3cr3t"}}))
+    .expect("secret");
+    let created = secrets.create(&PostParams::default(), &secret).await.expect("create");
+    let data = created.data.expect("data");
+    let text = |k: &str| String::from_utf8(data[k].0.clone()).expect("utf-8");
+    // stringData is write-only and wins over data, as in kube-apiserver.
+    assert_eq!(
+        (text("username"), text("password")),
+        ("old".to_string(), "s3cr3t".to_string())
+    );
+    assert!(created.string_data.is_none());
+    assert_eq!(created.type_.as_deref(), Some("Opaque"));
 }

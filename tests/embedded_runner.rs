@@ -132,6 +132,8 @@ async fn kubectl(kubeconfig: &Path, args: &[&str]) -> Option<std::process::Outpu
     let out = tokio::process::Command::new("/usr/bin/kubectl")
         .arg("--kubeconfig")
         .arg(kubeconfig)
+        // A hung request fails the test instead of hanging it.
+        .arg("--request-timeout=60s")
         .args(args)
         .output()
         .await
@@ -304,13 +306,19 @@ async fn failing_command_fails_the_pod_with_its_exit_code() {
         .create(json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "fails"},
             "spec": {"restartPolicy": "Never", "containers": [
-                {"name": "main", "image": "busybox", "command": ["sh", "-c", "echo broken >&2; exit 3"]}
+                {"name": "main", "image": "busybox", "command": ["sh", "-c", "echo broken >&2; exit 3"],
+                 "resources": {"limits": {"cpu": "1", "memory": "64Mi"}}}
             ]}
         }))
         .await;
     let pod = plane.wait_phase("fails", "Failed").await;
     let t = terminated(&container(&pod, false, 0));
     assert_eq!((t.exit_code, t.reason.as_deref()), (3, Some("Error")));
+    // The API server's qosClass survives the runner's status updates, as kubelet leaves it.
+    assert_eq!(
+        pod.status.as_ref().and_then(|s| s.qos_class.as_deref()),
+        Some("Guaranteed")
+    );
     if let Some(out) = plane.kubectl(&["logs", "fails"]).await {
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
@@ -514,11 +522,12 @@ async fn a_cdkube_command_runs_the_cdkube_binary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_deadline_kills_a_long_sleeper() {
     let plane = Plane::start(None).await;
+    // The deadline counts from the runner taking the Pod, so it must leave the container time to
+    // start on a loaded machine; the exit code below shows the runner's SIGTERM ended it.
     plane
-        .create(sleeper("deadline", json!({"activeDeadlineSeconds": 2})))
+        .create(sleeper("deadline", json!({"activeDeadlineSeconds": 4})))
         .await;
     let pid = wait_pid(&plane.volume_file("deadline", "data", "pid")).await;
-    assert!(alive(pid));
     let pod = plane.wait_phase("deadline", "Failed").await;
     let status = pod.status.clone().unwrap();
     assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
@@ -568,6 +577,18 @@ async fn runner_restart_fails_running_pods(mode: Option<VolumeMode>) {
     plane.create(sleeper("orphan", json!({}))).await;
     let pid = wait_pid(&plane.volume_file("orphan", "data", "pid")).await;
     plane.wait_phase("orphan", "Running").await;
+    // The premise: the runner recorded its process before dying (right after starting it; the
+    // sleeper may have written its own pid first).
+    let recorded =
+        cdkube::embedded::runner::workspace::PodDir::new(plane.state.path(), "default", "orphan").pid_file("sleep");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !std::fs::read_to_string(&recorded).is_ok_and(|t| t.starts_with(&format!("{pid} "))) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the runner never recorded {pid}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Dropping the runner aborts it like a crash: its processes keep running.
     drop(plane.runner.take());
     assert!(alive(pid));
@@ -659,6 +680,16 @@ async fn the_binding_subresource_assigns_a_node_once_as_the_scheduler_does() {
     assert!(
         matches!(bad, Err(kube::Error::Api(ref e)) if e.code == 422 && e.message.contains("target.name")),
         "{bad:?}"
+    );
+    // Annotations are copied into the Pod: a non-string one would make it unreadable to clients.
+    let mut poisoned = binding("unscheduled", "node-a");
+    poisoned["metadata"]["annotations"] = json!({"a": 1});
+    let refused = api
+        .create_subresource::<_, serde_json::Value>("binding", "unscheduled", &pp, &poisoned)
+        .await;
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref e)) if e.code == 400),
+        "{refused:?}"
     );
     api.create_subresource::<_, serde_json::Value>("binding", "unscheduled", &pp, &binding("unscheduled", "node-a"))
         .await

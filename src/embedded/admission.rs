@@ -6,18 +6,13 @@ use serde_json::{Value, json};
 
 use super::ops::{FieldValidation, WriteOpts};
 use super::resources::ResourceType;
+use super::selector::{valid_label_key, valid_label_value};
 use super::status::{ApiError, ApiResult, FieldError};
 use super::store::State;
 use super::{crd, schema};
 
 /// Defaults, prunes and normalises an object before validation. Returns warnings.
-pub fn prepare(
-    st: &State,
-    rt: &ResourceType,
-    obj: &mut Value,
-    old: Option<&Value>,
-    opts: &WriteOpts,
-) -> ApiResult<Vec<String>> {
+pub fn prepare(rt: &ResourceType, obj: &mut Value, old: Option<&Value>, opts: &WriteOpts) -> ApiResult<Vec<String>> {
     let unknown = if let Some(custom) = &rt.custom {
         if old.is_none()
             && custom.status
@@ -26,32 +21,60 @@ pub fn prepare(
             // Status is written through the subresource only.
             m.remove("status");
         }
-        let unknown = schema::prune(&custom.schema, obj);
+        let mut unknown = schema::prune(&custom.schema, obj);
+        unknown.extend(custom_metadata(rt, obj)?);
         schema::apply_defaults(&custom.schema, obj);
         unknown
     } else {
         prepare_builtin(rt, obj, old)?
     };
-    let _ = st;
-    unknown_fields(rt, unknown, opts.validation)
+    unknown_fields(unknown, opts.validation)
 }
 
-fn unknown_fields(rt: &ResourceType, unknown: Vec<String>, mode: FieldValidation) -> ApiResult<Vec<String>> {
+fn unknown_fields(unknown: Vec<String>, mode: FieldValidation) -> ApiResult<Vec<String>> {
     if unknown.is_empty() {
         return Ok(Vec::new());
     }
     let lines: Vec<String> = unknown.iter().map(|p| format!("unknown field {p:?}")).collect();
     match mode {
-        FieldValidation::Strict => {
-            let _ = rt;
-            Err(ApiError::bad_request(format!(
-                "strict decoding error: {}",
-                lines.join(", ")
-            )))
-        }
+        FieldValidation::Strict => Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            lines.join(", ")
+        ))),
         FieldValidation::Warn => Ok(lines),
         FieldValidation::Ignore => Ok(Vec::new()),
     }
+}
+
+/// 400 for a body that does not decode into the type, with the apiserver's wording.
+fn decode_error(rt: &ResourceType, cause: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(format!(
+        "{} in version {:?} cannot be handled as a {}: {cause}",
+        rt.kind, rt.version, rt.kind
+    ))
+}
+
+/// A custom resource is unstructured except for its metadata, which is an ObjectMeta like any
+/// object's: decoded (a field of the wrong type is a 400, as apiextensions-apiserver's coercion
+/// makes it) and cleared of unknown fields, whose paths are returned. Everything that reads
+/// metadata later (owner references for GC, finalizers, kube-rs clients) can rely on its shape.
+fn custom_metadata(rt: &ResourceType, obj: &mut Value) -> ApiResult<Vec<String>> {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    let sent = obj["metadata"].take();
+    let meta: ObjectMeta = serde_path_to_error::deserialize(sent.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "metadata".into()
+        } else {
+            format!("metadata.{path}")
+        };
+        decode_error(rt, format!("{field}: {}", e.inner()))
+    })?;
+    let back = serde_json::to_value(meta).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut unknown = Vec::new();
+    collect_dropped(&sent, &back, "metadata", &mut unknown);
+    obj["metadata"] = back;
+    Ok(unknown)
 }
 
 /// Decodes a built-in object through its typed form, as the real server does: unknown fields
@@ -76,7 +99,7 @@ fn prepare_builtin(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> A
     match rt.plural.as_str() {
         "pods" => prepare_pod(obj, old),
         "namespaces" => prepare_namespace(obj, old),
-        "secrets" if obj["type"].as_str().is_none_or(str::is_empty) => obj["type"] = json!("Opaque"),
+        "secrets" => prepare_secret(obj),
         "customresourcedefinitions" => crd::prepare(obj, old),
         _ => {}
     }
@@ -84,12 +107,7 @@ fn prepare_builtin(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> A
 }
 
 fn typed<T: DeserializeOwned + Serialize>(rt: &ResourceType, obj: &Value) -> ApiResult<Value> {
-    let typed: T = serde_json::from_value(obj.clone()).map_err(|e| {
-        ApiError::bad_request(format!(
-            "{} in version {:?} cannot be handled as a {}: {e}",
-            rt.kind, rt.version, rt.kind
-        ))
-    })?;
+    let typed: T = serde_path_to_error::deserialize(obj.clone()).map_err(|e| decode_error(rt, e))?;
     let mut back = serde_json::to_value(typed).map_err(|e| ApiError::internal(e.to_string()))?;
     // Typed decoding loses empty maps the client sent; keep apiVersion/kind as sent.
     back["apiVersion"] = obj["apiVersion"].clone();
@@ -207,6 +225,34 @@ fn qos_class(spec: &Value) -> &'static str {
     if guaranteed { "Guaranteed" } else { "Burstable" }
 }
 
+/// `stringData` is write-only: merged into `data` (base64, winning over a `data` key of the same
+/// name) as the Secret strategy does; `type` defaults to Opaque.
+fn prepare_secret(obj: &mut Value) {
+    use base64::Engine;
+    if let Some(Value::Object(plain)) = obj.as_object_mut().and_then(|m| m.remove("stringData")) {
+        for (k, v) in plain {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or_default());
+            obj["data"][k] = json!(encoded);
+        }
+    }
+    if obj["type"].as_str().is_none_or(str::is_empty) {
+        obj["type"] = json!("Opaque");
+    }
+}
+
+/// Keys of ConfigMap `data`/`binaryData` and Secret `data` (`[-._a-zA-Z0-9]+`, at most 253).
+fn validate_config_keys(obj: &Value, errs: &mut Vec<FieldError>) {
+    for field in ["data", "binaryData"] {
+        for k in obj[field].as_object().into_iter().flat_map(|m| m.keys()) {
+            let ok =
+                !k.is_empty() && k.len() <= 253 && k.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+            if !ok || k == "." || k == ".." {
+                errs.push(FieldError::invalid(&format!("{field}[{k}]"), &json!(k), CONFIG_KEY_MSG));
+            }
+        }
+    }
+}
+
 fn prepare_namespace(obj: &mut Value, old: Option<&Value>) {
     let name = obj["metadata"]["name"].clone();
     obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
@@ -217,7 +263,7 @@ fn prepare_namespace(obj: &mut Value, old: Option<&Value>) {
 }
 
 /// Validates the object after `prepare`; 422 with every field error.
-pub fn validate(st: &State, rt: &ResourceType, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
+pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
     let name = obj["metadata"]["name"].as_str().unwrap_or_default();
     let mut errs = Vec::new();
     validate_meta(rt, obj, &mut errs);
@@ -229,15 +275,17 @@ pub fn validate(st: &State, rt: &ResourceType, obj: &Value, old: Option<&Value>)
     } else {
         match rt.plural.as_str() {
             "pods" => validate_pod(obj, old, &mut errs),
-            "customresourcedefinitions" => errs.extend(crd::validate(st, obj, old)),
+            "customresourcedefinitions" => errs.extend(crd::validate(obj, old)),
             "events" if rt.view == super::resources::View::EventsV1 => errs.extend(super::events::validate_v1(obj)),
             "secrets" => {
+                validate_config_keys(obj, &mut errs);
                 if let Some(old) = old
                     && old["type"] != obj["type"]
                 {
                     errs.push(FieldError::invalid("type", &obj["type"], "field is immutable"));
                 }
             }
+            "configmaps" => validate_config_keys(obj, &mut errs),
             _ => {}
         }
     }
@@ -249,6 +297,9 @@ pub fn validate(st: &State, rt: &ResourceType, obj: &Value, old: Option<&Value>)
 }
 
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const KEY_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')";
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+const CONFIG_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
 const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 
 /// RFC 1123 label: lower-case alphanumerics and `-`, at most 63 characters.
@@ -294,22 +345,20 @@ fn validate_meta(rt: &ResourceType, obj: &Value, errs: &mut Vec<FieldError>) {
             ));
         }
     }
-    if let Some(labels) = obj["metadata"]["labels"].as_object() {
-        for (k, v) in labels {
-            let s = v.as_str().unwrap_or_default();
-            let ok = s.len() <= 63
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                && (s.is_empty()
-                    || (s.starts_with(|c: char| c.is_ascii_alphanumeric())
-                        && s.ends_with(|c: char| c.is_ascii_alphanumeric())));
-            if !ok {
-                errs.push(FieldError::invalid(
-                    "metadata.labels",
-                    v,
-                    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
-                ));
-                let _ = k;
+    for field in ["labels", "annotations"] {
+        for k in obj["metadata"][field].as_object().into_iter().flat_map(|m| m.keys()) {
+            if !valid_label_key(k) {
+                errs.push(FieldError::invalid(&format!("metadata.{field}"), &json!(k), KEY_MSG));
             }
+        }
+    }
+    for v in obj["metadata"]["labels"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
+        if !valid_label_value(v.as_str().unwrap_or_default()) {
+            errs.push(FieldError::invalid("metadata.labels", v, LABEL_VALUE_MSG));
         }
     }
     for (i, owner) in obj["metadata"]["ownerReferences"]
@@ -341,29 +390,40 @@ fn validate_meta(rt: &ResourceType, obj: &Value, errs: &mut Vec<FieldError>) {
     }
 }
 
+/// `<path>.name` of a container or volume: required, a DNS label, unique among `seen`.
+fn check_name(item: &Value, path: &str, seen: &mut Vec<String>, errs: &mut Vec<FieldError>) {
+    let name = item["name"].as_str().unwrap_or_default();
+    let field = format!("{path}.name");
+    if name.is_empty() {
+        errs.push(FieldError::required(&field, ""));
+    } else if !is_dns_label(name) {
+        errs.push(FieldError::invalid(&field, &json!(name), LABEL_MSG));
+    } else if seen.iter().any(|s| s == name) {
+        errs.push(FieldError::duplicate(&field, &json!(name)));
+    }
+    seen.push(name.to_string());
+}
+
 fn validate_pod(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
     let spec = &obj["spec"];
     let containers = spec["containers"].as_array().cloned().unwrap_or_default();
     if containers.is_empty() {
         errs.push(FieldError::required("spec.containers", ""));
     }
+    // Container and volume names become file names on the runner's host: DNS labels only.
     let mut names = Vec::new();
     for list in ["initContainers", "containers"] {
         for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
-            let name = c["name"].as_str().unwrap_or_default();
             let path = format!("spec.{list}[{i}]");
-            if name.is_empty() {
-                errs.push(FieldError::required(&format!("{path}.name"), ""));
-            } else if !is_dns_label(name) {
-                errs.push(FieldError::invalid(&format!("{path}.name"), &json!(name), LABEL_MSG));
-            } else if names.contains(&name.to_string()) {
-                errs.push(FieldError::duplicate(&format!("{path}.name"), &json!(name)));
-            }
-            names.push(name.to_string());
+            check_name(c, &path, &mut names, errs);
             if c["image"].as_str().unwrap_or_default().is_empty() && old.is_none() {
                 errs.push(FieldError::required(&format!("{path}.image"), ""));
             }
         }
+    }
+    let mut volumes = Vec::new();
+    for (i, v) in spec["volumes"].as_array().into_iter().flatten().enumerate() {
+        check_name(v, &format!("spec.volumes[{i}]"), &mut volumes, errs);
     }
     let policy = spec["restartPolicy"].as_str().unwrap_or_default();
     if !["Always", "OnFailure", "Never"].contains(&policy) {

@@ -9,13 +9,14 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::Response;
+use futures::FutureExt;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use super::ops::{self, WriteOpts};
 use super::status::ApiError;
 use super::store::Store;
-use super::{gc, handlers, ids, kubeconfig, tls};
+use super::{gc, handlers, ids, kubeconfig, params, tls};
 
 /// The Kubernetes version the server reports. The kubectl dispatcher on our machines runs
 /// `kubectl.<major>.<minor>` when it exists, so this also picks kubectl 1.32.
@@ -228,23 +229,31 @@ async fn serve_tls(
 }
 
 /// The bearer token check. Like kube-apiserver with anonymous access limited to the public
-/// info endpoints (`/version`, health): those answer without a token (the kubectl dispatcher
-/// asks `/version` anonymously); every other request needs the token; a wrong token is 401 anywhere.
+/// info endpoints (`/version`, health): a request without a bearer token (or with another
+/// scheme) is anonymous and only reaches those (the kubectl dispatcher asks `/version`
+/// anonymously); a wrong token is 401 anywhere.
 fn authorized(server: &Server, req: &Request) -> bool {
     let public = req.method() == axum::http::Method::GET
         && matches!(
             req.uri().path().trim_end_matches('/'),
             "/version" | "/healthz" | "/livez" | "/readyz"
         );
-    let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return public;
-    };
-    let Some(given) = value.strip_prefix("Bearer ").map(str::trim) else {
-        return false;
-    };
-    // Constant-time comparison: the token is a credential.
-    let (a, b) = (given.as_bytes(), server.token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match header.and_then(bearer) {
+        None => public,
+        // Constant-time comparison: the token is a credential.
+        Some(given) => {
+            let (a, b) = (given.as_bytes(), server.token.as_bytes());
+            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value (the scheme is case-insensitive).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 async fn entry(State(server): State<Arc<Server>>, req: Request) -> Response {
@@ -261,9 +270,15 @@ async fn entry(State(server): State<Arc<Server>>, req: Request) -> Response {
             return handlers::error_response(&err);
         }
     };
-    let query = handlers::parse_query(parts.uri.query());
+    let query = params::parse(parts.uri.query());
     tracing::debug!(method = %parts.method, uri = %parts.uri, "api request");
-    handlers::handle(server, parts.method, parts.uri.path(), query, parts.headers, bytes).await
+    let handled = handlers::handle(server, parts.method, parts.uri.path(), query, parts.headers, bytes);
+    // Like kube-apiserver's panic recovery: a bug answers 500 instead of dropping the connection.
+    // Request data must never get here; the store lock survives it (see `Store::lock`).
+    match std::panic::AssertUnwindSafe(handled).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => handlers::error_response(&ApiError::internal("the server panicked handling this request")),
+    }
 }
 
 /// kube's rustls needs a process-wide crypto provider when several are compiled in (ring via kube,
@@ -341,5 +356,19 @@ impl Drop for RunningApiServer {
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_needs_a_token() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic YTpi"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("Bearer"), None);
     }
 }

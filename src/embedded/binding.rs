@@ -1,6 +1,7 @@
 //! `POST /api/v1/namespaces/NS/pods/NAME/binding`: how a scheduler assigns a Pod to a node.
 //! `spec.nodeName` cannot be changed by an update, so this is the only way a Pod created without a
 //! node gets one, as in kube-apiserver (pkg/registry/core/pod/storage, BindingREST).
+use k8s_openapi::api::core::v1::Binding;
 use serde_json::{Value, json};
 
 use super::resources::ResourceType;
@@ -11,20 +12,17 @@ use super::store::State;
 /// copies the Binding's annotations, and marks the PodScheduled condition True. Returns the
 /// Status the real server answers with (201).
 pub fn bind(st: &mut State, rt: &ResourceType, ns: &str, name: &str, body: &[u8]) -> ApiResult<Value> {
-    let binding: Value =
+    // Decoded typed, as the real server does (a kind or apiVersion other than v1 Binding is refused
+    // there too): whatever is copied into the Pod has the Pod's types.
+    let binding: Binding =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid Binding body: {e}")))?;
-    if binding["kind"].as_str() != Some("Binding") || binding["apiVersion"].as_str() != Some("v1") {
-        return Err(ApiError::bad_request(
-            "the body of a pods/binding request must be a v1 Binding",
-        ));
-    }
-    if binding["metadata"]["name"].as_str().is_some_and(|n| n != name) {
+    if binding.metadata.name.as_deref().is_some_and(|n| n != name) {
         return Err(ApiError::bad_request(
             "name in URL does not match name in Binding object",
         ));
     }
-    let node = binding["target"]["name"].as_str().unwrap_or_default();
-    let kind = binding["target"]["kind"].as_str().unwrap_or_default();
+    let node = binding.target.name.as_deref().unwrap_or_default();
+    let kind = binding.target.kind.as_deref().unwrap_or_default();
     let mut errors = Vec::new();
     if node.is_empty() {
         errors.push(FieldError::invalid("target.name", &json!(node), "must not be empty"));
@@ -53,10 +51,8 @@ pub fn bind(st: &mut State, rt: &ResourceType, ns: &str, name: &str, body: &[u8]
     }
     let mut pod = current;
     pod["spec"]["nodeName"] = json!(node);
-    if let Some(annotations) = binding["metadata"]["annotations"].as_object() {
-        for (k, v) in annotations {
-            pod["metadata"]["annotations"][k] = v.clone();
-        }
+    for (k, v) in binding.metadata.annotations.into_iter().flatten() {
+        pod["metadata"]["annotations"][k] = json!(v);
     }
     set_scheduled(&mut pod);
     st.put(rt.key(), pod);

@@ -144,34 +144,23 @@ fn to_cel(v: &Value) -> cel::Value {
 
 /// Compiles every rule of a schema; returns `(path, error)` for the ones that do not compile.
 pub fn compile_errors(schema: &Value, path: &str, out: &mut Vec<(String, String)>) {
-    for (i, rule) in schema["x-kubernetes-validations"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        if let Some(expr) = rule["rule"].as_str()
-            && let Err(e) = cel::Program::compile(expr)
+    super::schema::visit(schema, path, &mut |node, at| {
+        for (i, rule) in node["x-kubernetes-validations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
         {
-            out.push((
-                format!("{path}.x-kubernetes-validations[{i}].rule"),
-                format!("compilation failed: {e}"),
-            ));
+            if let Some(expr) = rule["rule"].as_str()
+                && let Err(e) = cel::Program::compile(expr)
+            {
+                out.push((
+                    format!("{at}.x-kubernetes-validations[{i}].rule"),
+                    format!("compilation failed: {e}"),
+                ));
+            }
         }
-    }
-    for (key, sub) in schema["properties"].as_object().into_iter().flatten() {
-        compile_errors(sub, &format!("{path}.properties[{key}]"), out);
-    }
-    if schema["items"].is_object() {
-        compile_errors(&schema["items"], &format!("{path}.items"), out);
-    }
-    if schema["additionalProperties"].is_object() {
-        compile_errors(
-            &schema["additionalProperties"],
-            &format!("{path}.additionalProperties"),
-            out,
-        );
-    }
+    });
 }
 
 #[cfg(test)]

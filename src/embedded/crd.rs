@@ -3,8 +3,7 @@
 use serde_json::{Value, json};
 
 use super::status::FieldError;
-use super::store::State;
-use super::{cel, ids};
+use super::{cel, ids, schema};
 
 /// Defaults the CRD and sets its status.
 pub fn prepare(obj: &mut Value, old: Option<&Value>) {
@@ -53,7 +52,7 @@ pub fn prepare(obj: &mut Value, old: Option<&Value>) {
 }
 
 /// Validates a CRD the way apiextensions does for the parts we serve.
-pub fn validate(st: &State, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let spec = &obj["spec"];
     let group = spec["group"].as_str().unwrap_or_default();
@@ -89,6 +88,24 @@ pub fn validate(st: &State, obj: &Value, old: Option<&Value>) -> Vec<FieldError>
             &["Cluster".into(), "Namespaced".into()],
         ));
     }
+    validate_versions(spec, &mut errs);
+    if let Some(old) = old {
+        if old["spec"]["group"] != spec["group"] {
+            errs.push(FieldError::invalid("spec.group", &spec["group"], "field is immutable"));
+        }
+        if old["spec"]["names"]["plural"] != spec["names"]["plural"] {
+            errs.push(FieldError::invalid(
+                "spec.names.plural",
+                &spec["names"]["plural"],
+                "field is immutable",
+            ));
+        }
+    }
+    errs
+}
+
+/// `spec.versions`: exactly one storage version, and schemas whose rules and patterns compile.
+fn validate_versions(spec: &Value, errs: &mut Vec<FieldError>) {
     let versions = spec["versions"].as_array().cloned().unwrap_or_default();
     if versions.is_empty() {
         errs.push(FieldError::invalid(
@@ -105,27 +122,14 @@ pub fn validate(st: &State, obj: &Value, old: Option<&Value>) -> Vec<FieldError>
     }
     for (i, v) in versions.iter().enumerate() {
         let mut out = Vec::new();
-        cel::compile_errors(
+        let (schema, path) = (
             &v["schema"]["openAPIV3Schema"],
-            &format!("spec.versions[{i}].schema.openAPIV3Schema"),
-            &mut out,
+            format!("spec.versions[{i}].schema.openAPIV3Schema"),
         );
+        cel::compile_errors(schema, &path, &mut out);
         for (path, message) in out {
             errs.push(FieldError::invalid(&path, &json!(""), &message));
         }
+        errs.extend(schema::pattern_errors(schema, &path));
     }
-    if let Some(old) = old {
-        if old["spec"]["group"] != spec["group"] {
-            errs.push(FieldError::invalid("spec.group", &spec["group"], "field is immutable"));
-        }
-        if old["spec"]["names"]["plural"] != spec["names"]["plural"] {
-            errs.push(FieldError::invalid(
-                "spec.names.plural",
-                &spec["names"]["plural"],
-                "field is immutable",
-            ));
-        }
-    }
-    let _ = st;
-    errs
 }

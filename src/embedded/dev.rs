@@ -148,6 +148,12 @@ pub async fn apply_manifests(client: &Client, text: &str, source_name: &str) -> 
 async fn apply_one(client: &Client, mut obj: DynamicObject) -> Result<Applied, String> {
     let types = obj.types.clone().ok_or("apiVersion and kind are required")?;
     let name = obj.metadata.name.clone().ok_or("metadata.name is required")?;
+    // As client-go's IsValidPathSegmentName: the name becomes a URL path segment.
+    if name == "." || name == ".." || name.contains(['/', '%']) {
+        return Err(format!(
+            "invalid resource name {name:?}: may not be '.' or '..' or contain '/' or '%'"
+        ));
+    }
     let (group, version) = match types.api_version.split_once('/') {
         Some((g, v)) => (g.to_string(), v.to_string()),
         None => (String::new(), types.api_version.clone()),

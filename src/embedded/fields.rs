@@ -469,34 +469,22 @@ pub fn apply(
     sub: Option<&str>,
 ) -> ApiResult<Value> {
     let skip_status = rt.status_subresource && sub.is_none();
-    let applied_set = field_set(rt, applied, skip_status);
-    let subresource = sub.unwrap_or_default().to_string();
-    let now = ids::now();
+    let mine = Entry {
+        manager: manager.to_string(),
+        operation: "Apply".into(),
+        api_version: rt.api_version(),
+        subresource: sub.unwrap_or_default().to_string(),
+        time: ids::now(),
+        fields: field_set(rt, applied, skip_status),
+    };
     let Some(live) = live else {
         let mut obj = applied.clone();
-        let entry = Entry {
-            manager: manager.to_string(),
-            operation: "Apply".into(),
-            api_version: rt.api_version(),
-            subresource,
-            time: now,
-            fields: applied_set,
-        };
-        write_entries(&mut obj, &[entry]);
+        write_entries(&mut obj, &[mine]);
         return Ok(obj);
     };
     let mut entries = read_entries(live);
-    let is_mine = |e: &Entry| e.manager == manager && e.operation == "Apply" && e.subresource == subresource;
-    let mut conflicts: Vec<(String, String, Path)> = Vec::new();
-    for e in entries.iter().filter(|e| !is_mine(e)) {
-        for p in e.fields.intersection(&applied_set) {
-            // Owning a list item is not a value: only leaves conflict.
-            let item = matches!(p.last(), Some(Elem::Key(_)));
-            if !item && value_at(live, p) != value_at(applied, p) {
-                conflicts.push((e.manager.clone(), e.api_version.clone(), p.clone()));
-            }
-        }
-    }
+    let is_mine = |e: &Entry| e.manager == mine.manager && e.operation == "Apply" && e.subresource == mine.subresource;
+    let conflicts = conflicts(&entries, &is_mine, &mine.fields, live, applied);
     if !conflicts.is_empty() && !force {
         return Err(conflict_error(rt, live, &conflicts));
     }
@@ -516,7 +504,7 @@ pub fn apply(
         .find(|e| is_mine(e))
         .map(|e| e.fields.clone())
         .unwrap_or_default();
-    for p in previous.difference(&applied_set) {
+    for p in previous.difference(&mine.fields) {
         let owned_elsewhere = entries
             .iter()
             .any(|e| !is_mine(e) && e.fields.iter().any(|q| q.starts_with(p)));
@@ -525,16 +513,30 @@ pub fn apply(
         }
     }
     entries.retain(|e| !is_mine(e));
-    entries.push(Entry {
-        manager: manager.to_string(),
-        operation: "Apply".into(),
-        api_version: rt.api_version(),
-        subresource,
-        time: now,
-        fields: applied_set,
-    });
+    entries.push(mine);
     write_entries(&mut merged, &entries);
     Ok(merged)
+}
+
+/// `(manager, apiVersion, path)` of each field another manager owns with a different value.
+fn conflicts(
+    entries: &[Entry],
+    is_mine: &dyn Fn(&Entry) -> bool,
+    applied_set: &FieldSet,
+    live: &Value,
+    applied: &Value,
+) -> Vec<(String, String, Path)> {
+    let mut out = Vec::new();
+    for e in entries.iter().filter(|e| !is_mine(e)) {
+        for p in e.fields.intersection(applied_set) {
+            // Owning a list item is not a value: only leaves conflict.
+            let item = matches!(p.last(), Some(Elem::Key(_)));
+            if !item && value_at(live, p) != value_at(applied, p) {
+                out.push((e.manager.clone(), e.api_version.clone(), p.clone()));
+            }
+        }
+    }
+    out
 }
 
 fn conflict_error(rt: &ResourceType, live: &Value, conflicts: &[(String, String, Path)]) -> ApiError {

@@ -1,9 +1,8 @@
 //! HTTP request handling: routing of the Kubernetes REST paths to discovery, OpenAPI and the
 //! resource verbs (get, list, watch, create, update, patch, delete, deletecollection, log).
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -11,15 +10,13 @@ use serde_json::{Value, json};
 
 use super::apiserver::Server;
 use super::ops::{self, DeleteOpts, Deleted, FieldValidation, WriteOpts};
+use super::params::{self, Query};
 use super::patch::{PatchType, apply_patch};
 use super::resources::ResourceType;
 use super::selector::{FieldSelector, LabelSelector, field_string, labels_of};
 use super::status::{ApiError, ApiResult};
 use super::table::{Include, table};
 use super::{discovery, events, fields, openapi, podlog, watch};
-
-/// Query parameters (last value wins, as in Go's `url.Values.Get`).
-pub type Query = HashMap<String, String>;
 
 /// A resource request parsed from the path.
 #[derive(Debug, Clone)]
@@ -44,6 +41,19 @@ pub fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Res
         }
     }
     resp
+}
+
+/// A response that streams what arrives on `rx` until its sender is gone (watch events, followed logs).
+pub fn stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>, content_type: &'static str) -> Response {
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, content_type)],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 /// A Status error response.
@@ -73,6 +83,31 @@ fn accept(headers: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string()
+}
+
+/// 406 when the Accept header names only formats this server does not write (protobuf, CBOR):
+/// it answers JSON (which YAML readers read too) and the real server would answer in one of them.
+fn check_accept(headers: &HeaderMap) -> ApiResult<()> {
+    let a = accept(headers);
+    let served = |part: &str| {
+        let media = part.split(';').next().unwrap_or_default().trim();
+        media.is_empty()
+            || [
+                "*/*",
+                "application/*",
+                "application/json",
+                "application/yaml",
+                "text/plain",
+            ]
+            .contains(&media)
+    };
+    if a.split(',').any(served) {
+        Ok(())
+    } else {
+        Err(ApiError::not_acceptable(format!(
+            "only the following media types are accepted: application/json, application/yaml (asked for {a})"
+        )))
+    }
 }
 
 /// Whether the client asked for server-side printing.
@@ -115,6 +150,9 @@ async fn route(
     body: Bytes,
 ) -> ApiResult<Response> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    if matches!(segs.first(), Some(&("api" | "apis"))) {
+        check_accept(headers)?;
+    }
     let types = server.store.lock().types().to_vec();
     let get_only = |r: Response| {
         if method == Method::GET {
@@ -228,10 +266,12 @@ async fn resource(
     body: Bytes,
     t: Target,
 ) -> ApiResult<Response> {
-    let is_watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+    let is_watch = params::flag(query, "watch");
     match (method.clone(), t.name.is_some(), t.sub.as_deref()) {
         (Method::GET, _, Some("log")) => podlog::serve(server.clone(), &t, query).await,
         (Method::POST, true, Some("binding")) => bind(server, &t, &body),
+        // pods/log is read-only and pods/binding create-only, as in kube-apiserver.
+        (_, _, Some("log" | "binding")) => Err(ApiError::method_not_allowed()),
         (Method::GET, false, _) if is_watch => watch::serve(server.clone(), &t, query, wants_table(headers)),
         (Method::GET, false, _) => list(server, &t, query, headers),
         (Method::GET, true, _) => get(server, &t, query, headers),
@@ -362,30 +402,39 @@ struct ContinueToken {
     start: String,
 }
 
-fn list(server: &Server, t: &Target, query: &Query, headers: &HeaderMap) -> ApiResult<Response> {
-    let filter = Filter::parse(t, query)?;
-    let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
+/// A list's resourceVersion, the key to continue after, and the objects.
+type Snapshot = (u64, Option<String>, Vec<Value>);
+
+/// The objects a list starts from: at the continue token's version, at an exact version, or now.
+fn snapshot(server: &Server, t: &Target, query: &Query) -> ApiResult<Snapshot> {
+    let rv_param = params::resource_version(query)?;
+    let exact = query.get("resourceVersionMatch").map(String::as_str) == Some("Exact");
     let st = server.store.lock();
     let ns = t.namespace.as_deref();
-    let (rv, start, all) = match query.get("continue").filter(|c| !c.is_empty()) {
-        Some(token) => {
-            let tok = decode_continue(token)?;
-            (tok.rv, Some(tok.start), st.list_at(t.rt.key(), ns, tok.rv)?)
+    if let Some(token) = query.get("continue").filter(|c| !c.is_empty()) {
+        if rv_param.is_some_and(|rv| rv > 0) {
+            return Err(ApiError::bad_request(
+                "specifying resource version is not allowed when using continue",
+            ));
         }
-        None => {
-            let rv_param = query.get("resourceVersion").cloned().unwrap_or_default();
-            let exact = query.get("resourceVersionMatch").map(String::as_str) == Some("Exact");
-            match rv_param.parse::<u64>() {
-                Ok(rv) if exact && rv > 0 => (rv, None, st.list_at(t.rt.key(), ns, rv)?),
-                Ok(rv) if rv > st.rv() => {
-                    return Err(ApiError::timeout(format!("Too large resource version: {rv}, current: {}", st.rv()))
-                        .with_details(json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1})));
-                }
-                _ => (st.rv(), None, st.list(t.rt.key(), ns)),
-            }
-        }
-    };
-    drop(st);
+        let tok = decode_continue(token)?;
+        return Ok((tok.rv, Some(tok.start), st.list_at(t.rt.key(), ns, tok.rv)?));
+    }
+    match rv_param {
+        Some(rv) if rv > st.rv() => Err(ApiError::timeout(format!(
+            "Too large resource version: {rv}, current: {}",
+            st.rv()
+        ))
+        .with_details(json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}))),
+        Some(rv) if exact && rv > 0 => Ok((rv, None, st.list_at(t.rt.key(), ns, rv)?)),
+        _ => Ok((st.rv(), None, st.list(t.rt.key(), ns))),
+    }
+}
+
+fn list(server: &Server, t: &Target, query: &Query, headers: &HeaderMap) -> ApiResult<Response> {
+    let filter = Filter::parse(t, query)?;
+    let limit: usize = params::int(query, "limit")?.unwrap_or(0);
+    let (rv, start, all) = snapshot(server, t, query)?;
     let mut items: Vec<Value> = all
         .into_iter()
         .filter(|o| start.as_deref().is_none_or(|s| object_pos(o).as_str() > s))
@@ -395,11 +444,10 @@ fn list(server: &Server, t: &Target, query: &Query, headers: &HeaderMap) -> ApiR
     if limit > 0 && items.len() > limit {
         let remaining = items.len() - limit;
         items.truncate(limit);
-        let last = items.last().map(object_pos).unwrap_or_default();
         let token = ContinueToken {
             v: "meta.k8s.io/v1".into(),
             rv,
-            start: last,
+            start: items.last().map(object_pos).unwrap_or_default(),
         };
         let encoded = base64::engine::general_purpose::URL_SAFE.encode(serde_json::to_vec(&token).unwrap_or_default());
         meta["continue"] = json!(encoded);
@@ -412,7 +460,12 @@ fn list(server: &Server, t: &Target, query: &Query, headers: &HeaderMap) -> ApiR
         let include = Include::parse(query.get("includeObject").map(String::as_str));
         return Ok(json_response(StatusCode::OK, &table(&t.rt, &views, include, meta), &[]));
     }
-    let builtin = t.rt.custom.is_none();
+    Ok(json_response(StatusCode::OK, &list_body(&t.rt, views, meta), &[]))
+}
+
+/// A `<Kind>List`; items of built-in types carry no apiVersion/kind, as kube-apiserver sends them.
+fn list_body(rt: &ResourceType, views: Vec<Value>, meta: Value) -> Value {
+    let builtin = rt.custom.is_none();
     let items: Vec<Value> = views
         .into_iter()
         .map(|mut v| {
@@ -423,8 +476,7 @@ fn list(server: &Server, t: &Target, query: &Query, headers: &HeaderMap) -> ApiR
             v
         })
         .collect();
-    let body = json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(), "metadata": meta, "items": items});
-    Ok(json_response(StatusCode::OK, &body, &[]))
+    json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": meta, "items": items})
 }
 
 /// `namespace/name`, the etcd key order of lists.
@@ -466,15 +518,7 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
 }
 
 fn write_opts(query: &Query, headers: &HeaderMap) -> ApiResult<WriteOpts> {
-    let dry_run = match query.get("dryRun").map(String::as_str) {
-        None | Some("") => false,
-        Some("All") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "Invalid dry run value: {other:?}; supported values: \"All\""
-            )));
-        }
-    };
+    let dry_run = params::dry_run(query)?;
     let validation = match query.get("fieldValidation").map(String::as_str) {
         Some("Strict") => FieldValidation::Strict,
         Some("Ignore") => FieldValidation::Ignore,
@@ -608,6 +652,9 @@ fn check_applied(t: &Target, applied: &mut Value, name: &str) -> ApiResult<()> {
     if !applied.is_object() {
         return Err(ApiError::bad_request("the apply configuration must be an object"));
     }
+    if !applied["metadata"].is_object() && !applied["metadata"].is_null() {
+        return Err(ApiError::bad_request("metadata must be an object"));
+    }
     let av = applied["apiVersion"].as_str().unwrap_or_default();
     let kind = applied["kind"].as_str().unwrap_or_default();
     if av != t.rt.api_version() || kind != t.rt.kind {
@@ -628,36 +675,33 @@ fn check_applied(t: &Target, applied: &mut Value, name: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// DeleteOptions from the body (a typed decode: a wrong type is a 400) and the query string.
 fn delete_opts(query: &Query, body: &[u8]) -> ApiResult<DeleteOpts> {
-    let doc: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        json!({})
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions;
+    let doc: DeleteOptions = if body.iter().all(u8::is_ascii_whitespace) {
+        DeleteOptions::default()
     } else {
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
     };
-    let mut propagation = doc["propagationPolicy"]
-        .as_str()
-        .map(str::to_string)
-        .or_else(|| query.get("propagationPolicy").cloned());
-    if propagation.is_none() {
-        match doc["orphanDependents"]
-            .as_bool()
-            .or_else(|| query.get("orphanDependents").map(|v| v == "true"))
-        {
-            Some(true) => propagation = Some("Orphan".into()),
-            Some(false) => propagation = Some("Background".into()),
-            None => {}
-        }
-    }
-    let grace = doc["gracePeriodSeconds"]
-        .as_i64()
-        .or_else(|| query.get("gracePeriodSeconds").and_then(|g| g.parse().ok()));
-    let dry_run = doc["dryRun"].as_array().is_some_and(|a| a.contains(&json!("All")))
-        || query.get("dryRun").map(String::as_str) == Some("All");
+    let orphan = match doc.orphan_dependents {
+        Some(o) => Some(o),
+        None => query.get("orphanDependents").map(|v| v == "true"),
+    };
+    let propagation = doc
+        .propagation_policy
+        .or_else(|| query.get("propagationPolicy").cloned())
+        .or_else(|| orphan.map(|o| if o { "Orphan" } else { "Background" }.to_string()));
+    let grace = match doc.grace_period_seconds {
+        Some(g) => Some(g),
+        None => params::int(query, "gracePeriodSeconds")?,
+    };
+    let dry_run = doc.dry_run.is_some_and(|d| d.iter().any(|v| v == "All")) || params::dry_run(query)?;
+    let preconditions = doc.preconditions.unwrap_or_default();
     Ok(DeleteOpts {
         propagation,
         grace,
-        uid: doc["preconditions"]["uid"].as_str().map(str::to_string),
-        resource_version: doc["preconditions"]["resourceVersion"].as_str().map(str::to_string),
+        uid: preconditions.uid,
+        resource_version: preconditions.resource_version,
         dry_run,
     })
 }
@@ -705,16 +749,4 @@ fn delete_collection(server: &Server, t: &Target, query: &Query, body: &[u8]) ->
     server.store.changed.notify_one();
     let body = json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": deleted});
     Ok(json_response(StatusCode::OK, &body, &[]))
-}
-
-/// Decodes the query string into a map.
-pub fn parse_query(q: Option<&str>) -> Query {
-    form_urlencoded::parse(q.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect()
-}
-
-/// An empty body.
-pub fn empty() -> Body {
-    Body::empty()
 }

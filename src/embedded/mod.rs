@@ -18,6 +18,7 @@ pub mod kubeconfig;
 pub mod logs;
 pub mod openapi;
 pub mod ops;
+pub mod params;
 pub mod patch;
 pub mod podlog;
 pub mod protobuf;

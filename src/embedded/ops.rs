@@ -63,7 +63,16 @@ fn check_type(rt: &ResourceType, body: &Value) -> ApiResult<()> {
             rt.api_version()
         )));
     }
-    if !body["metadata"].is_object() && !body["metadata"].is_null() {
+    check_metadata(body)
+}
+
+/// An object whose `metadata` is an object or absent; anything else cannot be decoded (400).
+/// Every later step writes into `metadata`, so this comes first.
+fn check_metadata(obj: &Value) -> ApiResult<()> {
+    if !obj.is_object() {
+        return Err(ApiError::bad_request("the object is not a JSON object"));
+    }
+    if !obj["metadata"].is_object() && !obj["metadata"].is_null() {
         return Err(ApiError::bad_request("metadata must be an object"));
     }
     Ok(())
@@ -110,6 +119,17 @@ fn check_namespace_open(st: &State, rt: &ResourceType, ns: &str, name: &str) -> 
     }
 }
 
+/// A POST or PUT body, checked against the endpoint, in storage form with its namespace set.
+fn storage_form(rt: &ResourceType, body: Value, ns: Option<&str>) -> ApiResult<Value> {
+    check_type(rt, &body)?;
+    let mut obj = events::to_storage(rt, body);
+    if obj["metadata"].is_null() {
+        obj["metadata"] = json!({});
+    }
+    check_namespace(rt, &mut obj, ns)?;
+    Ok(obj)
+}
+
 /// Creates an object (POST).
 pub fn create(
     st: &mut State,
@@ -118,12 +138,7 @@ pub fn create(
     body: Value,
     opts: &WriteOpts,
 ) -> ApiResult<Outcome> {
-    check_type(rt, &body)?;
-    let mut obj = events::to_storage(rt, body);
-    if obj["metadata"].is_null() {
-        obj["metadata"] = json!({});
-    }
-    check_namespace(rt, &mut obj, ns)?;
+    let mut obj = storage_form(rt, body, ns)?;
     if !meta_str(&obj, "resourceVersion").is_empty() {
         return Err(ApiError::bad_request(
             "resourceVersion should not be set on objects to be created",
@@ -154,7 +169,7 @@ pub fn create(
     } else {
         meta.remove("generation");
     }
-    let mut warnings = admission::prepare(st, rt, &mut obj, None, opts)?;
+    let mut warnings = admission::prepare(rt, &mut obj, None, opts)?;
     if name.is_empty() {
         let errs = [FieldError::required(
             "metadata.name",
@@ -162,7 +177,7 @@ pub fn create(
         )];
         return Err(ApiError::invalid(&rt.group, &rt.kind, "", &errs));
     }
-    admission::validate(st, rt, &obj, None)?;
+    admission::validate(rt, &obj, None)?;
     if st.get(rt.key(), &namespace, &name).is_some() {
         return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
     }
@@ -197,12 +212,7 @@ pub fn update(
     sub: Option<&str>,
     opts: &WriteOpts,
 ) -> ApiResult<Outcome> {
-    check_type(rt, &body)?;
-    let mut obj = events::to_storage(rt, body);
-    if obj["metadata"].is_null() {
-        obj["metadata"] = json!({});
-    }
-    check_namespace(rt, &mut obj, ns)?;
+    let mut obj = storage_form(rt, body, ns)?;
     let body_name = meta_str(&obj, "name").to_string();
     if body_name.is_empty() {
         obj["metadata"]["name"] = json!(name);
@@ -258,40 +268,74 @@ pub fn replace(
     sub: Option<&str>,
     opts: &WriteOpts,
 ) -> ApiResult<Outcome> {
-    let name = meta_str(&current, "name").to_string();
-    obj = match sub {
+    check_metadata(&obj)?;
+    if obj["metadata"].is_null() {
+        obj["metadata"] = json!({});
+    }
+    let mut obj = scoped(rt, &current, obj, sub)?;
+    keep_server_metadata(&current, &mut obj);
+    check_new_finalizers(rt, &current, &obj)?;
+    let mut warnings = admission::prepare(rt, &mut obj, Some(&current), opts)?;
+    admission::validate(rt, &obj, Some(&current))?;
+    set_generation(rt, &current, &mut obj);
+    warnings.dedup();
+    if same_ignoring_bookkeeping(&current, &obj) {
+        return Ok(Outcome {
+            object: current,
+            created: false,
+            warnings,
+        });
+    }
+    if !opts.keep_managed {
+        // (Server-side apply computed ownership already.)
+        obj["metadata"]["managedFields"] = current["metadata"]["managedFields"].clone();
+        fields::track_update(rt, &mut obj, Some(&current), &opts.manager, sub);
+    }
+    let object = if opts.dry_run { obj } else { store(st, rt, obj) };
+    Ok(Outcome {
+        object,
+        created: false,
+        warnings,
+    })
+}
+
+/// What a write may change: through `status`, only the status (and the managedFields server-side
+/// apply computed); through the main resource of a type with a status subresource, all but it.
+fn scoped(rt: &ResourceType, current: &Value, mut obj: Value, sub: Option<&str>) -> ApiResult<Value> {
+    let copy_status = |from: &Value, to: &mut Value| match from.get("status") {
+        Some(s) => to["status"] = s.clone(),
+        None => {
+            if let Some(m) = to.as_object_mut() {
+                m.remove("status");
+            }
+        }
+    };
+    match sub {
         Some("status") => {
             let mut next = current.clone();
+            copy_status(&obj, &mut next);
             let managed = obj["metadata"]["managedFields"].take();
-            match obj.get("status") {
-                Some(s) => next["status"] = s.clone(),
-                None => {
-                    if let Some(m) = next.as_object_mut() {
-                        m.remove("status");
-                    }
-                }
-            }
             if !managed.is_null() {
                 next["metadata"]["managedFields"] = managed;
             }
-            next
+            Ok(next)
         }
-        Some(other) => return Err(ApiError::not_found(&rt.group, &format!("{}/{other}", rt.plural), &name)),
+        Some(other) => Err(ApiError::not_found(
+            &rt.group,
+            &format!("{}/{other}", rt.plural),
+            meta_str(current, "name"),
+        )),
         None => {
             if rt.status_subresource {
-                match current.get("status") {
-                    Some(s) => obj["status"] = s.clone(),
-                    None => {
-                        if let Some(m) = obj.as_object_mut() {
-                            m.remove("status");
-                        }
-                    }
-                }
+                copy_status(current, &mut obj);
             }
-            obj
+            Ok(obj)
         }
-    };
-    // System metadata is owned by the server.
+    }
+}
+
+/// System metadata is owned by the server: a write keeps the stored values.
+fn keep_server_metadata(current: &Value, obj: &mut Value) {
     for field in [
         "uid",
         "creationTimestamp",
@@ -310,47 +354,23 @@ pub fn replace(
         }
     }
     obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
-    check_new_finalizers(rt, &current, &obj)?;
-    let mut warnings = admission::prepare(st, rt, &mut obj, Some(&current), opts)?;
-    admission::validate(st, rt, &obj, Some(&current))?;
-    set_generation(rt, &current, &mut obj);
-    if same_ignoring_bookkeeping(&current, &obj) {
-        return Ok(Outcome {
-            object: current,
-            created: false,
-            warnings,
-        });
-    }
-    if opts.keep_managed {
-        // Server-side apply computed ownership already.
-    } else {
-        obj["metadata"]["managedFields"] = current["metadata"]["managedFields"].clone();
-        fields::track_update(rt, &mut obj, Some(&current), &opts.manager, sub);
-    }
-    if opts.dry_run {
-        warnings.dedup();
-        return Ok(Outcome {
-            object: obj,
-            created: false,
-            warnings,
-        });
-    }
+}
+
+/// Stores an updated object; one being deleted whose last finalizer (or grace period) just went
+/// is removed instead. Returns the object as stored (or its last state).
+fn store(st: &mut State, rt: &ResourceType, obj: Value) -> Value {
     let stored = st.put(rt.key(), obj);
     let being_deleted = !stored["metadata"]["deletionTimestamp"].is_null();
     let no_finalizers = stored["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
     let done = no_finalizers && !admission::spec_finalizers(rt, &stored) && !admission::graceful_pending(rt, &stored);
     let object = if being_deleted && done {
-        let ns = meta_str(&stored, "namespace").to_string();
+        let (ns, name) = super::store::object_key(&stored);
         st.remove(rt.key(), &ns, &name).unwrap_or(stored)
     } else {
         stored
     };
     admission::after_write(st, rt);
-    Ok(Outcome {
-        object,
-        created: false,
-        warnings,
-    })
+    object
 }
 
 fn check_new_finalizers(rt: &ResourceType, current: &Value, obj: &Value) -> ApiResult<()> {
@@ -450,45 +470,14 @@ pub fn delete(st: &mut State, rt: &ResourceType, ns: &str, name: &str, opts: &De
     let Some(current) = st.get(rt.key(), ns, name).cloned() else {
         return Err(ApiError::not_found(&rt.group, &rt.plural, name));
     };
-    if let Some(uid) = &opts.uid
-        && uid != meta_str(&current, "uid")
-    {
-        let why = format!(
-            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-            meta_str(&current, "uid")
-        );
-        return Err(ApiError::conflict(&rt.group, &rt.plural, name, &why));
-    }
-    if let Some(rv) = &opts.resource_version
-        && rv != meta_str(&current, "resourceVersion")
-    {
-        let why = format!(
-            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-            meta_str(&current, "resourceVersion")
-        );
-        return Err(ApiError::conflict(&rt.group, &rt.plural, name, &why));
-    }
+    check_preconditions(rt, &current, opts)?;
     admission::check_delete(rt, &current)?;
-    let mut next = current.clone();
-    let mut finalizers: Vec<String> = next["metadata"]["finalizers"]
+    let wanted = propagation_finalizer(opts.propagation.as_deref())?;
+    let already_deleting = !current["metadata"]["deletionTimestamp"].is_null();
+    let mut finalizers: Vec<String> = current["metadata"]["finalizers"]
         .as_array()
         .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
-    let propagation = opts.propagation.as_deref().unwrap_or("Background");
-    let wanted = match propagation {
-        "Orphan" => Some("orphan"),
-        "Foreground" => Some("foregroundDeletion"),
-        "Background" => None,
-        other => {
-            let errs = [FieldError::not_supported(
-                "propagationPolicy",
-                &json!(other),
-                &["Foreground".into(), "Background".into(), "Orphan".into()],
-            )];
-            return Err(ApiError::invalid("meta.k8s.io", "DeleteOptions", "", &errs));
-        }
-    };
-    let already_deleting = !current["metadata"]["deletionTimestamp"].is_null();
     if let Some(f) = wanted
         && !already_deleting
     {
@@ -504,36 +493,84 @@ pub fn delete(st: &mut State, rt: &ResourceType, ns: &str, name: &str, opts: &De
         admission::after_write(st, rt);
         return Ok(Deleted::Gone(gone));
     }
-    if !already_deleting
-        || grace
-            < next["metadata"]["deletionGracePeriodSeconds"]
-                .as_i64()
-                .unwrap_or(i64::MAX)
-    {
-        let when = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
-        next["metadata"]["deletionTimestamp"] = json!(when.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
-        next["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-        if already_deleting {
-            next["metadata"]["deletionTimestamp"] = current["metadata"]["deletionTimestamp"].clone();
-        }
-    }
+    let mut next = current.clone();
+    mark_deleting(rt, &mut next, grace);
     next["metadata"]["finalizers"] = json!(finalizers);
     if finalizers.is_empty()
         && let Some(m) = next["metadata"].as_object_mut()
     {
         m.remove("finalizers");
     }
-    if !already_deleting && rt.tracks_generation() {
-        let generation = next["metadata"]["generation"].as_i64().unwrap_or(0);
-        if generation > 0 {
-            next["metadata"]["generation"] = json!(generation + 1);
-        }
-    }
-    admission::on_terminating(rt, &mut next);
     if next == current || opts.dry_run {
         return Ok(Deleted::Pending(next));
     }
     let stored = st.put(rt.key(), next);
     admission::after_write(st, rt);
     Ok(Deleted::Pending(stored))
+}
+
+/// `preconditions.uid` and `preconditions.resourceVersion` of a DELETE: 409 when they differ.
+fn check_preconditions(rt: &ResourceType, current: &Value, opts: &DeleteOpts) -> ApiResult<()> {
+    let name = meta_str(current, "name");
+    for (field, wanted) in [("UID", &opts.uid), ("ResourceVersion", &opts.resource_version)] {
+        let key = if field == "UID" { "uid" } else { "resourceVersion" };
+        let actual = meta_str(current, key);
+        if let Some(wanted) = wanted
+            && wanted != actual
+        {
+            let why =
+                format!("Precondition failed: {field} in precondition: {wanted}, {field} in object meta: {actual}");
+            return Err(ApiError::conflict(&rt.group, &rt.plural, name, &why));
+        }
+    }
+    Ok(())
+}
+
+/// The finalizer a propagation policy puts on the object (Background: none); 422 for others.
+fn propagation_finalizer(policy: Option<&str>) -> ApiResult<Option<&'static str>> {
+    match policy.unwrap_or("Background") {
+        "Orphan" => Ok(Some("orphan")),
+        "Foreground" => Ok(Some("foregroundDeletion")),
+        "Background" => Ok(None),
+        other => {
+            let errs = [FieldError::not_supported(
+                "propagationPolicy",
+                &json!(other),
+                &["Foreground".into(), "Background".into(), "Orphan".into()],
+            )];
+            Err(ApiError::invalid("meta.k8s.io", "DeleteOptions", "", &errs))
+        }
+    }
+}
+
+/// Sets deletionTimestamp (now + grace) and deletionGracePeriodSeconds, bumping the generation,
+/// as rest.BeforeDelete does. On an object already being deleted only a shorter grace period
+/// changes anything, and it moves the deadline earlier by the difference.
+fn mark_deleting(rt: &ResourceType, obj: &mut Value, grace: i64) {
+    let meta = &obj["metadata"];
+    let stamp = |t: jiff::Timestamp| json!(t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+    let deadline = match (
+        meta["deletionTimestamp"].as_str(),
+        meta["deletionGracePeriodSeconds"].as_i64(),
+    ) {
+        (None, _) => {
+            if rt.tracks_generation()
+                && let Some(generation) = meta["generation"].as_i64().filter(|g| *g > 0)
+            {
+                obj["metadata"]["generation"] = json!(generation + 1);
+            }
+            jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace)
+        }
+        (Some(ts), Some(old)) if grace < old => match super::ids::parse_time(ts) {
+            Some(t) => t - jiff::SignedDuration::from_secs(old - grace),
+            None => jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace),
+        },
+        (Some(_), _) => {
+            admission::on_terminating(rt, obj);
+            return;
+        }
+    };
+    obj["metadata"]["deletionTimestamp"] = stamp(deadline);
+    obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+    admission::on_terminating(rt, obj);
 }

@@ -28,7 +28,7 @@ impl PatchType {
             "application/merge-patch+json" => Self::Merge,
             "application/json-patch+json" => Self::Json,
             "application/strategic-merge-patch+json" if rt.custom.is_none() => Self::Strategic,
-            "application/apply-patch+yaml" | "application/apply-patch+cbor" => Self::Apply,
+            "application/apply-patch+yaml" => Self::Apply,
             _ => {
                 let mut accepted = vec!["application/json-patch+json", "application/merge-patch+json"];
                 if rt.custom.is_none() {

@@ -5,18 +5,19 @@ use std::io::SeekFrom;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 
 use super::apiserver::Server;
-use super::handlers::{Query, Target};
+use super::handlers::{Target, stream_response};
 use super::logs::container_log_path;
+use super::params::{self, Query};
 use super::resources::StorageKey;
-use super::status::{ApiError, ApiResult};
+use super::status::{ApiError, ApiResult, FieldError};
 
 fn pods_key() -> StorageKey {
     StorageKey {
@@ -82,6 +83,9 @@ fn pick_container(pod: &Value, name: &str, query: &Query) -> ApiResult<String> {
 pub async fn serve(server: Arc<Server>, t: &Target, query: &Query) -> ApiResult<Response> {
     let ns = t.namespace.clone().unwrap_or_default();
     let name = t.name.clone().unwrap_or_default();
+    let tail: Option<i64> = params::int(query, "tailLines")?;
+    let limit: Option<i64> = params::int(query, "limitBytes")?;
+    check_options(&name, tail, limit)?;
     let pod = server
         .store
         .lock()
@@ -106,31 +110,47 @@ pub async fn serve(server: Arc<Server>, t: &Target, query: &Query) -> ApiResult<
         )));
     }
     let content = tokio::fs::read(&path).await.unwrap_or_default();
-    let tail = query.get("tailLines").and_then(|n| n.parse::<i64>().ok());
-    let limit = query.get("limitBytes").and_then(|n| n.parse::<usize>().ok());
-    let mut first = match tail {
-        Some(n) if n >= 0 => tail_lines(&content, n as usize),
-        _ => content.clone(),
+    let mut first = match tail.and_then(|n| usize::try_from(n).ok()) {
+        Some(n) => tail_lines(&content, n),
+        None => content.clone(),
     };
-    if let Some(l) = limit {
-        first.truncate(l);
-    }
-    let follow = query.get("follow").map(String::as_str) == Some("true");
-    if !follow {
+    let mut budget = limit.and_then(|l| u64::try_from(l).ok()).unwrap_or(u64::MAX);
+    first.truncate(usize::try_from(budget).unwrap_or(usize::MAX));
+    budget -= first.len() as u64;
+    if query.get("follow").map(String::as_str) != Some("true") {
         return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], first).into_response());
     }
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let offset = content.len() as u64;
-    tokio::spawn(follow_log(server, ns, name, container, path, first, offset, tx));
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
-    });
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain")],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    let followed = Followed {
+        ns,
+        name,
+        container,
+        path,
+        offset: content.len() as u64,
+        budget,
+    };
+    tokio::spawn(follow_log(server, followed, first, tx));
+    Ok(stream_response(rx, "text/plain"))
+}
+
+/// PodLogOptions validation: 422 for a negative `tailLines` or a `limitBytes` below 1.
+fn check_options(pod: &str, tail: Option<i64>, limit: Option<i64>) -> ApiResult<()> {
+    let mut errs = Vec::new();
+    if let Some(n) = tail.filter(|n| *n < 0) {
+        errs.push(FieldError::invalid(
+            "tailLines",
+            &json!(n),
+            "must be greater than or equal to 0",
+        ));
+    }
+    if let Some(n) = limit.filter(|n| *n < 1) {
+        errs.push(FieldError::invalid("limitBytes", &json!(n), "must be greater than 0"));
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("", "PodLogOptions", pod, &errs))
+    }
 }
 
 /// The last `n` lines of a log (a trailing newline does not start a line).
@@ -151,37 +171,35 @@ fn tail_lines(content: &[u8], n: usize) -> Vec<u8> {
     content.to_vec()
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn follow_log(
-    server: Arc<Server>,
+/// The log a `follow=true` request keeps reading.
+struct Followed {
     ns: String,
     name: String,
     container: String,
     path: std::path::PathBuf,
-    first: Vec<u8>,
-    mut offset: u64,
-    tx: mpsc::Sender<Bytes>,
-) {
+    /// Bytes of the file already handled.
+    offset: u64,
+    /// Bytes `limitBytes` still allows.
+    budget: u64,
+}
+
+async fn follow_log(server: Arc<Server>, mut f: Followed, first: Vec<u8>, tx: mpsc::Sender<Bytes>) {
     if !first.is_empty() && tx.send(Bytes::from(first)).await.is_err() {
         return;
     }
     let mut shutdown = server.shutdown.clone();
-    loop {
+    while f.budget > 0 {
         // Check termination before reading so the final read catches everything written.
         let done = {
             let st = server.store.lock();
-            terminated(st.get(&pods_key(), &ns, &name), &container)
+            terminated(st.get(&pods_key(), &f.ns, &f.name), &f.container)
         };
-        if let Ok(mut f) = tokio::fs::File::open(&path).await
-            && f.seek(SeekFrom::Start(offset)).await.is_ok()
-        {
-            let mut buf = Vec::new();
-            if f.read_to_end(&mut buf).await.is_ok() && !buf.is_empty() {
-                offset += buf.len() as u64;
-                if tx.send(Bytes::from(buf)).await.is_err() {
-                    return;
-                }
-            }
+        let mut buf = read_from(&f.path, f.offset).await;
+        f.offset += buf.len() as u64;
+        buf.truncate(usize::try_from(f.budget).unwrap_or(usize::MAX));
+        f.budget -= buf.len() as u64;
+        if !buf.is_empty() && tx.send(Bytes::from(buf)).await.is_err() {
+            return;
         }
         if done {
             return;
@@ -192,6 +210,18 @@ async fn follow_log(
             _ = tx.closed() => return,
         }
     }
+}
+
+/// What the file holds from `offset` on (nothing if it cannot be read yet).
+async fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Ok(mut file) = tokio::fs::File::open(path).await
+        && file.seek(SeekFrom::Start(offset)).await.is_ok()
+        && file.read_to_end(&mut buf).await.is_err()
+    {
+        buf.clear();
+    }
+    buf
 }
 
 #[cfg(test)]

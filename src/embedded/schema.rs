@@ -13,6 +13,41 @@ fn child_path(prefix: &str, key: &str) -> String {
     }
 }
 
+/// Calls `f` on every node of a schema (properties, items, additionalProperties) with its path
+/// in the form CRD validation errors use (`<path>.properties[spec].items`).
+pub fn visit(schema: &Value, path: &str, f: &mut dyn FnMut(&Value, &str)) {
+    f(schema, path);
+    for (key, sub) in schema["properties"].as_object().into_iter().flatten() {
+        visit(sub, &format!("{path}.properties[{key}]"), f);
+    }
+    if schema["items"].is_object() {
+        visit(&schema["items"], &format!("{path}.items"), f);
+    }
+    if schema["additionalProperties"].is_object() {
+        visit(
+            &schema["additionalProperties"],
+            &format!("{path}.additionalProperties"),
+            f,
+        );
+    }
+}
+
+/// An error for each `pattern` that is not a regular expression: kube-apiserver refuses such a
+/// CRD, and validating against a pattern that cannot be compiled would silently pass.
+pub fn pattern_errors(schema: &Value, path: &str) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    visit(schema, path, &mut |node, at| {
+        if let Some(p) = node["pattern"].as_str()
+            && let Err(e) = Regex::new(p)
+        {
+            let why = e.to_string().lines().last().unwrap_or_default().to_string();
+            let detail = format!("must be a valid regular expression, but isn't: {why}");
+            out.push(FieldError::invalid(&format!("{at}.pattern"), &json!(p), &detail));
+        }
+    });
+    out
+}
+
 fn preserves(schema: &Value) -> bool {
     schema["x-kubernetes-preserve-unknown-fields"] == json!(true)
 }
@@ -170,7 +205,6 @@ fn name_of(path: &str) -> &str {
 }
 
 fn check(schema: &Value, value: &Value, path: &str, errs: &mut Vec<FieldError>) {
-    let before = errs.len();
     if value.is_null() {
         if schema["nullable"] != json!(true) && !schema["type"].is_null() {
             let want = schema["type"].as_str().unwrap_or_default();
@@ -213,8 +247,8 @@ fn check(schema: &Value, value: &Value, path: &str, errs: &mut Vec<FieldError>) 
     match value {
         Value::String(s) => check_string(schema, s, value, path, errs),
         Value::Number(_) => check_number(schema, value, path, errs),
-        Value::Array(items) => check_array(schema, items, value, path, errs),
-        Value::Object(map) => check_object(schema, map, value, path, errs),
+        Value::Array(items) => check_array(schema, items, path, errs),
+        Value::Object(map) => check_object(schema, map, path, errs),
         _ => {}
     }
     for sub in schema["allOf"].as_array().into_iter().flatten() {
@@ -248,7 +282,6 @@ fn check(schema: &Value, value: &Value, path: &str, errs: &mut Vec<FieldError>) 
             &format!("{} in body must not validate the schema (not)", name_of(path)),
         ));
     }
-    let _ = before;
 }
 
 fn passes(schema: &Value, value: &Value, path: &str) -> bool {
@@ -393,21 +426,32 @@ fn go_number(v: &Value) -> String {
     }
 }
 
-fn check_array(schema: &Value, items: &[Value], value: &Value, path: &str, errs: &mut Vec<FieldError>) {
-    if let Some(max) = schema["maxItems"].as_u64()
-        && items.len() as u64 > max
+/// `maxItems`/`minItems` or `maxProperties`/`minProperties` (`noun`: items or properties).
+fn check_count(
+    schema: &Value,
+    (max_key, min_key, noun): (&str, &str, &str),
+    n: usize,
+    path: &str,
+    errs: &mut Vec<FieldError>,
+) {
+    if let Some(max) = schema[max_key].as_u64()
+        && n as u64 > max
     {
-        errs.push(FieldError::too_many(path, items.len(), max));
+        errs.push(FieldError::too_many(path, n, max));
     }
-    if let Some(min) = schema["minItems"].as_u64()
-        && (items.len() as u64) < min
+    if let Some(min) = schema[min_key].as_u64()
+        && (n as u64) < min
     {
         errs.push(FieldError::invalid(
             path,
-            &json!(items.len()),
-            &format!("{} in body should have at least {min} items", name_of(path)),
+            &json!(n),
+            &format!("{} in body should have at least {min} {noun}", name_of(path)),
         ));
     }
+}
+
+fn check_array(schema: &Value, items: &[Value], path: &str, errs: &mut Vec<FieldError>) {
+    check_count(schema, ("maxItems", "minItems", "items"), items.len(), path, errs);
     let list_type = schema["x-kubernetes-list-type"].as_str().unwrap_or_default();
     if schema["uniqueItems"] == json!(true) || list_type == "set" {
         for (i, item) in items.iter().enumerate() {
@@ -433,7 +477,6 @@ fn check_array(schema: &Value, items: &[Value], value: &Value, path: &str, errs:
             }
         }
     }
-    let _ = value;
     if schema["items"].is_object() {
         for (i, item) in items.iter().enumerate() {
             check(&schema["items"], item, &format!("{path}[{i}]"), errs);
@@ -441,13 +484,7 @@ fn check_array(schema: &Value, items: &[Value], value: &Value, path: &str, errs:
     }
 }
 
-fn check_object(
-    schema: &Value,
-    map: &serde_json::Map<String, Value>,
-    value: &Value,
-    path: &str,
-    errs: &mut Vec<FieldError>,
-) {
+fn check_object(schema: &Value, map: &serde_json::Map<String, Value>, path: &str, errs: &mut Vec<FieldError>) {
     for req in schema["required"]
         .as_array()
         .into_iter()
@@ -458,21 +495,13 @@ fn check_object(
             errs.push(FieldError::required(&child_path(path, req), ""));
         }
     }
-    if let Some(max) = schema["maxProperties"].as_u64()
-        && map.len() as u64 > max
-    {
-        errs.push(FieldError::too_many(path, map.len(), max));
-    }
-    if let Some(min) = schema["minProperties"].as_u64()
-        && (map.len() as u64) < min
-    {
-        errs.push(FieldError::invalid(
-            path,
-            &json!(map.len()),
-            &format!("{} in body should have at least {min} properties", name_of(path)),
-        ));
-    }
-    let _ = value;
+    check_count(
+        schema,
+        ("maxProperties", "minProperties", "properties"),
+        map.len(),
+        path,
+        errs,
+    );
     let props = schema["properties"].as_object();
     for (key, v) in map {
         let sub_path = child_path(path, key);

@@ -25,10 +25,16 @@ impl LabelSelector {
     /// Parses `a=b,c!=d,e in (f,g),h notin (i),j,!k`.
     pub fn parse(text: &str) -> ApiResult<Self> {
         let mut reqs = Vec::new();
+        if text.trim().is_empty() {
+            return Ok(Self { reqs });
+        }
         for term in split_terms(text) {
             let term = term.trim();
+            // apimachinery wants an identifier after every comma: `a,,b` and `a,` are errors.
             if term.is_empty() {
-                continue;
+                return Err(ApiError::bad_request(format!(
+                    "unable to parse requirement: found ',', expected: identifier after ',' in {text:?}"
+                )));
             }
             reqs.push(parse_term(term).ok_or_else(|| {
                 ApiError::bad_request(format!("unable to parse requirement: invalid label selector: {term:?}"))
@@ -116,7 +122,8 @@ fn parse_term(term: &str) -> Option<(String, Op)> {
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
             .collect();
-        if values.iter().any(|v| !valid_label_value(v)) {
+        if values.is_empty() || values.iter().any(|v| !valid_label_value(v)) {
+            // "for 'in', 'notin' operators, values set can't be empty"
             return None;
         }
         let op = if neg { Op::NotIn(values) } else { Op::In(values) };
@@ -125,14 +132,17 @@ fn parse_term(term: &str) -> Option<(String, Op)> {
     Some((term.to_string(), Op::Exists))
 }
 
-fn valid_label_value(v: &str) -> bool {
+/// A label value: empty, or at most 63 alphanumerics, `-`, `_`, `.` starting and ending alphanumeric.
+pub fn valid_label_value(v: &str) -> bool {
     v.len() <= 63
         && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && (v.is_empty()
             || (v.starts_with(|c: char| c.is_ascii_alphanumeric()) && v.ends_with(|c: char| c.is_ascii_alphanumeric())))
 }
 
-fn valid_label_key(k: &str) -> bool {
+/// A qualified name (label and annotation keys): an optional `prefix/` and a name part that is
+/// a non-empty label value.
+pub fn valid_label_key(k: &str) -> bool {
     let name = match k.rsplit_once('/') {
         Some((prefix, name)) => {
             if prefix.is_empty() || prefix.len() > 253 {
@@ -238,6 +248,9 @@ mod tests {
         assert!(!s.matches(&labels(&[("app", "a"), ("env", "p"), ("tier", "x")])));
         assert!(!s.matches(&labels(&[("app", "b")])));
         assert!(LabelSelector::parse("a in (").is_err());
+        assert!(LabelSelector::parse("a in ()").is_err());
+        assert!(LabelSelector::parse("a,,b").is_err());
+        assert!(LabelSelector::parse(" ").unwrap().is_empty());
     }
 
     #[test]

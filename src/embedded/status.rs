@@ -122,7 +122,8 @@ fn render_value(value: &Value) -> String {
 }
 
 /// An error response of the API server.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code} ({reason}): {message}")]
 pub struct ApiError {
     /// HTTP status code (also `Status.code`).
     pub code: u16,
@@ -296,14 +297,6 @@ impl ApiError {
         status
     }
 }
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.code, self.reason, self.message)
-    }
-}
-
-impl std::error::Error for ApiError {}
 
 #[cfg(test)]
 mod tests {

@@ -151,9 +151,11 @@ impl State {
             .collect()
     }
 
-    /// Every storage key holding objects.
-    pub fn keys(&self) -> Vec<StorageKey> {
-        self.objects.keys().cloned().collect()
+    /// Every stored object with its storage key, borrowed (a GC pass reads them all per write).
+    pub fn objects(&self) -> impl Iterator<Item = (&StorageKey, &Value)> {
+        self.objects
+            .iter()
+            .flat_map(|(key, map)| map.values().map(move |obj| (key, obj)))
     }
 
     /// The objects of a storage as they were at `rv`, rebuilt by undoing later history.
@@ -230,6 +232,11 @@ impl State {
         self.watchers
             .retain(|w| w.key != *key || w.tx.send(change.clone()).is_ok());
         self.watchers.retain(|w| !w.tx.is_closed());
+    }
+
+    /// The changes after `rv`, oldest first; `None` when some of them already left the history.
+    pub fn changes_since(&self, rv: u64) -> Option<impl Iterator<Item = &Change>> {
+        (rv >= self.floor).then(|| self.history.iter().filter(move |c| c.rv > rv).map(|c| &**c))
     }
 
     /// Starts a watch on a storage: the changes after `from_rv` still in history, and a receiver

@@ -136,7 +136,7 @@ fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
         ("", "secrets") => vec![
             name,
             json!(s(&obj["type"])),
-            json!(count(&obj["data"]) + count(&obj["stringData"])),
+            json!(count(&obj["data"])),
             json!(created(obj)),
         ],
         ("", "configmaps") => vec![
@@ -325,7 +325,7 @@ pub fn jsonpath(obj: &Value, path: &str) -> Vec<Value> {
         } else if let Some(r) = rest.strip_prefix('[') {
             let Some(end) = r.find(']') else { return Vec::new() };
             let (inner, after) = if r.starts_with("?(") {
-                let close = r.find(")]").unwrap_or(end);
+                let Some(close) = r.find(")]") else { return Vec::new() };
                 (&r[..close + 1], &r[close + 2..])
             } else {
                 (&r[..end], &r[end + 1..])
@@ -383,6 +383,8 @@ mod tests {
             vec![json!("True")]
         );
         assert_eq!(jsonpath(&obj, ".status.history[0].c"), vec![json!("abc")]);
+        // A CRD's printer column is request data: a malformed filter yields no value, not a panic.
+        assert!(jsonpath(&obj, ".status.history[?(x]").is_empty());
         assert!(jsonpath(&obj, ".status.missing").is_empty());
     }
 }

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::apiserver::Server;
-use super::handlers::{Filter, Query, Target};
+use super::handlers::{Filter, Target, stream_response};
+use super::params::{self, Query};
 use super::status::{ApiError, ApiResult};
 use super::store::{Change, ChangeKind};
 use super::table::{Include, table};
@@ -78,7 +79,6 @@ fn error_event(e: &ApiError) -> Bytes {
 /// Starts a watch; the response streams newline-delimited watch events.
 pub fn serve(server: Arc<Server>, t: &Target, query: &Query, as_table: bool) -> ApiResult<Response> {
     let filter = Filter::parse(t, query)?;
-    let flag = |k: &str| matches!(query.get(k).map(String::as_str), Some("true" | "1"));
     let send_initial = query.get("sendInitialEvents").map(String::as_str);
     if send_initial.is_some() && query.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {
         return Err(ApiError::invalid(
@@ -91,68 +91,73 @@ pub fn serve(server: Arc<Server>, t: &Target, query: &Query, as_table: bool) -> 
             )],
         ));
     }
+    let explicit = params::resource_version(query)?.filter(|rv| *rv > 0);
+    // 0 or absent: kube-apiserver's default, a random 30-60 minutes so watches do not expire together.
+    let timeout = params::int::<u64>(query, "timeoutSeconds")?
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+        .unwrap_or_else(|| Duration::from_secs(1800 + u64::from(ids::random_bytes(1)[0]) * 7));
     let w = Watch {
         t: t.clone(),
         filter,
         as_table,
         include: Include::parse(query.get("includeObject").map(String::as_str)),
-        bookmarks: flag("allowWatchBookmarks"),
+        bookmarks: params::flag(query, "allowWatchBookmarks"),
     };
-    let rv_param = query.get("resourceVersion").cloned().unwrap_or_default();
-    let timeout = query
-        .get("timeoutSeconds")
-        .and_then(|s| s.parse::<u64>().ok())
-        .map(Duration::from_secs)
-        .unwrap_or_else(|| Duration::from_secs(1800 + ids::random_bytes(2)[0] as u64 * 7));
-    let (tx, rx) = mpsc::channel::<Bytes>(256);
-    let mut st = server.store.lock();
-    let current = st.rv();
-    let explicit: Option<u64> = rv_param.parse().ok().filter(|rv| *rv > 0);
     let initial = match send_initial {
-        Some("true") => true,
-        Some(_) => false,
+        Some(v) => v == "true",
         None => explicit.is_none(),
     };
-    let mut first: Vec<Bytes> = Vec::new();
-    let sub = match explicit {
-        Some(rv) if !initial && rv > current => Err(ApiError::timeout(format!("Too large resource version: {rv}, current: {current}"))
-            .with_details(json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}))),
-        Some(rv) if !initial => st.subscribe(t.rt.key(), rv),
-        _ => {
-            for obj in st.list(t.rt.key(), t.namespace.as_deref()) {
-                if w.filter.matches(&obj) {
-                    first.push(w.event("ADDED", &obj));
-                }
-            }
-            if send_initial == Some("true") && w.bookmarks {
-                first.push(w.bookmark(current, true));
-            }
-            st.subscribe(t.rt.key(), current)
-        }
-    };
-    let (replay, changes) = match sub {
+    let (first, changes) = match subscribe(&server, &w, explicit.filter(|_| !initial), send_initial == Some("true")) {
         Ok(s) => s,
+        // The real server reports a watch it cannot start from that version as an ERROR event
+        // in a 200 stream.
         Err(e) => {
-            drop(st);
-            // The real server reports an expired watch as an ERROR event in a 200 stream.
             let body = Body::from(error_event(&e));
             return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response());
         }
     };
-    drop(st);
-    first.extend(replay.iter().filter_map(|c| w.translate(c)));
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
     let shutdown = server.shutdown.clone();
     let interval = server.bookmark_interval;
     tokio::spawn(pump(server, w, first, changes, tx, timeout, interval, shutdown));
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
-    });
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    Ok(stream_response(rx, "application/json"))
+}
+
+/// Subscribes to the store: from `from` (replaying what came after it), or from now after an
+/// ADDED event per current object (with the initial-events-end bookmark when asked). Returns the
+/// first events and the receiver of later changes.
+fn subscribe(
+    server: &Server,
+    w: &Watch,
+    from: Option<u64>,
+    initial_end_bookmark: bool,
+) -> ApiResult<(Vec<Bytes>, mpsc::UnboundedReceiver<Arc<Change>>)> {
+    let mut st = server.store.lock();
+    let current = st.rv();
+    let key = w.t.rt.key();
+    let mut first = Vec::new();
+    let (replay, changes) = match from {
+        Some(rv) if rv > current => {
+            return Err(ApiError::timeout(format!("Too large resource version: {rv}, current: {current}"))
+                .with_details(json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1})));
+        }
+        Some(rv) => st.subscribe(key, rv)?,
+        None => {
+            for obj in st.list(key, w.t.namespace.as_deref()) {
+                if w.filter.matches(&obj) {
+                    first.push(w.event("ADDED", &obj));
+                }
+            }
+            if initial_end_bookmark && w.bookmarks {
+                first.push(w.bookmark(current, true));
+            }
+            st.subscribe(key, current)?
+        }
+    };
+    drop(st);
+    first.extend(replay.iter().filter_map(|c| w.translate(c)));
+    Ok((first, changes))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -208,6 +208,9 @@ async fn start(
     )
     .await;
     let running = process::spawn(&spec).map_err(|e| ("StartError", e.to_string()))?;
+    // Recorded before anything else is awaited: a runner that dies from here on leaves a process
+    // the next one can find and stop.
+    record_pid(job, running.pid);
     ctx.event(
         &job.reference,
         EventType::Normal,
@@ -215,17 +218,21 @@ async fn start(
         format!("Started container {name}"),
     )
     .await;
-    let start_time = process::process_start_time(running.pid).unwrap_or(0);
-    // Lets a later runner find and stop this process group if this one dies.
+    Ok(running)
+}
+
+/// Writes `<pid> <start time>` of the container's process group leader to its pid file, so a
+/// later runner can stop the group if this one dies.
+fn record_pid(job: &Job, pid: i32) {
+    let start_time = process::process_start_time(pid).unwrap_or(0);
     let pid_file = job.dir.pid_file(&job.container.name);
     let written = pid_file
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::write(&pid_file, format!("{} {start_time}", running.pid)));
+        .and_then(|()| std::fs::write(&pid_file, format!("{pid} {start_time}")));
     if let Err(e) = written {
         tracing::warn!(file = %pid_file.display(), "pid not recorded; a runner restart cannot stop it: {e}");
     }
-    Ok(running)
 }
 
 /// Waits for the process; on a kill request stops its group (SIGTERM, SIGKILL after the grace

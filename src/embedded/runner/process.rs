@@ -407,7 +407,7 @@ fn missing_dirs(path: &Path, mounted: &[BindMount]) -> Result<Vec<PathBuf>, Erro
 pub fn process_start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces; fields after its closing paren are plain.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     rest.split(' ').nth(19)?.parse().ok()
 }
 

@@ -175,22 +175,43 @@ impl Book {
         }
     }
 
-    /// The complete `status` to write through the status subresource.
+    /// The complete `status` to write through the status subresource. `qosClass` is left out:
+    /// the API server set it when the Pod was created and kubelet never changes it.
     pub fn status(&mut self) -> PodStatus {
+        self.conditions = self.conditions();
+        PodStatus {
+            phase: Some(self.phase.as_str().into()),
+            reason: self.reason.clone(),
+            message: self.message.clone(),
+            conditions: Some(self.conditions.clone()),
+            host_ip: Some(POD_IP.into()),
+            host_ips: Some(vec![HostIP { ip: POD_IP.into() }]),
+            pod_ip: Some(POD_IP.into()),
+            pod_ips: Some(vec![PodIP { ip: POD_IP.into() }]),
+            start_time: Some(Time(self.start_time)),
+            init_container_statuses: (!self.init.is_empty()).then(|| self.init.clone()),
+            container_statuses: Some(self.main.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// The kubelet conditions for the current state; a condition keeps its lastTransitionTime
+    /// while its status does not change.
+    fn conditions(&self) -> Vec<PodCondition> {
         let now = Timestamp::now();
         let initialized = self.init.iter().all(succeeded);
         let terminal = self.phase.is_terminal();
         let unready: Vec<&str> = self.main.iter().filter(|c| !c.ready).map(|c| c.name.as_str()).collect();
         let ready = !terminal && unready.is_empty();
-        let not_ready = |what: &str| {
-            if terminal {
-                (Some("PodCompleted".to_string()), None)
-            } else {
-                (
-                    Some(format!("{what}NotReady")),
-                    Some(format!("containers with unready status: [{}]", unready.join(" "))),
-                )
-            }
+        let not_ready = if ready {
+            (None, None)
+        } else if terminal {
+            (Some("PodCompleted".to_string()), None)
+        } else {
+            (
+                Some("ContainersNotReady".to_string()),
+                Some(format!("containers with unready status: [{}]", unready.join(" "))),
+            )
         };
         let incomplete: Vec<&str> = self
             .init
@@ -209,19 +230,11 @@ impl Book {
         let wanted = [
             ("PodReadyToStartContainers", true, (None, None)),
             ("Initialized", initialized, init_cond),
-            (
-                "Ready",
-                ready,
-                if ready { (None, None) } else { not_ready("Containers") },
-            ),
-            (
-                "ContainersReady",
-                ready,
-                if ready { (None, None) } else { not_ready("Containers") },
-            ),
+            ("Ready", ready, not_ready.clone()),
+            ("ContainersReady", ready, not_ready),
             ("PodScheduled", true, (None, None)),
         ];
-        let conditions = wanted
+        wanted
             .into_iter()
             .map(|(type_, ok, (reason, message))| {
                 let status = if ok { "True" } else { "False" };
@@ -240,23 +253,7 @@ impl Book {
                     ..Default::default()
                 }
             })
-            .collect();
-        self.conditions = conditions;
-        PodStatus {
-            phase: Some(self.phase.as_str().into()),
-            reason: self.reason.clone(),
-            message: self.message.clone(),
-            conditions: Some(self.conditions.clone()),
-            host_ip: Some(POD_IP.into()),
-            host_ips: Some(vec![HostIP { ip: POD_IP.into() }]),
-            pod_ip: Some(POD_IP.into()),
-            pod_ips: Some(vec![PodIP { ip: POD_IP.into() }]),
-            start_time: Some(Time(self.start_time)),
-            init_container_statuses: (!self.init.is_empty()).then(|| self.init.clone()),
-            container_statuses: Some(self.main.clone()),
-            qos_class: Some("BestEffort".into()),
-            ..Default::default()
-        }
+            .collect()
     }
 }
 
