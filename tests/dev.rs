@@ -224,6 +224,12 @@ fn dev_serves_kubectl_applies_manifests_and_stops_cleanly_on_sigint() {
         "{kubeconfig:?}"
     );
     assert!(kubeconfig.is_file());
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&dev.state_dir).unwrap().permissions());
+    assert_eq!(
+        mode & 0o777,
+        0o700,
+        "the state dir holds the kubeconfig, workspaces and logs: user only"
+    );
     let Some(out) = kubectl_until(&kubeconfig, &["get", "pipelines"], "the applied Pipeline", |o| {
         o.contains("doing-nothing")
     }) else {

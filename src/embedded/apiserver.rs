@@ -132,7 +132,7 @@ pub struct ApiServer;
 impl ApiServer {
     /// Starts serving; returns once the port is bound and the kubeconfig written.
     pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, Error> {
-        std::fs::create_dir_all(&config.state_dir).map_err(|source| Error::StateDir {
+        super::create_state_dir(&config.state_dir).map_err(|source| Error::StateDir {
             path: config.state_dir.clone(),
             source,
         })?;

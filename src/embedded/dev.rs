@@ -262,7 +262,7 @@ pub async fn run(opts: DevOptions) -> Result<(), Error> {
         path: opts.state_dir.clone(),
         source,
     };
-    std::fs::create_dir_all(&opts.state_dir).map_err(state_err)?;
+    super::create_state_dir(&opts.state_dir).map_err(state_err)?;
     let state_dir = std::fs::canonicalize(&opts.state_dir).map_err(state_err)?;
     // Signals are caught from here on, so a Ctrl-C during start-up still stops cleanly.
     let mut stop = StopSignals::install()?;
