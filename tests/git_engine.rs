@@ -501,17 +501,21 @@ async fn exports_are_deterministic_and_keep_modes_and_symlinks() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
 }
 
+/// A known_hosts line for the silent server. Any well-formed host key will do: the silent server
+/// never gets as far as showing its own.
+fn silent_known_hosts(hole: &Blackhole) -> String {
+    format!(
+        "[127.0.0.1]:{} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n",
+        hole.port
+    )
+}
+
 #[tokio::test]
 async fn unreachable_hosts_time_out_on_every_network_transport() {
     let hole = Blackhole::start();
     let dir = storage();
     let engine = engine_with(dir.path(), |o| o.timeout = Duration::from_millis(800));
-    // Any well-formed host key will do: the silent server never gets as far as showing its own.
-    let known_hosts = format!(
-        "[127.0.0.1]:{} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n",
-        hole.port
-    );
-    let ssh_creds = secret(&[("known_hosts", &known_hosts)]);
+    let ssh_creds = secret(&[("known_hosts", &silent_known_hosts(&hole))]);
     for (url, creds) in [
         (format!("git://127.0.0.1:{}/r.git", hole.port), Credentials::none()),
         (format!("http://127.0.0.1:{}/r.git", hole.port), Credentials::none()),
@@ -538,10 +542,7 @@ async fn dropping_the_future_cancels_the_network_operation() {
     let hole = Blackhole::start();
     let dir = storage();
     let engine = engine_with(dir.path(), |o| o.timeout = Duration::from_secs(120));
-    let known_hosts = format!(
-        "[127.0.0.1]:{} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n",
-        hole.port
-    );
+    let known_hosts = silent_known_hosts(&hole);
     let hung = [
         (format!("git://127.0.0.1:{}/r.git", hole.port), Credentials::none()),
         (

@@ -104,16 +104,6 @@ pub fn check_files(paths: &[String], options: Options) -> Vec<Entry> {
     entries
 }
 
-/// Checks YAML text as if read from a file called `name`.
-pub fn check_str(name: &str, text: &str, options: Options) -> Vec<Entry> {
-    let mut entries = Vec::new();
-    let mut documents = Vec::new();
-    split_documents(name, text, &mut documents, &mut entries);
-    let secrets = collect_secrets(&documents);
-    entries.extend(documents.into_iter().map(|doc| check_document(doc, &secrets, options)));
-    entries
-}
-
 fn read(path: &str) -> Result<String, String> {
     let result = if path == "-" {
         std::io::read_to_string(std::io::stdin())

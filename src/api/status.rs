@@ -143,13 +143,6 @@ pub enum RunPhase {
     Skipped,
 }
 
-impl RunPhase {
-    /// Whether the run has reached a final phase.
-    pub fn is_finished(self) -> bool {
-        !matches!(self, RunPhase::Pending | RunPhase::Building)
-    }
-}
-
 /// What started a run.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]

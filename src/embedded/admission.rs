@@ -15,7 +15,7 @@ use super::{crd, schema};
 pub fn prepare(rt: &ResourceType, obj: &mut Value, old: Option<&Value>, opts: &WriteOpts) -> ApiResult<Vec<String>> {
     let unknown = if let Some(custom) = &rt.custom {
         if old.is_none()
-            && custom.status
+            && rt.status_subresource
             && let Some(m) = obj.as_object_mut()
         {
             // Status is written through the subresource only.

@@ -142,8 +142,9 @@ fn to_cel(v: &Value) -> cel::Value {
     cel::to_value(v).unwrap_or(cel::Value::Null)
 }
 
-/// Compiles every rule of a schema; returns `(path, error)` for the ones that do not compile.
-pub fn compile_errors(schema: &Value, path: &str, out: &mut Vec<(String, String)>) {
+/// An error for each rule of the schema that does not compile (kube-apiserver refuses such a CRD).
+pub fn compile_errors(schema: &Value, path: &str) -> Vec<FieldError> {
+    let mut out = Vec::new();
     super::schema::visit(schema, path, &mut |node, at| {
         for (i, rule) in node["x-kubernetes-validations"]
             .as_array()
@@ -154,13 +155,16 @@ pub fn compile_errors(schema: &Value, path: &str, out: &mut Vec<(String, String)
             if let Some(expr) = rule["rule"].as_str()
                 && let Err(e) = cel::Program::compile(expr)
             {
-                out.push((
-                    format!("{at}.x-kubernetes-validations[{i}].rule"),
-                    format!("compilation failed: {e}"),
+                let field = format!("{at}.x-kubernetes-validations[{i}].rule");
+                out.push(FieldError::invalid(
+                    &field,
+                    &json!(""),
+                    &format!("compilation failed: {e}"),
                 ));
             }
         }
     });
+    out
 }
 
 #[cfg(test)]

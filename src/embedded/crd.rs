@@ -106,7 +106,7 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
 
 /// `spec.versions`: exactly one storage version, and schemas whose rules and patterns compile.
 fn validate_versions(spec: &Value, errs: &mut Vec<FieldError>) {
-    let versions = spec["versions"].as_array().cloned().unwrap_or_default();
+    let versions = spec["versions"].as_array().map(Vec::as_slice).unwrap_or_default();
     if versions.is_empty() {
         errs.push(FieldError::invalid(
             "spec.versions",
@@ -121,15 +121,11 @@ fn validate_versions(spec: &Value, errs: &mut Vec<FieldError>) {
         ));
     }
     for (i, v) in versions.iter().enumerate() {
-        let mut out = Vec::new();
         let (schema, path) = (
             &v["schema"]["openAPIV3Schema"],
             format!("spec.versions[{i}].schema.openAPIV3Schema"),
         );
-        cel::compile_errors(schema, &path, &mut out);
-        for (path, message) in out {
-            errs.push(FieldError::invalid(&path, &json!(""), &message));
-        }
+        errs.extend(cel::compile_errors(schema, &path));
         errs.extend(schema::pattern_errors(schema, &path));
     }
 }

@@ -175,21 +175,24 @@ fn field_set(rt: &ResourceType, obj: &Value, skip_status: bool) -> FieldSet {
     out
 }
 
+/// Whether list `item` is the element a `Key` or `Value` step names (a `Field` step names none).
+/// Steps come from FieldsV1 the server wrote; one that does not parse names nothing.
+fn names(step: &Elem, item: &Value) -> bool {
+    match step {
+        Elem::Field(_) => false,
+        Elem::Key(k) => {
+            serde_json::from_str::<Map<String, Value>>(k).is_ok_and(|key| key.iter().all(|(kk, kv)| &item[kk] == kv))
+        }
+        Elem::Value(v) => serde_json::from_str::<Value>(v).is_ok_and(|want| *item == want),
+    }
+}
+
 fn value_at<'a>(obj: &'a Value, path: &[Elem]) -> Option<&'a Value> {
     let mut cur = obj;
     for elem in path {
         cur = match elem {
             Elem::Field(f) => cur.get(f)?,
-            Elem::Key(k) => {
-                let key: Map<String, Value> = serde_json::from_str(k).ok()?;
-                cur.as_array()?
-                    .iter()
-                    .find(|item| key.iter().all(|(kk, kv)| &item[kk] == kv))?
-            }
-            Elem::Value(v) => {
-                let want: Value = serde_json::from_str(v).ok()?;
-                cur.as_array()?.iter().find(|item| **item == want)?
-            }
+            _ => cur.as_array()?.iter().find(|item| names(elem, item))?,
         };
     }
     Some(cur)
@@ -203,16 +206,9 @@ fn remove_at(obj: &mut Value, path: &[Elem]) {
     for elem in parent_path {
         let next = match elem {
             Elem::Field(f) => cur.get_mut(f),
-            Elem::Key(k) => {
-                let key: Map<String, Value> = serde_json::from_str(k).unwrap_or_default();
-                cur.as_array_mut()
-                    .and_then(|a| a.iter_mut().find(|item| key.iter().all(|(kk, kv)| &item[kk] == kv)))
-            }
-            Elem::Value(v) => {
-                let want: Value = serde_json::from_str(v).unwrap_or(Value::Null);
-                cur.as_array_mut()
-                    .and_then(|a| a.iter_mut().find(|item| **item == want))
-            }
+            _ => cur
+                .as_array_mut()
+                .and_then(|a| a.iter_mut().find(|item| names(elem, item))),
         };
         match next {
             Some(n) => cur = n,
@@ -225,16 +221,9 @@ fn remove_at(obj: &mut Value, path: &[Elem]) {
                 m.remove(f);
             }
         }
-        Elem::Key(k) => {
-            let key: Map<String, Value> = serde_json::from_str(k).unwrap_or_default();
+        _ => {
             if let Some(a) = cur.as_array_mut() {
-                a.retain(|item| !key.iter().all(|(kk, kv)| &item[kk] == kv));
-            }
-        }
-        Elem::Value(v) => {
-            let want: Value = serde_json::from_str(v).unwrap_or(Value::Null);
-            if let Some(a) = cur.as_array_mut() {
-                a.retain(|item| *item != want);
+                a.retain(|item| !names(last, item));
             }
         }
     }

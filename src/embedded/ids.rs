@@ -1,34 +1,15 @@
 //! Random identifiers (UIDs, generateName suffixes, tokens) and Kubernetes timestamps.
-use std::io::Read;
-
-/// `n` random bytes from the kernel.
+/// `n` random bytes from the operating system (the token is a credential: no weaker fallback).
 pub fn random_bytes(n: usize) -> Vec<u8> {
     let mut buf = vec![0u8; n];
-    let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf));
-    if filled.is_err() {
-        // No /dev/urandom: fall back to time and address entropy (identifiers only need uniqueness).
-        let seed = jiff::Timestamp::now().as_nanosecond() as u128 ^ (buf.as_ptr() as u128);
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = (seed.rotate_left((i * 7) as u32) & 0xff) as u8;
-        }
-    }
+    // Fails only without a kernel random source, where nothing cryptographic can work either.
+    getrandom::fill(&mut buf).expect("the operating system's random number generator is available");
     buf
 }
 
 /// A random RFC 4122 version-4 UUID.
 pub fn uuid() -> String {
-    let mut b = random_bytes(16);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// The 5-character suffix `generateName` gets (apimachinery's alphabet without vowels).
@@ -42,7 +23,12 @@ pub fn name_suffix() -> String {
 
 /// `metav1.Time` for now: RFC 3339, second precision, UTC.
 pub fn now() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    time(jiff::Timestamp::now())
+}
+
+/// `metav1.Time` of `t`: RFC 3339, second precision, UTC.
+pub fn time(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// `metav1.MicroTime` for now: microsecond precision, UTC.

@@ -548,7 +548,7 @@ fn propagation_finalizer(policy: Option<&str>) -> ApiResult<Option<&'static str>
 /// changes anything, and it moves the deadline earlier by the difference.
 fn mark_deleting(rt: &ResourceType, obj: &mut Value, grace: i64) {
     let meta = &obj["metadata"];
-    let stamp = |t: jiff::Timestamp| json!(t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+    let stamp = |t: jiff::Timestamp| json!(super::ids::time(t));
     let deadline = match (
         meta["deletionTimestamp"].as_str(),
         meta["deletionGracePeriodSeconds"].as_i64(),

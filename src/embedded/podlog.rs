@@ -26,10 +26,12 @@ fn pods_key() -> StorageKey {
     }
 }
 
-fn container_names(pod: &Value) -> Vec<String> {
-    ["initContainers", "containers"]
-        .iter()
-        .flat_map(|l| pod["spec"][*l].as_array().cloned().unwrap_or_default())
+/// Names of the containers in `spec.<list>`.
+fn container_names(pod: &Value, list: &str) -> Vec<String> {
+    pod["spec"][list]
+        .as_array()
+        .into_iter()
+        .flatten()
         .filter_map(|c| c["name"].as_str().map(str::to_string))
         .collect()
 }
@@ -50,19 +52,15 @@ fn terminated(pod: Option<&Value>, container: &str) -> bool {
 }
 
 fn pick_container(pod: &Value, name: &str, query: &Query) -> ApiResult<String> {
-    let all = container_names(pod);
+    let main = container_names(pod, "containers");
+    let mut all = container_names(pod, "initContainers");
+    all.extend(main.iter().cloned());
     match query.get("container").filter(|c| !c.is_empty()) {
         Some(c) if all.contains(c) => Ok(c.clone()),
         Some(c) => Err(ApiError::bad_request(format!(
             "container {c} is not valid for pod {name}"
         ))),
         None => {
-            let main: Vec<String> = pod["spec"]["containers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|c| c["name"].as_str().map(str::to_string))
-                .collect();
             if let Some(d) = pod["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"].as_str()
                 && all.iter().any(|c| c == d)
             {

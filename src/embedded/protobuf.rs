@@ -80,7 +80,7 @@ fn time(b: &[u8]) -> Option<Value> {
         }
     }
     let t = jiff::Timestamp::from_second(secs).ok()?;
-    Some(json!(t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()))
+    Some(json!(super::ids::time(t)))
 }
 
 fn owner_ref(b: &[u8]) -> Option<Value> {

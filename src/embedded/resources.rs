@@ -31,8 +31,6 @@ pub struct CustomVersion {
     pub printer_columns: Vec<Value>,
     /// `selectableFields[].jsonPath`, e.g. `.spec.color`.
     pub selectable_fields: Vec<String>,
-    /// Whether the status subresource is on.
-    pub status: bool,
 }
 
 /// A served resource: group, version, names, scope and subresources.
@@ -292,7 +290,6 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
                 schema: version["schema"]["openAPIV3Schema"].clone(),
                 printer_columns: columns,
                 selectable_fields: selectable,
-                status,
             })),
         });
     }

@@ -1,5 +1,9 @@
 //! Structural-schema handling of custom resources: pruning unknown fields, applying defaults and
 //! validating against `openAPIV3Schema`, with kube-openapi's error wording.
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
 use regex::Regex;
 use serde_json::{Value, json};
 
@@ -306,15 +310,14 @@ fn check_string(schema: &Value, s: &str, value: &Value, path: &str, errs: &mut V
             &format!("{} in body should be at least {min} chars long", name_of(path)),
         ));
     }
-    if let Some(pattern) = schema["pattern"].as_str() {
-        match Regex::new(pattern) {
-            Ok(re) if !re.is_match(s) => errs.push(FieldError::invalid(
-                path,
-                value,
-                &format!("{} in body should match '{pattern}'", name_of(path)),
-            )),
-            _ => {}
-        }
+    if let Some(pattern) = schema["pattern"].as_str()
+        && compiled(pattern).is_some_and(|re| !re.is_match(s))
+    {
+        errs.push(FieldError::invalid(
+            path,
+            value,
+            &format!("{} in body should match '{pattern}'", name_of(path)),
+        ));
     }
     if let Some(format) = schema["format"].as_str()
         && !format_ok(format, s)
@@ -325,6 +328,18 @@ fn check_string(schema: &Value, s: &str, value: &Value, path: &str, errs: &mut V
             &format!("{} in body must be of type {format}: {s:?}", name_of(path)),
         ));
     }
+}
+
+/// A schema `pattern`, compiled once: every write of a custom resource is validated, and the
+/// patterns are those of the few installed CRDs. `None` for a pattern that does not compile
+/// (such a CRD is refused when it is written, see [`pattern_errors`]).
+fn compiled(pattern: &str) -> Option<Arc<Regex>> {
+    static CACHE: LazyLock<Mutex<HashMap<String, Option<Arc<Regex>>>>> = LazyLock::new(Mutex::default);
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    cache
+        .entry(pattern.to_string())
+        .or_insert_with(|| Regex::new(pattern).ok().map(Arc::new))
+        .clone()
 }
 
 fn format_ok(format: &str, s: &str) -> bool {
@@ -357,49 +372,32 @@ fn format_ok(format: &str, s: &str) -> bool {
 
 /// Go's `time.ParseDuration` syntax (`1h30m`, `10s`, `1.5h`).
 fn go_duration(s: &str) -> bool {
-    let re = Regex::new(r"^[-+]?((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+$").ok();
-    s == "0" || re.is_some_and(|r| r.is_match(s))
+    s == "0" || compiled(r"^[-+]?((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+$").is_some_and(|r| r.is_match(s))
 }
 
 fn check_number(schema: &Value, value: &Value, path: &str, errs: &mut Vec<FieldError>) {
     let Some(n) = value.as_f64() else { return };
-    let exclusive_max = schema["exclusiveMaximum"] == json!(true);
-    let exclusive_min = schema["exclusiveMinimum"] == json!(true);
-    if let Some(max) = schema["maximum"].as_f64()
-        && (n > max || (exclusive_max && n == max))
-    {
-        let rel = if exclusive_max {
-            "less than"
-        } else {
-            "less than or equal to"
+    // (bound, its exclusive flag, words, the side of the bound that is out of range)
+    let bounds = [
+        ("maximum", "exclusiveMaximum", "less than", Ordering::Greater),
+        ("minimum", "exclusiveMinimum", "greater than", Ordering::Less),
+    ];
+    for (key, exclusive_key, words, outside) in bounds {
+        let Some(bound) = schema[key].as_f64() else { continue };
+        let exclusive = schema[exclusive_key] == json!(true);
+        let out_of_range = match n.partial_cmp(&bound) {
+            Some(Ordering::Equal) => exclusive,
+            side => side == Some(outside),
         };
-        errs.push(FieldError::invalid(
-            path,
-            value,
-            &format!(
-                "{} in body should be {rel} {}",
-                name_of(path),
-                go_number(&schema["maximum"])
-            ),
-        ));
-    }
-    if let Some(min) = schema["minimum"].as_f64()
-        && (n < min || (exclusive_min && n == min))
-    {
-        let rel = if exclusive_min {
-            "greater than"
-        } else {
-            "greater than or equal to"
-        };
-        errs.push(FieldError::invalid(
-            path,
-            value,
-            &format!(
-                "{} in body should be {rel} {}",
-                name_of(path),
-                go_number(&schema["minimum"])
-            ),
-        ));
+        if out_of_range {
+            let rel = if exclusive {
+                words.to_string()
+            } else {
+                format!("{words} or equal to")
+            };
+            let detail = format!("{} in body should be {rel} {}", name_of(path), go_number(&schema[key]));
+            errs.push(FieldError::invalid(path, value, &detail));
+        }
     }
     if let Some(m) = schema["multipleOf"].as_f64()
         && m > 0.0

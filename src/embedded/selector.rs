@@ -186,14 +186,6 @@ impl FieldSelector {
         Ok(Self { reqs })
     }
 
-    /// The fields the selector names, with their required value (for `=` terms).
-    pub fn equalities(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.reqs
-            .iter()
-            .filter(|(_, eq, _)| *eq)
-            .map(|(f, _, v)| (f.as_str(), v.as_str()))
-    }
-
     /// Whether the object satisfies every requirement; `field` reads a field's value as a string.
     pub fn matches(&self, field: &dyn Fn(&str) -> String) -> bool {
         self.reqs.iter().all(|(f, eq, v)| (field(f) == *v) == *eq)

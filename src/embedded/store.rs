@@ -229,9 +229,9 @@ impl State {
                 self.floor = evicted.rv;
             }
         }
+        // Watchers of this storage get the change; any watcher whose stream ended is dropped.
         self.watchers
-            .retain(|w| w.key != *key || w.tx.send(change.clone()).is_ok());
-        self.watchers.retain(|w| !w.tx.is_closed());
+            .retain(|w| !w.tx.is_closed() && (w.key != *key || w.tx.send(change.clone()).is_ok()));
     }
 
     /// The changes after `rv`, oldest first; `None` when some of them already left the history.

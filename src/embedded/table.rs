@@ -307,68 +307,18 @@ fn row(rt: &ResourceType, obj: &Value, include: Include) -> Value {
     r
 }
 
-/// A small JSONPath evaluator for printer columns: `.a.b`, `[0]`, `[*]`, `[?(@.k=="v")]`.
+/// The values a printer column's JSONPath (`.status.phase`, `.items[0]`, `[?(@.type=="Ready")]`,
+/// optionally in `{}`) selects; a path that does not parse selects nothing.
 pub fn jsonpath(obj: &Value, path: &str) -> Vec<Value> {
+    use jsonpath_rust::JsonPath;
     let path = path
         .trim()
         .trim_start_matches('{')
         .trim_end_matches('}')
         .trim_start_matches('$');
-    let mut current = vec![obj.clone()];
-    let mut rest = path;
-    while !rest.is_empty() {
-        if let Some(r) = rest.strip_prefix('.') {
-            let end = r.find(['.', '[']).unwrap_or(r.len());
-            let key = &r[..end];
-            current = current.iter().filter_map(|v| v.get(key).cloned()).collect();
-            rest = &r[end..];
-        } else if let Some(r) = rest.strip_prefix('[') {
-            let Some(end) = r.find(']') else { return Vec::new() };
-            let (inner, after) = if r.starts_with("?(") {
-                let Some(close) = r.find(")]") else { return Vec::new() };
-                (&r[..close + 1], &r[close + 2..])
-            } else {
-                (&r[..end], &r[end + 1..])
-            };
-            current = index(&current, inner);
-            rest = after;
-        } else {
-            return Vec::new();
-        }
-    }
-    current.into_iter().filter(|v| !v.is_null()).collect()
-}
-
-fn index(values: &[Value], inner: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    for v in values {
-        let Some(items) = v.as_array() else { continue };
-        if inner == "*" {
-            out.extend(items.iter().cloned());
-        } else if let Ok(i) = inner.parse::<i64>() {
-            let idx = if i < 0 { items.len() as i64 + i } else { i };
-            if let Some(x) = usize::try_from(idx).ok().and_then(|i| items.get(i)) {
-                out.push(x.clone());
-            }
-        } else if let Some(filter) = inner.strip_prefix("?(").and_then(|f| f.strip_suffix(')')) {
-            let Some((lhs, rhs)) = filter.split_once("==") else {
-                continue;
-            };
-            let field = lhs.trim().trim_start_matches('@');
-            let want = rhs.trim().trim_matches(|c| c == '"' || c == '\'');
-            out.extend(
-                items
-                    .iter()
-                    .filter(|item| {
-                        jsonpath(item, field)
-                            .first()
-                            .is_some_and(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()) == want)
-                    })
-                    .cloned(),
-            );
-        }
-    }
-    out
+    obj.query(&format!("${path}"))
+        .map(|found| found.into_iter().filter(|v| !v.is_null()).cloned().collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use super::remote::RemoteSpec;
 pub(crate) struct Context<'a> {
     /// The remote (its URL names the repository; its credentials are redacted from the message).
     pub spec: &'a RemoteSpec,
-    /// What we were doing, e.g. "list the branches of" or "fetch".
+    /// What we were doing, e.g. [`super::probe::ACTION`] or [`super::fetch::ACTION`].
     pub action: &'a str,
     /// Stderr of the ssh / upload-pack process, if any.
     pub stderr: Option<String>,

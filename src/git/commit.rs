@@ -25,13 +25,6 @@ impl CommitInfo {
     pub fn author(&self) -> String {
         format!("{} <{}>", self.author_name, self.author_email)
     }
-
-    /// The commit time as RFC 3339 in UTC (`2024-05-01T12:00:00Z`).
-    pub fn time_rfc3339(&self) -> String {
-        chrono::DateTime::from_timestamp(self.time, 0)
-            .unwrap_or_default()
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    }
 }
 
 /// Parse `sha` as a full or abbreviated-free object id.

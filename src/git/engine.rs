@@ -98,7 +98,7 @@ impl Engine {
     /// Resolve `spec`'s branch head on the remote without downloading objects.
     pub async fn probe(&self, spec: &RemoteSpec) -> Result<Head> {
         let owned = spec.clone();
-        self.run(spec, "list the branches of", true, move |inner, abort| {
+        self.run(spec, probe::ACTION, true, move |inner, abort| {
             let repo = inner.probe_repo.to_thread_local();
             probe::probe(&owned, &repo, &inner.settings(), abort)
         })
@@ -108,7 +108,7 @@ impl Engine {
     /// Bring `spec`'s head commit into the repository's cache (shallow the first time, incremental after).
     pub async fn fetch(&self, spec: &RemoteSpec) -> Result<FetchOutcome> {
         let owned = spec.clone();
-        self.run(spec, "fetch from", true, move |inner, abort| {
+        self.run(spec, fetch::ACTION, true, move |inner, abort| {
             fetch::fetch(&owned, &inner.caches, &inner.settings(), abort)
         })
         .await

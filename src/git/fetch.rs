@@ -33,7 +33,7 @@ pub struct FetchOutcome {
 }
 
 /// What a fetch is, in error messages.
-const ACTION: &str = "fetch from";
+pub(crate) const ACTION: &str = "fetch from";
 
 /// The local ref that tracks `branch` in the cache.
 pub(crate) fn local_ref(branch: Option<&str>) -> String {

@@ -38,6 +38,9 @@ impl fmt::Display for Head {
     }
 }
 
+/// What a probe is, in error messages.
+pub(crate) const ACTION: &str = "list the branches of";
+
 /// The refspec to ask the remote about: the branch, or `HEAD`.
 pub(crate) fn remote_ref(branch: Option<&str>) -> String {
     match branch {
@@ -54,7 +57,7 @@ pub(crate) fn probe(spec: &RemoteSpec, repo: &gix::Repository, settings: &Settin
     let mut process = opened.process;
     let (map, _handshake) = connect::connection(&remote, opened.transport, spec, settings)
         .ref_map(gix::progress::Discard, ref_map::Options::default())
-        .map_err(|e| connect::failed(&e, spec, "list the branches of", settings, process.as_mut()))?;
+        .map_err(|e| connect::failed(&e, spec, ACTION, settings, process.as_mut()))?;
     head_from_refs(spec, branch.as_deref(), &map.remote_refs)
 }
 

@@ -97,13 +97,7 @@ pub async fn run(
                 wait(&ctx, &job, running, started, &tx, &mut kill).await
             }
             Err((reason, message)) => {
-                ctx.event(
-                    &job.reference,
-                    EventType::Warning,
-                    "Failed",
-                    format!("Error: {message}"),
-                )
-                .await;
+                failed_event(&ctx, &job, &message).await;
                 let term = ContainerStateTerminated {
                     exit_code: START_FAILED,
                     reason: Some(reason.into()),
@@ -141,6 +135,12 @@ pub async fn run(
     }
 }
 
+/// Kubelet's `Failed` Event for a container that could not be created or started.
+async fn failed_event(ctx: &Ctx, job: &Job, message: &str) {
+    let note = format!("Error: {message}");
+    ctx.event(&job.reference, EventType::Warning, "Failed", note).await;
+}
+
 fn ctx_pod_name(job: &Job) -> String {
     format!(
         "{}_{}",
@@ -169,13 +169,7 @@ async fn resolve_env(
                 let _ = tx
                     .send(Update::Waiting(job.idx, "CreateContainerConfigError", message.clone()))
                     .await;
-                ctx.event(
-                    &job.reference,
-                    EventType::Warning,
-                    "Failed",
-                    format!("Error: {message}"),
-                )
-                .await;
+                failed_event(ctx, job, &message).await;
                 if stopped_within(kill, retry).await {
                     return None;
                 }

@@ -105,7 +105,7 @@ pub fn field_value(pod: &Pod, path: &str) -> Result<String, Error> {
         "metadata.annotations" => Some(format_map(meta.annotations.as_ref())),
         "spec.nodeName" => spec.and_then(|s| s.node_name.clone()),
         "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()),
-        "status.hostIP" | "status.podIP" | "status.hostIPs" | "status.podIPs" => Some("127.0.0.1".into()),
+        "status.hostIP" | "status.podIP" | "status.hostIPs" | "status.podIPs" => Some(super::status::POD_IP.into()),
         _ => {
             if let Some(key) = subscript(path, "metadata.labels") {
                 Some(

@@ -297,12 +297,6 @@ impl Loop {
         }
     }
 
-    fn dir(&self, pod: &Pod) -> workspace::PodDir {
-        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let name = pod.metadata.name.as_deref().unwrap_or("");
-        workspace::PodDir::new(&self.ctx.state_dir, ns, name)
-    }
-
     /// The object is gone: stop its processes; its directory goes once they have.
     fn on_gone(&mut self, uid: &str) {
         let Some(entry) = self.pods.get_mut(uid) else {
@@ -364,7 +358,7 @@ impl Loop {
         let (stop, rx) = watch::channel(None);
         let entry = Entry {
             stop,
-            dir: self.dir(&pod),
+            dir: workspace::PodDir::of(&self.ctx.state_dir, &pod),
             deleted: None,
             vanished: false,
             deleting,
@@ -383,12 +377,10 @@ impl Loop {
 }
 
 fn deletion_grace(pod: &Pod) -> Duration {
-    let secs = pod
-        .metadata
-        .deletion_grace_period_seconds
-        .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
-        .unwrap_or(30);
-    Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+    match pod.metadata.deletion_grace_period_seconds {
+        Some(secs) => Duration::from_secs(u64::try_from(secs).unwrap_or(0)),
+        None => pod::termination_grace(pod),
+    }
 }
 
 fn is_terminal(pod: &Pod) -> bool {
@@ -419,7 +411,7 @@ fn was_started(pod: &Pod, dir: &workspace::PodDir) -> bool {
 async fn recover(ctx: Arc<Ctx>, pod: Pod) {
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
-    workspace::PodDir::new(&ctx.state_dir, &ns, &name).kill_leftovers();
+    workspace::PodDir::of(&ctx.state_dir, &pod).kill_leftovers();
     let message = "the cdkube pod runner stopped while this Pod was running; its processes were stopped \
                    and it is not resumed";
     let mut status = pod.status.clone().unwrap_or_default();
@@ -478,7 +470,7 @@ async fn finish_deletion(ctx: Arc<Ctx>, pod: Pod) {
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let dir = workspace::PodDir::new(&ctx.state_dir, &ns, &name);
+    let dir = workspace::PodDir::of(&ctx.state_dir, &pod);
     if dir.owned_by(&uid) {
         dir.kill_leftovers();
         dir.remove();

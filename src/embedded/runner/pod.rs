@@ -279,7 +279,7 @@ impl Life {
                 _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && cause.is_none() => {
                     cause = Some(Cause::Deadline);
                     self.deadline_exceeded().await;
-                    let _ = kill_tx.send(Some(self.termination_grace()));
+                    let _ = kill_tx.send(Some(termination_grace(&self.pod)));
                 }
             }
         }
@@ -334,16 +334,6 @@ impl Life {
         }
     }
 
-    fn termination_grace(&self) -> Duration {
-        let secs = self
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.termination_grace_period_seconds)
-            .unwrap_or(30);
-        Duration::from_secs(u64::try_from(secs).unwrap_or(0))
-    }
-
     async fn deadline_exceeded(&mut self) {
         let message = "Pod was active on the node longer than the specified deadline";
         self.ctx
@@ -395,6 +385,16 @@ impl Life {
         self.dir.remove();
         delete_now(&self.api, &self.name, &self.uid).await;
     }
+}
+
+/// `terminationGracePeriodSeconds` (30 when unset): the time between SIGTERM and SIGKILL.
+pub fn termination_grace(pod: &Pod) -> Duration {
+    let secs = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30);
+    Duration::from_secs(u64::try_from(secs).unwrap_or(0))
 }
 
 /// Deletes the Pod with grace period 0, only if it is still the object with `uid`.

@@ -20,7 +20,7 @@ use std::path::{Component, Path, PathBuf};
 use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::process::{BindMount, Isolation, ProcessSpec};
-use crate::embedded::logs::container_log_path;
+use crate::embedded::logs::{container_log_path, pod_dir};
 
 /// What prevents a container from being created.
 #[derive(Debug, thiserror::Error)]
@@ -91,17 +91,18 @@ pub struct PodDir {
 impl PodDir {
     /// The directory of Pod `namespace/name` under `state_dir`.
     pub fn new(state_dir: &Path, namespace: &str, name: &str) -> Self {
-        let log = container_log_path(state_dir, namespace, name, "c");
-        let root = log
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| state_dir.to_path_buf());
         PodDir {
             state_dir: state_dir.into(),
             namespace: namespace.into(),
             name: name.into(),
-            root,
+            root: pod_dir(state_dir, namespace, name),
         }
+    }
+
+    /// The directory of `pod` under `state_dir`.
+    pub fn of(state_dir: &Path, pod: &Pod) -> Self {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        PodDir::new(state_dir, ns, pod.metadata.name.as_deref().unwrap_or_default())
     }
 
     /// The Pod directory itself.
