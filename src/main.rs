@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod run_cli;
+
 #[derive(Parser)]
 #[command(
     name = "cdkube",
@@ -25,6 +27,8 @@ enum Command {
     Dev(DevArgs),
     /// Print the cdkube version.
     Version,
+    /// Run the operator: poll Pipelines' repositories and build each new commit in a builder Pod.
+    Run(run_cli::RunArgs),
     /// Resolve a repository branch's head and print `<branch>@sha1:<sha>` and the commit subject.
     Probe(cdkube::git::cli::ProbeArgs),
 }
@@ -43,6 +47,9 @@ struct DevArgs {
     /// Print only the kubeconfig path on stdout once the plane is ready (for scripts).
     #[arg(long)]
     print_kubeconfig_path: bool,
+    /// Leave the operator out (run `cdkube run --allow-local-repos` against the plane yourself).
+    #[arg(long)]
+    no_operator: bool,
 }
 
 #[derive(Args)]
@@ -59,8 +66,13 @@ struct ValidateArgs {
 }
 
 fn main() -> ExitCode {
-    cdkube::telemetry::init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Run(args) => cdkube::telemetry::init_with(args.log_format.into()),
+        _ => cdkube::telemetry::init(),
+    }
+    match cli.command {
+        Command::Run(args) => run_cli::run(args),
         Command::Crd => {
             print!("{}", cdkube::api::crd::crd_yaml());
             ExitCode::SUCCESS
@@ -100,6 +112,7 @@ fn dev(args: DevArgs) -> ExitCode {
         state_dir: args.state_dir,
         files: args.files,
         print_kubeconfig_path: args.print_kubeconfig_path,
+        operator: !args.no_operator,
     };
     let result = tokio::runtime::Runtime::new()
         .map_err(|e| e.to_string())

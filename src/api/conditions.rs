@@ -1,5 +1,21 @@
 //! Condition types, reasons and Event reasons as named constants, and the one helper that updates a
 //! condition list the way kstatus and Flux expect.
+//!
+//! Polarity (kstatus "abnormal-true"): `Ready` is the only positive condition; the others are present
+//! only while they hold (status `True`) and are removed when they stop holding.
+//!
+//! | type | polarity | set when |
+//! |---|---|---|
+//! | `Ready` | positive | always: `True` once the newest finished build succeeded and nothing is wrong |
+//! | `Reconciling` | negative | a build is running, or the first poll has not answered yet |
+//! | `Stalled` | negative | the spec is invalid: nothing happens until the user changes it |
+//! | `FetchFailed` | negative | the repository cannot be probed or fetched, or its Secret is unusable |
+//! | `BuildFailed` | negative | the newest finished build failed |
+//!
+//! `Ready` summarises the others, first match wins: `Stalled` or `FetchFailed` → `False` with their
+//! reason; a build running or no poll yet → `Unknown` (`Progressing`); the newest finished build failed
+//! → `False` (its reason, such as `BuildFailed` or `DeadlineExceeded`); it succeeded → `True`
+//! (`Succeeded`). While `spec.suspend` is true, `Ready` keeps its last value.
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// Condition: the last build of the current spec succeeded and nothing is wrong.
@@ -39,6 +55,16 @@ pub mod reason {
     pub const INVALID_SECRET: &str = "InvalidSecret";
     /// `spec.suspend` is true.
     pub const SUSPENDED: &str = "Suspended";
+    /// The builder Pod's init container could not download or unpack the source.
+    pub const SOURCE_FETCH_FAILED: &str = "SourceFetchFailed";
+    /// The builder Pod of a running build disappeared.
+    pub const POD_DELETED: &str = "PodDeleted";
+    /// The API server refused the builder Pod.
+    pub const POD_CREATE_FAILED: &str = "PodCreateFailed";
+    /// A newer commit replaced a running build (`concurrencyPolicy: Replace`).
+    pub const REPLACED: &str = "Replaced";
+    /// A newer commit superseded a commit that was waiting (`concurrencyPolicy: Forbid`).
+    pub const SUPERSEDED: &str = "Superseded";
 }
 
 /// The three values of a condition's `status`.

@@ -124,6 +124,14 @@ pub struct Run {
     pub completion_time: Option<Time>,
     /// What started the run.
     pub trigger: Trigger,
+    /// Digest of the build-relevant spec (image, commands, arguments, env, resources, service account,
+    /// target name and version) the run was started with; a different digest on the current spec is a
+    /// `spec-change` trigger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_digest: Option<String>,
+    /// Digest (`sha256:<hex>`) of the source artifact the builder Pod downloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<String>,
 }
 
 /// Phase of one run.

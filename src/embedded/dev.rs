@@ -1,9 +1,10 @@
 //! `cdkube dev`: a whole local control plane in one command — the API server emulator, the Pipeline
 //! CRD, the local pod runner — plus the user's manifests, until Ctrl-C.
 //!
-//! The operator (controller) is not part of cdkube yet, so `cdkube dev` runs the API server and the
-//! pod runner only. When the operator lands, it starts here too, with a flag to leave it out for
-//! tests that run it as a separate process.
+//! The operator runs here too (`--no-operator` leaves it out, for tests that run `cdkube run` as a
+//! separate process), with local repositories allowed and its artifact server on 127.0.0.1. With no
+//! `-f`, a demo repository and a Pipeline that follows it are created, so a first build is one
+//! `git commit` away. Each run Event is printed as one line.
 //!
 //! The API server keeps its objects in memory, so each start is a fresh cluster: Pod directories
 //! (and any Pod processes) a killed earlier run left under `<state_dir>/pods/` are cleared first.
@@ -62,6 +63,12 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// The operator did not start.
+    #[error("starting the operator: {0}")]
+    Operator(#[from] crate::controller::StartError),
+    /// The demo repository could not be created.
+    #[error("creating the demo repository: {0}")]
+    Demo(String),
     /// Installing the Ctrl-C / SIGTERM handler failed.
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
@@ -78,6 +85,8 @@ pub struct DevOptions {
     pub files: Vec<PathBuf>,
     /// Print only the kubeconfig path on stdout, once everything is ready (for scripts).
     pub print_kubeconfig_path: bool,
+    /// Run the operator in the plane.
+    pub operator: bool,
 }
 
 /// One applied object, as reported to the user.
@@ -211,25 +220,85 @@ pub async fn apply_files(client: &Client, files: &[PathBuf]) -> Result<Vec<Appli
     Ok(out)
 }
 
-/// What to try, printed once the plane is up.
-pub fn banner(server: &str, kubeconfig: &Path, applied: &[Applied]) -> String {
+/// What to try, printed once the plane is up. `demo` is the demo repository, when one was made.
+pub fn banner(server: &str, kubeconfig: &Path, applied: &[Applied], operator: bool, demo: Option<&Path>) -> String {
     let kc = kubeconfig.display();
+    let operator = if operator {
+        "operator: running (polls Pipelines' repositories and builds each new commit)"
+    } else {
+        "operator: not started (--no-operator); run `cdkube run --allow-local-repos` against this plane"
+    };
     let mut out = format!(
-        "cdkube dev: API server {server}, pod runner on node {node}\n\
-         operator: not started (cdkube has no controller yet; only the API server and pod runner run)\n\
-         kubeconfig: {kc}\n",
+        "cdkube dev: API server {server}, pod runner on node {node}\n{operator}\nkubeconfig: {kc}\n",
         node = super::runner::DEFAULT_NODE_NAME,
     );
     for a in applied {
         out.push_str(&format!("applied: {a}\n"));
     }
+    out.push_str(&format!("\nTry:\n  export KUBECONFIG={kc}\n  kubectl get pipelines -w\n"));
+    match demo {
+        Some(repo) => out.push_str(&format!(
+            "  kubectl describe pipeline demo\n\
+             and push a commit to the demo repository to see it built:\n  \
+             git -C {repo} commit --allow-empty -m 'my first change'\n  \
+             kubectl get pods; kubectl logs POD\n",
+            repo = repo.display()
+        )),
+        None => out.push_str(
+            "  kubectl apply -f fixtures/pipelines/doing-nothing.yaml\n  kubectl describe pipeline doing-nothing\n  \
+             kubectl get pods\n  kubectl logs POD\n",
+        ),
+    }
     out.push_str(&format!(
-        "\nTry:\n  export KUBECONFIG={kc}\n  kubectl get pipelines\n  \
-         kubectl apply -f fixtures/pipelines/doing-nothing.yaml\n  kubectl describe pipeline doing-nothing\n  \
-         kubectl get pods\n  kubectl logs POD\n(or pass --kubeconfig {kc} to each kubectl command)\n\n\
-         Ctrl-C stops the plane and every Pod process.\n"
+        "(or pass --kubeconfig {kc} to each kubectl command)\n\nCtrl-C stops the plane and every Pod process.\n"
     ));
     out
+}
+
+/// The demo Pipeline `cdkube dev` applies when given no `-f`: it follows `repo`'s `main` every 10s.
+fn demo_pipeline(repo: &Path) -> String {
+    format!(
+        "apiVersion: delivery.inge.4pr.es/v1alpha1\n\
+         kind: Pipeline\n\
+         metadata: {{name: demo, namespace: default}}\n\
+         spec:\n  \
+           repo: {repo}\n  \
+           branch: main\n  \
+           interval: 10s\n  \
+           buildImage: busybox\n  \
+           buildCommands: [sh, -c]\n  \
+           buildArguments: ['echo \"building $CDKUBE_COMMIT\"; ls -l; echo done']\n  \
+           targetName: demo\n  \
+           targetVersion: \"0.1\"\n",
+        repo = serde_json::to_string(&repo.display().to_string()).unwrap_or_default()
+    )
+}
+
+/// Creates (once) a git repository with one commit on `main` under the state directory.
+fn demo_repository(state_dir: &Path) -> Result<PathBuf, Error> {
+    let repo = state_dir.join("demo");
+    if repo.join(".git").is_dir() {
+        return Ok(repo);
+    }
+    std::fs::create_dir_all(&repo).map_err(|e| Error::Demo(e.to_string()))?;
+    std::fs::write(repo.join("README.md"), "# demo\n\nEvery commit here is built by `cdkube dev`.\n")
+        .map_err(|e| Error::Demo(e.to_string()))?;
+    for args in [
+        &["init", "--quiet", "--initial-branch=main"][..],
+        &["add", "README.md"],
+        &["-c", "user.name=cdkube", "-c", "user.email=cdkube@localhost", "commit", "--quiet", "-m", "demo: first commit"],
+    ] {
+        let status = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .map_err(|e| Error::Demo(format!("running git: {e}")))?;
+        if !status.success() {
+            return Err(Error::Demo(format!("git {} failed: {status}", args.join(" "))));
+        }
+    }
+    Ok(repo)
 }
 
 /// SIGINT and SIGTERM, caught from the moment this exists (so a Ctrl-C during start-up is kept and
@@ -253,6 +322,60 @@ impl StopSignals {
             _ = self.int.recv() => {}
             _ = self.term.recv() => {}
         }
+    }
+}
+
+/// The `-f` files, or, without any, the demo repository and its Pipeline (returned with its path).
+async fn apply(client: &Client, opts: &DevOptions, state_dir: &Path) -> Result<(Vec<Applied>, Option<PathBuf>), Error> {
+    if !opts.files.is_empty() {
+        return Ok((apply_files(client, &opts.files).await?, None));
+    }
+    let repo = demo_repository(state_dir)?;
+    let applied = apply_manifests(client, &demo_pipeline(&repo), "demo Pipeline").await?;
+    Ok((applied, Some(repo)))
+}
+
+/// The operator running in the plane, and how to stop it.
+struct Operator {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the operator (local repositories allowed, artifact server on a free 127.0.0.1 port, signing key
+/// in the state directory) and prints one line per run Event.
+async fn start_operator(client: Client, state_dir: &Path) -> Operator {
+    let (lines, mut printed) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Some(line) = printed.recv().await {
+            println!("{line}");
+        }
+    });
+    let options = crate::controller::Options {
+        namespace: None,
+        storage_dir: state_dir.join("operator"),
+        artifact_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        artifact_url: String::new(),
+        fetch_image: "cdkube".into(),
+        probe_concurrency: 8,
+        reconcile_concurrency: 4,
+        allow_local_repos: true,
+        signing_key: crate::controller::SigningKey::File(state_dir.join("operator").join("signing-key")),
+        notify: Some(lines),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let shutdown = futures::FutureExt::map(stopped, |_| ());
+        if let Err(e) = crate::controller::run(client, options, shutdown).await {
+            eprintln!("cdkube dev: operator: {e}");
+        }
+    });
+    Operator { stop, task }
+}
+
+async fn stop_operator(operator: Option<Operator>) {
+    if let Some(operator) = operator {
+        let _ = operator.stop.send(());
+        let _ = operator.task.await;
     }
 }
 
@@ -294,9 +417,14 @@ pub async fn run(opts: DevOptions) -> Result<(), Error> {
             return Err(e);
         }
     };
-    let applied = match apply_files(&client, &opts.files).await {
+    let operator = match opts.operator {
+        true => Some(start_operator(client.clone(), &state_dir).await),
+        false => None,
+    };
+    let applied = match apply(&client, &opts, &state_dir).await {
         Ok(a) => a,
         Err(e) => {
+            stop_operator(operator).await;
             runner.shutdown().await;
             plane.shutdown().await;
             return Err(e);
@@ -307,11 +435,12 @@ pub async fn run(opts: DevOptions) -> Result<(), Error> {
     let text = if opts.print_kubeconfig_path {
         format!("{}\n", plane.kubeconfig_path().display())
     } else {
-        banner(&plane.url(), plane.kubeconfig_path(), &applied)
+        banner(&plane.url(), plane.kubeconfig_path(), &applied.0, opts.operator, applied.1.as_deref())
     };
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
     stop.wait().await;
-    tracing::info!("stopping: killing Pod processes, then the API server");
+    tracing::info!("stopping: the operator, then Pod processes, then the API server");
+    stop_operator(operator).await;
     runner.shutdown().await;
     plane.shutdown().await;
     Ok(())

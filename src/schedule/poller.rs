@@ -111,6 +111,17 @@ impl fmt::Display for Event {
     }
 }
 
+/// The poller's view of one subscription's key ([`Poller::status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyStatus {
+    /// The last head seen, if any probe succeeded.
+    pub head: Option<Head>,
+    /// The last probe's error while the key is failing; `None` once a probe succeeds.
+    pub error: Option<git::Error>,
+    /// Consecutive failed probes.
+    pub failures: u32,
+}
+
 /// How the poller behaves. Probe concurrency is the engine's (`EngineOptions::max_concurrency`).
 #[derive(Debug, Clone, Default)]
 pub struct PollerOptions {
@@ -154,6 +165,8 @@ struct KeyState {
     spec: RemoteSpec,
     head: Option<Head>,
     failures: u32,
+    /// The error of the last probe, while the key is failing.
+    last_error: Option<git::Error>,
     retry_at: Option<Instant>,
     in_flight: bool,
     /// Subscriptions triggered while a probe was in flight: due again as soon as it completes.
@@ -219,6 +232,7 @@ impl Poller {
                 spec,
                 head: None,
                 failures: 0,
+                last_error: None,
                 retry_at: None,
                 in_flight: false,
                 retrigger: Vec::new(),
@@ -294,6 +308,24 @@ impl Poller {
         let state = self.state();
         let key = &state.subscriptions.get(id)?.key;
         state.keys.get(key)?.head.clone()
+    }
+
+    /// What the poller knows of subscription `id`'s key: the last head seen and, while the key is failing,
+    /// the last error. `None` for unknown ids.
+    pub fn status(&self, id: &str) -> Option<KeyStatus> {
+        let state = self.state();
+        let key = &state.subscriptions.get(id)?.key;
+        let key_state = state.keys.get(key)?;
+        Some(KeyStatus {
+            head: key_state.head.clone(),
+            error: key_state.last_error.clone(),
+            failures: key_state.failures,
+        })
+    }
+
+    /// Ids of every subscription.
+    pub fn subscriptions(&self) -> Vec<String> {
+        self.state().subscriptions.keys().cloned().collect()
     }
 
     /// Number of subscriptions and of distinct keys.
@@ -430,6 +462,7 @@ impl KeyState {
     /// Take in a successful probe: a new head is news, and so is the same head after failures.
     fn succeeded(&mut self, key: &Key, head: Head) -> (Outcome, Option<Event>) {
         let recovered = std::mem::take(&mut self.failures) > 0;
+        self.last_error = None;
         self.retry_at = None;
         let subscribers = self.subscribers.iter().cloned().collect();
         match self.head.replace(head.clone()) {
@@ -456,6 +489,7 @@ impl KeyState {
     /// Take in a failed probe: back off one step further.
     fn failed(&mut self, key: &Key, error: git::Error, backoff: &Backoff) -> (Outcome, Option<Event>) {
         self.failures += 1;
+        self.last_error = Some(error.clone());
         let retry_in = backoff.delay(self.failures);
         self.retry_at = Some(Instant::now() + retry_in);
         let event = Event::ProbeFailed {

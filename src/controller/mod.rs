@@ -1,0 +1,326 @@
+//! The delivery controller (`cdkube run`): a kube-runtime [`Controller`] on Pipelines that owns their
+//! builder Pods. The shared poller's head changes, probe failures and recoveries are fed into it as
+//! reconcile triggers; each reconcile is the chain in [`reconcile`]; the artifact server hands builder
+//! Pods their source.
+//!
+//! One [`Context`] is shared by every reconcile. Errors carry their own requeue policy
+//! ([`Error::requeue`]); problems of a Pipeline (bad spec, bad Secret, unreachable repository, failed
+//! build) are status conditions and Events, not errors.
+mod error;
+pub mod history;
+pub mod pod;
+mod reconcile;
+mod source;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::mpsc;
+
+pub use error::{Error, StartError};
+
+use crate::api::Pipeline;
+use crate::artifact::{self, ArtifactServer, Signer};
+use crate::git::{Engine, EngineOptions};
+use crate::schedule::{Event as PollEvent, Poller, PollerOptions};
+
+/// `reportingController` of the operator's Events.
+pub const REPORTER: &str = "cdkube-controller";
+
+/// Where the artifact signing key lives.
+#[derive(Debug, Clone)]
+pub enum SigningKey {
+    /// A file (created 0600 if absent): `cdkube dev`.
+    File(PathBuf),
+    /// A Secret (created if absent), so URLs survive restarts and are shared by replicas.
+    Secret {
+        /// Its namespace (the operator's own).
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+}
+
+/// How the operator runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Watch Pipelines in this namespace only; `None` for all.
+    pub namespace: Option<String>,
+    /// Git caches (`repos/`) and artifacts (`artifacts/`).
+    pub storage_dir: PathBuf,
+    /// Where the artifact server listens.
+    pub artifact_listen: SocketAddr,
+    /// The base URL builder Pods reach the artifact server at (`http://cdkube.cdkube-system.svc:9090`);
+    /// empty: `http://<artifact_listen>`.
+    pub artifact_url: String,
+    /// Image of the builder Pods' `fetch-source` init container (the operator's own image).
+    pub fetch_image: String,
+    /// Git operations (probe, fetch, export) at once.
+    pub probe_concurrency: usize,
+    /// Pipelines reconciled at once.
+    pub reconcile_concurrency: u16,
+    /// Accept `file://` and local-path repositories (only `cdkube dev`).
+    pub allow_local_repos: bool,
+    /// The artifact URL signing key.
+    pub signing_key: SigningKey,
+    /// Receives one line per run Event (`cdkube dev` prints them).
+    pub notify: Option<mpsc::UnboundedSender<String>>,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    client: Client,
+    engine: Engine,
+    poller: Poller,
+    store: artifact::Store,
+    signer: Signer,
+    recorder: Recorder,
+    options: Options,
+    /// Builder Pods the API server refused, by (Pipeline uid, Pod name): the next reconcile fails the run.
+    refusals: Mutex<HashMap<(String, String), String>>,
+    /// The controller's cache of Pipelines, once it runs (the artifact server's rebuild hook reads it).
+    pipelines: OnceLock<Store<Pipeline>>,
+}
+
+impl Context {
+    fn template(&self) -> pod::PodTemplate {
+        pod::PodTemplate {
+            fetch_image: self.options.fetch_image.clone(),
+        }
+    }
+
+    fn pipelines(&self) -> Option<&Store<Pipeline>> {
+        self.pipelines.get()
+    }
+
+    fn refusals(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), String>> {
+        self.refusals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remember_refusal(&self, pipeline: &Pipeline, pod: String, message: String) {
+        self.refusals().insert((pipeline.uid().unwrap_or_default(), pod), message);
+    }
+
+    /// Refused Pods of `pipeline`, by name. Taken, not copied: once the run is failed, they are done.
+    fn create_failures(&self, pipeline: &Pipeline) -> HashMap<String, String> {
+        let uid = pipeline.uid().unwrap_or_default();
+        let mut refusals = self.refusals();
+        let mine: Vec<(String, String)> = refusals.keys().filter(|(u, _)| *u == uid).cloned().collect();
+        mine.into_iter()
+            .filter_map(|key| refusals.remove(&key).map(|message| (key.1, message)))
+            .collect()
+    }
+}
+
+/// Runs the operator until `shutdown` resolves: then polling stops, in-flight reconciles (and their status
+/// writes) finish, and the artifact server closes.
+pub async fn run(
+    client: Client,
+    options: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), StartError> {
+    let pipelines = pipeline_api(&client, options.namespace.as_deref());
+    pipelines.list(&ListParams::default().limit(1)).await.map_err(StartError::Crd)?;
+    let addr = options.artifact_listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let mut options = options;
+    if options.artifact_url.is_empty() {
+        let bound = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
+        options.artifact_url = format!("http://{bound}");
+    }
+    let (ctx, events) = context(client.clone(), options).await?;
+    let ctx = Arc::new(ctx);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = ArtifactServer::new(
+        ctx.store.clone(),
+        ctx.signer.clone(),
+        Arc::new(source::Rebuilder { ctx: Arc::clone(&ctx) }),
+    );
+    let server_task = tokio::spawn(artifact::serve(listener, server, wait_stop(stop_rx.clone())));
+    let poller_task = tokio::spawn(ctx.poller.clone().run());
+    controller(Arc::clone(&ctx), events, pipelines, shutdown).await;
+    tracing::info!("stopped reconciling; closing the artifact server");
+    poller_task.abort();
+    let _ = stop_tx.send(true);
+    let _ = server_task.await;
+    Ok(())
+}
+
+async fn wait_stop(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn pipeline_api(client: &Client, namespace: Option<&str>) -> Api<Pipeline> {
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Builds the shared context (git engine, poller, artifact store and signing key, Event recorder) and
+/// the receiver of the poller's events.
+async fn context(client: Client, options: Options) -> Result<(Context, mpsc::UnboundedReceiver<PollEvent>), StartError> {
+    let mut engine_options = EngineOptions::new(options.storage_dir.join("git"));
+    engine_options.max_concurrency = options.probe_concurrency.max(1);
+    let engine = Engine::new(engine_options)?;
+    let (poller, events) = Poller::new(engine.clone(), PollerOptions::default());
+    let store = artifact::Store::open(&options.storage_dir.join("artifacts"))?;
+    let signer = match &options.signing_key {
+        SigningKey::File(path) => artifact::load_or_create_key_file(path)?,
+        SigningKey::Secret { namespace, name } => {
+            artifact::load_or_create_key_secret(client.clone(), namespace, name).await?
+        }
+    };
+    let ctx = Context {
+        recorder: Recorder::new(client.clone(), Reporter::from(REPORTER)),
+        client,
+        engine,
+        poller,
+        store,
+        signer,
+        options,
+        refusals: Mutex::default(),
+        pipelines: OnceLock::new(),
+    };
+    Ok((ctx, events))
+}
+
+/// Runs the kube-runtime Controller until `shutdown`: Pipelines, their builder Pods (label-selected), and
+/// the poller's events as reconcile triggers.
+async fn controller(
+    ctx: Arc<Context>,
+    events: mpsc::UnboundedReceiver<PollEvent>,
+    pipelines: Api<Pipeline>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let pods: Api<Pod> = match &ctx.options.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let pod_watch = watcher::Config::default().labels(&format!("{}={}", pod::MANAGED_BY_LABEL, pod::MANAGED_BY));
+    let config = ControllerConfig::default().concurrency(ctx.options.reconcile_concurrency.max(1));
+    let controller = Controller::new(pipelines, watcher::Config::default())
+        .owns(pods, pod_watch)
+        .reconcile_on(poll_triggers(events))
+        .with_config(config)
+        .graceful_shutdown_on(shutdown);
+    let _ = ctx.pipelines.set(controller.store());
+    let housekeeping = tokio::spawn(housekeeping(Arc::clone(&ctx)));
+    controller
+        .run(reconcile::reconcile, error_policy, Arc::clone(&ctx))
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!("reconcile: {e}");
+            }
+        })
+        .await;
+    housekeeping.abort();
+}
+
+/// The poller's events as Pipeline references: every subscriber of a key whose head changed, whose probe
+/// failed or recovered.
+fn poll_triggers(events: mpsc::UnboundedReceiver<PollEvent>) -> impl futures::Stream<Item = ObjectRef<Pipeline>> + Send {
+    futures::stream::unfold(events, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) }).flat_map(|event| {
+        let subscribers = match event {
+            PollEvent::HeadChanged { subscribers, .. }
+            | PollEvent::ProbeFailed { subscribers, .. }
+            | PollEvent::Recovered { subscribers, .. } => subscribers,
+        };
+        futures::stream::iter(subscribers.into_iter().filter_map(|id| {
+            let (namespace, name) = id.split_once('/')?;
+            Some(ObjectRef::new(name).within(namespace))
+        }))
+    })
+}
+
+/// Every few seconds: Pipelines that are gone leave the poller (a key with no subscribers is never probed
+/// again); every few minutes, artifacts no retained run references are pruned.
+async fn housekeeping(ctx: Arc<Context>) {
+    let Some(store) = ctx.pipelines().cloned() else {
+        return;
+    };
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut ticks = 0u64;
+    loop {
+        tokio::time::sleep(HOUSEKEEPING).await;
+        for id in ctx.poller.subscriptions() {
+            let Some((namespace, name)) = id.split_once('/') else { continue };
+            if store.get(&ObjectRef::new(name).within(namespace)).is_none() {
+                ctx.poller.unsubscribe(&id);
+            }
+        }
+        ticks += 1;
+        if ticks % PRUNE_EVERY == 0 {
+            prune(&ctx, &store);
+        }
+    }
+}
+
+/// Prune every [`PRUNE_EVERY`] housekeeping ticks.
+const PRUNE_EVERY: u64 = 30;
+/// An artifact younger than this is never pruned (its run may not be recorded yet).
+const PRUNE_MIN_AGE: Duration = Duration::from_secs(600);
+
+/// Deletes artifacts that no Pipeline's status references any more.
+fn prune(ctx: &Context, store: &Store<Pipeline>) {
+    let keep: HashSet<String> = store
+        .state()
+        .iter()
+        .filter_map(|p| p.status.as_ref())
+        .flat_map(|s| {
+            let runs = s.history.iter().filter_map(|r| r.source_digest.clone());
+            runs.chain(s.artifact.as_ref().map(|a| a.digest.clone()))
+        })
+        .collect();
+    match artifact::prune(&ctx.store, &keep, PRUNE_MIN_AGE) {
+        Ok(report) if report.removed > 0 => tracing::info!("pruned {} artifacts ({} bytes)", report.removed, report.bytes_freed),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("pruning artifacts: {e}"),
+    }
+}
+
+/// Logs a reconcile error and says when to retry.
+fn error_policy(pipeline: Arc<Pipeline>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(
+        pipeline = %format!("{}/{}", pipeline.namespace().unwrap_or_default(), pipeline.name_any()),
+        reason = error.reason(),
+        "reconcile failed: {error}"
+    );
+    Action::requeue(error.requeue())
+}
+
+/// How often Pipelines that no longer exist are unsubscribed.
+const HOUSEKEEPING: Duration = Duration::from_secs(10);
+
+/// A future that resolves at the first SIGTERM or SIGINT (for [`run`]'s `shutdown`). Must be called
+/// inside a tokio runtime.
+pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + Sync + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("signal received: stopping");
+        let _ = tx.send(());
+    });
+    Ok(futures::FutureExt::map(rx, |_| ()))
+}
