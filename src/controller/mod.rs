@@ -33,7 +33,7 @@ pub use error::{Error, StartError};
 use crate::api::Pipeline;
 use crate::artifact::{self, ArtifactServer, Signer};
 use crate::git::{Engine, EngineOptions};
-use crate::schedule::{Event as PollEvent, Poller, PollerOptions};
+use crate::schedule::{Backoff, Event as PollEvent, Poller, PollerOptions};
 
 /// `reportingController` of the operator's Events.
 pub const REPORTER: &str = "cdkube-controller";
@@ -89,6 +89,8 @@ pub struct Context {
     options: Options,
     /// Builder Pods the API server refused, by (Pipeline uid, Pod name): the next reconcile fails the run.
     refusals: Mutex<HashMap<(String, String), String>>,
+    /// Backoff of Pipelines whose Secret is unusable.
+    backoff: Retries,
     /// The controller's cache of Pipelines, once it runs (the artifact server's rebuild hook reads it).
     pipelines: OnceLock<Store<Pipeline>>,
 }
@@ -120,6 +122,27 @@ impl Context {
         mine.into_iter()
             .filter_map(|key| refusals.remove(&key).map(|message| (key.1, message)))
             .collect()
+    }
+}
+
+/// Consecutive failures per Pipeline, and the backoff they earn.
+#[derive(Default)]
+struct Retries {
+    failures: Mutex<HashMap<String, u32>>,
+    backoff: Backoff,
+}
+
+impl Retries {
+    /// One more failure of `id`: how long to wait before the next attempt.
+    fn next(&self, id: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(id.to_owned()).or_default();
+        *n = n.saturating_add(1);
+        self.backoff.delay(*n)
+    }
+
+    fn reset(&self, id: &str) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 }
 
@@ -193,6 +216,7 @@ async fn context(client: Client, options: Options) -> Result<(Context, mpsc::Unb
         signer,
         options,
         refusals: Mutex::default(),
+        backoff: Retries::default(),
         pipelines: OnceLock::new(),
     };
     Ok((ctx, events))

@@ -43,7 +43,15 @@ pub(crate) async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Res
         return Ok(Action::await_change());
     }
     let mut obs = observe(&ctx, &pipeline, &old, now).await?;
-    let remote = sense(&ctx, &pipeline, &id, &old, &mut obs).await;
+    let remote = sense(&ctx, &pipeline, &id, &mut obs).await;
+    // A bad Secret has no poller key to retry it: this Pipeline retries with its own backoff.
+    let retry = match (&remote, &obs.fetch_error) {
+        (None, Some(_)) => Some(ctx.backoff.next(&id)),
+        _ => {
+            ctx.backoff.reset(&id);
+            None
+        }
+    };
     let mut plan = history::plan(&pipeline.spec, &old, &obs);
     if let (Some(_), Some(remote)) = (&plan.wants_source, &remote) {
         match source::prepare(&ctx, remote).await {
@@ -55,7 +63,8 @@ pub(crate) async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Res
         }
         plan = history::plan(&pipeline.spec, &old, &obs);
     }
-    apply(&ctx, &pipeline, &old, plan).await
+    let action = apply(&ctx, &pipeline, &old, plan).await?;
+    Ok(retry.map_or(action, Action::requeue))
 }
 
 /// `namespace/name`: the Pipeline's id in the poller.
@@ -105,7 +114,6 @@ async fn sense(
     ctx: &Context,
     pipeline: &Pipeline,
     id: &str,
-    old: &PipelineStatus,
     obs: &mut Observation,
 ) -> Option<crate::git::RemoteSpec> {
     if pipeline.spec.suspended() {
@@ -131,8 +139,6 @@ async fn sense(
     let known = ctx.poller.status(id);
     obs.head = known.as_ref().and_then(|k| k.head.clone());
     obs.fetch_error = known.and_then(|k| k.error).map(Into::into);
-    // Until the poller's first probe answers, the head recorded in status stands (no build without a probe).
-    let _ = old;
     Some(remote)
 }
 

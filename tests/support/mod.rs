@@ -9,6 +9,7 @@
 pub mod blackhole;
 pub mod daemon;
 pub mod http;
+pub mod operator;
 pub mod repo;
 pub mod ssh;
 
@@ -22,6 +23,11 @@ pub use daemon::GitDaemon;
 pub use http::{HttpGit, HttpRequest};
 pub use repo::{Repos, Upstream};
 pub use ssh::SshServer;
+
+/// The repository root (fixtures, deploy/).
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
 
 /// A child process that is killed and reaped when dropped.
 pub struct ChildGuard(pub Child);
