@@ -4,6 +4,7 @@
 //! and exports it, `artifact` stores and serves the tarball, `controller` runs the builder Pod, and
 //! `embedded` stands in for a cluster when there is none.
 pub mod api;
+pub mod artifact;
 pub mod embedded;
 pub mod git;
 pub mod schedule;
