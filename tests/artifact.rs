@@ -27,10 +27,13 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 // ---- archives ----------------------------------------------------------------------------------------
 
+/// One archive entry: name, type, link target, content, mode.
+type Entry = (String, EntryType, Option<String>, Vec<u8>, u32);
+
 /// A tar.gz being built entry by entry, names written raw so that unsafe ones can be made too.
 #[derive(Default)]
 struct Tarball {
-    entries: Vec<(String, EntryType, Option<String>, Vec<u8>, u32)>,
+    entries: Vec<Entry>,
 }
 
 impl Tarball {
