@@ -304,6 +304,10 @@ async fn fetch_source_downloads_verifies_and_extracts() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names.len(), 3, "no temporary files are left: {names:?}");
+    // An idle connection does not hold up a graceful stop.
+    let _idle = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
     server.stop().await.expect("graceful shutdown");
 }
 
@@ -622,4 +626,36 @@ async fn the_signing_key_secret_is_created_once_and_shared() {
 
 async fn with_deadline<T>(future: impl Future<Output = T>) -> T {
     tokio::time::timeout(DEADLINE, future).await.expect("in time")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extraction_never_overwrites_and_cleans_up_after_killed_attempts() {
+    let server = Server::start().await;
+    let digest = server.insert(&sample().gzip());
+    let url = server.url(&digest);
+
+    let dest = server.dest("occupied");
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::write(dest.join("README.md"), "mine\n").unwrap();
+    let output = fetch_source(&url, &digest, &dest, &[]).await;
+    assert_failed(&output, "README.md already exists");
+    assert_eq!(std::fs::read_to_string(dest.join("README.md")).unwrap(), "mine\n");
+    let names: Vec<_> = std::fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["README.md"], "nothing else was added");
+
+    let dest = server.dest("restarted");
+    std::fs::create_dir_all(dest.join(".cdkube-staging-old/src")).unwrap();
+    std::fs::write(dest.join(".cdkube-download-old"), "partial").unwrap();
+    std::fs::write(dest.join("notes.txt"), "kept\n").unwrap();
+    let output = fetch_source(&url, &digest, &dest, &[]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut names: Vec<_> = std::fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["README.md", "docs", "notes.txt", "src"]);
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::error::Error;
-use super::extract::{self, TEMP_PREFIX};
+use super::extract::{self, DOWNLOAD_PREFIX, STAGING_PREFIX};
 use super::store::parse_digest;
 
 /// Limits of [`fetch_and_extract`].
@@ -74,7 +74,7 @@ pub fn fetch_and_extract(url: &str, digest: &str, dest: &Path, options: &FetchOp
 fn fetch_into(url: &str, digest: &str, dest: &Path, options: &FetchOptions) -> Result<FetchReport, Error> {
     let deadline = Instant::now() + options.timeout;
     let mut temp = tempfile::Builder::new()
-        .prefix(&format!("{TEMP_PREFIX}download-"))
+        .prefix(DOWNLOAD_PREFIX)
         .tempfile_in(dest)
         .map_err(|e| Error::io("create a temporary file in", dest, e))?;
     let download = Download::new(url, options, deadline)?.run(temp.as_file_mut())?;
@@ -99,7 +99,10 @@ fn remove_leftovers(dest: &Path) -> Result<(), Error> {
     let entries = fs::read_dir(dest).map_err(|e| Error::io("list", dest, e))?;
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let ours = name.to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX));
+        // Exactly our own prefixes: a repository's own dot-files are never touched.
+        let ours = name
+            .to_str()
+            .is_some_and(|n| n.starts_with(STAGING_PREFIX) || n.starts_with(DOWNLOAD_PREFIX));
         if ours {
             let path = entry.path();
             let removed = match entry.file_type() {
@@ -241,6 +244,14 @@ impl<'a> Download<'a> {
                 }
             };
             bytes += n as u64;
+            // The client's timeout covers the body too; this makes the overall deadline explicit.
+            if Instant::now() >= self.deadline {
+                return Err(Failure::Transient {
+                    message: "the download deadline passed".to_owned(),
+                    source: None,
+                    retry_after: None,
+                });
+            }
             if bytes > self.options.max_bytes {
                 return Err(Failure::Fatal(self.too_large()));
             }

@@ -16,8 +16,10 @@ use tar::EntryType;
 
 use super::error::Error;
 
-/// The name prefix of cdkube's own temporary files in a destination directory.
-pub(crate) const TEMP_PREFIX: &str = ".cdkube-";
+/// The name prefix of the staging directory in a destination directory.
+pub(crate) const STAGING_PREFIX: &str = ".cdkube-staging-";
+/// The name prefix of the downloaded archive in a destination directory.
+pub(crate) const DOWNLOAD_PREFIX: &str = ".cdkube-download-";
 
 /// What an extraction wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,7 +34,7 @@ pub(crate) struct Extracted {
 /// unpack to more than `max_bytes`. On error `dest` is left as it was.
 pub(crate) fn extract(archive: &Path, dest: &Path, max_bytes: u64) -> Result<Extracted, Error> {
     let staging = tempfile::Builder::new()
-        .prefix(&format!("{TEMP_PREFIX}staging-"))
+        .prefix(STAGING_PREFIX)
         .tempdir_in(dest)
         .map_err(|e| Error::io("create a staging directory in", dest, e))?;
     let file = fs::File::open(archive).map_err(|e| Error::io("open", archive, e))?;
