@@ -231,9 +231,14 @@ async fn find_or_rebuild(shared: &Shared, artifact: &ArtifactRef) -> Result<Path
     let slot = RebuildSlot::take(shared, &artifact.digest);
     let _turn = slot.lock.lock().await;
     // The request we waited for may have rebuilt it.
-    if let Some(file) = store.path(&artifact.digest) {
-        return Ok(file);
+    match store.path(&artifact.digest) {
+        Some(file) => Ok(file),
+        None => rebuild(shared, artifact).await,
     }
+}
+
+/// Call the rebuild hook for `artifact` and find the result in the store.
+async fn rebuild(shared: &Shared, artifact: &ArtifactRef) -> Result<PathBuf, Response> {
     tracing::info!(
         namespace = artifact.namespace,
         pipeline = artifact.pipeline,
@@ -262,7 +267,7 @@ async fn find_or_rebuild(shared: &Shared, artifact: &ArtifactRef) -> Result<Path
                 artifact.commit, artifact.digest
             ),
         )),
-        Ok(_) => store.path(&artifact.digest).ok_or_else(|| {
+        Ok(_) => shared.server.store.path(&artifact.digest).ok_or_else(|| {
             text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the artifact was rebuilt but is not in the store; try again",
