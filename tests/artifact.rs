@@ -628,7 +628,7 @@ async fn the_signing_key_secret_is_created_once_and_shared() {
     let cluster = embedded_cluster::Cluster::start().await;
     let client = cluster.client().await;
     let load = |client: kube::Client| async move {
-        cdkube::artifact::load_or_create_key_secret(client, "default", "cdkube-artifact-key").await
+        cdkube::artifact::load_or_create_key_secret(client, "default", cdkube::artifact::DEFAULT_KEY_SECRET).await
     };
     let (a, b) = tokio::join!(load(client.clone()), load(client.clone()));
     let (a, b) = (a.unwrap(), b.unwrap());
@@ -637,7 +637,7 @@ async fn the_signing_key_secret_is_created_once_and_shared() {
     assert_eq!(again.key(), a.key(), "the key survives a restart");
 
     let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client, "default");
-    let secret = secrets.get("cdkube-artifact-key").await.unwrap();
+    let secret = secrets.get(cdkube::artifact::DEFAULT_KEY_SECRET).await.unwrap();
     let labels: BTreeMap<String, String> = secret.metadata.labels.unwrap_or_default();
     assert_eq!(
         labels.get("app.kubernetes.io/managed-by").map(String::as_str),

@@ -32,5 +32,5 @@ pub use client::{FetchOptions, FetchReport, fetch_and_extract};
 pub use error::{Error, SignatureError};
 pub use retention::{PruneReport, prune};
 pub use server::{ArtifactServer, CONNECTION_TIMEOUT, HEADER_TIMEOUT, REQUEST_TIMEOUT, Rebuild, artifact_path, serve};
-pub use signing::{SIGNING_KEY_FIELD, Signer, load_or_create_key_file, load_or_create_key_secret};
+pub use signing::{DEFAULT_KEY_SECRET, SIGNING_KEY_FIELD, Signer, load_or_create_key_file, load_or_create_key_secret};
 pub use store::{Store, StoredArtifact, parse_digest};

@@ -17,6 +17,8 @@ use sha2::Sha256;
 
 use super::error::{Error, SignatureError};
 
+/// The name of the signing key Secret in the operator's namespace, unless configured otherwise.
+pub const DEFAULT_KEY_SECRET: &str = "cdkube-artifact-signing-key";
 /// The data key of the signing key in its Secret.
 pub const SIGNING_KEY_FIELD: &str = "signing-key";
 /// Shorter keys are refused: HMAC-SHA256 is only as strong as its key.
