@@ -147,6 +147,7 @@ struct Download<'a> {
 impl<'a> Download<'a> {
     fn new(url: &'a str, options: &'a FetchOptions, deadline: Instant) -> Result<Self, Error> {
         let shown = url.split(['?', '#']).next().unwrap_or_default().to_owned();
+        check_url(url, &shown)?;
         let client = reqwest::blocking::Client::builder()
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
             // The server never redirects; following one would carry the signature somewhere else.
@@ -323,6 +324,19 @@ impl<'a> Download<'a> {
     }
 }
 
+/// Refuse, before any request, URLs that no retry would make work.
+fn check_url(url: &str, shown: &str) -> Result<(), Error> {
+    let invalid = |reason: String| Error::InvalidUrl {
+        url: shown.to_owned(),
+        reason,
+    };
+    let parsed = url::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+    match parsed.scheme() {
+        "http" | "https" => Ok(()),
+        other => Err(invalid(format!("the scheme is {other:?}, not http or https"))),
+    }
+}
+
 /// The wait before retry number `attempt` (1-based): 0.5s, 1s, 2s, … up to 8s; a server's Retry-After
 /// is honoured up to 30s.
 fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
@@ -367,6 +381,21 @@ mod tests {
         assert_eq!(download.shown, "http://127.0.0.1:1/artifacts/a.tar.gz");
         let scrubbed = download.scrub(&format!("error sending request for url ({url})"));
         assert!(!scrubbed.contains("deadbeef"), "{scrubbed}");
+    }
+
+    #[test]
+    fn bad_urls_are_refused_before_any_request() {
+        let options = FetchOptions::default();
+        for url in [
+            "not a url",
+            "/artifacts/a.tar.gz",
+            "file:///etc/passwd",
+            "ftp://host/a?signature=x",
+        ] {
+            let err = Download::new(url, &options, Instant::now()).err().unwrap().to_string();
+            assert!(err.starts_with("invalid artifact URL"), "{url}: {err}");
+            assert!(!err.contains("signature"), "{err}");
+        }
     }
 
     #[test]

@@ -55,6 +55,14 @@ pub enum Error {
         #[source]
         source: Box<kube::Error>,
     },
+    /// The artifact URL is not an absolute http(s) URL.
+    #[error("invalid artifact URL {url}: {reason}")]
+    InvalidUrl {
+        /// The URL without its query.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The download failed in transport (connection, timeout, broken body), after the retries.
     #[error("downloading {url} failed after {attempts} attempt(s): {message}")]
     Transport {
