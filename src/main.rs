@@ -31,6 +31,8 @@ enum Command {
     Run(run_cli::RunArgs),
     /// Resolve a repository branch's head and print `<branch>@sha1:<sha>` and the commit subject.
     Probe(cdkube::git::cli::ProbeArgs),
+    /// Download an artifact by its signed URL, verify its digest and extract it (a builder Pod's init step).
+    FetchSource(FetchSourceArgs),
 }
 
 #[derive(Args)]
@@ -65,6 +67,25 @@ struct ValidateArgs {
     quiet: bool,
 }
 
+#[derive(Args)]
+struct FetchSourceArgs {
+    /// The artifact's signed URL.
+    #[arg(long, env = "CDKUBE_ARTIFACT_URL", hide_env_values = true)]
+    url: String,
+    /// The expected digest, `sha256:<64 hex>`; nothing is extracted unless the download matches it.
+    #[arg(long)]
+    digest: String,
+    /// Directory to extract into (created if missing); entries already there are never overwritten.
+    #[arg(long)]
+    dest: std::path::PathBuf,
+    /// Deadline of the whole download, retries included.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+    /// Largest artifact accepted, in bytes.
+    #[arg(long, default_value_t = cdkube::artifact::FetchOptions::default().max_bytes)]
+    max_bytes: u64,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
@@ -84,6 +105,31 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Probe(args) => cdkube::git::cli::probe(args),
+        Command::FetchSource(args) => fetch_source(args),
+    }
+}
+
+fn fetch_source(args: FetchSourceArgs) -> ExitCode {
+    let options = cdkube::artifact::FetchOptions {
+        timeout: args.timeout,
+        max_bytes: args.max_bytes,
+        ..Default::default()
+    };
+    match cdkube::artifact::fetch_and_extract(&args.url, &args.digest, &args.dest, &options) {
+        Ok(report) => {
+            println!(
+                "fetched {} ({} bytes, {} files) into {}",
+                report.digest,
+                report.bytes,
+                report.files,
+                args.dest.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cdkube fetch-source: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
