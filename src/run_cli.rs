@@ -97,6 +97,8 @@ pub fn run(args: RunArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("starting the async runtime: {e}")),
     };
+    // kube's rustls client needs a process-wide crypto provider; cdkube uses ring (an error means one is set).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = runtime.block_on(async move {
         let client = kube::Client::try_default()
             .await

@@ -181,6 +181,14 @@ pub fn plan(spec: &PipelineSpec, old: &PipelineStatus, obs: &Observation) -> Pla
     plan
 }
 
+/// The trigger as the API spells it (`poll`, `spec-change`, …).
+fn trigger_name(trigger: Trigger) -> String {
+    serde_json::to_value(trigger)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 fn is_open(run: &Run) -> bool {
     matches!(run.phase, RunPhase::Pending | RunPhase::Building)
 }
@@ -405,7 +413,12 @@ impl Plan {
         self.notes.push(Note {
             severity: Severity::Normal,
             reason: reason::BUILD_STARTED,
-            message: format!("{} started ({trigger:?} trigger) in Pod {}", describe(&run), run.pod.as_deref().unwrap_or("")),
+            message: format!(
+                "{} started in Pod {} (trigger: {})",
+                describe(&run),
+                run.pod.as_deref().unwrap_or(""),
+                trigger_name(trigger)
+            ),
         });
         self.create.push(run.clone());
         self.status.history.insert(0, run);

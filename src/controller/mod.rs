@@ -320,6 +320,11 @@ fn prune(ctx: &Context, store: &Store<Pipeline>) {
 
 /// Logs a reconcile error and says when to retry.
 fn error_policy(pipeline: Arc<Pipeline>, error: &Error, _ctx: Arc<Context>) -> Action {
+    if matches!(error, Error::Conflict) {
+        // Expected now and then: the cache had not yet seen the previous status write.
+        tracing::debug!(pipeline = %pipeline.name_any(), "status conflict; retrying");
+        return Action::requeue(error.requeue());
+    }
     tracing::warn!(
         pipeline = %format!("{}/{}", pipeline.namespace().unwrap_or_default(), pipeline.name_any()),
         reason = error.reason(),
