@@ -47,6 +47,7 @@ async fn seed_pipeline_builds_each_commit_and_describe_is_the_audit_trail() {
     assert_eq!(status.target_version.as_deref(), Some("0.1"));
     assert_eq!(status.built_short_commit.as_deref(), Some(short(&first)));
     let pod = status.history[0].pod.clone().expect("pod name");
+    plane.wait_event("doing-nothing", "BuildSucceeded", short(&first)).await;
     let logs = kubectl(&kc, &["logs", &pod, "-c", "build"]);
     assert_eq!(logs.trim(), "building something... now I'm done");
     let described = kubectl(&kc, &["describe", "pipeline", "doing-nothing"]);
@@ -65,8 +66,13 @@ async fn seed_pipeline_builds_each_commit_and_describe_is_the_audit_trail() {
     assert_eq!(status.history[0].subject.as_deref(), Some("second"));
     assert_eq!(status.history[0].author.as_deref(), Some("Ada Lovelace <ada@example.com>"));
     assert!(status.history.iter().all(|r| r.phase == RunPhase::Succeeded && r.trigger == Trigger::Poll));
+    // Each run has Events of its own (not folded into the first run's series).
+    plane.wait_event("doing-nothing", "BuildSucceeded", short(&second)).await;
     let described = kubectl(&kc, &["describe", "pipeline", "doing-nothing"]);
-    assert!(described.contains(short(&second)), "{described}");
+    for run in [&first, &second] {
+        let line = format!("commit {}, version 0.1) succeeded", short(run));
+        assert!(described.contains(&line), "describe lacks {line:?}:\n{described}");
+    }
 
     kubectl(&kc, &["delete", "pipeline", "doing-nothing"]);
     support::operator::wait_until("the Pipeline's Pods are deleted", BUILD, || async {
@@ -133,11 +139,7 @@ async fn forbid_skips_the_middle_commit_and_builds_the_newest() {
             (1, first.as_str(), RunPhase::Succeeded)
         ]
     );
-    let events = plane.events("forbid").await;
-    assert!(
-        events.iter().any(|(reason, note)| reason == "BuildSkipped" && note.contains(short(&second))),
-        "{events:?}"
-    );
+    plane.wait_event("forbid", "BuildSkipped", short(&second)).await;
     plane.shutdown().await;
 }
 
@@ -158,7 +160,7 @@ async fn replace_cancels_the_running_build_for_the_newest_commit() {
         })
         .await;
     assert!(status.history[1..].iter().all(|r| r.phase == RunPhase::Cancelled), "{:#?}", status.history);
-    let first_pod = first.pod.unwrap();
+    let first_pod = first.pod.clone().unwrap();
     support::operator::wait_until("the cancelled build's Pod is deleted", BUILD, || async {
         plane.pods("replace").await.iter().all(|p| p.name_any() != first_pod)
     })
@@ -166,8 +168,7 @@ async fn replace_cancels_the_running_build_for_the_newest_commit() {
     std::fs::write(&gate, "").unwrap();
     let newest = status.history[0].run;
     plane.wait_run("replace", newest, RunPhase::Succeeded, BUILD).await;
-    let events = plane.events("replace").await;
-    assert!(events.iter().any(|(reason, _)| reason == "BuildCancelled"), "{events:?}");
+    plane.wait_event("replace", "BuildCancelled", short(&first.commit)).await;
     plane.shutdown().await;
 }
 
@@ -188,8 +189,7 @@ async fn a_failing_build_is_reported_and_a_fixed_spec_builds_again() {
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!(ready.status, "False");
     assert_eq!(status.phase, Some(cdkube::api::PipelinePhase::Failed));
-    let events = plane.events("fails").await;
-    assert!(events.iter().any(|(r, n)| r == "BuildFailed" && n.contains(short(&up.head()))), "{events:?}");
+    plane.wait_event("fails", "BuildFailed", short(&up.head())).await;
 
     // The fix is a spec change: the same commit is built again (trigger spec-change).
     let patch = json!({"spec": {"buildArguments": ["echo fixed"]}});
@@ -272,8 +272,8 @@ async fn repository_problems_are_conditions_and_recover_when_fixed() {
             fetch_failed(s).is_some_and(|(r, _)| r == "AuthenticationFailed")
         })
         .await;
+    plane.wait_event("private", "FetchFailed", "AuthenticationFailed").await;
     let events = plane.events("private").await;
-    assert!(events.iter().any(|(r, n)| r == "FetchFailed" && n.contains("AuthenticationFailed")), "{events:?}");
     assert!(events.iter().all(|(_, n)| !n.contains("wrong")), "a credential in an Event: {events:?}");
     let mut fixed = secret(support::http::PASSWORD);
     fixed.metadata.resource_version = secrets.get("git-auth").await.unwrap().metadata.resource_version;

@@ -86,6 +86,11 @@ pub struct Note {
     pub reason: &'static str,
     /// The Event note; carries the run, short commit and version.
     pub message: String,
+    /// What was done (`Build run 3`, `AuthenticationFailed`). Events with the same reason and action are
+    /// counted as one series, so each run's Events stay separate and a repeated problem is counted.
+    pub action: String,
+    /// The builder Pod the Event is about (the Event's `related` object), if any.
+    pub pod: Option<String>,
 }
 
 /// What a reconcile should do.
@@ -151,6 +156,8 @@ pub fn invalid(old: &PipelineStatus, generation: Option<i64>, message: &str, now
             severity: Severity::Warning,
             reason: reason::INVALID_SPEC,
             message: message.to_owned(),
+            action: reason::INVALID_SPEC.to_owned(),
+            pod: None,
         })
         .into_iter()
         .collect();
@@ -307,6 +314,8 @@ impl Plan {
             severity,
             reason: event,
             message: format!("{} {verb}", describe(&run)),
+            action: format!("{} run {}", event.trim_start_matches("Build"), run.run),
+            pod: run.pod.clone(),
         });
     }
 
@@ -419,6 +428,8 @@ impl Plan {
                 run.pod.as_deref().unwrap_or(""),
                 trigger_name(trigger)
             ),
+            action: format!("Start run {}", run.run),
+            pod: run.pod.clone(),
         });
         self.create.push(run.clone());
         self.status.history.insert(0, run);
@@ -536,6 +547,8 @@ impl Plan {
             severity: Severity::Warning,
             reason: reason::FETCH_FAILED,
             message: format!("{}: {}", problem.reason, problem.message),
+            action: problem.reason.clone(),
+            pod: None,
         });
     }
 }

@@ -236,8 +236,14 @@ async fn publish(ctx: &Context, pipeline: &Pipeline, notes: &[Note]) {
             },
             reason: note.reason.into(),
             note: Some(note.message.clone()),
-            action: note.reason.into(),
-            secondary: None,
+            action: note.action.clone(),
+            secondary: note.pod.as_ref().map(|name| ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(name.clone()),
+                namespace: pipeline.namespace(),
+                ..Default::default()
+            }),
         };
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {
             tracing::warn!("Event {} not recorded: {e}", note.reason);

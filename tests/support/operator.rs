@@ -120,6 +120,16 @@ impl Plane {
             .collect()
     }
 
+    /// Waits for an Event on Pipeline `name` with `reason` whose note contains `text` (Events are published
+    /// just after the status write they belong to).
+    pub async fn wait_event(&self, name: &str, reason: &str, text: &str) {
+        let what = format!("Event {reason} mentioning {text:?} on {name}");
+        wait_until(&what, Duration::from_secs(30), || async {
+            self.events(name).await.iter().any(|(r, n)| r == reason && n.contains(text))
+        })
+        .await;
+    }
+
     /// Stops the runner and its Pod processes.
     pub async fn shutdown(mut self) {
         if let Some(runner) = self.runner.take() {
