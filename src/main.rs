@@ -1,114 +1,14 @@
-//! The `cdkube` command line. Each subcommand's work lives in the module named after its concept;
-//! this file only parses arguments and maps results to exit codes.
+//! The `cdkube` binary: parses the command line and dispatches to the subcommand's module in
+//! [`cli`]; each subcommand's work lives in the library module named after its concept.
+#![deny(missing_docs, rust_2018_idioms)]
+#![warn(unreachable_pub)]
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
 
-#[derive(Parser)]
-#[command(
-    name = "cdkube",
-    version,
-    about = "CD³: build every new Git commit in a Kubernetes Pod"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Print the Pipeline CustomResourceDefinition generated from the API types.
-    Crd,
-    /// Check Pipeline manifests offline: schema, durations, cron, URLs and referenced Secrets.
-    Validate(ValidateArgs),
-    /// Run a local control plane: API server, Pipeline CRD and pod runner, until Ctrl-C.
-    Dev(DevArgs),
-    /// Print the cdkube version.
-    Version,
-    /// Resolve a repository branch's head and print `<branch>@sha1:<sha>` and the commit subject.
-    Probe(cdkube::git::cli::ProbeArgs),
-}
-
-#[derive(Args)]
-struct DevArgs {
-    /// API server port on 127.0.0.1 (0 picks a free port).
-    #[arg(long, default_value_t = 0)]
-    port: u16,
-    /// Directory for the kubeconfig, Pod workspaces and logs.
-    #[arg(long, default_value = ".cdkube-dev")]
-    state_dir: std::path::PathBuf,
-    /// Manifests to apply once the plane is up (multi-document YAML, create-or-update).
-    #[arg(short = 'f', long = "filename")]
-    files: Vec<std::path::PathBuf>,
-    /// Print only the kubeconfig path on stdout once the plane is ready (for scripts).
-    #[arg(long)]
-    print_kubeconfig_path: bool,
-}
-
-#[derive(Args)]
-struct ValidateArgs {
-    /// Manifest files (multi-document YAML); `-` reads standard input.
-    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
-    files: Vec<String>,
-    /// Accept file:// and local-path repositories, as `cdkube dev` does.
-    #[arg(long)]
-    allow_local: bool,
-    /// Print only errors.
-    #[arg(short, long)]
-    quiet: bool,
-}
+mod cli;
 
 fn main() -> ExitCode {
     cdkube::telemetry::init();
-    match Cli::parse().command {
-        Command::Crd => {
-            print!("{}", cdkube::api::crd::crd_yaml());
-            ExitCode::SUCCESS
-        }
-        Command::Validate(args) => validate(args),
-        Command::Dev(args) => dev(args),
-        Command::Version => {
-            println!("cdkube {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Command::Probe(args) => cdkube::git::cli::probe(args),
-    }
-}
-
-fn validate(args: ValidateArgs) -> ExitCode {
-    let options = cdkube::api::validation::Options {
-        allow_local_repos: args.allow_local,
-    };
-    let entries = cdkube::api::manifest::check_files(&args.files, options);
-    let mut failed = false;
-    for entry in &entries {
-        if entry.is_ok() {
-            if !args.quiet {
-                println!("{entry}");
-            }
-        } else {
-            failed = true;
-            eprintln!("{entry}");
-        }
-    }
-    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
-}
-
-fn dev(args: DevArgs) -> ExitCode {
-    let opts = cdkube::embedded::dev::DevOptions {
-        port: args.port,
-        state_dir: args.state_dir,
-        files: args.files,
-        print_kubeconfig_path: args.print_kubeconfig_path,
-    };
-    let result = tokio::runtime::Runtime::new()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| rt.block_on(cdkube::embedded::dev::run(opts)).map_err(|e| e.to_string()));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("cdkube dev: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::Cli::parse().command.run()
 }

@@ -20,7 +20,6 @@
 mod advert;
 mod cache;
 mod classify;
-pub mod cli;
 mod commit;
 mod connect;
 pub mod credentials;

@@ -3,32 +3,28 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::credentials::Credentials;
-use super::engine::{DEFAULT_TIMEOUT, Engine, EngineOptions};
-use super::error::{Error, ErrorKind, Result};
-use super::remote::RemoteSpec;
-use super::secret_file;
+use cdkube::git::{Credentials, DEFAULT_TIMEOUT, Engine, EngineOptions, Error, ErrorKind, RemoteSpec, secret_file};
 
 /// Arguments of `cdkube probe`.
 #[derive(Debug, clap::Args)]
-pub struct ProbeArgs {
+pub(crate) struct ProbeArgs {
     /// Repository URL: https://, http://, ssh://, git@host:path, git://, file:// or a local path.
-    pub repo: String,
+    repo: String,
     /// Branch to resolve; by default the branch the remote HEAD names.
     #[arg(long)]
-    pub branch: Option<String>,
+    branch: Option<String>,
     /// Credentials: a Secret manifest (data/stringData) or a key=value file
     /// (username, password, bearerToken, identity, known_hosts, ca.crt).
     #[arg(long)]
-    pub secret_file: Option<PathBuf>,
+    secret_file: Option<PathBuf>,
     /// Deadline of each network operation.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
+    timeout: Duration,
 }
 
-/// Run `cdkube probe`: print `<branch>@sha1:<sha>` and the commit subject, or the classified error (exit 1).
-pub fn probe(args: ProbeArgs) -> ExitCode {
-    match run(args) {
+/// Prints `<branch>@sha1:<sha>` and the commit subject, or the classified error (exit 1).
+pub(super) fn run(args: ProbeArgs) -> ExitCode {
+    match probe(args) {
         Ok((revision, subject)) => {
             println!("{revision}");
             println!("{subject}");
@@ -41,7 +37,7 @@ pub fn probe(args: ProbeArgs) -> ExitCode {
     }
 }
 
-fn run(args: ProbeArgs) -> Result<(String, String)> {
+fn probe(args: ProbeArgs) -> Result<(String, String), Error> {
     let credentials = match &args.secret_file {
         Some(path) => secret_file::load(path)?,
         None => Credentials::none(),
