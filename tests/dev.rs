@@ -256,7 +256,7 @@ fn dev_serves_kubectl_applies_manifests_and_stops_cleanly_on_sigint() {
         "sleeper Running",
         |o| o == "Running",
     );
-    let pid_file = cdkube::embedded::runner::workspace::PodDir::new(&dev.state_dir, "default", "sleeper")
+    let pid_file = cdkube::embedded::runner::PodDir::new(&dev.state_dir, "default", "sleeper")
         .volume("data")
         .join("pid");
     let pid = wait_pid(&pid_file);
@@ -275,7 +275,7 @@ fn dev_serves_kubectl_applies_manifests_and_stops_cleanly_on_sigint() {
     )
     .unwrap();
     assert!(ok, "{out}{err}");
-    let doomed_pid_file = cdkube::embedded::runner::workspace::PodDir::new(&dev.state_dir, "default", "doomed")
+    let doomed_pid_file = cdkube::embedded::runner::PodDir::new(&dev.state_dir, "default", "doomed")
         .volume("data")
         .join("pid");
     let doomed = wait_pid(&doomed_pid_file);
@@ -401,14 +401,13 @@ fn a_new_dev_stops_the_pod_processes_a_killed_one_left_behind() {
         return;
     };
     assert!(ok, "{out}{err}");
-    let pid_file = cdkube::embedded::runner::workspace::PodDir::new(&first.state_dir, "default", "sleeper")
+    let pid_file = cdkube::embedded::runner::PodDir::new(&first.state_dir, "default", "sleeper")
         .volume("data")
         .join("pid");
     let pid = wait_pid(&pid_file);
     // The premise: a plane killed after it recorded its Pod process (it records it right after
     // starting it, the sleeper may write its own pid first).
-    let recorded =
-        cdkube::embedded::runner::workspace::PodDir::new(&first.state_dir, "default", "sleeper").pid_file("sleep");
+    let recorded = cdkube::embedded::runner::PodDir::new(&first.state_dir, "default", "sleeper").pid_file("sleep");
     let deadline = Instant::now() + WAIT;
     while !std::fs::read_to_string(&recorded).is_ok_and(|t| t.starts_with(&format!("{pid} "))) {
         assert!(Instant::now() < deadline, "the runner never recorded {pid}");

@@ -15,7 +15,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// An API server plus a runner, each test its own.
 struct Plane {
-    server: cdkube::embedded::RunningApiServer,
+    server: cdkube::embedded::ApiServer,
     client: Client,
     runner: Option<Runner>,
     state: tempfile::TempDir,
@@ -26,7 +26,7 @@ impl Drop for Plane {
     /// failed test must not, so what is left in the state directory is stopped here.
     fn drop(&mut self) {
         drop(self.runner.take());
-        cdkube::embedded::runner::workspace::sweep(self.state.path());
+        cdkube::embedded::runner::sweep(self.state.path());
     }
 }
 
@@ -118,7 +118,7 @@ impl Plane {
 
     /// A file the Pod wrote into its emptyDir volume `volume`.
     fn volume_file(&self, pod: &str, volume: &str, file: &str) -> PathBuf {
-        cdkube::embedded::runner::workspace::PodDir::new(self.state.path(), "default", pod)
+        cdkube::embedded::runner::PodDir::new(self.state.path(), "default", pod)
             .volume(volume)
             .join(file)
     }
@@ -333,7 +333,7 @@ async fn deleting_a_finished_pod_removes_its_workspace_and_logs() {
     let plane = Plane::start(None).await;
     plane.create(ordered_init_pod("finished")).await;
     plane.wait_phase("finished", "Succeeded").await;
-    let dir = cdkube::embedded::runner::workspace::PodDir::new(plane.state.path(), "default", "finished");
+    let dir = cdkube::embedded::runner::PodDir::new(plane.state.path(), "default", "finished");
     assert!(dir.log("main").is_file());
     plane.pods().delete("finished", &DeleteParams::default()).await.unwrap();
     plane.wait_gone("finished").await;
@@ -405,7 +405,7 @@ async fn init_containers_share_an_empty_dir(mode: VolumeMode) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_containers_run_in_order_and_share_an_empty_dir_in_a_mount_namespace() {
     let probe = tempfile::tempdir().unwrap();
-    if !cdkube::embedded::runner::process::namespaces_permitted(probe.path()) {
+    if !cdkube::embedded::runner::namespaces_permitted(probe.path()) {
         eprintln!("SKIPPED: mount namespaces are not permitted here; the rewrite-mode test covers this");
         return;
     }
@@ -579,8 +579,7 @@ async fn runner_restart_fails_running_pods(mode: Option<VolumeMode>) {
     plane.wait_phase("orphan", "Running").await;
     // The premise: the runner recorded its process before dying (right after starting it; the
     // sleeper may have written its own pid first).
-    let recorded =
-        cdkube::embedded::runner::workspace::PodDir::new(plane.state.path(), "default", "orphan").pid_file("sleep");
+    let recorded = cdkube::embedded::runner::PodDir::new(plane.state.path(), "default", "orphan").pid_file("sleep");
     let deadline = tokio::time::Instant::now() + WAIT;
     while !std::fs::read_to_string(&recorded).is_ok_and(|t| t.starts_with(&format!("{pid} "))) {
         assert!(

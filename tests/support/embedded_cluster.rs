@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cdkube::embedded::{ApiServer, ApiServerConfig, RunningApiServer};
+use cdkube::embedded::{ApiServer, ApiServerConfig};
 
 /// A running server and its state directory (removed on drop).
 pub struct Cluster {
-    pub server: RunningApiServer,
+    pub server: ApiServer,
     pub dir: tempfile::TempDir,
 }
 

@@ -15,12 +15,12 @@
 //! - state lives in the API and in `<state_dir>/pods/`; a Pod this runner (or an earlier run of it)
 //!   had started is, after a runner restart, stopped and reported Failed (reason RunnerRestarted),
 //!   never silently resumed.
-pub mod container;
-pub mod env;
-pub mod pod;
-pub mod process;
-pub mod status;
-pub mod workspace;
+mod container;
+mod env;
+mod pod;
+mod pod_status;
+mod process;
+mod workspace;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -39,7 +39,8 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use workspace::VolumeMode;
+pub use process::namespaces_permitted;
+pub use workspace::{PodDir, VolumeMode, sweep};
 
 /// Node name the runner binds Pods to unless configured otherwise.
 pub const DEFAULT_NODE_NAME: &str = "cdkube-dev";
