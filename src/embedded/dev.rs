@@ -71,7 +71,7 @@ pub enum Error {
         /// 1-based index of the YAML document.
         index: usize,
         /// What is wrong.
-        source: ManifestError,
+        source: Box<ManifestError>,
     },
     /// Installing the Ctrl-C / SIGTERM handler failed.
     #[error("installing signal handlers: {0}")]
@@ -166,7 +166,7 @@ pub async fn apply_manifests(client: &Client, text: &str, source_name: &str) -> 
         let err = |source: ManifestError| Error::Manifest {
             source_name: source_name.into(),
             index,
-            source,
+            source: Box::new(source),
         };
         let value = serde_yaml::Value::deserialize(doc).map_err(|e| err(e.into()))?;
         if value.is_null() {

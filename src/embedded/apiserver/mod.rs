@@ -24,8 +24,8 @@
 //! - Only the built-in types cdkube and its tests use are served (namespaces, pods with `status`,
 //!   `log` and `binding`, secrets, configmaps, serviceaccounts, events in both views, leases and
 //!   CustomResourceDefinitions), plus the custom resources CRDs define.
-//! - CRDs are established synchronously on write (no apiextensions controller delay); conversion
-//!   webhooks and multiple stored versions are not supported.
+//! - CRDs are established synchronously on write (no apiextensions controller delay), and objects
+//!   are never converted between a CRD's versions (no conversion webhook is called).
 //! - Responses are JSON only: an Accept header that allows nothing but protobuf or CBOR is 406;
 //!   protobuf request bodies are decoded only for the types `kubectl create` sends that way.
 //! - The garbage collector and namespace controller run in-process after every write, not as a
