@@ -244,7 +244,7 @@ fn kind_label(r: &ApiResource) -> String {
 }
 
 /// Reads and applies `-f` files in order.
-pub async fn apply_files(client: &Client, files: &[PathBuf]) -> Result<Vec<Applied>, Error> {
+async fn apply_files(client: &Client, files: &[PathBuf]) -> Result<Vec<Applied>, Error> {
     let mut out = Vec::new();
     for path in files {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
@@ -257,7 +257,7 @@ pub async fn apply_files(client: &Client, files: &[PathBuf]) -> Result<Vec<Appli
 }
 
 /// What to try, printed once the plane is up.
-pub fn banner(server: &str, kubeconfig: &Path, applied: &[Applied]) -> String {
+fn banner(server: &str, kubeconfig: &Path, applied: &[Applied]) -> String {
     let kc = kubeconfig.display();
     let mut out = format!(
         "cdkube dev: API server {server}, pod runner on node {node}\n\

@@ -1,6 +1,6 @@
 //! The local pod runner: plays kubelet (and the scheduler) for a single node, through the Kubernetes
 //! API only. It watches Pods, binds new ones to its node, runs their containers as host processes
-//! (see [`workspace`] for how volumes are made real) and reports status and Events.
+//! (the `workspace` module makes volumes real) and reports status and Events.
 //!
 //! What is emulated and what is not:
 //! - images are not pulled; a command `cdkube` (or `…/cdkube`) runs the configured cdkube binary;
@@ -45,7 +45,7 @@ pub use workspace::{PodDir, VolumeMode, sweep};
 /// Node name the runner binds Pods to unless configured otherwise.
 pub const DEFAULT_NODE_NAME: &str = "cdkube-dev";
 /// `reportingController` of the runner's Events.
-pub const REPORTER: &str = "cdkube-runner";
+pub(crate) const REPORTER: &str = "cdkube-runner";
 
 /// What can stop the runner from starting.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +90,7 @@ impl RunnerConfig {
 
 /// Why a Pod task is asked to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stop {
+pub(crate) enum Stop {
     /// The Pod has a deletionTimestamp: stop within the grace period, then delete it for good.
     Delete {
         /// Time between SIGTERM and SIGKILL.
@@ -103,7 +103,7 @@ pub enum Stop {
 }
 
 /// Shared by every Pod task.
-pub struct Ctx {
+pub(crate) struct Ctx {
     client: Client,
     host: workspace::Host,
     state_dir: PathBuf,
