@@ -2,6 +2,7 @@
 //! for transition rules) bound to the value at the rule's node, reported like kube-apiserver.
 use serde_json::{Value, json};
 
+use crate::embedded::apiserver::admission::schema;
 use crate::embedded::apiserver::error::StatusCause;
 
 /// Evaluates every rule in the schema against the object (and the old object, on update).
@@ -145,7 +146,7 @@ fn to_cel(v: &Value) -> cel::Value {
 /// An error for each rule of the schema that does not compile (kube-apiserver refuses such a CRD).
 pub(crate) fn compile_errors(schema: &Value, path: &str) -> Vec<StatusCause> {
     let mut out = Vec::new();
-    crate::embedded::apiserver::admission::schema::visit(schema, path, &mut |node, at| {
+    schema::visit(schema, path, &mut |node, at| {
         for (i, rule) in node["x-kubernetes-validations"]
             .as_array()
             .into_iter()

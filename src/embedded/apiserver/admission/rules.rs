@@ -9,8 +9,9 @@ use crate::embedded::apiserver::admission::names::{
     is_dns_label, is_dns_subdomain, valid_label_key, valid_label_value,
 };
 use crate::embedded::apiserver::admission::schema;
+use crate::embedded::apiserver::admission::{cel, events};
 use crate::embedded::apiserver::error::{ApiError, ApiResult, StatusCause};
-use crate::embedded::apiserver::resources::ResourceType;
+use crate::embedded::apiserver::resources::{ResourceType, View};
 
 /// How the server treats fields the schema does not know (`fieldValidation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -292,19 +293,13 @@ pub(crate) fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> A
     if let Some(custom) = &rt.custom {
         errs.extend(schema::validate(&custom.schema, obj));
         if errs.is_empty() {
-            errs.extend(crate::embedded::apiserver::admission::cel::validate(
-                &custom.schema,
-                obj,
-                old,
-            ));
+            errs.extend(cel::validate(&custom.schema, obj, old));
         }
     } else {
         match rt.plural.as_str() {
             "pods" => validate_pod(obj, old, &mut errs),
             "customresourcedefinitions" => errs.extend(crd::validate(obj, old)),
-            "events" if rt.view == crate::embedded::apiserver::resources::View::EventsV1 => {
-                errs.extend(crate::embedded::apiserver::admission::events::validate_v1(obj))
-            }
+            "events" if rt.view == View::EventsV1 => errs.extend(events::validate_v1(obj)),
             "secrets" => {
                 validate_config_keys(obj, &mut errs);
                 if let Some(old) = old

@@ -7,6 +7,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use regex::Regex;
 use serde_json::{Value, json};
 
+use crate::embedded::apiserver::admission::names::is_dns_subdomain;
 use crate::embedded::apiserver::error::StatusCause;
 
 fn child_path(prefix: &str, key: &str) -> String {
@@ -363,7 +364,7 @@ fn format_ok(format: &str, s: &str) -> bool {
             base64::engine::general_purpose::STANDARD.decode(s).is_ok()
         }
         "int32" | "int64" | "float" | "double" | "password" | "" => true,
-        "hostname" => crate::embedded::apiserver::admission::names::is_dns_subdomain(s),
+        "hostname" => is_dns_subdomain(s),
         "ipv4" => s.parse::<std::net::Ipv4Addr>().is_ok(),
         "ipv6" => s.parse::<std::net::Ipv6Addr>().is_ok(),
         _ => true,

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::embedded::apiserver::http::discovery::KUBE_GIT_VERSION;
 use crate::embedded::apiserver::resources::ResourceType;
 
 const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
@@ -231,7 +232,7 @@ pub(super) fn document(types: &[ResourceType], group: &str, version: &str) -> Va
     }
     json!({
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": crate::embedded::apiserver::http::discovery::KUBE_GIT_VERSION},
+        "info": {"title": "Kubernetes", "version": KUBE_GIT_VERSION},
         "paths": paths,
         "components": {"schemas": schemas},
     })

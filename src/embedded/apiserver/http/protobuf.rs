@@ -5,6 +5,7 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 use crate::embedded::apiserver::error::{ApiError, ApiResult};
+use crate::embedded::apiserver::ids;
 
 /// One protobuf field: number and payload.
 enum Field<'a> {
@@ -80,7 +81,7 @@ fn time(b: &[u8]) -> Option<Value> {
         }
     }
     let t = jiff::Timestamp::from_second(secs).ok()?;
-    Some(json!(crate::embedded::apiserver::ids::time(t)))
+    Some(json!(ids::time(t)))
 }
 
 fn owner_ref(b: &[u8]) -> Option<Value> {

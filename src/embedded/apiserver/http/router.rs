@@ -18,11 +18,13 @@ use crate::embedded::apiserver::http::discovery;
 use crate::embedded::apiserver::http::openapi;
 use crate::embedded::apiserver::http::params::{self, Query};
 use crate::embedded::apiserver::http::podlog;
+use crate::embedded::apiserver::http::protobuf;
 use crate::embedded::apiserver::http::response::{error_response, json_response};
 use crate::embedded::apiserver::http::table::{Include, table};
 use crate::embedded::apiserver::http::target::{Filter, Target};
 use crate::embedded::apiserver::http::watch;
 use crate::embedded::apiserver::resources::ResourceType;
+use crate::embedded::apiserver::storage::binding;
 use crate::embedded::apiserver::storage::fields;
 use crate::embedded::apiserver::storage::ops::{self, DeleteOpts, Deleted, WriteOpts};
 use crate::embedded::apiserver::storage::patch::{PatchType, apply_patch};
@@ -308,7 +310,7 @@ fn bind(server: &Server, t: &Target, body: &[u8]) -> ApiResult<Response> {
         t.namespace.as_deref().unwrap_or_default(),
         t.name.as_deref().unwrap_or_default(),
     );
-    let status = crate::embedded::apiserver::storage::binding::bind(&mut server.store.lock(), &t.rt, ns, name, body)?;
+    let status = binding::bind(&mut server.store.lock(), &t.rt, ns, name, body)?;
     Ok(json_response(StatusCode::CREATED, &status, &[]))
 }
 
@@ -447,7 +449,7 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     if ct.contains("vnd.kubernetes.protobuf") {
-        return crate::embedded::apiserver::http::protobuf::decode(body);
+        return protobuf::decode(body);
     }
     if ct.contains("cbor") {
         return Err(ApiError::unsupported_media_type(

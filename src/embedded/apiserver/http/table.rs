@@ -2,6 +2,7 @@
 //! the built-in printers and of a CRD's `additionalPrinterColumns`.
 use serde_json::{Value, json};
 
+use crate::embedded::apiserver::ids;
 use crate::embedded::apiserver::ids::age;
 use crate::embedded::apiserver::resources::ResourceType;
 
@@ -170,7 +171,7 @@ fn cell_for(kind: &str, v: &Value) -> Value {
         "number" => v.as_f64().map(Value::from).unwrap_or(Value::Null),
         "boolean" => v.as_bool().map(Value::from).unwrap_or(Value::Null),
         "date" => match v.as_str() {
-            Some(t) if crate::embedded::apiserver::ids::parse_time(t).is_some() => json!(age(Some(t))),
+            Some(t) if ids::parse_time(t).is_some() => json!(age(Some(t))),
             Some(_) => json!("<invalid>"),
             None => Value::Null,
         },

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::embedded::apiserver::admission::events;
-use crate::embedded::apiserver::error::{ApiError, ApiResult};
+use crate::embedded::apiserver::error::{ApiError, ApiResult, StatusCause};
 use crate::embedded::apiserver::http::context::Server;
 use crate::embedded::apiserver::http::params::{self, Query};
 use crate::embedded::apiserver::http::response::stream_response;
@@ -87,7 +87,7 @@ pub(super) fn serve(server: Arc<Server>, t: &Target, query: &Query, as_table: bo
             "meta.k8s.io",
             "ListOptions",
             "",
-            &[crate::embedded::apiserver::error::StatusCause::forbidden(
+            &[StatusCause::forbidden(
                 "resourceVersionMatch",
                 "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
             )],

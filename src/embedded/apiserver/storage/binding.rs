@@ -5,6 +5,7 @@ use k8s_openapi::api::core::v1::Binding;
 use serde_json::{Value, json};
 
 use crate::embedded::apiserver::error::{ApiError, ApiResult, StatusCause};
+use crate::embedded::apiserver::ids;
 use crate::embedded::apiserver::resources::ResourceType;
 use crate::embedded::apiserver::storage::store::State;
 
@@ -61,7 +62,7 @@ pub(crate) fn bind(st: &mut State, rt: &ResourceType, ns: &str, name: &str, body
 
 /// Sets the PodScheduled condition to True (kept as is when it already is).
 fn set_scheduled(pod: &mut Value) {
-    let now = crate::embedded::apiserver::ids::now();
+    let now = ids::now();
     if !pod["status"]["conditions"].is_array() {
         pod["status"]["conditions"] = json!([]);
     }

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::embedded::apiserver::resources::{ResourceType, StorageKey};
+use crate::embedded::apiserver::resources::{ResourceType, StorageKey, View};
 use crate::embedded::apiserver::storage::ops::{self, DeleteOpts, WriteOpts};
-use crate::embedded::apiserver::storage::store::{Change, ChangeKind, State, Store};
+use crate::embedded::apiserver::storage::store::{Change, ChangeKind, State, Store, object_key};
 
 const MANAGER: &str = "generic-garbage-collector";
 const NAMESPACE_CONTROLLER: &str = "namespace-controller";
@@ -89,7 +89,7 @@ impl Node<'_> {
 
     /// A deletion of this object with a propagation policy.
     fn delete(&self, propagation: Option<&str>) -> Delete {
-        let (ns, name) = crate::embedded::apiserver::storage::store::object_key(self.obj);
+        let (ns, name) = object_key(self.obj);
         (self.key.clone(), ns, name, propagation.map(str::to_string))
     }
 
@@ -222,7 +222,7 @@ fn namespace<'a>(n: Node<'a>, all: impl Iterator<Item = Node<'a>>, plan: &mut Pl
 fn type_for_key(st: &State, key: &StorageKey) -> Option<ResourceType> {
     st.types()
         .iter()
-        .find(|t| &t.storage == key && t.view == crate::embedded::apiserver::resources::View::Plain)
+        .find(|t| &t.storage == key && t.view == View::Plain)
         .cloned()
 }
 
@@ -230,7 +230,7 @@ fn type_for_key(st: &State, key: &StorageKey) -> Option<ResourceType> {
 fn execute(st: &mut State, plan: Plan) {
     for (key, obj, manager) in plan.rewrites {
         let Some(rt) = type_for_key(st, &key) else { continue };
-        let (ns, name) = crate::embedded::apiserver::storage::store::object_key(&obj);
+        let (ns, name) = object_key(&obj);
         if let Some(current) = st.get(&key, &ns, &name).cloned()
             && current["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
         {

@@ -6,9 +6,9 @@ use crate::embedded::apiserver::admission::events;
 use crate::embedded::apiserver::admission::rules::{self as admission, FieldValidation};
 use crate::embedded::apiserver::error::{ApiError, ApiResult, StatusCause};
 use crate::embedded::apiserver::ids;
-use crate::embedded::apiserver::resources::ResourceType;
+use crate::embedded::apiserver::resources::{ResourceType, StorageKey};
 use crate::embedded::apiserver::storage::fields;
-use crate::embedded::apiserver::storage::store::State;
+use crate::embedded::apiserver::storage::store::{State, object_key};
 
 /// Options common to writes.
 #[derive(Debug, Clone, Default)]
@@ -92,7 +92,7 @@ fn check_namespace(rt: &ResourceType, obj: &mut Value, ns: Option<&str>) -> ApiR
 
 /// Whether the namespace exists and accepts new objects.
 fn check_namespace_open(st: &State, rt: &ResourceType, ns: &str, name: &str) -> ApiResult<()> {
-    let key = crate::embedded::apiserver::resources::StorageKey {
+    let key = StorageKey {
         group: String::new(),
         resource: "namespaces".into(),
     };
@@ -355,7 +355,7 @@ fn store(st: &mut State, rt: &ResourceType, obj: Value) -> Value {
     let no_finalizers = stored["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
     let done = no_finalizers && !admission::spec_finalizers(rt, &stored) && !admission::graceful_pending(rt, &stored);
     let object = if being_deleted && done {
-        let (ns, name) = crate::embedded::apiserver::storage::store::object_key(&stored);
+        let (ns, name) = object_key(&stored);
         st.remove(rt.key(), &ns, &name).unwrap_or(stored)
     } else {
         stored
@@ -539,7 +539,7 @@ fn propagation_finalizer(policy: Option<&str>) -> ApiResult<Option<&'static str>
 /// changes anything, and it moves the deadline earlier by the difference.
 fn mark_deleting(rt: &ResourceType, obj: &mut Value, grace: i64) {
     let meta = &obj["metadata"];
-    let stamp = |t: jiff::Timestamp| json!(crate::embedded::apiserver::ids::time(t));
+    let stamp = |t: jiff::Timestamp| json!(ids::time(t));
     let deadline = match (
         meta["deletionTimestamp"].as_str(),
         meta["deletionGracePeriodSeconds"].as_i64(),
@@ -552,7 +552,7 @@ fn mark_deleting(rt: &ResourceType, obj: &mut Value, grace: i64) {
             }
             jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace)
         }
-        (Some(ts), Some(old)) if grace < old => match crate::embedded::apiserver::ids::parse_time(ts) {
+        (Some(ts), Some(old)) if grace < old => match ids::parse_time(ts) {
             Some(t) => t - jiff::SignedDuration::from_secs(old - grace),
             None => jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace),
         },
