@@ -10,9 +10,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::EventType;
 use tokio::sync::{mpsc, watch};
 
+use super::context::Ctx;
 use super::pod_status::{Kind, termination};
 use super::workspace::{self, PodDir};
-use super::{Ctx, env, process};
+use super::{env, process};
 
 /// Kubelet's first crash-loop back-off, doubled per restart up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(10);

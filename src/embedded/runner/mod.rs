@@ -16,6 +16,7 @@
 //!   had started is, after a runner restart, stopped and reported Failed (reason RunnerRestarted),
 //!   never silently resumed.
 mod container;
+mod context;
 mod env;
 mod pod;
 mod pod_status;
@@ -28,16 +29,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+use context::{Ctx, Stop};
 
 pub use process::namespaces_permitted;
 pub use workspace::{PodDir, VolumeMode, sweep};
@@ -84,45 +87,6 @@ impl RunnerConfig {
             namespace: None,
             cdkube_bin: cdkube_bin.into(),
             volume_mode: None,
-        }
-    }
-}
-
-/// Why a Pod task is asked to stop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Stop {
-    /// The Pod has a deletionTimestamp: stop within the grace period, then delete it for good.
-    Delete {
-        /// Time between SIGTERM and SIGKILL.
-        grace: Duration,
-    },
-    /// The Pod object is gone from the API.
-    Vanished,
-    /// The runner is shutting down.
-    Shutdown,
-}
-
-/// Shared by every Pod task.
-pub(crate) struct Ctx {
-    client: Client,
-    host: workspace::Host,
-    state_dir: PathBuf,
-    node: String,
-    recorder: Recorder,
-}
-
-impl Ctx {
-    /// Publishes an Event; failures are logged, never fatal.
-    async fn event(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
-        let ev = KubeEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: reason.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, reference).await {
-            tracing::debug!("event {reason} not recorded: {e}");
         }
     }
 }

@@ -16,9 +16,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::container::{self, Job, Restart, Update};
+use super::context::{Ctx, Stop};
 use super::pod_status::{Book, Kind, Phase};
 use super::workspace::{self, PodDir};
-use super::{Ctx, Stop};
 
 /// Grace period when the Pod object vanished or the runner stops (kubelet's minimum).
 const SHORT_GRACE: Duration = Duration::from_secs(2);
