@@ -39,7 +39,7 @@ pub enum Error {
     #[error("starting the API server: {0}")]
     Server(#[source] super::ApiServerError),
     /// The path of the running cdkube binary (which the runner starts for `cdkube` commands) is unknown.
-    #[error("locating the cdkube binary: {0}")]
+    #[error("starting the API server: locating the cdkube binary: {0}")]
     CurrentExe(#[source] std::io::Error),
     /// The server refused the Pipeline CRD.
     #[error("installing the Pipeline CRD: {}", api_message(.0))]
