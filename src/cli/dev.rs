@@ -24,8 +24,8 @@ pub(crate) struct DevArgs {
 /// Why `cdkube dev` stopped with an error.
 #[derive(Debug, thiserror::Error)]
 enum Error {
-    /// The async runtime could not start.
-    #[error("cannot start the async runtime: {0}")]
+    /// The async runtime could not start (printed as the I/O error alone, as before).
+    #[error("{0}")]
     Runtime(#[source] std::io::Error),
     /// The plane failed.
     #[error(transparent)]
