@@ -1,8 +1,11 @@
 //! cdkube (CD³): a Kubernetes operator that builds every new Git commit in a builder Pod.
 //!
-//! The modules follow the data path in DESIGN.md §2: `schedule` says a repository is due, `git` probes
-//! and exports it, `artifact` stores and serves the tarball, `controller` runs the builder Pod, and
-//! `embedded` stands in for a cluster when there is none.
+//! The modules follow the data path (see `docs/architecture.md`): `schedule` says a repository is
+//! due, `git` probes, fetches and exports it, `api` holds the Pipeline resource the controller
+//! reconciles, and `embedded` stands in for a cluster when there is none. The command line lives in
+//! the binary (`src/cli/`), so the library does not depend on clap.
+#![deny(missing_docs, rust_2018_idioms)]
+#![warn(unreachable_pub)]
 pub mod api;
 pub mod artifact;
 pub mod controller;

@@ -1,8 +1,6 @@
 //! Behaviour tests of the artifact module: the real server on 127.0.0.1 and the real `cdkube fetch-source`
 //! binary, as a builder Pod's init container runs it — success, tampering, signatures, unsafe archives,
 //! rebuilds, retries, a git export end to end, and the signing key Secret.
-#[path = "support/embedded_cluster.rs"]
-mod embedded_cluster;
 mod support;
 
 use std::collections::BTreeMap;
@@ -625,7 +623,7 @@ async fn a_git_export_round_trips() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_signing_key_secret_is_created_once_and_shared() {
-    let cluster = embedded_cluster::Cluster::start().await;
+    let cluster = support::cluster::Cluster::start().await;
     let client = cluster.client().await;
     let load = |client: kube::Client| async move {
         cdkube::artifact::load_or_create_key_secret(client, "default", cdkube::artifact::DEFAULT_KEY_SECRET).await

@@ -1,32 +1,15 @@
 //! Behaviour of the `cdkube` command line that needs no cluster: `crd`, `validate`, `version`, and
 //! the manifests in deploy/ rendering with the real kubectl.
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
 
-fn cdkube(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cdkube"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("cdkube runs")
-}
+use std::process::Command;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use support::cdkube;
+use support::fixtures::{repo_root as root, yaml_files};
+use support::kubectl::{self, KUBECTL};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("fixture dir exists")
-        .map(|e| e.expect("readable entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
 }
 
 #[test]
@@ -164,7 +147,7 @@ fn each_invalid_fixture_fails_naming_its_field() {
 fn validate_reports_every_error_of_a_document_with_file_and_index() {
     let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: unrelated}\n---\n\
                     apiVersion: delivery.inge.4pr.es/v1alpha1\nkind: Pipeline\nmetadata: {name: two-errors}\n\
-                    spec:\n  repo: ftp://example.com/x.git\n  interval: 1s\n  buildImage: busybox\n  \
+                    spec:\n  repo: ftp://127.0.0.1/x.git\n  interval: 1s\n  buildImage: busybox\n  \
                     buildCommands: [echo]\n  targetName: a\n  targetVersion: '1'\n";
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("multi.yaml");
@@ -232,11 +215,10 @@ fn version_and_help() {
 
 #[test]
 fn deploy_renders_with_kubectl_kustomize() {
-    if !Path::new("/usr/bin/kubectl").exists() {
-        eprintln!("SKIPPED: /usr/bin/kubectl is absent; deploy/ was not rendered");
+    if !kubectl::present("rendering deploy/") {
         return;
     }
-    let out = Command::new("/usr/bin/kubectl")
+    let out = Command::new(KUBECTL)
         .args(["kustomize", "deploy/"])
         .current_dir(root())
         .output()

@@ -1,16 +1,16 @@
 //! `cdkube dev` as a user runs it: a subprocess, the real kubectl against the kubeconfig it prints,
 //! Ctrl-C (SIGINT) / SIGTERM to stop it.
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const WAIT: Duration = Duration::from_secs(60);
-
-fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
+use support::fixtures::fixture;
+use support::kubectl::{self, Kubectl};
+use support::process::{WAIT, alive, children_of, wait_dead, wait_pid};
 
 /// A running `cdkube dev`; killed on drop if a test fails before stopping it.
 struct Dev {
@@ -28,8 +28,7 @@ impl Dev {
     /// Starts `cdkube dev` with its state under `state` (shared with an earlier run).
     fn start_in(state: std::sync::Arc<tempfile::TempDir>, extra: &[&str]) -> Dev {
         let state_dir = state.path().join("state");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cdkube"))
-            .args(["dev", "--port", "0", "--state-dir"])
+        let mut child = support::cdkube_command(&["dev", "--port", "0", "--state-dir"])
             .arg(&state_dir)
             .args(extra)
             .stdout(Stdio::piped())
@@ -95,92 +94,35 @@ impl Drop for Dev {
     }
 }
 
-fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Option<(bool, String, String)> {
-    if !Path::new("/usr/bin/kubectl").exists() {
-        eprintln!("SKIPPED: /usr/bin/kubectl is absent; kubectl part of this test not run");
-        return None;
-    }
-    let mut child = Command::new("/usr/bin/kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        // A hung request fails the test instead of hanging it.
-        .arg("--request-timeout=60s")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(text) = stdin {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    Some((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+/// kubectl against a plane's kubeconfig (cache and HOME in its temporary directory), or `None`
+/// when kubectl is absent and the test may skip its kubectl part.
+fn kubectl_for(dev: &Dev, kubeconfig: &Path) -> Option<Kubectl> {
+    kubectl::present("the kubectl part of this test").then(|| Kubectl::new(kubeconfig, dev.state.path()))
+}
+
+/// Runs kubectl (with `stdin`), asserting it succeeds; returns stdout.
+fn kubectl_ok(k: &Kubectl, args: &[&str], stdin: Option<&str>) -> String {
+    let out = k.run_blocking(args, stdin);
+    assert!(out.success(), "kubectl {args:?}: {}{}", out.stdout, out.stderr);
+    out.stdout
 }
 
 /// Retries a kubectl command until `ok` accepts its stdout.
-fn kubectl_until(kubeconfig: &Path, args: &[&str], what: &str, ok: impl Fn(&str) -> bool) -> Option<String> {
+fn kubectl_until(k: &Kubectl, args: &[&str], what: &str, ok: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
-        let (_, out, err) = kubectl(kubeconfig, args, None)?;
-        if ok(&out) {
-            return Some(out);
+        let out = k.run_blocking(args, None);
+        if ok(&out.stdout) {
+            return out.stdout;
         }
         assert!(
             Instant::now() < deadline,
-            "{what} not seen; last stdout {out:?}, stderr {err:?}"
+            "{what} not seen; last stdout {:?}, stderr {:?}",
+            out.stdout,
+            out.stderr
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Waits until the pid written (with its newline) to `file` can be read.
-fn wait_pid(file: &Path) -> i32 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(file)
-            && text.ends_with('\n')
-            && let Ok(pid) = text.trim().parse()
-        {
-            return pid;
-        }
-        assert!(Instant::now() < deadline, "{} never written", file.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(") ").next().is_some_and(|rest| !rest.starts_with('Z')))
-        .unwrap_or(false)
-}
-
-/// Pids whose parent is `parent`.
-fn children_of(parent: u32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit(") ")
-            .next()
-            .and_then(|r| r.split(' ').nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(parent) {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 const SLEEPER: &str = r#"
@@ -215,7 +157,7 @@ spec:
 fn dev_serves_kubectl_applies_manifests_and_stops_cleanly_on_sigint() {
     let mut dev = Dev::start(&[
         "-f",
-        fixture("fixtures/pipelines/doing-nothing.yaml").to_str().unwrap(),
+        fixture("doing-nothing.yaml").to_str().unwrap(),
         "--print-kubeconfig-path",
     ]);
     let kubeconfig = PathBuf::from(dev.line());
@@ -230,33 +172,31 @@ fn dev_serves_kubectl_applies_manifests_and_stops_cleanly_on_sigint() {
         0o700,
         "the state dir holds the kubeconfig, workspaces and logs: user only"
     );
-    let Some(out) = kubectl_until(&kubeconfig, &["get", "pipelines"], "the applied Pipeline", |o| {
-        o.contains("doing-nothing")
-    }) else {
+    let Some(k) = kubectl_for(&dev, &kubeconfig) else {
         return;
     };
+    let out = kubectl_until(&k, &["get", "pipelines"], "the applied Pipeline", |o| {
+        o.contains("doing-nothing")
+    });
     assert!(out.contains("doing-nothing"));
-    let (ok, out, err) = kubectl(&kubeconfig, &["apply", "-f", "-"], Some(ECHO)).unwrap();
-    assert!(ok, "{out}{err}");
+    kubectl_ok(&k, &["apply", "-f", "-"], Some(ECHO));
     kubectl_until(
-        &kubeconfig,
+        &k,
         &["get", "pod", "echo", "-o", "jsonpath={.status.phase}"],
         "echo Succeeded",
         |o| o == "Succeeded",
     );
-    let (ok, logs, _) = kubectl(&kubeconfig, &["logs", "echo"], None).unwrap();
-    assert!(ok);
+    let logs = kubectl_ok(&k, &["logs", "echo"], None);
     assert_eq!(logs, "building something... now I'm done\n");
 
-    let (ok, out, err) = kubectl(&kubeconfig, &["apply", "-f", "-"], Some(SLEEPER)).unwrap();
-    assert!(ok, "{out}{err}");
+    kubectl_ok(&k, &["apply", "-f", "-"], Some(SLEEPER));
     kubectl_until(
-        &kubeconfig,
+        &k,
         &["get", "pod", "sleeper", "-o", "jsonpath={.status.phase}"],
         "sleeper Running",
         |o| o == "Running",
     );
-    let pid_file = cdkube::embedded::runner::workspace::PodDir::new(&dev.state_dir, "default", "sleeper")
+    let pid_file = cdkube::embedded::runner::PodDir::new(&dev.state_dir, "default", "sleeper")
         .volume("data")
         .join("pid");
     let pid = wait_pid(&pid_file);
@@ -268,24 +208,18 @@ fn dev_serves_kubectl_applies_manifests_and_stops_cleanly_on_sigint() {
     );
 
     // kubectl delete waits until the runner has stopped the process and removed the Pod.
-    let (ok, out, err) = kubectl(
-        &kubeconfig,
+    kubectl_ok(
+        &k,
         &["apply", "-f", "-"],
         Some(&SLEEPER.replace("name: sleeper", "name: doomed")),
-    )
-    .unwrap();
-    assert!(ok, "{out}{err}");
-    let doomed_pid_file = cdkube::embedded::runner::workspace::PodDir::new(&dev.state_dir, "default", "doomed")
+    );
+    let doomed_pid_file = cdkube::embedded::runner::PodDir::new(&dev.state_dir, "default", "doomed")
         .volume("data")
         .join("pid");
     let doomed = wait_pid(&doomed_pid_file);
-    let (ok, out, err) = kubectl(&kubeconfig, &["delete", "pod", "doomed"], None).unwrap();
-    assert!(ok && out.contains("deleted"), "{out}{err}");
-    let deadline = Instant::now() + WAIT;
-    while alive(doomed) {
-        assert!(Instant::now() < deadline, "deleted Pod's process {doomed} still alive");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let out = kubectl_ok(&k, &["delete", "pod", "doomed"], None);
+    assert!(out.contains("deleted"), "{out}");
+    wait_dead(doomed, WAIT);
 
     dev.signal(libc::SIGINT);
     assert_eq!(dev.wait_exit(), Some(0));
@@ -296,7 +230,7 @@ fn dev_serves_kubectl_applies_manifests_and_stops_cleanly_on_sigint() {
 
 #[test]
 fn dev_prints_the_kubectl_commands_to_try_and_stops_on_sigterm() {
-    let mut dev = Dev::start(&["-f", fixture("fixtures/pipelines/doing-nothing.yaml").to_str().unwrap()]);
+    let mut dev = Dev::start(&["-f", fixture("doing-nothing.yaml").to_str().unwrap()]);
     let mut banner = Vec::new();
     loop {
         let line = dev.line();
@@ -326,11 +260,10 @@ fn dev_prints_the_kubectl_commands_to_try_and_stops_on_sigterm() {
 #[test]
 fn dev_refuses_an_invalid_manifest_with_the_field_named() {
     let state = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cdkube"))
-        .args(["dev", "--port", "0", "--state-dir"])
+    let out = support::cdkube_command(&["dev", "--port", "0", "--state-dir"])
         .arg(state.path())
         .arg("-f")
-        .arg(fixture("fixtures/pipelines/invalid/missing-repo.yaml"))
+        .arg(fixture("invalid/missing-repo.yaml"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -344,6 +277,7 @@ fn dev_refuses_an_invalid_manifest_with_the_field_named() {
 
 #[test]
 fn dev_refuses_malformed_manifests_with_one_line() {
+    // (manifest text, words of the one error line)
     let cases = [
         ("apiVersion: v1\nkind: ConfigMap\nmetadata: x\n", "expected ObjectMeta"),
         ("a: &a [*a]\n", "recursion limit exceeded"),
@@ -357,8 +291,7 @@ fn dev_refuses_malformed_manifests_with_one_line() {
         let state = tempfile::tempdir().unwrap();
         let manifest = state.path().join("bad.yaml");
         std::fs::write(&manifest, text).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_cdkube"))
-            .args(["dev", "--port", "0", "--state-dir"])
+        let out = support::cdkube_command(&["dev", "--port", "0", "--state-dir"])
             .arg(state.path().join("state"))
             .arg("-f")
             .arg(&manifest)
@@ -378,8 +311,7 @@ fn dev_refuses_malformed_manifests_with_one_line() {
 #[test]
 fn dev_with_a_missing_file_exits_with_one_line() {
     let state = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cdkube"))
-        .args(["dev", "--port", "0", "--state-dir"])
+    let out = support::cdkube_command(&["dev", "--port", "0", "--state-dir"])
         .arg(state.path())
         .args(["-f", "/nonexistent/cdkube-manifest.yaml"])
         .output()
@@ -397,18 +329,17 @@ fn dev_with_a_missing_file_exits_with_one_line() {
 fn a_new_dev_stops_the_pod_processes_a_killed_one_left_behind() {
     let mut first = Dev::start(&["--print-kubeconfig-path"]);
     let kubeconfig = PathBuf::from(first.line());
-    let Some((ok, out, err)) = kubectl(&kubeconfig, &["apply", "-f", "-"], Some(SLEEPER)) else {
+    let Some(k) = kubectl_for(&first, &kubeconfig) else {
         return;
     };
-    assert!(ok, "{out}{err}");
-    let pid_file = cdkube::embedded::runner::workspace::PodDir::new(&first.state_dir, "default", "sleeper")
+    kubectl_ok(&k, &["apply", "-f", "-"], Some(SLEEPER));
+    let pid_file = cdkube::embedded::runner::PodDir::new(&first.state_dir, "default", "sleeper")
         .volume("data")
         .join("pid");
     let pid = wait_pid(&pid_file);
     // The premise: a plane killed after it recorded its Pod process (it records it right after
     // starting it, the sleeper may write its own pid first).
-    let recorded =
-        cdkube::embedded::runner::workspace::PodDir::new(&first.state_dir, "default", "sleeper").pid_file("sleep");
+    let recorded = cdkube::embedded::runner::PodDir::new(&first.state_dir, "default", "sleeper").pid_file("sleep");
     let deadline = Instant::now() + WAIT;
     while !std::fs::read_to_string(&recorded).is_ok_and(|t| t.starts_with(&format!("{pid} "))) {
         assert!(Instant::now() < deadline, "the runner never recorded {pid}");
@@ -420,11 +351,7 @@ fn a_new_dev_stops_the_pod_processes_a_killed_one_left_behind() {
     assert!(alive(pid), "the sleeper died with its plane; nothing left to test");
     let mut second = Dev::start_in(first.state.clone(), &["--print-kubeconfig-path"]);
     second.line();
-    let deadline = Instant::now() + WAIT;
-    while alive(pid) {
-        assert!(Instant::now() < deadline, "orphaned Pod process {pid} still alive");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_dead(pid, WAIT);
     assert!(!pid_file.exists(), "the killed plane's Pod directories were kept");
     second.signal(libc::SIGTERM);
     assert_eq!(second.wait_exit(), Some(0));

@@ -2,12 +2,10 @@
 //! relies on — CRUD, conflicts, generation, status isolation, finalizers, garbage collection,
 //! selectors and pagination, patches and server-side apply, events, watches (replay, bookmarks,
 //! 410 and the kube-rs watcher's recovery) and CRD validation.
-#[path = "support/embedded_cluster.rs"]
-mod embedded_cluster;
+mod support;
 
 use std::time::Duration;
 
-use embedded_cluster::{Cluster, crd_path, fixture, wait_for, yaml_file};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Namespace, Pod};
 use k8s_openapi::api::events::v1::Event as NewEvent;
@@ -20,6 +18,8 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
+use support::cluster::{Cluster, gone, wait_for};
+use support::fixtures::{crd_path, fixture, yaml_file};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -275,7 +275,7 @@ async fn garbage_collection_background_orphan_and_foreground() {
     owned_pod(&api, &pods, "bg", "bg-pod").await;
     api.delete("bg", &DeleteParams::default()).await.expect("delete");
     wait_for("bg-pod to be collected", WAIT, || async {
-        pods.get_opt("bg-pod").await.ok().flatten().is_none().then_some(())
+        gone(&pods, "bg-pod").await.then_some(())
     })
     .await;
 
@@ -301,7 +301,7 @@ async fn garbage_collection_background_orphan_and_foreground() {
         .await
         .expect("pod");
     wait_for("stale to be collected", WAIT, || async {
-        pods.get_opt("stale").await.ok().flatten().is_none().then_some(())
+        gone(&pods, "stale").await.then_some(())
     })
     .await;
     assert!(pods.get_opt("unresolvable").await.expect("get").is_some());
@@ -318,19 +318,41 @@ async fn garbage_collection_background_orphan_and_foreground() {
     .await
     .expect("delete");
     wait_for("pipeline or to go", WAIT, || async {
-        api.get_opt("or").await.ok().flatten().is_none().then_some(())
+        gone(&api, "or").await.then_some(())
     })
     .await;
     let kept = pods.get("or-pod").await.expect("orphan kept");
     assert!(kept.metadata.owner_references.unwrap_or_default().is_empty());
 
     // Foreground: the owner waits (deletionTimestamp + foregroundDeletion) until the Pod is gone.
+    // A finalizer on the Pod holds it, so the waiting owner can be seen: were foreground deletion
+    // to behave like background, the owner would be gone while its dependent still exists.
     owned_pod(&api, &pods, "fg", "fg-pod").await;
+    let hold = json!({"metadata": {"finalizers": ["example.com/hold"]}});
+    pods.patch("fg-pod", &PatchParams::default(), &Patch::Merge(&hold))
+        .await
+        .expect("hold fg-pod");
     api.delete("fg", &DeleteParams::foreground()).await.expect("delete");
+    wait_for("fg-pod to be deleted by the collector", WAIT, || async {
+        let pod = pods.get_opt("fg-pod").await.expect("get fg-pod");
+        let pod = pod.expect("fg-pod went despite its finalizer");
+        pod.metadata.deletion_timestamp.is_some().then_some(())
+    })
+    .await;
+    let owner = api.get_opt("fg").await.expect("get fg");
+    let owner = owner.expect("the owner went before its dependent");
+    assert!(owner.metadata.deletion_timestamp.is_some(), "{owner:?}");
+    assert!(
+        owner.finalizers().iter().any(|f| f == "foregroundDeletion"),
+        "{:?}",
+        owner.finalizers()
+    );
+    let release = json!({"metadata": {"finalizers": null}});
+    pods.patch("fg-pod", &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .expect("release fg-pod");
     wait_for("fg and fg-pod to go", WAIT, || async {
-        let owner = api.get_opt("fg").await.ok().flatten();
-        let dep = pods.get_opt("fg-pod").await.ok().flatten();
-        (owner.is_none() && dep.is_none()).then_some(())
+        (gone(&pods, "fg-pod").await && gone(&api, "fg").await).then_some(())
     })
     .await;
 }
@@ -776,7 +798,7 @@ async fn namespaces_discovery_and_auth() {
         .expect("pod");
     nss.delete("team", &DeleteParams::default()).await.expect("delete ns");
     wait_for("namespace team to go", WAIT, || async {
-        nss.get_opt("team").await.ok().flatten().is_none().then_some(())
+        gone(&nss, "team").await.then_some(())
     })
     .await;
     assert!(
@@ -859,109 +881,141 @@ async fn malformed_requests_get_a_status_and_change_nothing() {
         "application/json-patch+json",
         "application/strategic-merge-patch+json",
     );
-    let cases: &[(&str, &str, &str, &str, u16, &str)] = &[
-        (
-            "PATCH",
-            cm_uri,
-            merge,
-            r#"{"metadata": "x"}"#,
-            400,
-            "metadata must be an object",
-        ),
-        (
-            "PATCH",
-            cm_uri,
-            strategic,
-            r#"{"metadata": 5}"#,
-            400,
-            "metadata must be an object",
-        ),
-        (
-            "PATCH",
-            cm_uri,
-            json_patch,
-            r#"[{"op": "replace", "path": "/metadata", "value": [1]}]"#,
-            400,
-            "metadata",
-        ),
-        (
-            "PATCH",
-            "/api/v1/namespaces/default/configmaps/cm?fieldManager=t",
-            "application/apply-patch+yaml",
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: x\n",
-            400,
-            "metadata must be an object",
-        ),
-        (
-            "PATCH",
-            p_uri,
-            merge,
-            r#"{"metadata": {"ownerReferences": "x"}}"#,
-            400,
-            "metadata.ownerReferences",
-        ),
-        (
-            "PATCH",
-            p_uri,
-            merge,
-            r#"{"metadata": {"finalizers": [1]}}"#,
-            400,
-            "metadata.finalizers[0]",
-        ),
-        (
-            "GET",
-            "/api/v1/namespaces/default/configmaps?limit=ten",
-            merge,
-            "",
-            400,
-            "limit",
-        ),
-        (
-            "GET",
-            "/api/v1/configmaps?watch=true&resourceVersion=x",
-            merge,
-            "",
-            400,
-            "resource version",
-        ),
-        (
-            "GET",
-            "/api/v1/configmaps?labelSelector=a%20in%20()",
-            merge,
-            "",
-            400,
-            "unable to parse requirement",
-        ),
-        (
-            "GET",
-            "/api/v1/namespaces/default/pods/cm/binding",
-            merge,
-            "",
-            405,
-            "does not allow",
-        ),
-        ("DELETE", cm_uri, "application/json", "[1]", 400, "DeleteOptions"),
-        (
-            "PATCH",
-            cm_uri,
-            "application/apply-patch+cbor",
-            "\u{a0}",
-            415,
-            "unknown format",
-        ),
-        (
-            "PATCH",
-            cm_uri,
-            merge,
-            r#"{"metadata": {"labels": {"a b": "c"}}}"#,
-            422,
-            "metadata.labels",
-        ),
-        ("PATCH", cm_uri, merge, r#"{"data": {"a/b": "c"}}"#, 422, "data[a/b]"),
+    /// One request the server must refuse, and how.
+    struct Refusal {
+        method: &'static str,
+        uri: &'static str,
+        content_type: &'static str,
+        body: &'static str,
+        code: u16,
+        /// Words the Status message must contain.
+        words: &'static str,
+    }
+    let cases = [
+        Refusal {
+            method: "PATCH",
+            uri: cm_uri,
+            content_type: merge,
+            body: r#"{"metadata": "x"}"#,
+            code: 400,
+            words: "metadata must be an object",
+        },
+        Refusal {
+            method: "PATCH",
+            uri: cm_uri,
+            content_type: strategic,
+            body: r#"{"metadata": 5}"#,
+            code: 400,
+            words: "metadata must be an object",
+        },
+        Refusal {
+            method: "PATCH",
+            uri: cm_uri,
+            content_type: json_patch,
+            body: r#"[{"op": "replace", "path": "/metadata", "value": [1]}]"#,
+            code: 400,
+            words: "metadata",
+        },
+        Refusal {
+            method: "PATCH",
+            uri: "/api/v1/namespaces/default/configmaps/cm?fieldManager=t",
+            content_type: "application/apply-patch+yaml",
+            body: "apiVersion: v1\nkind: ConfigMap\nmetadata: x\n",
+            code: 400,
+            words: "metadata must be an object",
+        },
+        Refusal {
+            method: "PATCH",
+            uri: p_uri,
+            content_type: merge,
+            body: r#"{"metadata": {"ownerReferences": "x"}}"#,
+            code: 400,
+            words: "metadata.ownerReferences",
+        },
+        Refusal {
+            method: "PATCH",
+            uri: p_uri,
+            content_type: merge,
+            body: r#"{"metadata": {"finalizers": [1]}}"#,
+            code: 400,
+            words: "metadata.finalizers[0]",
+        },
+        Refusal {
+            method: "GET",
+            uri: "/api/v1/namespaces/default/configmaps?limit=ten",
+            content_type: merge,
+            body: "",
+            code: 400,
+            words: "limit",
+        },
+        Refusal {
+            method: "GET",
+            uri: "/api/v1/configmaps?watch=true&resourceVersion=x",
+            content_type: merge,
+            body: "",
+            code: 400,
+            words: "resource version",
+        },
+        Refusal {
+            method: "GET",
+            uri: "/api/v1/configmaps?labelSelector=a%20in%20()",
+            content_type: merge,
+            body: "",
+            code: 400,
+            words: "unable to parse requirement",
+        },
+        Refusal {
+            method: "GET",
+            uri: "/api/v1/namespaces/default/pods/cm/binding",
+            content_type: merge,
+            body: "",
+            code: 405,
+            words: "does not allow",
+        },
+        Refusal {
+            method: "DELETE",
+            uri: cm_uri,
+            content_type: "application/json",
+            body: "[1]",
+            code: 400,
+            words: "DeleteOptions",
+        },
+        Refusal {
+            method: "PATCH",
+            uri: cm_uri,
+            content_type: "application/apply-patch+cbor",
+            body: "\u{a0}",
+            code: 415,
+            words: "unknown format",
+        },
+        Refusal {
+            method: "PATCH",
+            uri: cm_uri,
+            content_type: merge,
+            body: r#"{"metadata": {"labels": {"a b": "c"}}}"#,
+            code: 422,
+            words: "metadata.labels",
+        },
+        Refusal {
+            method: "PATCH",
+            uri: cm_uri,
+            content_type: merge,
+            body: r#"{"data": {"a/b": "c"}}"#,
+            code: 422,
+            words: "data[a/b]",
+        },
     ];
-    for (method, uri, ct, body, code, words) in cases {
-        let e = refused(&client, method, uri, ct, body).await;
-        assert_eq!(e.code, *code, "{method} {uri} {body}: {}", e.message);
+    for Refusal {
+        method,
+        uri,
+        content_type,
+        body,
+        code,
+        words,
+    } in cases
+    {
+        let e = refused(&client, method, uri, content_type, body).await;
+        assert_eq!(e.code, code, "{method} {uri} {body}: {}", e.message);
         assert!(e.message.contains(words), "{method} {uri} {body}: {}", e.message);
     }
     // A client that reads only protobuf gets 406, not JSON it cannot decode.

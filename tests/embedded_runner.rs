@@ -1,67 +1,46 @@
 //! The local pod runner driven through the embedded API server, as a user sees it: Pod status via
-//! the real kube-rs client over HTTP, logs via the real `/usr/bin/kubectl`, processes via /proc.
-use std::path::{Path, PathBuf};
+//! the real kube-rs client over HTTP, logs from the log files (and via the real `/usr/bin/kubectl`
+//! where the kubectl view is the point), processes via /proc.
+mod support;
+
+use std::path::PathBuf;
 use std::time::Duration;
 
-use cdkube::embedded::runner::{Runner, RunnerConfig, VolumeMode};
+use cdkube::embedded::runner::VolumeMode;
 use k8s_openapi::api::core::v1::{ConfigMap, ContainerStateTerminated, ContainerStatus, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Api, Client};
 use serde_json::json;
+use support::cluster::Cluster;
+use support::kubectl::{self, Kubectl};
+use support::process::{WAIT, alive, wait_dead_async as wait_dead, wait_pid_async as wait_pid};
 
-const WAIT: Duration = Duration::from_secs(60);
-
-/// An API server plus a runner, each test its own.
-struct Plane {
-    server: cdkube::embedded::RunningApiServer,
+/// A test's cluster (API server and pod runner, from the shared toolkit) seen through its Pods.
+struct PodCluster {
+    cluster: Cluster,
     client: Client,
-    runner: Option<Runner>,
-    state: tempfile::TempDir,
 }
 
-impl Drop for Plane {
-    /// Dropping a runner leaves its Pod processes running (as a crash would); a finished or
-    /// failed test must not, so what is left in the state directory is stopped here.
-    fn drop(&mut self) {
-        drop(self.runner.take());
-        cdkube::embedded::runner::workspace::sweep(self.state.path());
-    }
-}
-
-impl Plane {
-    async fn start(mode: Option<VolumeMode>) -> Plane {
-        let mut plane = Plane::server_only().await;
-        plane.start_runner(mode);
+impl PodCluster {
+    async fn start(mode: Option<VolumeMode>) -> PodCluster {
+        let mut plane = PodCluster::server_only().await;
+        plane.cluster.start_runner(mode).await;
         plane
     }
 
     /// The API server alone: Pods stay unscheduled until something binds them.
-    async fn server_only() -> Plane {
+    async fn server_only() -> PodCluster {
         // Runner warnings (failed API calls) show in the output of a failing test.
         cdkube::telemetry::init();
-        let state = tempfile::tempdir().unwrap();
-        let server = cdkube::embedded::ApiServer::start(cdkube::embedded::ApiServerConfig::new(state.path()))
-            .await
-            .unwrap();
-        let client = server.client().await.unwrap();
-        Plane {
-            server,
-            client,
-            runner: None,
-            state,
-        }
+        let cluster = Cluster::start().await;
+        let client = cluster.client().await;
+        PodCluster { cluster, client }
     }
 
-    fn start_runner(&mut self, mode: Option<VolumeMode>) {
-        let mut config = RunnerConfig::new(self.state.path(), env!("CARGO_BIN_EXE_cdkube"));
-        config.volume_mode = mode;
-        self.runner = Some(Runner::start(self.client.clone(), config).unwrap());
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.server.kubeconfig_path().to_path_buf()
+    fn state_dir(&self) -> PathBuf {
+        self.cluster.state_dir()
     }
 
     fn pods(&self) -> Api<Pod> {
@@ -112,33 +91,23 @@ impl Plane {
             .collect()
     }
 
-    async fn kubectl(&self, args: &[&str]) -> Option<std::process::Output> {
-        kubectl(&self.kubeconfig(), args).await
+    /// kubectl against this cluster, or `None` when it is absent (see [`kubectl::present`]).
+    fn kubectl(&self) -> Option<Kubectl> {
+        kubectl::present("the kubectl part of this test").then(|| self.cluster.kubectl())
+    }
+
+    /// The log file of a container, as the runner wrote it (what `kubectl logs` serves).
+    fn log(&self, pod: &str, container: &str) -> String {
+        let path = cdkube::embedded::logs::container_log_path(&self.state_dir(), "default", pod, container);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
     /// A file the Pod wrote into its emptyDir volume `volume`.
     fn volume_file(&self, pod: &str, volume: &str, file: &str) -> PathBuf {
-        cdkube::embedded::runner::workspace::PodDir::new(self.state.path(), "default", pod)
+        cdkube::embedded::runner::PodDir::new(&self.state_dir(), "default", pod)
             .volume(volume)
             .join(file)
     }
-}
-
-async fn kubectl(kubeconfig: &Path, args: &[&str]) -> Option<std::process::Output> {
-    if !Path::new("/usr/bin/kubectl").exists() {
-        eprintln!("SKIPPED: /usr/bin/kubectl is absent; kubectl part of this test not run");
-        return None;
-    }
-    let out = tokio::process::Command::new("/usr/bin/kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        // A hung request fails the test instead of hanging it.
-        .arg("--request-timeout=60s")
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    Some(out)
 }
 
 fn phase_of(p: &Pod) -> Option<&str> {
@@ -172,40 +141,6 @@ fn condition(p: &Pod, type_: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Waits until the pid written to `file` exists, and returns it.
-async fn wait_pid(file: &Path) -> i32 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(file)
-            && let Ok(pid) = text.trim().parse()
-            && text.ends_with('\n')
-        {
-            return pid;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} never written",
-            file.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn alive(pid: i32) -> bool {
-    // A zombie still has a /proc entry; its state letter is Z.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(") ").next().is_some_and(|rest| !rest.starts_with('Z')))
-        .unwrap_or(false)
-}
-
-async fn wait_dead(pid: i32) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while alive(pid) {
-        assert!(tokio::time::Instant::now() < deadline, "process {pid} still alive");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A Pod whose container records its pid in an emptyDir and sleeps.
 fn sleeper(name: &str, extra_spec: serde_json::Value) -> serde_json::Value {
     let mut pod = json!({
@@ -232,7 +167,7 @@ fn sleeper(name: &str, extra_spec: serde_json::Value) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_pod_succeeds_and_kubectl_logs_shows_the_line() {
-    let plane = Plane::start(None).await;
+    let plane = PodCluster::start(None).await;
     plane
         .create(json!({
             "apiVersion": "v1", "kind": "Pod",
@@ -258,24 +193,14 @@ async fn echo_pod_succeeds_and_kubectl_logs_shows_the_line() {
     assert_eq!(condition(&pod, "PodScheduled"), "True");
     assert_eq!(condition(&pod, "Initialized"), "True");
     assert_eq!(condition(&pod, "Ready"), "False");
-    let log = std::fs::read_to_string(cdkube::embedded::logs::container_log_path(
-        plane.state.path(),
-        "default",
-        "doing-nothing-1",
-        "build",
-    ))
-    .unwrap();
-    assert_eq!(log, "building something... now I'm done\n");
-    if let Some(out) = plane.kubectl(&["logs", "doing-nothing-1"]).await {
-        assert!(
-            out.status.success(),
-            "kubectl logs failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "building something... now I'm done\n"
-        );
+    assert_eq!(
+        plane.log("doing-nothing-1", "build"),
+        "building something... now I'm done\n"
+    );
+    let kubectl = plane.kubectl();
+    if let Some(k) = &kubectl {
+        let out = k.ok(&["logs", "doing-nothing-1"]).await;
+        assert_eq!(out, "building something... now I'm done\n");
     }
     let reasons = plane.event_reasons("doing-nothing-1").await;
     for expected in ["Scheduled", "ImageNotPulled", "Created", "Started"] {
@@ -284,8 +209,8 @@ async fn echo_pod_succeeds_and_kubectl_logs_shows_the_line() {
             "no {expected} Event in {reasons:?}"
         );
     }
-    if let Some(out) = plane.kubectl(&["describe", "pod", "doing-nothing-1"]).await {
-        let text = String::from_utf8_lossy(&out.stdout);
+    if let Some(k) = &kubectl {
+        let text = k.ok(&["describe", "pod", "doing-nothing-1"]).await;
         for expected in [
             "Node:             cdkube-dev",
             "Status:           Succeeded",
@@ -301,7 +226,7 @@ async fn echo_pod_succeeds_and_kubectl_logs_shows_the_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_command_fails_the_pod_with_its_exit_code() {
-    let plane = Plane::start(None).await;
+    let plane = PodCluster::start(None).await;
     plane
         .create(json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "fails"},
@@ -319,21 +244,15 @@ async fn failing_command_fails_the_pod_with_its_exit_code() {
         pod.status.as_ref().and_then(|s| s.qos_class.as_deref()),
         Some("Guaranteed")
     );
-    if let Some(out) = plane.kubectl(&["logs", "fails"]).await {
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "broken\n",
-            "stderr belongs in the log"
-        );
-    }
+    assert_eq!(plane.log("fails", "main"), "broken\n", "stderr belongs in the log");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_finished_pod_removes_its_workspace_and_logs() {
-    let plane = Plane::start(None).await;
+    let plane = PodCluster::start(None).await;
     plane.create(ordered_init_pod("finished")).await;
     plane.wait_phase("finished", "Succeeded").await;
-    let dir = cdkube::embedded::runner::workspace::PodDir::new(plane.state.path(), "default", "finished");
+    let dir = cdkube::embedded::runner::PodDir::new(&plane.state_dir(), "default", "finished");
     assert!(dir.log("main").is_file());
     plane.pods().delete("finished", &DeleteParams::default()).await.unwrap();
     plane.wait_gone("finished").await;
@@ -350,7 +269,7 @@ async fn deleting_a_finished_pod_removes_its_workspace_and_logs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_program_that_does_not_exist_is_a_start_error() {
-    let plane = Plane::start(None).await;
+    let plane = PodCluster::start(None).await;
     plane
         .create(json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "no-such"},
@@ -365,7 +284,9 @@ async fn a_program_that_does_not_exist_is_a_start_error() {
     assert!(t.message.unwrap_or_default().contains("cdkube-no-such-program"));
 }
 
-/// Two init containers append to a shared emptyDir in order; the main container reads it.
+/// Two init containers append to a shared emptyDir in order; the main container reads it. The
+/// first writes a line, pauses, and writes another: had the second started before the first ended,
+/// its line would sit between them.
 fn ordered_init_pod(name: &str) -> serde_json::Value {
     let mount = json!([{"name": "work", "mountPath": "/work"}]);
     json!({
@@ -375,7 +296,8 @@ fn ordered_init_pod(name: &str) -> serde_json::Value {
             "volumes": [{"name": "work", "emptyDir": {}}],
             "initContainers": [
                 {"name": "first", "image": "busybox", "workingDir": "/work",
-                 "command": ["sh", "-c", "echo first >> order"], "volumeMounts": mount},
+                 "command": ["sh", "-c", "echo first starts >> order; sleep 0.3; echo first ends >> order"],
+                 "volumeMounts": mount},
                 {"name": "second", "image": "busybox", "workingDir": "/work",
                  "command": ["sh", "-c", "echo second >> order"], "volumeMounts": mount}
             ],
@@ -387,25 +309,23 @@ fn ordered_init_pod(name: &str) -> serde_json::Value {
 }
 
 async fn init_containers_share_an_empty_dir(mode: VolumeMode) {
-    let plane = Plane::start(Some(mode)).await;
+    let plane = PodCluster::start(Some(mode)).await;
     plane.create(ordered_init_pod("ordered")).await;
     let pod = plane.wait_phase("ordered", "Succeeded").await;
     let first = terminated(&container(&pod, true, 0));
     let second = terminated(&container(&pod, true, 1));
     assert_eq!((first.exit_code, second.exit_code), (0, 0));
-    assert!(
-        first.finished_at.unwrap().0 <= second.started_at.unwrap().0,
-        "init containers overlapped"
+    assert_eq!(
+        plane.log("ordered", "main"),
+        "first starts\nfirst ends\nsecond\n",
+        "init containers ran out of order or overlapped"
     );
-    if let Some(out) = plane.kubectl(&["logs", "ordered", "-c", "main"]).await {
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "first\nsecond\n");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_containers_run_in_order_and_share_an_empty_dir_in_a_mount_namespace() {
     let probe = tempfile::tempdir().unwrap();
-    if !cdkube::embedded::runner::process::namespaces_permitted(probe.path()) {
+    if !cdkube::embedded::runner::namespaces_permitted(probe.path()) {
         eprintln!("SKIPPED: mount namespaces are not permitted here; the rewrite-mode test covers this");
         return;
     }
@@ -419,7 +339,7 @@ async fn init_containers_run_in_order_and_share_an_empty_dir_with_path_rewriting
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_init_container_fails_the_pod_and_the_containers_never_start() {
-    let plane = Plane::start(None).await;
+    let plane = PodCluster::start(None).await;
     let mut pod = ordered_init_pod("init-fails");
     pod["spec"]["initContainers"][0]["command"] = json!(["sh", "-c", "exit 7"]);
     plane.create(pod).await;
@@ -440,7 +360,7 @@ async fn a_failing_init_container_fails_the_pod_and_the_containers_never_start()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn env_value_from_fields_secrets_and_config_maps_with_var_expansion() {
-    let plane = Plane::start(None).await;
+    let plane = PodCluster::start(None).await;
     plane
         .create(json!({
             "apiVersion": "v1", "kind": "Pod",
@@ -491,17 +411,15 @@ async fn env_value_from_fields_secrets_and_config_maps_with_var_expansion() {
         .await
         .unwrap();
     plane.wait_phase("env-pod", "Succeeded").await;
-    if let Some(out) = plane.kubectl(&["logs", "env-pod"]).await {
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "env-pod demo s3cr3t blue hello-env-pod $(POD) $(UNDEFINED)\n"
-        );
-    }
+    assert_eq!(
+        plane.log("env-pod", "main"),
+        "env-pod demo s3cr3t blue hello-env-pod $(POD) $(UNDEFINED)\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cdkube_command_runs_the_cdkube_binary() {
-    let plane = Plane::start(None).await;
+    let plane = PodCluster::start(None).await;
     plane
         .create(json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "self"},
@@ -511,17 +429,15 @@ async fn a_cdkube_command_runs_the_cdkube_binary() {
         }))
         .await;
     plane.wait_phase("self", "Succeeded").await;
-    if let Some(out) = plane.kubectl(&["logs", "self"]).await {
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            format!("cdkube {}\n", env!("CARGO_PKG_VERSION"))
-        );
-    }
+    assert_eq!(
+        plane.log("self", "main"),
+        format!("cdkube {}\n", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_deadline_kills_a_long_sleeper() {
-    let plane = Plane::start(None).await;
+    let plane = PodCluster::start(None).await;
     // The deadline counts from the runner taking the Pod, so it must leave the container time to
     // start on a loaded machine; the exit code below shows the runner's SIGTERM ended it.
     plane
@@ -549,7 +465,7 @@ async fn active_deadline_kills_a_long_sleeper() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_running_pod_kills_its_processes_and_removes_it() {
-    let plane = Plane::start(None).await;
+    let plane = PodCluster::start(None).await;
     plane.create(sleeper("doomed", json!({}))).await;
     let pid = wait_pid(&plane.volume_file("doomed", "data", "pid")).await;
     plane.wait_phase("doomed", "Running").await;
@@ -573,14 +489,13 @@ async fn a_pod_running_when_the_runner_died_is_failed_by_the_next_runner_with_pa
 }
 
 async fn runner_restart_fails_running_pods(mode: Option<VolumeMode>) {
-    let mut plane = Plane::start(mode).await;
+    let mut plane = PodCluster::start(mode).await;
     plane.create(sleeper("orphan", json!({}))).await;
     let pid = wait_pid(&plane.volume_file("orphan", "data", "pid")).await;
     plane.wait_phase("orphan", "Running").await;
     // The premise: the runner recorded its process before dying (right after starting it; the
     // sleeper may have written its own pid first).
-    let recorded =
-        cdkube::embedded::runner::workspace::PodDir::new(plane.state.path(), "default", "orphan").pid_file("sleep");
+    let recorded = cdkube::embedded::runner::PodDir::new(&plane.state_dir(), "default", "orphan").pid_file("sleep");
     let deadline = tokio::time::Instant::now() + WAIT;
     while !std::fs::read_to_string(&recorded).is_ok_and(|t| t.starts_with(&format!("{pid} "))) {
         assert!(
@@ -590,9 +505,9 @@ async fn runner_restart_fails_running_pods(mode: Option<VolumeMode>) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Dropping the runner aborts it like a crash: its processes keep running.
-    drop(plane.runner.take());
+    drop(plane.cluster.runner.take());
     assert!(alive(pid));
-    plane.start_runner(mode);
+    plane.cluster.start_runner(mode).await;
     let pod = plane.wait_phase("orphan", "Failed").await;
     assert_eq!(pod.status.clone().unwrap().reason.as_deref(), Some("RunnerRestarted"));
     let t = terminated(&container(&pod, false, 0));
@@ -602,7 +517,7 @@ async fn runner_restart_fails_running_pods(mode: Option<VolumeMode>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_policy_on_failure_restarts_until_success() {
-    let plane = Plane::start(None).await;
+    let plane = PodCluster::start(None).await;
     plane
         .create(json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "flaky"},
@@ -627,7 +542,7 @@ async fn restart_policy_on_failure_restarts_until_success() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsupported_volume_fails_the_pod_with_the_reason() {
-    let plane = Plane::start(None).await;
+    let plane = PodCluster::start(None).await;
     plane
         .create(json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nfs"},
@@ -646,7 +561,7 @@ async fn an_unsupported_volume_fails_the_pod_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binding_subresource_assigns_a_node_once_as_the_scheduler_does() {
-    let plane = Plane::server_only().await;
+    let plane = PodCluster::server_only().await;
     plane.create(sleeper("unscheduled", json!({}))).await;
     let binding = |pod: &str, node: &str| {
         json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod},
@@ -715,7 +630,7 @@ async fn the_binding_subresource_assigns_a_node_once_as_the_scheduler_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_bound_to_another_node_are_left_alone() {
-    let plane = Plane::start(None).await;
+    let plane = PodCluster::start(None).await;
     plane
         .create(sleeper("elsewhere", json!({"nodeName": "some-other-node"})))
         .await;

@@ -4,7 +4,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cdkube::git::{Credentials, Engine, EngineOptions, Error, ErrorKind, RemoteSpec};
@@ -651,14 +650,14 @@ async fn http_probes_to_one_host_share_a_connection_and_one_request() {
     assert_eq!(methods, ["POST", "GET", "POST"]);
 }
 
-fn cdkube(args: &[&str]) -> (i32, String, String) {
-    cdkube_with_tmp(args, &std::env::temp_dir())
+/// `cdkube probe …` with the system temporary directory: exit code, stdout, stderr.
+fn probe_cli(args: &[&str]) -> (i32, String, String) {
+    probe_cli_with_tmp(args, &std::env::temp_dir())
 }
 
-/// Run `cdkube args` with `tmp` as its temporary directory.
-fn cdkube_with_tmp(args: &[&str], tmp: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cdkube"))
-        .args(args)
+/// `cdkube probe …` with `tmp` as its temporary directory: exit code, stdout, stderr.
+fn probe_cli_with_tmp(args: &[&str], tmp: &Path) -> (i32, String, String) {
+    let out = support::cdkube_command(args)
         .env("TMPDIR", tmp)
         .output()
         .expect("run cdkube");
@@ -675,7 +674,7 @@ fn cli_probe_prints_revision_and_subject() {
     let up = repos.create("cli");
     let sha = up.commit(&[("a.txt", "a")], "Add a\n\nwith a body");
     let http = HttpGit::start(&repos.root());
-    let (code, out, err) = cdkube(&["probe", &http.url("git", "cli")]);
+    let (code, out, err) = probe_cli(&["probe", &http.url("git", "cli")]);
     assert_eq!(
         (code, out.as_str()),
         (0, format!("main@sha1:{sha}\nAdd a\n").as_str()),
@@ -685,7 +684,7 @@ fn cli_probe_prints_revision_and_subject() {
     let dir = storage();
     let kv = dir.path().join("creds.env");
     std::fs::write(&kv, format!("username={USER}\npassword={PASSWORD}\n")).unwrap();
-    let (code, out, _) = cdkube(&[
+    let (code, out, _) = probe_cli(&[
         "probe",
         &http.url("basic", "cli"),
         "--branch",
@@ -699,7 +698,7 @@ fn cli_probe_prints_revision_and_subject() {
     );
 
     std::fs::write(&kv, format!("username={USER}\npassword=bad-bad-bad\n")).unwrap();
-    let (code, out, err) = cdkube(&[
+    let (code, out, err) = probe_cli(&[
         "probe",
         &http.url("basic", "cli"),
         "--secret-file",
@@ -729,7 +728,7 @@ fn cli_probe_reads_a_secret_manifest_for_ssh() {
     .unwrap();
     let tmp = dir.path().join("tmp");
     std::fs::create_dir(&tmp).unwrap();
-    let (code, out, err) = cdkube_with_tmp(
+    let (code, out, err) = probe_cli_with_tmp(
         &[
             "probe",
             &sshd.url(&up.bare),
@@ -762,52 +761,65 @@ fn cli_probe_explains_bad_input() {
     let option_user = dir.path().join("option-user.env");
     std::fs::write(&option_user, "username=-oProxyCommand=touch /tmp/cdkube-pwned\n").unwrap();
     let missing = dir.path().join("missing.env");
-    let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["probe", "https://"], "malformed repository URL"),
-        (vec!["probe", "ftp://example.com/r.git"], "unsupported URL scheme `ftp`"),
-        (
-            vec!["probe", "https://example.com/r.git", "--branch", ""],
-            "branch name is empty",
-        ),
-        (
-            vec![
+    /// A call refused before any connection: these URLs name 127.0.0.1, so a check that stopped
+    /// working could not reach out to a real host.
+    struct Refused<'a> {
+        args: Vec<&'a str>,
+        /// Words of the one-line InvalidInput error.
+        error: &'a str,
+    }
+    let cases = vec![
+        Refused {
+            args: vec!["probe", "https://"],
+            error: "malformed repository URL",
+        },
+        Refused {
+            args: vec!["probe", "ftp://127.0.0.1:9/r.git"],
+            error: "unsupported URL scheme `ftp`",
+        },
+        Refused {
+            args: vec!["probe", "https://127.0.0.1:9/r.git", "--branch", ""],
+            error: "branch name is empty",
+        },
+        Refused {
+            args: vec![
                 "probe",
-                "git@example.com:r.git",
+                "git@127.0.0.1:r.git",
                 "--secret-file",
                 garbage.to_str().unwrap(),
             ],
-            "not a readable ssh private key",
-        ),
-        (
-            vec![
+            error: "not a readable ssh private key",
+        },
+        Refused {
+            args: vec![
                 "probe",
-                "git@example.com:r.git",
+                "git@127.0.0.1:r.git",
                 "--secret-file",
                 bad_hosts.to_str().unwrap(),
             ],
-            "known_hosts` line 1",
-        ),
-        (
-            vec![
+            error: "known_hosts` line 1",
+        },
+        Refused {
+            args: vec![
                 "probe",
-                "ssh://example.com/r.git",
+                "ssh://127.0.0.1:9/r.git",
                 "--secret-file",
                 option_user.to_str().unwrap(),
             ],
-            "`username` starts with `-`",
-        ),
-        (
-            vec![
+            error: "`username` starts with `-`",
+        },
+        Refused {
+            args: vec![
                 "probe",
-                "https://example.com/r.git",
+                "https://127.0.0.1:9/r.git",
                 "--secret-file",
                 missing.to_str().unwrap(),
             ],
-            "cannot read secret file",
-        ),
+            error: "cannot read secret file",
+        },
     ];
-    for (args, needle) in cases {
-        let (code, out, err) = cdkube(&args);
+    for Refused { args, error: needle } in cases {
+        let (code, out, err) = probe_cli(&args);
         assert_eq!(code, 1, "{args:?}");
         assert!(out.is_empty(), "{args:?}: {out}");
         assert!(

@@ -1,96 +1,24 @@
 //! The real `/usr/bin/kubectl` against the embedded API server: the user's workflows with the
 //! Pipeline CRD (apply, get with printer columns, describe with events, explain, logs, delete)
 //! and the errors a user sees (invalid manifests, missing token).
-#[path = "support/embedded_cluster.rs"]
-mod embedded_cluster;
+mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use embedded_cluster::{Cluster, crd_path, fixture};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
+use support::cluster::Cluster;
+use support::fixtures::{crd_path, fixture};
+use support::kubectl;
 use tokio::io::AsyncBufReadExt;
 
-const KUBECTL: &str = "/usr/bin/kubectl";
-
-fn kubectl_present() -> bool {
-    if Path::new(KUBECTL).exists() {
-        return true;
-    }
-    eprintln!("\n*** SKIPPED: {KUBECTL} is not installed; the kubectl suite did not run ***\n");
-    false
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-struct Kubectl {
-    kubeconfig: PathBuf,
-    cache: PathBuf,
-    home: PathBuf,
-}
-
-impl Kubectl {
-    fn new(cluster: &Cluster) -> Self {
-        let home = cluster.dir.path().join("home");
-        std::fs::create_dir_all(&home).expect("home");
-        Self {
-            kubeconfig: cluster.server.kubeconfig_path().to_path_buf(),
-            cache: cluster.dir.path().join("kube-cache"),
-            home,
-        }
-    }
-
-    async fn run(&self, args: &[&str]) -> Out {
-        self.run_with(&self.kubeconfig, args).await
-    }
-
-    async fn run_with(&self, kubeconfig: &Path, args: &[&str]) -> Out {
-        let mut cmd = tokio::process::Command::new(KUBECTL);
-        cmd.arg("--kubeconfig")
-            .arg(kubeconfig)
-            .arg("--cache-dir")
-            .arg(&self.cache)
-            .args(args);
-        cmd.env_remove("KUBECONFIG")
-            .env("HOME", &self.home)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
-            .await
-            .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish in 90s"))
-            .expect("run kubectl");
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        assert_eq!(
-            out.code, 0,
-            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
-            out.stdout, out.stderr
-        );
-        out.stdout
-    }
-
-    async fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        assert_ne!(out.code, 0, "kubectl {args:?} unexpectedly succeeded:\n{}", out.stdout);
-        out.stderr
-    }
-}
+/// What the suite's tests say when they skip.
+const SUITE: &str = "the kubectl suite";
 
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
@@ -113,11 +41,11 @@ fn table_row(output: &str, name: &str) -> (Vec<String>, Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dispatcher_runs_kubectl_matching_the_server_version() {
-    if !kubectl_present() {
+    if !kubectl::present(SUITE) {
         return;
     }
     let cluster = Cluster::start().await;
-    let k = Kubectl::new(&cluster);
+    let k = cluster.kubectl();
     let out = k.ok(&["version", "-o", "json"]).await;
     let v: serde_json::Value = serde_json::from_str(&out).expect("version json");
     assert_eq!(v["serverVersion"]["minor"], "32");
@@ -130,11 +58,11 @@ async fn dispatcher_runs_kubectl_matching_the_server_version() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_workflow_apply_get_describe_explain_delete() {
-    if !kubectl_present() {
+    if !kubectl::present(SUITE) {
         return;
     }
     let cluster = Cluster::start().await;
-    let k = Kubectl::new(&cluster);
+    let k = cluster.kubectl();
     let crd = crd_path();
 
     let out = k.ok(&["apply", "-f", path_str(&crd)]).await;
@@ -259,11 +187,11 @@ async fn pipeline_workflow_apply_get_describe_explain_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_side_apply_creates_and_updates() {
-    if !kubectl_present() {
+    if !kubectl::present(SUITE) {
         return;
     }
     let cluster = Cluster::start().await;
-    let k = Kubectl::new(&cluster);
+    let k = cluster.kubectl();
     k.ok(&["apply", "--server-side", "-f", path_str(&crd_path())]).await;
     let manifest = fixture("doing-nothing.yaml");
     let out = k.ok(&["apply", "--server-side", "-f", path_str(&manifest)]).await;
@@ -320,11 +248,11 @@ async fn server_side_apply_creates_and_updates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_manifests_are_rejected_with_the_field_named() {
-    if !kubectl_present() {
+    if !kubectl::present(SUITE) {
         return;
     }
     let cluster = Cluster::start().await;
-    let k = Kubectl::new(&cluster);
+    let k = cluster.kubectl();
     k.ok(&["apply", "-f", path_str(&crd_path())]).await;
     let cases = [
         (
@@ -358,11 +286,11 @@ async fn invalid_manifests_are_rejected_with_the_field_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_of_a_finished_pod_and_its_status_column() {
-    if !kubectl_present() {
+    if !kubectl::present(SUITE) {
         return;
     }
     let cluster = Cluster::start().await;
-    let k = Kubectl::new(&cluster);
+    let k = cluster.kubectl();
     let pod_file = cluster.dir.path().join("pod.yaml");
     std::fs::write(
         &pod_file,
@@ -416,11 +344,11 @@ async fn next_line(lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::proc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_ends_when_the_container_terminates() {
-    if !kubectl_present() {
+    if !kubectl::present(SUITE) {
         return;
     }
     let cluster = Cluster::start().await;
-    let k = Kubectl::new(&cluster);
+    let k = cluster.kubectl();
     let pods: Api<Pod> = Api::namespaced(cluster.client().await, "default");
     let pod: Pod = serde_json::from_value(
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "runner"},
@@ -437,17 +365,9 @@ async fn follow_ends_when_the_container_terminates() {
         .await
         .expect("running");
 
-    let kubeconfig = k.kubeconfig.clone();
-    let cache = k.cache.clone();
-    let mut follow = tokio::process::Command::new(KUBECTL)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .arg("--cache-dir")
-        .arg(&cache)
-        .args(["logs", "-f", "runner"])
-        .env("HOME", &k.home)
+    let mut follow = k
+        .command(k.kubeconfig(), &["logs", "-f", "runner"])
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("spawn");
     let mut lines = tokio::io::BufReader::new(follow.stdout.take().expect("stdout")).lines();
@@ -474,12 +394,19 @@ async fn follow_ends_when_the_container_terminates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_the_token_get_401() {
-    if !kubectl_present() {
-        return;
-    }
     let cluster = Cluster::start().await;
     assert!(cluster.server.addr().ip().is_loopback());
-    let k = Kubectl::new(&cluster);
+    // The kubeconfig holds the token: user-only, whether or not kubectl is here to use it.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(cluster.server.kubeconfig_path())
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    if !kubectl::present(SUITE) {
+        return;
+    }
+    let k = cluster.kubectl();
     let no_token = cluster.dir.path().join("no-token.kubeconfig");
     let text = std::fs::read_to_string(cluster.server.kubeconfig_path()).expect("kubeconfig");
     std::fs::write(&no_token, text.replace(cluster.server.token(), "wrong-token")).expect("write");
@@ -490,22 +417,15 @@ async fn requests_without_the_token_get_401() {
         "{}",
         out.stderr
     );
-
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(cluster.server.kubeconfig_path())
-        .expect("stat")
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_secret_configmap_and_namespace_from_the_cli() {
-    if !kubectl_present() {
+    if !kubectl::present(SUITE) {
         return;
     }
     let cluster = Cluster::start().await;
-    let k = Kubectl::new(&cluster);
+    let k = cluster.kubectl();
     // kubectl's typed clients send these as protobuf.
     let out = k.ok(&["create", "namespace", "team"]).await;
     assert_eq!(out.trim(), "namespace/team created");

@@ -272,7 +272,7 @@ fn check_name(pipeline: &Pipeline) -> Vec<FieldError> {
 /// Decodes `value`, reporting unknown fields and type errors with their paths.
 fn decode_strict<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Vec<FieldError>> {
     let mut unknown = Vec::new();
-    let mut record = |path: serde_ignored::Path| unknown.push(path.to_string());
+    let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
     let decoded: Result<T, _> = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut record));
     let mut errors: Vec<FieldError> = unknown
         .into_iter()

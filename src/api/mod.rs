@@ -1,8 +1,11 @@
-//! The Pipeline API (DESIGN.md §1): spec and status types, conditions, validation. The only place the
+//! The Pipeline API (see `docs/architecture.md`): spec and status types, conditions, validation. The only place the
 //! schema lives; the CRD in `deploy/crd.yaml` is generated from these types.
 pub mod conditions;
 pub mod crd;
 pub mod manifest;
+// kube's CEL derive copies PipelineSpec (as `PipelineSpecValidated`, `pub`, without our allow
+// attributes) to build the schema; that copy is not re-exported, which `unreachable_pub` reports.
+#[allow(unreachable_pub)]
 mod pipeline;
 mod status;
 pub mod validation;

@@ -1,4 +1,5 @@
-//! The `Pipeline` custom resource: its spec, and the defaults DESIGN.md §1 promises for every optional field.
+//! The `Pipeline` custom resource: its spec, and the default every optional field gets (the field
+//! table in README.md lists them).
 //!
 //! The doc comments on the fields are the manual: they become the CRD's field descriptions, which is what
 //! `kubectl explain pipeline.spec.<field>` prints.
@@ -19,7 +20,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Runs kept in `status.history` (and finished Pods kept) when `historyLimit` is not set.
 pub const DEFAULT_HISTORY_LIMIT: i32 = 10;
 /// Bounds of `historyLimit`.
-pub const HISTORY_LIMIT_RANGE: std::ops::RangeInclusive<i32> = 1..=100;
+pub(crate) const HISTORY_LIMIT_RANGE: std::ops::RangeInclusive<i32> = 1..=100;
 
 // clippy reads repeated `type_ = "string"` inside several printcolumn(...) groups as duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
@@ -163,6 +164,7 @@ pub struct PipelineSpec {
 
 // What happens to a running build when a newer commit arrives. (A plain comment: a doc comment here
 // would replace the field's description in the CRD, which kubectl explain shows.)
+#[allow(missing_docs)]
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ConcurrencyPolicy {
     /// The newest commit waits for the running build; commits in between are skipped.

@@ -55,6 +55,7 @@ pub struct PipelineStatus {
 }
 
 // Summary phase of a Pipeline. (A plain comment: a doc comment would replace the field's description.)
+#[allow(missing_docs)]
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PipelinePhase {
     /// Accepted; no build has finished yet.

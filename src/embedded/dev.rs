@@ -36,12 +36,23 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The API server did not start.
+    /// The API server did not start, or no client could be built for it.
     #[error("starting the API server: {0}")]
-    Server(String),
-    /// The Pipeline CRD could not be installed.
-    #[error("installing the Pipeline CRD: {0}")]
-    Crd(String),
+    Server(#[source] super::ApiServerError),
+    /// The path of the running cdkube binary (which the runner starts for `cdkube` commands) is unknown.
+    #[error("starting the API server: locating the cdkube binary: {0}")]
+    CurrentExe(#[source] std::io::Error),
+    /// The server refused the Pipeline CRD.
+    #[error("installing the Pipeline CRD: {}", api_message(.0))]
+    Crd(#[source] kube::Error),
+    /// The server took the Pipeline CRD but did not serve Pipelines in time.
+    #[error("installing the Pipeline CRD: {name} is not served after 30s: {source}")]
+    CrdNotServed {
+        /// The CRD's name.
+        name: String,
+        /// The last discovery error.
+        source: kube::Error,
+    },
     /// The pod runner did not start.
     #[error(transparent)]
     Runner(#[from] super::runner::Error),
@@ -54,14 +65,14 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A document of a `-f` file is not a Kubernetes object or was refused by the server.
-    #[error("{source_name}: document {index}: {message}")]
+    #[error("{source_name}: document {index}: {source}")]
     Manifest {
         /// File name.
         source_name: String,
         /// 1-based index of the YAML document.
         index: usize,
         /// What is wrong.
-        message: String,
+        source: Box<ManifestError>,
     },
     /// The operator did not start.
     #[error("starting the operator: {0}")]
@@ -71,7 +82,31 @@ pub enum Error {
     Demo(String),
     /// Installing the Ctrl-C / SIGTERM handler failed.
     #[error("installing signal handlers: {0}")]
-    Signals(std::io::Error),
+    Signals(#[source] std::io::Error),
+}
+
+/// Why one document of a manifest was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The document is not YAML, or not a Kubernetes object.
+    #[error(transparent)]
+    Yaml(#[from] serde_yaml::Error),
+    /// A required part of the object is missing or malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The server serves no resource of the object's apiVersion and kind.
+    #[error("the server does not serve {api_version}/{kind}: {source}")]
+    NotServed {
+        /// The object's apiVersion.
+        api_version: String,
+        /// The object's kind.
+        kind: String,
+        /// The discovery error.
+        source: kube::Error,
+    },
+    /// The server refused the request; the message is the server's own (it names the field).
+    #[error("{}", api_message(.0))]
+    Api(#[source] kube::Error),
 }
 
 /// Options of `cdkube dev`.
@@ -110,9 +145,7 @@ pub async fn install_crd(client: &Client) -> Result<(), Error> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let name = crd.name_any();
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&name, &pp, &Patch::Apply(&crd))
-        .await
-        .map_err(|e| Error::Crd(api_message(&e)))?;
+    api.patch(&name, &pp, &Patch::Apply(&crd)).await.map_err(Error::Crd)?;
     let version = crd
         .spec
         .versions
@@ -125,8 +158,8 @@ pub async fn install_crd(client: &Client) -> Result<(), Error> {
     loop {
         match discovery::pinned_kind(client, &gvk).await {
             Ok(_) => return Ok(()),
-            Err(e) if tokio::time::Instant::now() > deadline => {
-                return Err(Error::Crd(format!("{name} is not served after 30s: {e}")));
+            Err(source) if tokio::time::Instant::now() > deadline => {
+                return Err(Error::CrdNotServed { name, source });
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
@@ -139,29 +172,37 @@ pub async fn apply_manifests(client: &Client, text: &str, source_name: &str) -> 
     let mut applied = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let index = i + 1;
-        let err = |message: String| Error::Manifest {
+        let err = |source: ManifestError| Error::Manifest {
             source_name: source_name.into(),
             index,
-            message,
+            source: Box::new(source),
         };
-        let value = serde_yaml::Value::deserialize(doc).map_err(|e| err(e.to_string()))?;
+        let value = serde_yaml::Value::deserialize(doc).map_err(|e| err(e.into()))?;
         if value.is_null() {
             continue;
         }
-        let obj: DynamicObject = serde_yaml::from_value(value).map_err(|e| err(e.to_string()))?;
+        let obj: DynamicObject = serde_yaml::from_value(value).map_err(|e| err(e.into()))?;
         applied.push(apply_one(client, obj).await.map_err(err)?);
     }
     Ok(applied)
 }
 
-async fn apply_one(client: &Client, mut obj: DynamicObject) -> Result<Applied, String> {
-    let types = obj.types.clone().ok_or("apiVersion and kind are required")?;
-    let name = obj.metadata.name.clone().ok_or("metadata.name is required")?;
+async fn apply_one(client: &Client, mut obj: DynamicObject) -> Result<Applied, ManifestError> {
+    let invalid = |message: &str| ManifestError::Invalid(message.into());
+    let types = obj
+        .types
+        .clone()
+        .ok_or_else(|| invalid("apiVersion and kind are required"))?;
+    let name = obj
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| invalid("metadata.name is required"))?;
     // As client-go's IsValidPathSegmentName: the name becomes a URL path segment.
     if name == "." || name == ".." || name.contains(['/', '%']) {
-        return Err(format!(
+        return Err(ManifestError::Invalid(format!(
             "invalid resource name {name:?}: may not be '.' or '..' or contain '/' or '%'"
-        ));
+        )));
     }
     let (group, version) = match types.api_version.split_once('/') {
         Some((g, v)) => (g.to_string(), v.to_string()),
@@ -170,7 +211,11 @@ async fn apply_one(client: &Client, mut obj: DynamicObject) -> Result<Applied, S
     let gvk = GroupVersionKind::gvk(&group, &version, &types.kind);
     let (resource, caps) = discovery::pinned_kind(client, &gvk)
         .await
-        .map_err(|e| format!("the server does not serve {}/{}: {e}", types.api_version, types.kind))?;
+        .map_err(|source| ManifestError::NotServed {
+            api_version: types.api_version.clone(),
+            kind: types.kind.clone(),
+            source,
+        })?;
     let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
         let ns = obj.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         obj.metadata.namespace = Some(ns.clone());
@@ -178,11 +223,11 @@ async fn apply_one(client: &Client, mut obj: DynamicObject) -> Result<Applied, S
     } else {
         Api::all_with(client.clone(), &resource)
     };
-    let existed = api.get_opt(&name).await.map_err(|e| api_message(&e))?.is_some();
+    let existed = api.get_opt(&name).await.map_err(ManifestError::Api)?.is_some();
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(&name, &pp, &Patch::Apply(&obj))
         .await
-        .map_err(|e| api_message(&e))?;
+        .map_err(ManifestError::Api)?;
     Ok(Applied {
         object: format!("{}/{name}", kind_label(&resource)),
         verb: if existed { "configured" } else { "created" },
@@ -208,7 +253,7 @@ fn kind_label(r: &ApiResource) -> String {
 }
 
 /// Reads and applies `-f` files in order.
-pub async fn apply_files(client: &Client, files: &[PathBuf]) -> Result<Vec<Applied>, Error> {
+async fn apply_files(client: &Client, files: &[PathBuf]) -> Result<Vec<Applied>, Error> {
     let mut out = Vec::new();
     for path in files {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
@@ -221,7 +266,7 @@ pub async fn apply_files(client: &Client, files: &[PathBuf]) -> Result<Vec<Appli
 }
 
 /// What to try, printed once the plane is up. `demo` is the demo repository, when one was made.
-pub fn banner(server: &str, kubeconfig: &Path, applied: &[Applied], operator: bool, demo: Option<&Path>) -> String {
+fn banner(server: &str, kubeconfig: &Path, applied: &[Applied], operator: bool, demo: Option<&Path>) -> String {
     let kc = kubeconfig.display();
     let operator = if operator {
         "operator: running (polls Pipelines' repositories and builds each new commit)"
@@ -385,27 +430,25 @@ pub async fn run(opts: DevOptions) -> Result<(), Error> {
         path: opts.state_dir.clone(),
         source,
     };
-    super::create_state_dir(&opts.state_dir).map_err(state_err)?;
+    crate::embedded::state_dir::create_state_dir(&opts.state_dir).map_err(state_err)?;
     let state_dir = std::fs::canonicalize(&opts.state_dir).map_err(state_err)?;
     // Signals are caught from here on, so a Ctrl-C during start-up still stops cleanly.
     let mut stop = StopSignals::install()?;
     // The API server starts empty: Pods (and processes) of an earlier, killed plane are gone.
-    super::runner::workspace::sweep(&state_dir);
+    super::runner::sweep(&state_dir);
     let mut config = ApiServerConfig::new(&state_dir);
     config.port = opts.port;
-    let plane = ApiServer::start(config)
-        .await
-        .map_err(|e| Error::Server(e.to_string()))?;
+    let plane = ApiServer::start(config).await.map_err(Error::Server)?;
     let client = match plane.client().await {
         Ok(c) => c,
         Err(e) => {
             plane.shutdown().await;
-            return Err(Error::Server(e.to_string()));
+            return Err(Error::Server(e));
         }
     };
     let result = async {
         install_crd(&client).await?;
-        let exe = std::env::current_exe().map_err(|e| Error::Server(format!("locating the cdkube binary: {e}")))?;
+        let exe = std::env::current_exe().map_err(Error::CurrentExe)?;
         let runner = Runner::start(client.clone(), RunnerConfig::new(&state_dir, exe))?;
         Ok::<_, Error>(runner)
     }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 /// `<state_dir>/pods/<namespace>/<pod>`: the Pod's directory, which holds its container logs.
-pub fn pod_dir(state_dir: &Path, namespace: &str, pod: &str) -> PathBuf {
+pub(crate) fn pod_dir(state_dir: &Path, namespace: &str, pod: &str) -> PathBuf {
     state_dir.join("pods").join(namespace).join(pod)
 }
 

@@ -52,14 +52,14 @@ pub(crate) fn is_advert_url(url: &str) -> bool {
 
 impl Adverts {
     /// The kept (headers, body) for `key`, if fresh.
-    pub fn get(&self, key: &[u8; 32]) -> Option<(Vec<u8>, Vec<u8>)> {
+    pub(super) fn get(&self, key: &[u8; 32]) -> Option<(Vec<u8>, Vec<u8>)> {
         let entries = self.entries.lock().ok()?;
         let entry = entries.get(key).filter(|e| e.stored.elapsed() < TTL)?;
         Some((entry.headers.clone(), entry.body.clone()))
     }
 
     /// Keep a successful answer if it is a protocol-v2 capability advertisement.
-    pub fn store(&self, key: [u8; 32], base_url: &str, headers: &[u8], body: &[u8]) {
+    pub(super) fn store(&self, key: [u8; 32], base_url: &str, headers: &[u8], body: &[u8]) {
         let is_v2 = body.len() <= MAX_BODY
             && body.windows(14).take(64).any(|w| w == b"000eversion 2\n")
             && String::from_utf8_lossy(headers)
@@ -78,7 +78,7 @@ impl Adverts {
     }
 
     /// Drop every advertisement of `base_url` (after a failure: the server may have changed).
-    pub fn forget(&self, base_url: &str) {
+    pub(super) fn forget(&self, base_url: &str) {
         if let Ok(mut entries) = self.entries.lock() {
             entries.retain(|_, e| e.base_url != base_url);
         }

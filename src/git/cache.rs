@@ -40,7 +40,7 @@ pub(crate) struct Caches {
 
 impl Caches {
     /// Caches under `storage/repos`, created if missing; leftovers of interrupted re-clones are removed.
-    pub fn new(storage: &Path, limits: CacheLimits) -> Result<Self> {
+    pub(super) fn new(storage: &Path, limits: CacheLimits) -> Result<Self> {
         let root = storage.join("repos");
         std::fs::create_dir_all(&root).map_err(|e| Error::storage(format!("creating {}", root.display()), e))?;
         if let Ok(entries) = std::fs::read_dir(&root) {
@@ -58,7 +58,7 @@ impl Caches {
     }
 
     /// The cache directory for `url`: readable name plus a hash of the whole URL.
-    pub fn dir(&self, url: &RepoUrl) -> PathBuf {
+    pub(super) fn dir(&self, url: &RepoUrl) -> PathBuf {
         let text = url.to_string();
         let hash = hex::encode(&Sha256::digest(text.as_bytes())[..8]);
         let name: String = url
@@ -77,13 +77,13 @@ impl Caches {
     }
 
     /// The lock serialising writers (fetch) and readers (export) of one cache within this process.
-    pub fn lock(&self, dir: &Path) -> Arc<Mutex<()>> {
+    pub(super) fn lock(&self, dir: &Path) -> Arc<Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(locks.entry(dir.to_path_buf()).or_default())
     }
 
     /// Run `read` on the cache of `url` under its lock, so that no fetch replaces it meanwhile.
-    pub fn read<T>(&self, url: &RepoUrl, read: impl FnOnce(&gix::Repository) -> Result<T>) -> Result<T> {
+    pub(super) fn read<T>(&self, url: &RepoUrl, read: impl FnOnce(&gix::Repository) -> Result<T>) -> Result<T> {
         let dir = self.dir(url);
         let lock = self.lock(&dir);
         let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -91,13 +91,13 @@ impl Caches {
     }
 
     /// Whether `dir` has grown past the limits.
-    pub fn over_limits(&self, dir: &Path) -> bool {
+    pub(super) fn over_limits(&self, dir: &Path) -> bool {
         let (bytes, packs) = usage(dir);
         bytes > self.limits.max_bytes || packs > self.limits.max_packs
     }
 
     /// A fresh, empty directory next to `dir` to build a replacement cache in.
-    pub fn scratch_dir(&self, dir: &Path) -> PathBuf {
+    pub(super) fn scratch_dir(&self, dir: &Path) -> PathBuf {
         use std::hash::{BuildHasher, RandomState};
         let salt = RandomState::new().hash_one(dir);
         let mut name = dir.file_name().unwrap_or_default().to_os_string();

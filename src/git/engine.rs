@@ -10,7 +10,7 @@ use super::cache::{self, CacheLimits, Caches};
 use super::classify::{self, Context};
 use super::commit::{self, CommitInfo};
 use super::error::{Error, ErrorKind, Result};
-use super::export::{self, Artifact};
+use super::export::{self, Export};
 use super::fetch::{self, FetchOutcome};
 use super::http_pool::HttpPool;
 use super::probe::{self, Head};
@@ -125,7 +125,7 @@ impl Engine {
     }
 
     /// Export the tree of commit `sha` (fetched before) as a deterministic tar.gz at `out`.
-    pub async fn export(&self, spec: &RemoteSpec, sha: &str, out: &Path) -> Result<Artifact> {
+    pub async fn export(&self, spec: &RemoteSpec, sha: &str, out: &Path) -> Result<Export> {
         let id = commit::parse_id(sha)?;
         let owned = spec.clone();
         let out = out.to_path_buf();

@@ -18,9 +18,9 @@ use sha2::{Digest, Sha256};
 use super::error::{Error, ErrorKind, Result};
 use super::transport::Abort;
 
-/// An exported tree.
+/// A commit's tree exported as a tar.gz: what [`Engine::export`](super::Engine::export) wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Artifact {
+pub struct Export {
     /// Where the tar.gz was written.
     pub path: PathBuf,
     /// `sha256:<hex>` of the file's bytes.
@@ -30,7 +30,7 @@ pub struct Artifact {
 }
 
 /// Write commit `id`'s tree from `repo` to `out` (atomically: a temporary file renamed into place).
-pub(crate) fn export(repo: &gix::Repository, id: ObjectId, out: &Path, abort: &Abort) -> Result<Artifact> {
+pub(crate) fn export(repo: &gix::Repository, id: ObjectId, out: &Path, abort: &Abort) -> Result<Export> {
     let commit = super::commit::find(repo, id)?;
     let corrupt = |e: gix::Error| Error::new(ErrorKind::Storage, format!("cannot read the tree of commit {id}: {e}"));
     let tree = commit.tree_id().map_err(corrupt)?;
@@ -62,8 +62,8 @@ pub(crate) fn export(repo: &gix::Repository, id: ObjectId, out: &Path, abort: &A
         };
         let archived = repo
             .worktree_archive(stream, &mut chunks, gix::progress::Discard, abort.flag(), options)
-            .map_err(|e| e.to_string())
-            .and_then(|()| chunks.finish().map_err(|e| e.to_string()));
+            .map_err(ArchiveError::Archive)
+            .and_then(|()| chunks.finish().map_err(ArchiveError::Write));
         drop(chunks);
         let compressed = compressor
             .join()
@@ -71,25 +71,33 @@ pub(crate) fn export(repo: &gix::Repository, id: ObjectId, out: &Path, abort: &A
         (archived, compressed)
     });
     if let Err(e) = archived {
-        return Err(match abort.is_aborted() {
-            true => Error::new(ErrorKind::Cancelled, format!("export of commit {id} was cancelled")),
-            false => match &compressed {
-                Err(write) => io("writing", std::io::Error::new(write.kind(), write.to_string())),
-                Ok(_) => Error::new(
-                    ErrorKind::Storage,
-                    format!("cannot write the archive of commit {id}: {e}"),
-                ),
-            },
+        return Err(match (abort.is_aborted(), compressed) {
+            (true, _) => Error::new(ErrorKind::Cancelled, format!("export of commit {id} was cancelled")),
+            // The compressor's error is the cause; the archiver only saw its channel close.
+            (false, Err(write)) => io("writing", write),
+            (false, Ok(_)) => Error::new(
+                ErrorKind::Storage,
+                format!("cannot write the archive of commit {id}: {e}"),
+            ),
         });
     }
     let (digest, size) = compressed.map_err(|e| io("writing", e))?;
     // No fsync: consumers verify the digest, and the same commit exports to the same bytes again.
     temp.persist(out).map_err(|e| io("renaming the archive to", e.error))?;
-    Ok(Artifact {
+    Ok(Export {
         path: out.to_path_buf(),
         digest: format!("sha256:{}", hex::encode(digest)),
         size,
     })
+}
+
+/// Why the tar stage stopped: gix's archiver failed, or handing a chunk to the compressor did.
+#[derive(Debug, thiserror::Error)]
+enum ArchiveError {
+    #[error(transparent)]
+    Archive(gix::Error),
+    #[error(transparent)]
+    Write(std::io::Error),
 }
 
 /// Bytes handed to the compressor at a time.

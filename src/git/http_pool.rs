@@ -41,7 +41,7 @@ pub(crate) struct HttpPool {
 
 impl HttpPool {
     /// Borrow an idle client for `key`, or a fresh one; it returns to the pool when dropped.
-    pub fn checkout(self: &Arc<Self>, key: PoolKey) -> PooledHttp {
+    pub(super) fn checkout(self: &Arc<Self>, key: PoolKey) -> PooledHttp {
         let remote = self
             .idle
             .lock()
@@ -57,7 +57,7 @@ impl HttpPool {
     }
 
     /// Forget the kept advertisements of repository `base_url` (after a failed operation).
-    pub fn forget_adverts(&self, base_url: &str) {
+    pub(super) fn forget_adverts(&self, base_url: &str) {
         self.adverts.forget(base_url);
     }
 

@@ -11,8 +11,8 @@
 //! let head = engine.probe(&spec).await?;            // refs only: main@sha1:…
 //! let fetched = engine.fetch(&spec).await?;         // objects into the cache
 //! let info = engine.commit_info(&spec, &fetched.head.sha).await?;
-//! let artifact = engine.export(&spec, &fetched.head.sha, "/tmp/src.tar.gz".as_ref()).await?;
-//! println!("{head} {} {}", info.subject, artifact.digest);
+//! let export = engine.export(&spec, &fetched.head.sha, "/tmp/src.tar.gz".as_ref()).await?;
+//! println!("{head} {} {}", info.subject, export.digest);
 //! # Ok(()) }
 //! ```
 //!
@@ -20,7 +20,6 @@
 mod advert;
 mod cache;
 mod classify;
-pub mod cli;
 mod commit;
 mod connect;
 pub mod credentials;
@@ -39,7 +38,7 @@ pub use commit::CommitInfo;
 pub use credentials::Credentials;
 pub use engine::{DEFAULT_TIMEOUT, Engine, EngineOptions};
 pub use error::{Error, ErrorKind, Result};
-pub use export::Artifact;
+pub use export::Export;
 pub use fetch::FetchOutcome;
 pub use probe::Head;
 pub use remote::{RemoteSpec, RepoUrl, Scheme, normalize_branch};

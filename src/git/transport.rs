@@ -56,19 +56,19 @@ impl Hook {
 
 impl Abort {
     /// Stop the operation now.
-    pub fn abort(&self) {
+    pub(super) fn abort(&self) {
         self.interrupted.store(true, Ordering::SeqCst);
         let hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
         hooks.iter().for_each(Hook::fire);
     }
 
     /// Whether [`Abort::abort`] was called.
-    pub fn is_aborted(&self) -> bool {
+    pub(super) fn is_aborted(&self) -> bool {
         self.interrupted.load(Ordering::SeqCst)
     }
 
     /// The flag gix polls while receiving a pack or writing an archive.
-    pub fn flag(&self) -> &AtomicBool {
+    pub(super) fn flag(&self) -> &AtomicBool {
         &self.interrupted
     }
 
@@ -340,7 +340,7 @@ pub(crate) struct ProcessGuard {
 
 impl ProcessGuard {
     /// Stop the process and return what it wrote to stderr (for classifying a failure).
-    pub fn finish(&mut self) -> String {
+    pub(super) fn finish(&mut self) -> String {
         self.stop();
         self.stderr
             .lock()

@@ -1,15 +1,25 @@
-//! Reusable loopback git servers for behaviour tests: upstream repositories driven by the real `git`,
-//! `git daemon`, `git http-backend` behind lighttpd (open, basic auth, bearer token, HTTPS with a private
-//! CA), OpenSSH `sshd` with generated keys, and a socket that accepts but never answers.
+//! The one toolkit of the behaviour tests; include it with `mod support;` from a test file.
 //!
-//! Every server listens on 127.0.0.1 on a free port, lives in its own temporary directory and is killed
-//! when its handle is dropped. Include with `mod support;` from a test file.
+//! - Loopback git servers: upstream repositories driven by the real `git`, `git daemon`,
+//!   `git http-backend` behind lighttpd (open, basic auth, bearer token, HTTPS with a private CA),
+//!   OpenSSH `sshd` with generated keys, and a socket that accepts but never answers. Every server
+//!   listens on 127.0.0.1 on a free port, lives in its own temporary directory and is killed when its
+//!   handle is dropped.
+//! - [`cluster`]: the embedded API server (and pod runner) in a temporary state directory.
+//! - [`kubectl`]: the real kubectl, and the rule for when it is missing.
+//! - [`process`]: pids, liveness, children.
+//! - [`fixtures`]: the CRD and Pipeline fixtures of the repository.
+//! - [`cdkube`], [`cdkube_command`]: the cdkube binary.
 #![allow(dead_code, unused_imports)]
 
 pub mod blackhole;
+pub mod cluster;
 pub mod daemon;
+pub mod fixtures;
 pub mod http;
+pub mod kubectl;
 pub mod operator;
+pub mod process;
 pub mod repo;
 pub mod ssh;
 
@@ -24,9 +34,20 @@ pub use http::{HttpGit, HttpRequest};
 pub use repo::{Repos, Upstream};
 pub use ssh::SshServer;
 
-/// The repository root (fixtures, deploy/).
-pub fn repo_root() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+/// The `cdkube` binary built for these tests, with `args`; the caller sets the directory or
+/// environment and runs it.
+pub fn cdkube_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cdkube"));
+    cmd.args(args);
+    cmd
+}
+
+/// Runs `cdkube ARGS` from the repository root and returns what it printed.
+pub fn cdkube(args: &[&str]) -> Output {
+    cdkube_command(args)
+        .current_dir(fixtures::repo_root())
+        .output()
+        .expect("cdkube runs")
 }
 
 /// A child process that is killed and reaped when dropped.

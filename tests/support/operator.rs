@@ -5,50 +5,47 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use cdkube::api::{Pipeline, PipelineStatus, Run, RunPhase};
-use cdkube::embedded::runner::{Runner, RunnerConfig};
-use cdkube::embedded::{ApiServer, ApiServerConfig, RunningApiServer};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 
-/// The `cdkube` binary under test.
-pub fn cdkube_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_cdkube"))
-}
+use super::cluster::{Cluster, wait_for};
+use super::kubectl::Kubectl;
 
-/// An API server with the Pipeline CRD and a pod runner, in this process.
+/// An embedded cluster (API server, Pipeline CRD, pod runner) in this process, for an operator.
 pub struct Plane {
-    pub server: RunningApiServer,
+    pub cluster: Cluster,
     pub client: Client,
-    runner: Option<Runner>,
-    pub dir: tempfile::TempDir,
 }
 
 impl Plane {
     /// Starts the server, installs the CRD and starts the runner.
     pub async fn start() -> Plane {
-        let dir = tempfile::Builder::new().prefix("cdkube-op-").tempdir().expect("tempdir");
-        let state = dir.path().join("state");
-        let server = ApiServer::start(ApiServerConfig::new(&state)).await.expect("start API server");
-        let client = server.client().await.expect("client");
+        let mut cluster = Cluster::start().await;
+        let client = cluster.client().await;
         cdkube::embedded::dev::install_crd(&client).await.expect("install CRD");
-        let runner = Runner::start(client.clone(), RunnerConfig::new(&state, cdkube_bin())).expect("runner");
-        Plane {
-            server,
-            client,
-            runner: Some(runner),
-            dir,
-        }
+        cluster.start_runner(None).await;
+        Plane { cluster, client }
+    }
+
+    /// A scratch directory that lives as long as the plane.
+    pub fn dir(&self) -> &Path {
+        self.cluster.dir.path()
     }
 
     /// The kubeconfig the server wrote.
     pub fn kubeconfig(&self) -> PathBuf {
-        self.server.kubeconfig_path().to_path_buf()
+        self.cluster.kubeconfig()
+    }
+
+    /// kubectl against this plane.
+    pub fn kubectl(&self) -> Kubectl {
+        self.cluster.kubectl()
     }
 
     /// Starts `cdkube run` against this plane with local repositories allowed.
     pub fn operator(&self) -> Operator {
-        Operator::start(&self.kubeconfig(), &self.dir.path().join("operator"))
+        Operator::start(&self.kubeconfig(), &self.dir().join("operator"))
     }
 
     /// Applies a Pipeline manifest (YAML) in namespace `default`.
@@ -132,7 +129,7 @@ impl Plane {
 
     /// Stops the runner and its Pod processes.
     pub async fn shutdown(mut self) {
-        if let Some(runner) = self.runner.take() {
+        if let Some(runner) = self.cluster.runner.take() {
             runner.shutdown().await;
         }
     }
@@ -167,7 +164,7 @@ impl Operator {
             .append(true)
             .open(&self.log)
             .expect("operator log");
-        let child = Command::new(cdkube_bin())
+        let child = Command::new(env!("CARGO_BIN_EXE_cdkube"))
             .args(["run", "--allow-local-repos", "--artifact-listen", "127.0.0.1:0", "--storage-dir"])
             .arg(&self.storage)
             .arg("--signing-key-file")
@@ -243,48 +240,17 @@ pub fn gated_build(gate: &Path) -> String {
     )
 }
 
-/// Runs kubectl against `kubeconfig` (at most 60s) and returns stdout; panics with stderr on failure.
-pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl (is /usr/bin/kubectl installed?)");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("kubectl status").is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("kubectl {args:?} did not finish in 60s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().expect("kubectl output");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "kubectl {args:?} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
-/// Polls `check` every 100ms until it is true; panics naming `what` after `timeout`.
+/// Polls `check` until it is true; panics naming `what` after `timeout`.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !check().await {
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(what, timeout, || {
+        let done = check();
+        async move { done.await.then_some(()) }
+    })
+    .await
 }
 
 /// The digest of commit `sha`'s export, as the operator computes it (the export is deterministic).

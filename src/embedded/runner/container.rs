@@ -10,9 +10,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::EventType;
 use tokio::sync::{mpsc, watch};
 
-use super::status::{Kind, termination};
+use super::context::Ctx;
+use super::pod_status::{Kind, termination};
 use super::workspace::{self, PodDir};
-use super::{Ctx, env, process};
+use super::{env, process};
 
 /// Kubelet's first crash-loop back-off, doubled per restart up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(10);
@@ -24,7 +25,7 @@ const START_FAILED: i32 = 128;
 
 /// When a finished container is started again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Restart {
+pub(super) enum Restart {
     /// Never (restartPolicy Never).
     Never,
     /// After a non-zero exit (OnFailure; and Always for init containers, which must succeed once).
@@ -45,7 +46,7 @@ impl Restart {
 
 /// A state change reported to the Pod task.
 #[derive(Debug)]
-pub enum Update {
+pub(super) enum Update {
     /// Not running, with kubelet's reason (CreateContainerConfigError, CrashLoopBackOff).
     Waiting(usize, &'static str, String),
     /// Started at this time.
@@ -57,7 +58,7 @@ pub enum Update {
 }
 
 /// Everything one container task needs.
-pub struct Job {
+pub(super) struct Job {
     /// The Pod as first seen.
     pub pod: Arc<Pod>,
     /// The container spec.
@@ -78,7 +79,7 @@ pub struct Job {
 
 /// Runs the container until it ends for good or `kill` carries a grace period. Returns the last
 /// exit code, or `None` when it was stopped before it ever ran.
-pub async fn run(
+pub(super) async fn run(
     ctx: Arc<Ctx>,
     job: Job,
     tx: mpsc::Sender<Update>,
@@ -274,6 +275,6 @@ async fn stopped_within(kill: &mut watch::Receiver<Option<Duration>>, d: Duratio
 }
 
 /// Resolves once the channel holds a value (or its sender is gone: `None`).
-pub async fn requested<T: Copy>(rx: &mut watch::Receiver<Option<T>>) -> Option<T> {
+pub(super) async fn requested<T: Copy>(rx: &mut watch::Receiver<Option<T>>) -> Option<T> {
     rx.wait_for(Option::is_some).await.ok().and_then(|v| *v)
 }

@@ -7,7 +7,7 @@ use kube::{Api, Client};
 
 /// Why an environment could not be built. Kubelet reports these as `CreateContainerConfigError`.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(super) enum Error {
     /// A referenced Secret or ConfigMap does not exist (yet); kubelet keeps retrying.
     #[error("{kind} \"{name}\" not found")]
     NotFound {
@@ -45,14 +45,14 @@ pub enum Error {
 
 impl Error {
     /// True when the same request may succeed later (the object may be created meanwhile).
-    pub fn is_retriable(&self) -> bool {
+    pub(super) fn is_retriable(&self) -> bool {
         !matches!(self, Error::Unsupported(_))
     }
 }
 
 /// Expands `$(VAR)` references the way Kubernetes does: a defined name is replaced, an undefined
 /// one is left verbatim, `$$` is an escaped `$`, any other `$` is kept.
-pub fn expand(input: &str, vars: &HashMap<String, String>) -> String {
+pub(super) fn expand(input: &str, vars: &HashMap<String, String>) -> String {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(pos) = rest.find('$') {
@@ -94,7 +94,7 @@ pub fn expand(input: &str, vars: &HashMap<String, String>) -> String {
 }
 
 /// Resolves a downward-API `fieldRef.fieldPath` against the Pod.
-pub fn field_value(pod: &Pod, path: &str) -> Result<String, Error> {
+pub(super) fn field_value(pod: &Pod, path: &str) -> Result<String, Error> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref();
     let value = match path {
@@ -105,7 +105,7 @@ pub fn field_value(pod: &Pod, path: &str) -> Result<String, Error> {
         "metadata.annotations" => Some(format_map(meta.annotations.as_ref())),
         "spec.nodeName" => spec.and_then(|s| s.node_name.clone()),
         "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()),
-        "status.hostIP" | "status.podIP" | "status.hostIPs" | "status.podIPs" => Some(super::status::POD_IP.into()),
+        "status.hostIP" | "status.podIP" | "status.hostIPs" | "status.podIPs" => Some(super::pod_status::POD_IP.into()),
         _ => {
             if let Some(key) = subscript(path, "metadata.labels") {
                 Some(
@@ -164,7 +164,11 @@ impl Env {
 }
 
 /// Builds the container's declared environment (without the runner's base variables such as PATH).
-pub async fn container_env(client: &Client, pod: &Pod, container: &Container) -> Result<Vec<(String, String)>, Error> {
+pub(super) async fn container_env(
+    client: &Client,
+    pod: &Pod,
+    container: &Container,
+) -> Result<Vec<(String, String)>, Error> {
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let objects = Objects { client, ns: &ns };
     let mut env = Env::default();

@@ -1,6 +1,6 @@
 //! The local pod runner: plays kubelet (and the scheduler) for a single node, through the Kubernetes
 //! API only. It watches Pods, binds new ones to its node, runs their containers as host processes
-//! (see [`workspace`] for how volumes are made real) and reports status and Events.
+//! (the `workspace` module makes volumes real) and reports status and Events.
 //!
 //! What is emulated and what is not:
 //! - images are not pulled; a command `cdkube` (or `…/cdkube`) runs the configured cdkube binary;
@@ -15,12 +15,13 @@
 //! - state lives in the API and in `<state_dir>/pods/`; a Pod this runner (or an earlier run of it)
 //!   had started is, after a runner restart, stopped and reported Failed (reason RunnerRestarted),
 //!   never silently resumed.
-pub mod container;
-pub mod env;
-pub mod pod;
-pub mod process;
-pub mod status;
-pub mod workspace;
+mod container;
+mod context;
+mod env;
+mod pod;
+mod pod_status;
+mod process;
+mod workspace;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -28,23 +29,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use workspace::VolumeMode;
+use context::{Ctx, Stop};
+
+pub use process::namespaces_permitted;
+pub use workspace::{PodDir, VolumeMode, sweep};
 
 /// Node name the runner binds Pods to unless configured otherwise.
 pub const DEFAULT_NODE_NAME: &str = "cdkube-dev";
 /// `reportingController` of the runner's Events.
-pub const REPORTER: &str = "cdkube-runner";
+pub(crate) const REPORTER: &str = "cdkube-runner";
 
 /// What can stop the runner from starting.
 #[derive(Debug, thiserror::Error)]
@@ -83,45 +87,6 @@ impl RunnerConfig {
             namespace: None,
             cdkube_bin: cdkube_bin.into(),
             volume_mode: None,
-        }
-    }
-}
-
-/// Why a Pod task is asked to stop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stop {
-    /// The Pod has a deletionTimestamp: stop within the grace period, then delete it for good.
-    Delete {
-        /// Time between SIGTERM and SIGKILL.
-        grace: Duration,
-    },
-    /// The Pod object is gone from the API.
-    Vanished,
-    /// The runner is shutting down.
-    Shutdown,
-}
-
-/// Shared by every Pod task.
-pub struct Ctx {
-    client: Client,
-    host: workspace::Host,
-    state_dir: PathBuf,
-    node: String,
-    recorder: Recorder,
-}
-
-impl Ctx {
-    /// Publishes an Event; failures are logged, never fatal.
-    async fn event(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
-        let ev = KubeEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: reason.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, reference).await {
-            tracing::debug!("event {reason} not recorded: {e}");
         }
     }
 }

@@ -16,9 +16,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::container::{self, Job, Restart, Update};
-use super::status::{Book, Kind, Phase};
+use super::context::{Ctx, Stop};
+use super::pod_status::{Book, Kind, Phase};
 use super::workspace::{self, PodDir};
-use super::{Ctx, Stop};
 
 /// Grace period when the Pod object vanished or the runner stops (kubelet's minimum).
 const SHORT_GRACE: Duration = Duration::from_secs(2);
@@ -38,7 +38,7 @@ enum GroupEnd {
 }
 
 /// Runs `pod` to completion, or until `stop` says otherwise.
-pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut stop: watch::Receiver<Option<Stop>>) {
+pub(super) async fn run(ctx: Arc<Ctx>, pod: Pod, mut stop: watch::Receiver<Option<Stop>>) {
     let Some(mut life) = Life::new(ctx, pod) else {
         return;
     };
@@ -57,7 +57,7 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut stop: watch::Receiver<Option<Stop>
 }
 
 /// Reference for Events about the Pod (or, with a field path, one of its containers).
-pub fn reference(pod: &Pod, field_path: Option<String>) -> ObjectReference {
+pub(super) fn reference(pod: &Pod, field_path: Option<String>) -> ObjectReference {
     let mut r = pod.object_ref(&());
     // Without the resourceVersion, repeated Events for the Pod collapse into a series.
     r.resource_version = None;
@@ -388,7 +388,7 @@ impl Life {
 }
 
 /// `terminationGracePeriodSeconds` (30 when unset): the time between SIGTERM and SIGKILL.
-pub fn termination_grace(pod: &Pod) -> Duration {
+pub(super) fn termination_grace(pod: &Pod) -> Duration {
     let secs = pod
         .spec
         .as_ref()
@@ -398,7 +398,7 @@ pub fn termination_grace(pod: &Pod) -> Duration {
 }
 
 /// Deletes the Pod with grace period 0, only if it is still the object with `uid`.
-pub async fn delete_now(api: &Api<Pod>, name: &str, uid: &str) {
+pub(super) async fn delete_now(api: &Api<Pod>, name: &str, uid: &str) {
     let dp = DeleteParams {
         grace_period_seconds: Some(0),
         preconditions: Some(Preconditions {

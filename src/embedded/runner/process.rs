@@ -15,7 +15,7 @@ use tokio::process::Child;
 
 /// What could not be started.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(super) enum Error {
     /// The log file or a workspace directory could not be prepared.
     #[error("preparing {path}: {source}")]
     Prepare {
@@ -42,7 +42,7 @@ pub enum Error {
 
 /// A bind mount made inside the container's private mount namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BindMount {
+pub(super) struct BindMount {
     /// Host directory (the volume's directory).
     pub source: PathBuf,
     /// Absolute path as the container sees it (the volumeMount's `mountPath`).
@@ -53,7 +53,7 @@ pub struct BindMount {
 
 /// A private root: a tmpfs holding the host's top-level directories (bind-mounted) plus the volumes.
 #[derive(Clone, Debug)]
-pub struct Isolation {
+pub(super) struct Isolation {
     /// Host directory on which the tmpfs root is mounted (inside the namespace only).
     pub root: PathBuf,
     /// Volume mounts, applied in order (parents before children).
@@ -62,7 +62,7 @@ pub struct Isolation {
 
 /// A fully resolved container process.
 #[derive(Clone, Debug)]
-pub struct ProcessSpec {
+pub(super) struct ProcessSpec {
     /// Program to exec (searched in `PATH` when it has no `/`).
     pub program: String,
     /// Arguments after the program.
@@ -79,7 +79,7 @@ pub struct ProcessSpec {
 
 /// How a process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
+pub(super) enum Exit {
     /// Normal exit with this status.
     Code(i32),
     /// Killed by this signal.
@@ -88,7 +88,7 @@ pub enum Exit {
 
 impl Exit {
     /// The exit code Kubernetes reports: the status, or 128 + signal number.
-    pub fn code(self) -> i32 {
+    pub(super) fn code(self) -> i32 {
         match self {
             Exit::Code(c) => c,
             Exit::Signal(s) => 128 + s,
@@ -97,7 +97,7 @@ impl Exit {
 }
 
 /// A started process group.
-pub struct Running {
+pub(super) struct Running {
     /// Process id of the leader, which is also the process group id.
     pub pid: i32,
     child: Child,
@@ -106,7 +106,7 @@ pub struct Running {
 impl Running {
     /// Waits for the leader to exit, then kills what is left of its group (a container's processes
     /// do not outlive its main process).
-    pub async fn wait(mut self) -> Exit {
+    pub(super) async fn wait(mut self) -> Exit {
         let status = self.child.wait().await;
         signal_group(self.pid, libc::SIGKILL);
         match status {
@@ -122,7 +122,7 @@ impl Running {
 }
 
 /// Sends `signal` to every process of the group led by `pgid`. A group that is already gone is fine.
-pub fn signal_group(pgid: i32, signal: i32) {
+pub(super) fn signal_group(pgid: i32, signal: i32) {
     if pgid > 1 {
         // SAFETY: killpg only sends a signal; pgid > 1 never addresses "every process".
         unsafe {
@@ -133,7 +133,7 @@ pub fn signal_group(pgid: i32, signal: i32) {
 
 /// Stops a group the way kubelet stops a container: SIGTERM, then SIGKILL after `grace`.
 /// Returns at once; the caller learns about the exit through [`Running::wait`].
-pub fn terminate_group(pgid: i32, grace: Duration) -> tokio::task::JoinHandle<()> {
+pub(super) fn terminate_group(pgid: i32, grace: Duration) -> tokio::task::JoinHandle<()> {
     signal_group(pgid, libc::SIGTERM);
     tokio::spawn(async move {
         tokio::time::sleep(grace).await;
@@ -142,7 +142,7 @@ pub fn terminate_group(pgid: i32, grace: Duration) -> tokio::task::JoinHandle<()
 }
 
 /// Starts the process. Its stdout and stderr both append to `spec.log`.
-pub fn spawn(spec: &ProcessSpec) -> Result<Running, Error> {
+pub(super) fn spawn(spec: &ProcessSpec) -> Result<Running, Error> {
     let log = open_log(&spec.log)?;
     let err_log = log.try_clone().map_err(|source| Error::Prepare {
         path: spec.log.clone(),
@@ -404,7 +404,7 @@ fn missing_dirs(path: &Path, mounted: &[BindMount]) -> Result<Vec<PathBuf>, Erro
 
 /// Reads the start time (clock ticks since boot, field 22 of `/proc/PID/stat`) of a process, so a
 /// pid recorded earlier can be told apart from a reused one.
-pub fn process_start_time(pid: i32) -> Option<u64> {
+pub(super) fn process_start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces; fields after its closing paren are plain.
     let rest = stat.get(stat.rfind(')')? + 2..)?;

@@ -24,7 +24,7 @@ use crate::embedded::logs::{container_log_path, pod_dir};
 
 /// What prevents a container from being created.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(super) enum Error {
     /// A volume type the local runner does not provide.
     #[error("volume {name:?}: {kind} volumes are not supported by the cdkube local runner (emptyDir and hostPath are)")]
     UnsupportedVolume {
@@ -198,7 +198,7 @@ pub fn sweep(state_dir: &Path) {
 }
 
 /// Creates the Pod's volumes and returns each volume's host directory by name.
-pub fn prepare_volumes(pod: &Pod, dir: &PodDir) -> Result<HashMap<String, PathBuf>, Error> {
+pub(super) fn prepare_volumes(pod: &Pod, dir: &PodDir) -> Result<HashMap<String, PathBuf>, Error> {
     let mut out = HashMap::new();
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         let path = if v.empty_dir.is_some() {
@@ -245,7 +245,7 @@ fn create_dir(path: &Path) -> Result<(), Error> {
 
 /// What the runner adds to every container on top of its spec.
 #[derive(Clone, Debug)]
-pub struct Host {
+pub(super) struct Host {
     /// How mounts are realised.
     pub mode: VolumeMode,
     /// The program run for a command `cdkube` (or any path ending in `/cdkube`).
@@ -256,7 +256,7 @@ pub struct Host {
 
 impl Host {
     /// The environment a host process gets when the image's is unknown: the runner's PATH and HOME.
-    pub fn default_base_env() -> Vec<(String, String)> {
+    pub(super) fn default_base_env() -> Vec<(String, String)> {
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
         let mut env = vec![("PATH".to_string(), path)];
         if let Ok(home) = std::env::var("HOME") {
@@ -268,7 +268,7 @@ impl Host {
 
 /// Translates one container into the process to start. `declared_env` comes from
 /// [`super::env::container_env`].
-pub fn process_spec(
+pub(super) fn process_spec(
     host: &Host,
     pod: &Pod,
     dir: &PodDir,

@@ -1,0 +1,71 @@
+//! The `cdkube` command line: one module per subcommand, each holding its clap arguments and its
+//! printing. The work itself lives in the library module named after its concept (`api`, `git`,
+//! `artifact`, `controller`, `embedded`); these modules only turn arguments into calls and results into output and exit codes.
+//!
+//! A new subcommand is a new file here and one variant of [`Command`].
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod crd;
+mod dev;
+mod fetch_source;
+mod probe;
+mod run;
+mod validate;
+mod version;
+
+/// The parsed command line.
+#[derive(Parser)]
+#[command(
+    name = "cdkube",
+    version,
+    about = "CD³: build every new Git commit in a Kubernetes Pod"
+)]
+pub(crate) struct Cli {
+    /// The subcommand to run.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// One variant per subcommand module.
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Print the Pipeline CustomResourceDefinition generated from the API types.
+    Crd,
+    /// Check Pipeline manifests offline: schema, durations, cron, URLs and referenced Secrets.
+    Validate(validate::ValidateArgs),
+    /// Run a local control plane: API server, Pipeline CRD and pod runner, until Ctrl-C.
+    Dev(dev::DevArgs),
+    /// Print the cdkube version.
+    Version,
+    /// Resolve a repository branch's head and print `<branch>@sha1:<sha>` and the commit subject.
+    Probe(probe::ProbeArgs),
+    /// Run the operator: poll Pipelines' repositories and build each new commit in a builder Pod.
+    Run(run::RunArgs),
+    /// Download an artifact by its signed URL, verify its digest and extract it (a builder Pod's init step).
+    FetchSource(fetch_source::FetchSourceArgs),
+}
+
+impl Command {
+    /// Runs the subcommand; the exit code says whether it succeeded.
+    pub(crate) fn run(self) -> ExitCode {
+        match self {
+            Command::Crd => crd::run(),
+            Command::Validate(args) => validate::run(args),
+            Command::Dev(args) => dev::run(args),
+            Command::Version => version::run(),
+            Command::Probe(args) => probe::run(args),
+            Command::Run(args) => run::run(args),
+            Command::FetchSource(args) => fetch_source::run(args),
+        }
+    }
+
+    /// How this subcommand logs: `run` has `--log-format`; every other command logs text.
+    pub(crate) fn log_format(&self) -> cdkube::telemetry::LogFormat {
+        match self {
+            Command::Run(args) => args.log_format.into(),
+            _ => cdkube::telemetry::LogFormat::Text,
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! `cdkube run`: the operator.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+
+use cdkube::controller::{self, SigningKey};
+use cdkube::telemetry::LogFormat;
+
+/// Flags of `cdkube run`; each has an environment fallback for Deployments.
+#[derive(Args, Debug)]
+pub(crate) struct RunArgs {
+    /// Watch Pipelines in this namespace only (default: all namespaces).
+    #[arg(short = 'n', long, env = "CDKUBE_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Git caches and artifacts live here.
+    #[arg(long, env = "CDKUBE_STORAGE_DIR", default_value = "/var/lib/cdkube")]
+    storage_dir: PathBuf,
+    /// Address the artifact server listens on.
+    #[arg(long, env = "CDKUBE_ARTIFACT_LISTEN", default_value = "0.0.0.0:9090")]
+    artifact_listen: SocketAddr,
+    /// Base URL builder Pods use to reach the artifact server (default: http://<artifact-listen>).
+    #[arg(long, env = "CDKUBE_ARTIFACT_URL", default_value = "")]
+    artifact_url: String,
+    /// Image of the builder Pods' fetch-source init container (this operator's image).
+    #[arg(long, env = "CDKUBE_FETCH_IMAGE", default_value = concat!("ghcr.io/inge4pres/cdkube:", env!("CARGO_PKG_VERSION")))]
+    fetch_image: String,
+    /// Git operations (probe, fetch, export) at once.
+    #[arg(long, env = "CDKUBE_PROBE_CONCURRENCY", default_value_t = 8)]
+    probe_concurrency: usize,
+    /// Pipelines reconciled at once.
+    #[arg(long, env = "CDKUBE_RECONCILE_CONCURRENCY", default_value_t = 4)]
+    reconcile_concurrency: u16,
+    /// Accept file:// and local-path repositories (reads the operator's own disk; for local use only).
+    #[arg(long, env = "CDKUBE_ALLOW_LOCAL_REPOS")]
+    allow_local_repos: bool,
+    /// Namespace of the signing-key Secret (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "cdkube-system")]
+    operator_namespace: String,
+    /// Secret holding the artifact URL signing key (created if absent).
+    #[arg(long, env = "CDKUBE_SIGNING_KEY_SECRET", default_value = "cdkube-artifact-signing-key")]
+    signing_key_secret: String,
+    /// Read the signing key from this file instead (created 0600 if absent).
+    #[arg(long, env = "CDKUBE_SIGNING_KEY_FILE", conflicts_with = "signing_key_secret")]
+    signing_key_file: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "CDKUBE_LOG_FORMAT", value_enum, default_value_t = Format::Text)]
+    pub(crate) log_format: Format,
+}
+
+/// Log formats of `--log-format`.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum Format {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl From<Format> for LogFormat {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Text => LogFormat::Text,
+            Format::Json => LogFormat::Json,
+        }
+    }
+}
+
+impl RunArgs {
+    fn options(self) -> controller::Options {
+        let signing_key = match self.signing_key_file {
+            Some(path) => SigningKey::File(path),
+            None => SigningKey::Secret {
+                namespace: self.operator_namespace,
+                name: self.signing_key_secret,
+            },
+        };
+        controller::Options {
+            namespace: self.namespace,
+            storage_dir: self.storage_dir,
+            artifact_listen: self.artifact_listen,
+            artifact_url: self.artifact_url,
+            fetch_image: self.fetch_image,
+            probe_concurrency: self.probe_concurrency,
+            reconcile_concurrency: self.reconcile_concurrency,
+            allow_local_repos: self.allow_local_repos,
+            signing_key,
+            notify: None,
+        }
+    }
+}
+
+/// Runs the operator until SIGTERM or SIGINT; exit 0 after a graceful stop.
+pub(super) fn run(args: RunArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("starting the async runtime: {e}")),
+    };
+    // kube's rustls client needs a process-wide crypto provider; cdkube uses ring (an error means one is set).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = runtime.block_on(async move {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("no Kubernetes configuration (in-cluster or KUBECONFIG): {e}"))?;
+        let stop = controller::shutdown_signal().map_err(|e| format!("installing signal handlers: {e}"))?;
+        controller::run(client, args.options(), stop).await.map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("cdkube run: {message}");
+    ExitCode::FAILURE
+}

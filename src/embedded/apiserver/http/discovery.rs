@@ -1,0 +1,216 @@
+//! API discovery: the legacy documents (`/api`, `/apis`, `/apis/<g>`, resource lists) and the
+//! aggregated `apidiscovery.k8s.io` v2/v2beta1 lists kubectl asks for first.
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::embedded::apiserver::resources::ResourceType;
+
+/// The Kubernetes version the server reports. The kubectl dispatcher on our machines runs
+/// `kubectl.<major>.<minor>` when it exists, so this also picks kubectl 1.32.
+pub(super) const KUBE_GIT_VERSION: &str = "v1.32.4-cdkube";
+
+/// `GET /version`.
+pub(super) fn version_info() -> Value {
+    json!({
+        "major": "1",
+        "minor": "32",
+        "gitVersion": KUBE_GIT_VERSION,
+        "gitCommit": env!("CARGO_PKG_VERSION"),
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "go1.23.8",
+        "compiler": "gc",
+        "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),
+    })
+}
+
+/// Kubernetes version priority: GA over beta over alpha, higher numbers first.
+pub(super) fn version_priority(v: &str) -> (u8, u32, u32) {
+    let Some(rest) = v.strip_prefix('v') else {
+        return (0, 0, 0);
+    };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let major = digits.parse().unwrap_or(0);
+    let tail = &rest[digits.len()..];
+    if tail.is_empty() {
+        return (3, major, 0);
+    }
+    let (level, num) = if let Some(n) = tail.strip_prefix("beta") {
+        (2, n)
+    } else if let Some(n) = tail.strip_prefix("alpha") {
+        (1, n)
+    } else {
+        return (0, 0, 0);
+    };
+    (level, major, num.parse().unwrap_or(0))
+}
+
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// Groups (name → versions, preferred first) of the served types; core is `""`.
+fn groups(types: &[ResourceType]) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for t in types {
+        let vs = out.entry(t.group.clone()).or_default();
+        if !vs.contains(&t.version) {
+            vs.push(t.version.clone());
+        }
+    }
+    for vs in out.values_mut() {
+        vs.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+    }
+    out
+}
+
+fn group_order(types: &[ResourceType]) -> Vec<(String, Vec<String>)> {
+    // Built-in groups first in their fixed order, then custom groups alphabetically.
+    let builtin = ["", "events.k8s.io", "coordination.k8s.io", "apiextensions.k8s.io"];
+    let mut all: Vec<(String, Vec<String>)> = groups(types).into_iter().collect();
+    all.sort_by_key(|(g, _)| (builtin.iter().position(|b| b == g).unwrap_or(usize::MAX), g.clone()));
+    all
+}
+
+/// `GET /api`.
+pub(super) fn api_versions(addr: &str) -> Value {
+    json!({"kind": "APIVersions", "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": addr}]})
+}
+
+fn group_doc(name: &str, versions: &[String]) -> Value {
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+        .collect();
+    json!({"name": name, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or(Value::Null)})
+}
+
+/// `GET /apis`.
+pub(super) fn api_group_list(types: &[ResourceType]) -> Value {
+    let groups: Vec<Value> = group_order(types)
+        .iter()
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, vs)| group_doc(g, vs))
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// `GET /apis/<group>`, if served.
+pub(super) fn api_group(types: &[ResourceType], group: &str) -> Option<Value> {
+    let vs = groups(types).remove(group)?;
+    let mut doc = group_doc(group, &vs);
+    doc["kind"] = json!("APIGroup");
+    doc["apiVersion"] = json!("v1");
+    Some(doc)
+}
+
+/// `GET /api/v1` or `/apis/<group>/<version>`, if served.
+pub(super) fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Option<Value> {
+    let mine: Vec<&ResourceType> = types
+        .iter()
+        .filter(|t| t.group == group && t.version == version)
+        .collect();
+    if mine.is_empty() {
+        return None;
+    }
+    let mut resources = Vec::new();
+    for t in mine {
+        let mut r = json!({"name": t.plural, "singularName": t.singular, "namespaced": t.namespaced,
+            "kind": t.kind, "verbs": VERBS});
+        if !t.short_names.is_empty() {
+            r["shortNames"] = json!(t.short_names);
+        }
+        if !t.categories.is_empty() {
+            r["categories"] = json!(t.categories);
+        }
+        resources.push(r);
+        for sub in subresources(t) {
+            resources.push(json!({"name": format!("{}/{}", t.plural, sub.0), "singularName": "",
+                "namespaced": t.namespaced, "kind": t.kind, "verbs": sub.1}));
+        }
+    }
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+}
+
+fn subresources(t: &ResourceType) -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out = Vec::new();
+    if t.status_subresource {
+        out.push(("status", vec!["get", "patch", "update"]));
+    }
+    if t.log_subresource {
+        out.push(("log", vec!["get"]));
+    }
+    out
+}
+
+/// The aggregated discovery list for `/api` (core) or `/apis` (all other groups).
+pub(super) fn aggregated(types: &[ResourceType], core: bool, api_version: &str) -> Value {
+    let mut items = Vec::new();
+    for (group, versions) in group_order(types) {
+        if group.is_empty() != core {
+            continue;
+        }
+        let vs: Vec<Value> = versions
+            .iter()
+            .map(|v| {
+                let resources: Vec<Value> = types
+                    .iter()
+                    .filter(|t| t.group == group && &t.version == v)
+                    .map(|t| {
+                        let kind = json!({"group": t.group, "version": t.version, "kind": t.kind});
+                        let subs: Vec<Value> = subresources(t)
+                            .into_iter()
+                            .map(|(s, verbs)| json!({"subresource": s, "responseKind": kind, "verbs": verbs}))
+                            .collect();
+                        let mut r = json!({"resource": t.plural, "responseKind": kind,
+                            "scope": if t.namespaced { "Namespaced" } else { "Cluster" },
+                            "singularResource": t.singular, "verbs": VERBS});
+                        if !t.short_names.is_empty() {
+                            r["shortNames"] = json!(t.short_names);
+                        }
+                        if !t.categories.is_empty() {
+                            r["categories"] = json!(t.categories);
+                        }
+                        if !subs.is_empty() {
+                            r["subresources"] = json!(subs);
+                        }
+                        r
+                    })
+                    .collect();
+                json!({"version": v, "resources": resources, "freshness": "Current"})
+            })
+            .collect();
+        let mut meta = json!({"creationTimestamp": null});
+        if !group.is_empty() {
+            meta["name"] = json!(group);
+        }
+        items.push(json!({"metadata": meta, "versions": vs}));
+    }
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": api_version, "metadata": {}, "items": items})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_sort_like_kubernetes() {
+        let mut vs = vec!["v1alpha1", "v2beta1", "v1", "v1beta2", "v2"];
+        vs.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+        assert_eq!(vs, vec!["v2", "v1", "v2beta1", "v1beta2", "v1alpha1"]);
+    }
+}

@@ -1,0 +1,713 @@
+//! HTTP request handling: the bearer-token check, then routing of the Kubernetes REST paths to discovery, OpenAPI and the
+//! resource verbs (get, list, watch, create, update, patch, delete, deletecollection, log).
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use futures::FutureExt;
+use serde_json::{Value, json};
+
+use crate::embedded::apiserver::admission::events;
+use crate::embedded::apiserver::admission::rules::FieldValidation;
+use crate::embedded::apiserver::error::{ApiError, ApiResult};
+use crate::embedded::apiserver::http::context::Server;
+use crate::embedded::apiserver::http::discovery;
+use crate::embedded::apiserver::http::openapi;
+use crate::embedded::apiserver::http::params::{self, Query};
+use crate::embedded::apiserver::http::podlog;
+use crate::embedded::apiserver::http::protobuf;
+use crate::embedded::apiserver::http::response::{error_response, json_response};
+use crate::embedded::apiserver::http::table::{Include, table};
+use crate::embedded::apiserver::http::target::{Filter, Target};
+use crate::embedded::apiserver::http::watch;
+use crate::embedded::apiserver::resources::ResourceType;
+use crate::embedded::apiserver::storage::binding;
+use crate::embedded::apiserver::storage::fields;
+use crate::embedded::apiserver::storage::ops::{self, DeleteOpts, Deleted, WriteOpts};
+use crate::embedded::apiserver::storage::patch::{PatchType, apply_patch};
+
+/// The bearer token check. Like kube-apiserver with anonymous access limited to the public
+/// info endpoints (`/version`, health): a request without a bearer token (or with another
+/// scheme) is anonymous and only reaches those (the kubectl dispatcher asks `/version`
+/// anonymously); a wrong token is 401 anywhere.
+fn authorized(server: &Server, req: &Request) -> bool {
+    let public = req.method() == axum::http::Method::GET
+        && matches!(
+            req.uri().path().trim_end_matches('/'),
+            "/version" | "/healthz" | "/livez" | "/readyz"
+        );
+    let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match header.and_then(bearer) {
+        None => public,
+        // Constant-time comparison: the token is a credential.
+        Some(given) => {
+            let (a, b) = (given.as_bytes(), server.token.as_bytes());
+            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value (the scheme is case-insensitive).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The entry of every request: authenticates it, reads its body and routes it.
+pub(crate) async fn entry(State(server): State<Arc<Server>>, req: Request) -> Response {
+    if !authorized(&server, &req) {
+        return error_response(&ApiError::unauthorized());
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, 64 << 20).await {
+        Ok(b) => b,
+        Err(e) => {
+            let mut err = ApiError::bad_request(format!("cannot read request body: {e}"));
+            err.code = 413;
+            err.reason = "RequestEntityTooLarge";
+            return error_response(&err);
+        }
+    };
+    let query = params::parse(parts.uri.query());
+    tracing::debug!(method = %parts.method, uri = %parts.uri, "api request");
+    let handled = handle(server, parts.method, parts.uri.path(), query, parts.headers, bytes);
+    // Like kube-apiserver's panic recovery: a bug answers 500 instead of dropping the connection.
+    // Request data must never get here; the store lock survives it (see `Store::lock`).
+    match std::panic::AssertUnwindSafe(handled).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => error_response(&ApiError::internal("the server panicked handling this request")),
+    }
+}
+
+/// Handles one authenticated request.
+pub(super) async fn handle(
+    server: Arc<Server>,
+    method: Method,
+    path: &str,
+    query: Query,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match route(&server, &method, path, &query, &headers, body).await {
+        Ok(resp) => resp,
+        Err(e) => error_response(&e),
+    }
+}
+
+fn accept(headers: &HeaderMap) -> String {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// 406 when the Accept header names only formats this server does not write (protobuf, CBOR):
+/// it answers JSON (which YAML readers read too) and the real server would answer in one of them.
+fn check_accept(headers: &HeaderMap) -> ApiResult<()> {
+    let a = accept(headers);
+    let served = |part: &str| {
+        let media = part.split(';').next().unwrap_or_default().trim();
+        media.is_empty()
+            || [
+                "*/*",
+                "application/*",
+                "application/json",
+                "application/yaml",
+                "text/plain",
+            ]
+            .contains(&media)
+    };
+    if a.split(',').any(served) {
+        Ok(())
+    } else {
+        Err(ApiError::not_acceptable(format!(
+            "only the following media types are accepted: application/json, application/yaml (asked for {a})"
+        )))
+    }
+}
+
+/// Whether the client asked for server-side printing.
+pub(super) fn wants_table(headers: &HeaderMap) -> bool {
+    accept(headers).split(',').any(|part| part.contains("as=Table"))
+}
+
+fn aggregated_version(headers: &HeaderMap) -> Option<&'static str> {
+    let a = accept(headers);
+    for part in a.split(',') {
+        if part.contains("as=APIGroupDiscoveryList") {
+            if part.contains("v=v2beta1") {
+                return Some("v2beta1");
+            }
+            if part.contains("v=v2") {
+                return Some("v2");
+            }
+        }
+    }
+    None
+}
+
+fn discovery_response(headers: &HeaderMap, types: &[ResourceType], core: bool, legacy: Value) -> Response {
+    match aggregated_version(headers) {
+        Some(v) => {
+            let doc = discovery::aggregated(types, core, &format!("apidiscovery.k8s.io/{v}"));
+            let ct = format!("application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList");
+            (StatusCode::OK, [(header::CONTENT_TYPE, ct)], doc.to_string()).into_response()
+        }
+        None => json_response(StatusCode::OK, &legacy, &[]),
+    }
+}
+
+async fn route(
+    server: &Arc<Server>,
+    method: &Method,
+    path: &str,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    if matches!(segs.first(), Some(&("api" | "apis"))) {
+        check_accept(headers)?;
+    }
+    let types = server.store.lock().types().to_vec();
+    let get_only = |r: Response| {
+        if method == Method::GET {
+            Ok(r)
+        } else {
+            Err(ApiError::method_not_allowed())
+        }
+    };
+    match segs.as_slice() {
+        ["version"] => get_only(json_response(StatusCode::OK, &discovery::version_info(), &[])),
+        ["healthz"] | ["livez"] | ["readyz"] => get_only((StatusCode::OK, "ok").into_response()),
+        ["api"] => get_only(discovery_response(
+            headers,
+            &types,
+            true,
+            discovery::api_versions(&server.addr.to_string()),
+        )),
+        ["apis"] => get_only(discovery_response(
+            headers,
+            &types,
+            false,
+            discovery::api_group_list(&types),
+        )),
+        ["api", "v1"] => discovery::resource_list(&types, "", "v1")
+            .map(|d| json_response(StatusCode::OK, &d, &[]))
+            .ok_or_else(ApiError::path_not_found),
+        ["apis", g] => discovery::api_group(&types, g)
+            .map(|d| json_response(StatusCode::OK, &d, &[]))
+            .ok_or_else(ApiError::path_not_found),
+        ["apis", g, v] => discovery::resource_list(&types, g, v)
+            .map(|d| json_response(StatusCode::OK, &d, &[]))
+            .ok_or_else(ApiError::path_not_found),
+        ["openapi", "v3"] => get_only(json_response(StatusCode::OK, &openapi::index(&types), &[])),
+        ["openapi", "v3", "api", v] => {
+            served_gv(&types, "", v).map(|_| json_response(StatusCode::OK, &openapi::document(&types, "", v), &[]))
+        }
+        ["openapi", "v3", "apis", g, v] => {
+            served_gv(&types, g, v).map(|_| json_response(StatusCode::OK, &openapi::document(&types, g, v), &[]))
+        }
+        ["api", "v1", rest @ ..] => {
+            resource(
+                server,
+                method,
+                query,
+                headers,
+                body,
+                parse_target(&types, "", "v1", rest)?,
+            )
+            .await
+        }
+        ["apis", g, v, rest @ ..] => {
+            resource(server, method, query, headers, body, parse_target(&types, g, v, rest)?).await
+        }
+        _ => Err(ApiError::path_not_found()),
+    }
+}
+
+fn served_gv(types: &[ResourceType], g: &str, v: &str) -> ApiResult<()> {
+    if types.iter().any(|t| t.group == g && t.version == v) {
+        Ok(())
+    } else {
+        Err(ApiError::path_not_found())
+    }
+}
+
+fn parse_target(types: &[ResourceType], group: &str, version: &str, rest: &[&str]) -> ApiResult<Target> {
+    let find = |plural: &str| {
+        types
+            .iter()
+            .find(|t| t.group == group && t.version == version && t.plural == plural)
+            .cloned()
+    };
+    let namespaced_path = rest.len() >= 3 && rest[0] == "namespaces" && !matches!(rest[2], "status" | "finalize");
+    let (namespace, plural, name, sub) = if namespaced_path {
+        (Some(rest[1]), rest[2], rest.get(3).copied(), rest.get(4).copied())
+    } else {
+        (None, rest[0], rest.get(1).copied(), rest.get(2).copied())
+    };
+    let extra = if namespaced_path {
+        rest.len() > 5
+    } else {
+        rest.len() > 3
+    };
+    let rt = find(plural).ok_or_else(ApiError::path_not_found)?;
+    if extra || (rt.namespaced && namespace.is_none() && name.is_some()) || (!rt.namespaced && namespace.is_some()) {
+        return Err(ApiError::path_not_found());
+    }
+    let sub_ok = match sub {
+        None => true,
+        Some("status") => rt.status_subresource,
+        Some("log") => rt.log_subresource,
+        Some("binding") => rt.plural == "pods" && rt.group.is_empty(),
+        Some(_) => false,
+    };
+    if !sub_ok {
+        return Err(ApiError::path_not_found());
+    }
+    Ok(Target {
+        rt,
+        namespace: namespace.map(str::to_string),
+        name: name.map(str::to_string),
+        sub: sub.map(str::to_string),
+    })
+}
+
+async fn resource(
+    server: &Arc<Server>,
+    method: &Method,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Bytes,
+    t: Target,
+) -> ApiResult<Response> {
+    let is_watch = params::flag(query, "watch");
+    match (method.clone(), t.name.is_some(), t.sub.as_deref()) {
+        (Method::GET, _, Some("log")) => podlog::serve(server.clone(), &t, query).await,
+        (Method::POST, true, Some("binding")) => bind(server, &t, &body),
+        // pods/log is read-only and pods/binding create-only, as in kube-apiserver.
+        (_, _, Some("log" | "binding")) => Err(ApiError::method_not_allowed()),
+        (Method::GET, false, _) if is_watch => watch::serve(server.clone(), &t, query, wants_table(headers)),
+        (Method::GET, false, _) => list(server, &t, query, headers),
+        (Method::GET, true, _) => get(server, &t, query, headers),
+        (Method::POST, false, None) => create(server, &t, query, headers, &body),
+        (Method::PUT, true, _) => update(server, &t, query, headers, &body),
+        (Method::PATCH, true, _) => patch(server, &t, query, headers, &body),
+        (Method::DELETE, true, None) => delete(server, &t, query, &body),
+        (Method::DELETE, false, None) => delete_collection(server, &t, query, &body),
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+fn bind(server: &Server, t: &Target, body: &[u8]) -> ApiResult<Response> {
+    let (ns, name) = (
+        t.namespace.as_deref().unwrap_or_default(),
+        t.name.as_deref().unwrap_or_default(),
+    );
+    let status = binding::bind(&mut server.store.lock(), &t.rt, ns, name, body)?;
+    Ok(json_response(StatusCode::CREATED, &status, &[]))
+}
+
+fn ns_key(t: &Target) -> String {
+    if t.rt.namespaced {
+        t.namespace.clone().unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
+fn get(server: &Server, t: &Target, query: &Query, headers: &HeaderMap) -> ApiResult<Response> {
+    let name = t.name.as_deref().unwrap_or_default();
+    let st = server.store.lock();
+    let obj = st
+        .get(t.rt.key(), &ns_key(t), name)
+        .ok_or_else(|| ApiError::not_found(&t.rt.group, &t.rt.plural, name))?;
+    let view = events::to_view(&t.rt, obj);
+    drop(st);
+    if wants_table(headers) {
+        let include = Include::parse(query.get("includeObject").map(String::as_str));
+        let rv = view["metadata"]["resourceVersion"].clone();
+        return Ok(json_response(
+            StatusCode::OK,
+            &table(&t.rt, &[view], include, json!({"resourceVersion": rv})),
+            &[],
+        ));
+    }
+    Ok(json_response(StatusCode::OK, &view, &[]))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    v: String,
+    rv: u64,
+    start: String,
+}
+
+/// A list's resourceVersion, the key to continue after, and the objects.
+type Snapshot = (u64, Option<String>, Vec<Value>);
+
+/// The objects a list starts from: at the continue token's version, at an exact version, or now.
+fn snapshot(server: &Server, t: &Target, query: &Query) -> ApiResult<Snapshot> {
+    let rv_param = params::resource_version(query)?;
+    let exact = query.get("resourceVersionMatch").map(String::as_str) == Some("Exact");
+    let st = server.store.lock();
+    let ns = t.namespace.as_deref();
+    if let Some(token) = query.get("continue").filter(|c| !c.is_empty()) {
+        if rv_param.is_some_and(|rv| rv > 0) {
+            return Err(ApiError::bad_request(
+                "specifying resource version is not allowed when using continue",
+            ));
+        }
+        let tok = decode_continue(token)?;
+        return Ok((tok.rv, Some(tok.start), st.list_at(t.rt.key(), ns, tok.rv)?));
+    }
+    match rv_param {
+        Some(rv) if rv > st.rv() => Err(ApiError::timeout(format!(
+            "Too large resource version: {rv}, current: {}",
+            st.rv()
+        ))
+        .with_details(json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}))),
+        Some(rv) if exact && rv > 0 => Ok((rv, None, st.list_at(t.rt.key(), ns, rv)?)),
+        _ => Ok((st.rv(), None, st.list(t.rt.key(), ns))),
+    }
+}
+
+fn list(server: &Server, t: &Target, query: &Query, headers: &HeaderMap) -> ApiResult<Response> {
+    let filter = Filter::parse(t, query)?;
+    let limit: usize = params::int(query, "limit")?.unwrap_or(0);
+    let (rv, start, all) = snapshot(server, t, query)?;
+    let mut items: Vec<Value> = all
+        .into_iter()
+        .filter(|o| start.as_deref().is_none_or(|s| object_pos(o).as_str() > s))
+        .filter(|o| filter.matches(o))
+        .collect();
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if limit > 0 && items.len() > limit {
+        let remaining = items.len() - limit;
+        items.truncate(limit);
+        let token = ContinueToken {
+            v: "meta.k8s.io/v1".into(),
+            rv,
+            start: items.last().map(object_pos).unwrap_or_default(),
+        };
+        let encoded = base64::engine::general_purpose::URL_SAFE.encode(serde_json::to_vec(&token).unwrap_or_default());
+        meta["continue"] = json!(encoded);
+        if filter.is_trivial() {
+            meta["remainingItemCount"] = json!(remaining);
+        }
+    }
+    let views: Vec<Value> = items.iter().map(|o| events::to_view(&t.rt, o)).collect();
+    if wants_table(headers) {
+        let include = Include::parse(query.get("includeObject").map(String::as_str));
+        return Ok(json_response(StatusCode::OK, &table(&t.rt, &views, include, meta), &[]));
+    }
+    Ok(json_response(StatusCode::OK, &list_body(&t.rt, views, meta), &[]))
+}
+
+/// A `<Kind>List`; items of built-in types carry no apiVersion/kind, as kube-apiserver sends them.
+fn list_body(rt: &ResourceType, views: Vec<Value>, meta: Value) -> Value {
+    let builtin = rt.custom.is_none();
+    let items: Vec<Value> = views
+        .into_iter()
+        .map(|mut v| {
+            if builtin && let Some(m) = v.as_object_mut() {
+                m.remove("apiVersion");
+                m.remove("kind");
+            }
+            v
+        })
+        .collect();
+    json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": meta, "items": items})
+}
+
+/// `namespace/name`, the etcd key order of lists.
+fn object_pos(o: &Value) -> String {
+    format!(
+        "{}/{}",
+        o["metadata"]["namespace"].as_str().unwrap_or_default(),
+        o["metadata"]["name"].as_str().unwrap_or_default()
+    )
+}
+
+fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
+    let bad = || ApiError::bad_request(format!("continue key is not valid: {token}"));
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(token)
+        .map_err(|_| bad())?;
+    serde_json::from_slice(&raw).map_err(|_| bad())
+}
+
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if ct.contains("vnd.kubernetes.protobuf") {
+        return protobuf::decode(body);
+    }
+    if ct.contains("cbor") {
+        return Err(ApiError::unsupported_media_type(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
+        ));
+    }
+    if ct.contains("yaml") {
+        let v: serde_yaml::Value = serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?;
+        return serde_json::to_value(v).map_err(|e| ApiError::bad_request(e.to_string()));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
+}
+
+fn write_opts(query: &Query, headers: &HeaderMap) -> ApiResult<WriteOpts> {
+    let dry_run = params::dry_run(query)?;
+    let validation = match query.get("fieldValidation").map(String::as_str) {
+        Some("Strict") => FieldValidation::Strict,
+        Some("Ignore") => FieldValidation::Ignore,
+        Some("Warn") | Some("") | None => FieldValidation::Warn,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "fieldValidation: Unsupported value: {other:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
+            )));
+        }
+    };
+    let manager = match query.get("fieldManager").filter(|m| !m.is_empty()) {
+        Some(m) => {
+            if m.len() > 128 {
+                return Err(ApiError::bad_request(
+                    "fieldManager: Too long: may not be more than 128 bytes",
+                ));
+            }
+            m.clone()
+        }
+        None => {
+            let ua = headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("unknown");
+            ua.split('/').next().unwrap_or("unknown").to_string()
+        }
+    };
+    Ok(WriteOpts {
+        dry_run,
+        manager,
+        validation,
+        keep_managed: false,
+    })
+}
+
+fn outcome_response(t: &Target, out: ops::Outcome) -> Response {
+    let code = if out.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    json_response(code, &events::to_view(&t.rt, &out.object), &out.warnings)
+}
+
+fn create(server: &Server, t: &Target, query: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+    let obj = parse_body(headers, body)?;
+    let opts = write_opts(query, headers)?;
+    let mut st = server.store.lock();
+    let out = ops::create(&mut st, &t.rt, t.namespace.as_deref(), obj, &opts)?;
+    drop(st);
+    server.store.changed.notify_one();
+    Ok(outcome_response(t, out))
+}
+
+fn update(server: &Server, t: &Target, query: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+    let obj = parse_body(headers, body)?;
+    let opts = write_opts(query, headers)?;
+    let name = t.name.as_deref().unwrap_or_default();
+    let mut st = server.store.lock();
+    let out = ops::update(
+        &mut st,
+        &t.rt,
+        t.namespace.as_deref(),
+        name,
+        obj,
+        t.sub.as_deref(),
+        &opts,
+    )?;
+    drop(st);
+    server.store.changed.notify_one();
+    Ok(outcome_response(t, out))
+}
+
+fn patch(server: &Server, t: &Target, query: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let kind = PatchType::from_content_type(ct, &t.rt)?;
+    let mut opts = write_opts(query, headers)?;
+    let name = t.name.as_deref().unwrap_or_default();
+    let ns = ns_key(t);
+    let mut st = server.store.lock();
+    let current = st.get(t.rt.key(), &ns, name).cloned();
+    let out = if kind == PatchType::Apply {
+        if query.get("fieldManager").is_none_or(|m| m.is_empty()) {
+            return Err(ApiError::bad_request(
+                "PATCH, application/apply-patch+yaml requires fieldManager to be set",
+            ));
+        }
+        let applied: serde_yaml::Value =
+            serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        let mut applied = serde_json::to_value(applied).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        check_applied(t, &mut applied, name)?;
+        let force = query.get("force").map(String::as_str) == Some("true");
+        let live = current.as_ref().map(|c| events::to_view(&t.rt, c));
+        let merged = fields::apply(&t.rt, live.as_ref(), &applied, &opts.manager, force, t.sub.as_deref())?;
+        opts.keep_managed = true;
+        match current {
+            None if t.sub.is_some() => return Err(ApiError::not_found(&t.rt.group, &t.rt.plural, name)),
+            None => ops::create(&mut st, &t.rt, t.namespace.as_deref(), merged, &opts)?,
+            Some(current) => {
+                let obj = events::to_storage(&t.rt, merged);
+                ops::replace(&mut st, &t.rt, current, obj, t.sub.as_deref(), &opts)?
+            }
+        }
+    } else {
+        let current = current.ok_or_else(|| ApiError::not_found(&t.rt.group, &t.rt.plural, name))?;
+        let patched = apply_patch(kind, &t.rt, &events::to_view(&t.rt, &current), body)?;
+        let patched_rv = patched["metadata"]["resourceVersion"].as_str().unwrap_or_default();
+        if !patched_rv.is_empty() && patched_rv != current["metadata"]["resourceVersion"].as_str().unwrap_or_default() {
+            return Err(ApiError::stale(&t.rt.group, &t.rt.plural, name));
+        }
+        if patched["metadata"]["uid"] != current["metadata"]["uid"] && !patched["metadata"]["uid"].is_null() {
+            let why = format!(
+                "Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                patched["metadata"]["uid"].as_str().unwrap_or_default(),
+                current["metadata"]["uid"].as_str().unwrap_or_default()
+            );
+            return Err(ApiError::conflict(&t.rt.group, &t.rt.plural, name, &why));
+        }
+        let obj = events::to_storage(&t.rt, patched);
+        ops::replace(&mut st, &t.rt, current, obj, t.sub.as_deref(), &opts)?
+    };
+    drop(st);
+    server.store.changed.notify_one();
+    Ok(outcome_response(t, out))
+}
+
+fn check_applied(t: &Target, applied: &mut Value, name: &str) -> ApiResult<()> {
+    if !applied.is_object() {
+        return Err(ApiError::bad_request("the apply configuration must be an object"));
+    }
+    if !applied["metadata"].is_object() && !applied["metadata"].is_null() {
+        return Err(ApiError::bad_request("metadata must be an object"));
+    }
+    let av = applied["apiVersion"].as_str().unwrap_or_default();
+    let kind = applied["kind"].as_str().unwrap_or_default();
+    if av != t.rt.api_version() || kind != t.rt.kind {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({av}) does not match the expected API version ({})",
+            t.rt.api_version()
+        )));
+    }
+    match applied["metadata"]["name"].as_str() {
+        Some(n) if n != name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+        Some(_) => {}
+        None => applied["metadata"]["name"] = json!(name),
+    }
+    Ok(())
+}
+
+/// DeleteOptions from the body (a typed decode: a wrong type is a 400) and the query string.
+fn delete_opts(query: &Query, body: &[u8]) -> ApiResult<DeleteOpts> {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions;
+    let doc: DeleteOptions = if body.iter().all(u8::is_ascii_whitespace) {
+        DeleteOptions::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
+    };
+    let orphan = match doc.orphan_dependents {
+        Some(o) => Some(o),
+        None => query.get("orphanDependents").map(|v| v == "true"),
+    };
+    let propagation = doc
+        .propagation_policy
+        .or_else(|| query.get("propagationPolicy").cloned())
+        .or_else(|| orphan.map(|o| if o { "Orphan" } else { "Background" }.to_string()));
+    let grace = match doc.grace_period_seconds {
+        Some(g) => Some(g),
+        None => params::int(query, "gracePeriodSeconds")?,
+    };
+    let dry_run = doc.dry_run.is_some_and(|d| d.iter().any(|v| v == "All")) || params::dry_run(query)?;
+    let preconditions = doc.preconditions.unwrap_or_default();
+    Ok(DeleteOpts {
+        propagation,
+        grace,
+        uid: preconditions.uid,
+        resource_version: preconditions.resource_version,
+        dry_run,
+    })
+}
+
+fn success_status(t: &Target, obj: &Value) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+        "details": {"name": obj["metadata"]["name"], "group": t.rt.group, "kind": t.rt.plural, "uid": obj["metadata"]["uid"]}})
+}
+
+fn delete(server: &Server, t: &Target, query: &Query, body: &[u8]) -> ApiResult<Response> {
+    let opts = delete_opts(query, body)?;
+    let name = t.name.as_deref().unwrap_or_default();
+    let mut st = server.store.lock();
+    let res = ops::delete(&mut st, &t.rt, &ns_key(t), name, &opts)?;
+    drop(st);
+    server.store.changed.notify_one();
+    let returns_object = t.rt.plural == "pods" && t.rt.group.is_empty();
+    Ok(match res {
+        Deleted::Gone(obj) if !returns_object => json_response(StatusCode::OK, &success_status(t, &obj), &[]),
+        Deleted::Gone(obj) | Deleted::Pending(obj) => json_response(StatusCode::OK, &events::to_view(&t.rt, &obj), &[]),
+    })
+}
+
+fn delete_collection(server: &Server, t: &Target, query: &Query, body: &[u8]) -> ApiResult<Response> {
+    let opts = delete_opts(query, body)?;
+    let filter = Filter::parse(t, query)?;
+    let mut st = server.store.lock();
+    let targets: Vec<Value> = st
+        .list(t.rt.key(), t.namespace.as_deref())
+        .into_iter()
+        .filter(|o| filter.matches(o))
+        .collect();
+    let mut deleted = Vec::new();
+    for o in targets {
+        let ns = o["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+        let name = o["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        match ops::delete(&mut st, &t.rt, &ns, &name, &opts) {
+            Ok(Deleted::Gone(obj) | Deleted::Pending(obj)) => deleted.push(events::to_view(&t.rt, &obj)),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let rv = st.rv();
+    drop(st);
+    server.store.changed.notify_one();
+    let body = json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": deleted});
+    Ok(json_response(StatusCode::OK, &body, &[]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_needs_a_token() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic YTpi"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("Bearer"), None);
+    }
+}

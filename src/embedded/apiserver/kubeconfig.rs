@@ -1,0 +1,33 @@
+//! The kubeconfig the embedded API server writes for kubectl and kube-rs (mode 0600).
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Context, cluster and user name in the kubeconfig.
+pub(super) const CONTEXT: &str = "cdkube-dev";
+
+/// The kubeconfig text for a server URL, the CA that signed its certificate and a bearer token.
+pub(super) fn render(server_url: &str, ca_pem: &str, token: &str) -> String {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {CONTEXT}\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {ca}\ncontexts:\n- name: {CONTEXT}\n  context:\n    cluster: {CONTEXT}\n    user: {CONTEXT}\n    namespace: default\ncurrent-context: {CONTEXT}\nusers:\n- name: {CONTEXT}\n  user:\n    token: {token}\npreferences: {{}}\n"
+    )
+}
+
+/// Writes the kubeconfig with mode 0600 (replacing any previous file, whose mode may differ).
+pub(super) fn write(path: &Path, server_url: &str, ca_pem: &str, token: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(render(server_url, ca_pem, token).as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,311 @@
+//! The Kubernetes API server emulator: serves the Kubernetes REST API on 127.0.0.1 over HTTPS (a
+//! fresh CA per start, bearer token required) to kube-rs and kubectl alike, writes the kubeconfig,
+//! bootstraps the default namespaces and runs the garbage collector.
+//!
+//! Three layers, each using only the ones below it:
+//! - [`http`]: the router and everything on the wire — discovery, OpenAPI, query parameters,
+//!   protobuf request bodies, server-side Tables, watch streams and Pod logs;
+//! - [`storage`]: the object store with its resourceVersions and watch history, create/update/delete
+//!   semantics, server-side apply and field managers, patches, selectors, the Pod binding and the
+//!   garbage collector;
+//! - [`admission`]: what a write must satisfy per type — built-in type rules, CRDs, structural
+//!   schemas, CEL rules, Events.
+//!
+//! Beside them, used by all three: [`error`] (`metav1.Status` errors), [`resources`] (the served
+//! types), [`ids`] (UIDs, tokens, timestamps), and for the start-up only [`tls`] and [`kubeconfig`].
+//!
+//! # Deviations from kube-apiserver
+//!
+//! The emulator is honest about what it is: a single-process stand-in for a development machine.
+//! - Storage is in memory: objects are lost when the server stops; one global resourceVersion counter
+//!   and a bounded change history (older resourceVersions answer 410 Expired) stand in for etcd.
+//! - Authentication is one bearer token; there is no authorization (RBAC), no admission webhooks, no
+//!   API aggregation, and anonymous requests reach only `/version` and the health endpoints.
+//! - Only the built-in types cdkube and its tests use are served (namespaces, pods with `status`,
+//!   `log` and `binding`, secrets, configmaps, serviceaccounts, events in both views, leases and
+//!   CustomResourceDefinitions), plus the custom resources CRDs define.
+//! - CRDs are established synchronously on write (no apiextensions controller delay), and objects
+//!   are never converted between a CRD's versions (no conversion webhook is called).
+//! - Responses are JSON only: an Accept header that allows nothing but protobuf or CBOR is 406;
+//!   protobuf request bodies are decoded only for the types `kubectl create` sends that way.
+//! - The garbage collector and namespace controller run in-process after every write, not as a
+//!   separate controller manager.
+//!
+//! Where it does emulate, the wording of errors, Status reasons and codes follows kube-apiserver,
+//! because clients (kubectl, kube-rs) match on them.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+use self::error::ApiError;
+use self::http::Server;
+use self::storage::gc;
+use self::storage::ops::{self, WriteOpts};
+use self::storage::store::Store;
+
+pub(crate) mod admission;
+pub(crate) mod error;
+pub(crate) mod http;
+pub(crate) mod ids;
+mod kubeconfig;
+pub(crate) mod resources;
+pub(crate) mod storage;
+mod tls;
+
+/// Errors starting or using the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The state directory could not be created.
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// 127.0.0.1:port could not be bound.
+    #[error("cannot listen on 127.0.0.1:{port}: {source}")]
+    Bind {
+        /// The requested port.
+        port: u16,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The kubeconfig could not be written.
+    #[error("cannot write kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The written kubeconfig could not be read back or turned into a client configuration.
+    #[error("cannot build a kube client: {0}")]
+    ClientConfig(#[source] kube::config::KubeconfigError),
+    /// Building a kube client from the configuration failed.
+    #[error("cannot build a kube client: {0}")]
+    Client(#[source] kube::Error),
+    /// The serving certificate could not be generated.
+    #[error("cannot generate the serving certificate: {0}")]
+    Tls(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Creating a bootstrap object failed.
+    #[error("cannot bootstrap the store: {0}")]
+    Bootstrap(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// How to start the server.
+#[derive(Debug, Clone)]
+pub struct ApiServerConfig {
+    /// Where the kubeconfig and pod logs live.
+    pub state_dir: PathBuf,
+    /// TCP port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Bearer token; a random one when `None`.
+    pub token: Option<String>,
+    /// How many changes are kept for watch replay and `continue` (older → 410 Expired).
+    pub watch_history: usize,
+    /// How often watches with `allowWatchBookmarks` get a BOOKMARK.
+    pub bookmark_interval: Duration,
+}
+
+impl ApiServerConfig {
+    /// Defaults for a state directory: any port, random token, 10 000 changes of history,
+    /// bookmarks every minute (as kube-apiserver).
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            port: 0,
+            token: None,
+            watch_history: 10_000,
+            bookmark_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for ApiServerConfig {
+    fn default() -> Self {
+        Self::new(".cdkube-dev")
+    }
+}
+
+impl ApiServer {
+    /// Starts serving; returns once the port is bound and the kubeconfig written.
+    pub async fn start(config: ApiServerConfig) -> Result<ApiServer, Error> {
+        crate::embedded::state_dir::create_state_dir(&config.state_dir).map_err(|source| Error::StateDir {
+            path: config.state_dir.clone(),
+            source,
+        })?;
+        let token = config
+            .token
+            .clone()
+            .unwrap_or_else(|| hex::encode(ids::random_bytes(32)));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
+            .await
+            .map_err(|source| Error::Bind {
+                port: config.port,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            port: config.port,
+            source,
+        })?;
+        let store = Arc::new(Store::new(config.watch_history));
+        bootstrap(&store)?;
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let server = Arc::new(Server {
+            store: store.clone(),
+            token: token.clone(),
+            state_dir: config.state_dir.clone(),
+            addr,
+            bookmark_interval: config.bookmark_interval,
+            shutdown: shutdown_rx.clone(),
+        });
+        let certs = tls::generate().map_err(|e| Error::Tls(e.into()))?;
+        let app = Router::new().fallback(http::entry).with_state(server);
+        let serve = tokio::spawn(serve_tls(listener, certs.acceptor, app, shutdown_rx.clone()));
+        let gc = tokio::spawn(gc::run(store, shutdown_rx));
+        let kubeconfig_path = config.state_dir.join("kubeconfig");
+        let url = format!("https://{addr}");
+        let ca_path = config.state_dir.join("ca.crt");
+        std::fs::write(&ca_path, &certs.ca_pem).map_err(|source| Error::Kubeconfig { path: ca_path, source })?;
+        kubeconfig::write(&kubeconfig_path, &url, &certs.ca_pem, &token).map_err(|source| Error::Kubeconfig {
+            path: kubeconfig_path.clone(),
+            source,
+        })?;
+        tracing::info!(%url, kubeconfig = %kubeconfig_path.display(), "embedded API server listening");
+        Ok(ApiServer {
+            addr,
+            token,
+            kubeconfig_path,
+            ca_pem: certs.ca_pem,
+            shutdown: Some(shutdown_tx),
+            tasks: vec![serve, gc],
+        })
+    }
+}
+
+fn bootstrap(store: &Store) -> Result<(), Error> {
+    let mut st = store.lock();
+    let rt = st
+        .find_type("", "v1", "namespaces")
+        .ok_or_else(|| Error::Bootstrap(ApiError::internal("no namespaces type").into()))?;
+    let opts = WriteOpts {
+        manager: "kube-apiserver".into(),
+        ..Default::default()
+    };
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        ops::create(&mut st, &rt, None, ns, &opts).map_err(|e| Error::Bootstrap(e.into()))?;
+    }
+    Ok(())
+}
+
+/// Accepts TLS connections until shutdown; each connection is served by the router.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((tcp, _)) = accepted else { continue };
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                conns.spawn(async move {
+                    let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else { return };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                    let _ = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service).await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    conns.abort_all();
+}
+
+/// kube's rustls needs a process-wide crypto provider when several are compiled in (ring via kube,
+/// aws-lc via other dependencies); ring is kube's choice. A second install is a harmless no-op.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A running API server, started with [`ApiServer::start`]. Dropping it stops the server too
+/// (without waiting).
+pub struct ApiServer {
+    addr: SocketAddr,
+    token: String,
+    kubeconfig_path: PathBuf,
+    ca_pem: String,
+    shutdown: Option<tokio::sync::watch::Sender<bool>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ApiServer {
+    /// The bound address (always 127.0.0.1).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// PEM of the CA that signed the serving certificate (also in `<state_dir>/ca.crt`).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The bearer token clients must send.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The kubeconfig written for this server (mode 0600).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig_path
+    }
+
+    /// A kube-rs client configured from the written kubeconfig.
+    pub async fn client(&self) -> Result<kube::Client, Error> {
+        install_crypto_provider();
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig_path).map_err(Error::ClientConfig)?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(Error::ClientConfig)?;
+        kube::Client::try_from(config).map_err(Error::Client)
+    }
+
+    /// Stops serving: open watches and log streams end, the port is released.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(true);
+        }
+        for task in std::mem::take(&mut self.tasks) {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(true);
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}

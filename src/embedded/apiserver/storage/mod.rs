@@ -1,0 +1,10 @@
+//! The storage layer of the API server: objects, their versions and history, and what a write does
+//! to them — kube-apiserver's registry and etcd in one process. It checks writes with
+//! [`admission`](super::admission) and never reaches up to the HTTP layer.
+pub(crate) mod binding;
+pub(crate) mod fields;
+pub(crate) mod gc;
+pub(crate) mod ops;
+pub(crate) mod patch;
+pub(crate) mod selector;
+pub(crate) mod store;
