@@ -58,6 +58,19 @@ impl Dev {
             .expect("cdkube dev printed nothing in time")
     }
 
+    /// The next line that contains `text` (earlier lines are skipped); fails after a minute.
+    fn line_containing(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200))
+                && line.contains(text)
+            {
+                return line;
+            }
+        }
+        panic!("cdkube dev printed no line containing {text:?} within 60s");
+    }
+
     fn signal(&self, sig: i32) {
         let pid = i32::try_from(self.child.id()).unwrap();
         // SAFETY: sending a signal to our own child.
@@ -155,10 +168,12 @@ spec:
 
 #[test]
 fn dev_serves_kubectl_applies_manifests_and_stops_cleanly_on_sigint() {
+    // The seed manifest follows a public repository: no operator, so nothing leaves 127.0.0.1.
     let mut dev = Dev::start(&[
         "-f",
         fixture("doing-nothing.yaml").to_str().unwrap(),
         "--print-kubeconfig-path",
+        "--no-operator",
     ]);
     let kubeconfig = PathBuf::from(dev.line());
     assert!(
@@ -230,7 +245,7 @@ fn dev_serves_kubectl_applies_manifests_and_stops_cleanly_on_sigint() {
 
 #[test]
 fn dev_prints_the_kubectl_commands_to_try_and_stops_on_sigterm() {
-    let mut dev = Dev::start(&["-f", fixture("doing-nothing.yaml").to_str().unwrap()]);
+    let mut dev = Dev::start(&["-f", fixture("doing-nothing.yaml").to_str().unwrap(), "--no-operator"]);
     let mut banner = Vec::new();
     loop {
         let line = dev.line();
@@ -252,7 +267,37 @@ fn dev_prints_the_kubectl_commands_to_try_and_stops_on_sigterm() {
         banner.contains("applied: pipeline.delivery.inge.4pr.es/doing-nothing created"),
         "{banner}"
     );
-    assert!(banner.contains("operator: not started"), "{banner}");
+    assert!(banner.contains("operator: not started (--no-operator)"), "{banner}");
+    dev.signal(libc::SIGTERM);
+    assert_eq!(dev.wait_exit(), Some(0));
+}
+
+#[test]
+fn bare_dev_builds_the_demo_repository_and_each_new_commit() {
+    let mut dev = Dev::start(&[]);
+    let mut banner = Vec::new();
+    while !banner.last().is_some_and(|l: &String| l.contains("Ctrl-C")) {
+        banner.push(dev.line());
+    }
+    let banner = banner.join("\n");
+    assert!(banner.contains("operator: running"), "{banner}");
+    assert!(banner.contains("applied: pipeline.delivery.inge.4pr.es/demo created"), "{banner}");
+    let repo = dev.state_dir.canonicalize().unwrap().join("demo");
+    let hint = format!("git -C {} commit --allow-empty", repo.display());
+    assert!(banner.contains(&hint), "{banner}");
+    // One line per run Event, each naming the Pipeline, run, short commit and version.
+    let first = dev.line_containing("run 1 (commit");
+    assert!(first.starts_with("default/demo: run 1") && first.contains("version 0.1) started"), "{first}");
+    let succeeded = dev.line_containing("succeeded");
+    assert!(succeeded.starts_with("default/demo: run 1"), "{succeeded}");
+
+    // A user's commit in the demo repository is built at the next poll.
+    support::run("git", &["commit", "-q", "--allow-empty", "-m", "my first change"], &repo);
+    let sha = support::run("git", &["rev-parse", "--short=7", "HEAD"], &repo);
+    let started = dev.line_containing("run 2 (commit");
+    assert!(started.contains(sha.trim()), "{started} should name {sha}");
+    let done = dev.line_containing("succeeded");
+    assert!(done.starts_with("default/demo: run 2"), "{done}");
     dev.signal(libc::SIGTERM);
     assert_eq!(dev.wait_exit(), Some(0));
 }

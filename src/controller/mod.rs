@@ -236,22 +236,57 @@ async fn controller(
     };
     let pod_watch = watcher::Config::default().labels(&format!("{}={}", pod::MANAGED_BY_LABEL, pod::MANAGED_BY));
     let config = ControllerConfig::default().concurrency(ctx.options.reconcile_concurrency.max(1));
+    // One signal, two uses: the controller's graceful shutdown, and a deadline for it.
+    let (graceful, deadline) = split_shutdown(shutdown);
     let controller = Controller::new(pipelines, watcher::Config::default())
         .owns(pods, pod_watch)
         .reconcile_on(poll_triggers(events))
         .with_config(config)
-        .graceful_shutdown_on(shutdown);
+        .graceful_shutdown_on(graceful);
     let _ = ctx.pipelines.set(controller.store());
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&ctx)));
-    controller
+    let running = controller
         .run(reconcile::reconcile, error_policy, Arc::clone(&ctx))
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!("reconcile: {e}");
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        () = running => {}
+        () = deadline => tracing::warn!("reconciles still running {SHUTDOWN_GRACE:?} after the stop signal; stopping anyway"),
+    }
     housekeeping.abort();
+}
+
+/// How long in-flight reconciles may take to finish after the stop signal. (A stop that comes before the
+/// controller's caches are filled would otherwise wait for caches that no longer fill.)
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Splits `shutdown` into the controller's graceful-shutdown trigger and a future that resolves
+/// [`SHUTDOWN_GRACE`] after it.
+fn split_shutdown(
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (
+    impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (graceful_tx, graceful_rx) = tokio::sync::oneshot::channel::<()>();
+    let (deadline_tx, deadline_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = graceful_tx.send(());
+        let _ = deadline_tx.send(());
+    });
+    let graceful = futures::FutureExt::map(graceful_rx, |_| ());
+    let deadline = async move {
+        if deadline_rx.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    (graceful, deadline)
 }
 
 /// The poller's events as Pipeline references: every subscriber of a key whose head changed, whose probe

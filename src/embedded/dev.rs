@@ -460,18 +460,18 @@ pub async fn run(opts: DevOptions) -> Result<(), Error> {
             return Err(e);
         }
     };
-    let operator = match opts.operator {
-        true => Some(start_operator(client.clone(), &state_dir).await),
-        false => None,
-    };
+    // Manifests first: a bad -f file ends the plane before the operator starts.
     let applied = match apply(&client, &opts, &state_dir).await {
         Ok(a) => a,
         Err(e) => {
-            stop_operator(operator).await;
             runner.shutdown().await;
             plane.shutdown().await;
             return Err(e);
         }
+    };
+    let operator = match opts.operator {
+        true => Some(start_operator(client.clone(), &state_dir).await),
+        false => None,
     };
     // Write errors (a closed pipe) must not panic the plane away from its Pod processes.
     let mut out = std::io::stdout();
