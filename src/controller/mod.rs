@@ -237,13 +237,22 @@ async fn controller(
     let pod_watch = watcher::Config::default().labels(&format!("{}={}", pod::MANAGED_BY_LABEL, pod::MANAGED_BY));
     let config = ControllerConfig::default().concurrency(ctx.options.reconcile_concurrency.max(1));
     // One signal, two uses: the controller's graceful shutdown, and a deadline for it.
-    let (graceful, deadline) = split_shutdown(shutdown);
+    let (graceful, stopped) = split_shutdown(shutdown);
     let controller = Controller::new(pipelines, watcher::Config::default())
         .owns(pods, pod_watch)
         .reconcile_on(poll_triggers(events))
         .with_config(config)
         .graceful_shutdown_on(graceful);
-    let _ = ctx.pipelines.set(controller.store());
+    let store = controller.store();
+    let _ = ctx.pipelines.set(store.clone());
+    let deadline = async move {
+        stopped.await;
+        // Before the caches are filled no reconcile can be running: a stop then needs no grace.
+        let ready = tokio::time::timeout(Duration::ZERO, store.wait_until_ready()).await.is_ok();
+        if ready {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    };
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&ctx)));
     let running = controller
         .run(reconcile::reconcile, error_policy, Arc::clone(&ctx))
@@ -263,8 +272,8 @@ async fn controller(
 /// controller's caches are filled would otherwise wait for caches that no longer fill.)
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
-/// Splits `shutdown` into the controller's graceful-shutdown trigger and a future that resolves
-/// [`SHUTDOWN_GRACE`] after it.
+/// Splits `shutdown` into the controller's graceful-shutdown trigger and a second future resolving at the
+/// same time (the start of [`SHUTDOWN_GRACE`]).
 fn split_shutdown(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> (
@@ -279,14 +288,12 @@ fn split_shutdown(
         let _ = deadline_tx.send(());
     });
     let graceful = futures::FutureExt::map(graceful_rx, |_| ());
-    let deadline = async move {
-        if deadline_rx.await.is_ok() {
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } else {
+    let stopped = async move {
+        if deadline_rx.await.is_err() {
             std::future::pending::<()>().await;
         }
     };
-    (graceful, deadline)
+    (graceful, stopped)
 }
 
 /// The poller's events as Pipeline references: every subscriber of a key whose head changed, whose probe
