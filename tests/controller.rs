@@ -45,7 +45,9 @@ async fn seed_pipeline_builds_each_commit_and_describe_is_the_audit_trail() {
     kubectl.ok(&["apply", "-f", file.to_str().unwrap()]).await;
 
     let status = plane
-        .wait_status("doing-nothing", "first commit built", BUILD, |s| s.built_commit.as_deref() == Some(&first))
+        .wait_status("doing-nothing", "first commit built", BUILD, |s| {
+            s.built_commit.as_deref() == Some(&first)
+        })
         .await;
     assert_eq!(status.target_version.as_deref(), Some("0.1"));
     assert_eq!(status.built_short_commit.as_deref(), Some(short(&first)));
@@ -55,22 +57,37 @@ async fn seed_pipeline_builds_each_commit_and_describe_is_the_audit_trail() {
     assert_eq!(logs.trim(), "building something... now I'm done");
     let described = kubectl.ok(&["describe", "pipeline", "doing-nothing"]).await;
     for expected in [short(&first), "0.1", "Succeeded", "BuildStarted", "BuildSucceeded"] {
-        assert!(described.contains(expected), "describe lacks {expected:?}:\n{described}");
+        assert!(
+            described.contains(expected),
+            "describe lacks {expected:?}:\n{described}"
+        );
     }
     let table = kubectl.ok(&["get", "pipelines"]).await;
     assert!(table.contains(short(&first)) && table.contains("Succeeded"), "{table}");
 
     let second = up.commit(&[("app.txt", "v2")], "second");
     let status = plane
-        .wait_status("doing-nothing", "second commit built", BUILD, |s| s.built_commit.as_deref() == Some(&second))
+        .wait_status("doing-nothing", "second commit built", BUILD, |s| {
+            s.built_commit.as_deref() == Some(&second)
+        })
         .await;
     let commits: Vec<&str> = status.history.iter().map(|r| r.commit.as_str()).collect();
     assert_eq!(commits, vec![second.as_str(), first.as_str()], "each commit built once");
     assert_eq!(status.history[0].subject.as_deref(), Some("second"));
-    assert_eq!(status.history[0].author.as_deref(), Some("Ada Lovelace <ada@example.com>"));
-    assert!(status.history.iter().all(|r| r.phase == RunPhase::Succeeded && r.trigger == Trigger::Poll));
+    assert_eq!(
+        status.history[0].author.as_deref(),
+        Some("Ada Lovelace <ada@example.com>")
+    );
+    assert!(
+        status
+            .history
+            .iter()
+            .all(|r| r.phase == RunPhase::Succeeded && r.trigger == Trigger::Poll)
+    );
     // Each run has Events of its own (not folded into the first run's series).
-    plane.wait_event("doing-nothing", "BuildSucceeded", short(&second)).await;
+    plane
+        .wait_event("doing-nothing", "BuildSucceeded", short(&second))
+        .await;
     let described = kubectl.ok(&["describe", "pipeline", "doing-nothing"]).await;
     for run in [&first, &second] {
         let line = format!("commit {}, version 0.1) succeeded", short(run));
@@ -92,7 +109,9 @@ async fn allow_builds_every_commit_in_parallel() {
     let repos = Repos::new();
     let up = repos.create("allow");
     let gate = plane.dir().join("gate");
-    plane.apply(&pipeline_yaml("allow", &file_url(&up), "Allow", &gated_build(&gate))).await;
+    plane
+        .apply(&pipeline_yaml("allow", &file_url(&up), "Allow", &gated_build(&gate)))
+        .await;
     plane.wait_run("allow", 1, RunPhase::Building, BUILD).await;
     let second = up.commit(&[("a", "2")], "second");
     plane.wait_run("allow", 2, RunPhase::Building, BUILD).await;
@@ -118,12 +137,16 @@ async fn forbid_skips_the_middle_commit_and_builds_the_newest() {
     let up = repos.create("forbid");
     let first = up.head();
     let gate = plane.dir().join("gate");
-    plane.apply(&pipeline_yaml("forbid", &file_url(&up), "Forbid", &gated_build(&gate))).await;
+    plane
+        .apply(&pipeline_yaml("forbid", &file_url(&up), "Forbid", &gated_build(&gate)))
+        .await;
     plane.wait_run("forbid", 1, RunPhase::Building, BUILD).await;
     let second = up.commit(&[("a", "2")], "second");
     let revision = format!("main@sha1:{second}");
     plane
-        .wait_status("forbid", "second commit seen", BUILD, |s| s.latest_revision.as_deref() == Some(&revision))
+        .wait_status("forbid", "second commit seen", BUILD, |s| {
+            s.latest_revision.as_deref() == Some(&revision)
+        })
         .await;
     let third = up.commit(&[("a", "3")], "third");
     let skipped = plane.wait_run("forbid", 2, RunPhase::Skipped, BUILD).await;
@@ -133,7 +156,11 @@ async fn forbid_skips_the_middle_commit_and_builds_the_newest() {
     let newest = plane.wait_run("forbid", 3, RunPhase::Succeeded, BUILD).await;
     assert_eq!(newest.commit, third);
     let status = plane.status("forbid").await;
-    let runs: Vec<(i64, &str, RunPhase)> = status.history.iter().map(|r| (r.run, r.commit.as_str(), r.phase)).collect();
+    let runs: Vec<(i64, &str, RunPhase)> = status
+        .history
+        .iter()
+        .map(|r| (r.run, r.commit.as_str(), r.phase))
+        .collect();
     assert_eq!(
         runs,
         vec![
@@ -153,16 +180,29 @@ async fn replace_cancels_the_running_build_for_the_newest_commit() {
     let repos = Repos::new();
     let up = repos.create("replace");
     let gate = plane.dir().join("gate");
-    plane.apply(&pipeline_yaml("replace", &file_url(&up), "Replace", &gated_build(&gate))).await;
+    plane
+        .apply(&pipeline_yaml(
+            "replace",
+            &file_url(&up),
+            "Replace",
+            &gated_build(&gate),
+        ))
+        .await;
     let first = plane.wait_run("replace", 1, RunPhase::Building, BUILD).await;
     up.commit(&[("a", "2")], "second");
     let third = up.commit(&[("a", "3")], "third");
     let status = plane
         .wait_status("replace", "newest commit building", BUILD, |s| {
-            s.history.first().is_some_and(|r| r.commit == third && r.phase == RunPhase::Building)
+            s.history
+                .first()
+                .is_some_and(|r| r.commit == third && r.phase == RunPhase::Building)
         })
         .await;
-    assert!(status.history[1..].iter().all(|r| r.phase == RunPhase::Cancelled), "{:#?}", status.history);
+    assert!(
+        status.history[1..].iter().all(|r| r.phase == RunPhase::Cancelled),
+        "{:#?}",
+        status.history
+    );
     let first_pod = first.pod.clone().unwrap();
     support::operator::wait_until("the cancelled build's Pod is deleted", BUILD, || async {
         plane.pods("replace").await.iter().all(|p| p.name_any() != first_pod)
@@ -171,7 +211,9 @@ async fn replace_cancels_the_running_build_for_the_newest_commit() {
     std::fs::write(&gate, "").unwrap();
     let newest = status.history[0].run;
     plane.wait_run("replace", newest, RunPhase::Succeeded, BUILD).await;
-    plane.wait_event("replace", "BuildCancelled", short(&first.commit)).await;
+    plane
+        .wait_event("replace", "BuildCancelled", short(&first.commit))
+        .await;
     plane.shutdown().await;
 }
 
@@ -181,12 +223,23 @@ async fn a_failing_build_is_reported_and_a_fixed_spec_builds_again() {
     let _operator = plane.operator();
     let repos = Repos::new();
     let up = repos.create("fails");
-    plane.apply(&pipeline_yaml("fails", &file_url(&up), "Forbid", "echo failing; exit 3")).await;
+    plane
+        .apply(&pipeline_yaml(
+            "fails",
+            &file_url(&up),
+            "Forbid",
+            "echo failing; exit 3",
+        ))
+        .await;
     let run = plane.wait_run("fails", 1, RunPhase::Failed, BUILD).await;
     assert_eq!(run.reason.as_deref(), Some("BuildFailed"));
     assert_eq!(run.message.as_deref(), Some("exit code 3 in container build"));
     let status = plane.status("fails").await;
-    let failed = status.conditions.iter().find(|c| c.type_ == "BuildFailed").expect("BuildFailed condition");
+    let failed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "BuildFailed")
+        .expect("BuildFailed condition");
     assert_eq!(failed.status, "True");
     assert!(failed.message.contains("exit code 3"), "{}", failed.message);
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
@@ -196,16 +249,30 @@ async fn a_failing_build_is_reported_and_a_fixed_spec_builds_again() {
 
     // The fix is a spec change: the same commit is built again (trigger spec-change).
     let patch = json!({"spec": {"buildArguments": ["echo fixed"]}});
-    plane.pipelines().patch("fails", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    plane
+        .pipelines()
+        .patch("fails", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     let run = plane.wait_run("fails", 2, RunPhase::Succeeded, BUILD).await;
     assert_eq!(run.trigger, Trigger::SpecChange);
     let status = plane.status("fails").await;
-    assert!(status.conditions.iter().all(|c| c.type_ != "BuildFailed"), "{:#?}", status.conditions);
+    assert!(
+        status.conditions.iter().all(|c| c.type_ != "BuildFailed"),
+        "{:#?}",
+        status.conditions
+    );
     // A new interval alone is not a build trigger.
     let patch = json!({"spec": {"interval": "20s"}});
-    plane.pipelines().patch("fails", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     plane
-        .wait_status("fails", "the new generation observed", BUILD, |s| s.observed_generation == Some(3))
+        .pipelines()
+        .patch("fails", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    plane
+        .wait_status("fails", "the new generation observed", BUILD, |s| {
+            s.observed_generation == Some(3)
+        })
         .await;
     assert_eq!(plane.status("fails").await.history.len(), 2);
     plane.shutdown().await;
@@ -225,10 +292,19 @@ async fn a_build_past_its_timeout_and_a_deleted_pod_fail_their_runs() {
 
     let gate = plane.dir().join("gate");
     let up2 = repos.create("deleted");
-    plane.apply(&pipeline_yaml("deleted", &file_url(&up2), "Forbid", &gated_build(&gate))).await;
+    plane
+        .apply(&pipeline_yaml(
+            "deleted",
+            &file_url(&up2),
+            "Forbid",
+            &gated_build(&gate),
+        ))
+        .await;
     let run = plane.wait_run("deleted", 1, RunPhase::Building, BUILD).await;
     let pods: Api<Pod> = Api::namespaced(plane.client.clone(), "default");
-    pods.delete(run.pod.as_deref().unwrap(), &DeleteParams::default()).await.unwrap();
+    pods.delete(run.pod.as_deref().unwrap(), &DeleteParams::default())
+        .await
+        .unwrap();
     let run = plane.wait_run("deleted", 1, RunPhase::Failed, BUILD).await;
     assert_eq!(run.reason.as_deref(), Some("PodDeleted"));
     assert_eq!(run.message.as_deref(), Some("Pod deleted"));
@@ -246,7 +322,9 @@ async fn repository_problems_are_conditions_and_recover_when_fixed() {
 
     // Nothing listens there.
     let closed = format!("git://127.0.0.1:{}/nothing.git", support::free_port());
-    plane.apply(&pipeline_yaml("unreachable", &closed, "Forbid", "true")).await;
+    plane
+        .apply(&pipeline_yaml("unreachable", &closed, "Forbid", "true"))
+        .await;
     let status = plane
         .wait_status("unreachable", "FetchFailed", BUILD, |s| fetch_failed(s).is_some())
         .await;
@@ -258,7 +336,9 @@ async fn repository_problems_are_conditions_and_recover_when_fixed() {
         .replace("  branch: main\n", "  branch: main\n  secretRef: {name: git-auth}\n");
     plane.apply(&yaml).await;
     let status = plane
-        .wait_status("private", "InvalidSecret", BUILD, |s| fetch_failed(s).is_some_and(|(r, _)| r == "InvalidSecret"))
+        .wait_status("private", "InvalidSecret", BUILD, |s| {
+            fetch_failed(s).is_some_and(|(r, _)| r == "InvalidSecret")
+        })
         .await;
     assert!(fetch_failed(&status).unwrap().1.contains("not found"), "{status:#?}");
     let secrets: Api<Secret> = Api::namespaced(plane.client.clone(), "default");
@@ -277,12 +357,20 @@ async fn repository_problems_are_conditions_and_recover_when_fixed() {
         .await;
     plane.wait_event("private", "FetchFailed", "AuthenticationFailed").await;
     let events = plane.events("private").await;
-    assert!(events.iter().all(|(_, n)| !n.contains("wrong")), "a credential in an Event: {events:?}");
+    assert!(
+        events.iter().all(|(_, n)| !n.contains("wrong")),
+        "a credential in an Event: {events:?}"
+    );
     let mut fixed = secret(support::http::PASSWORD);
     fixed.metadata.resource_version = secrets.get("git-auth").await.unwrap().metadata.resource_version;
-    secrets.replace("git-auth", &PostParams::default(), &fixed).await.unwrap();
+    secrets
+        .replace("git-auth", &PostParams::default(), &fixed)
+        .await
+        .unwrap();
     let status = plane
-        .wait_status("private", "built after the fix", BUILD, |s| s.built_commit.as_deref() == Some(&up.head()))
+        .wait_status("private", "built after the fix", BUILD, |s| {
+            s.built_commit.as_deref() == Some(&up.head())
+        })
         .await;
     assert!(fetch_failed(&status).is_none());
     plane.shutdown().await;
@@ -295,7 +383,9 @@ async fn force_push_is_built_and_a_deleted_branch_is_reported() {
     let repos = Repos::new();
     let up = repos.create("history");
     up.commit(&[("a", "1")], "to be rewritten");
-    plane.apply(&pipeline_yaml("history", &file_url(&up), "Forbid", "true")).await;
+    plane
+        .apply(&pipeline_yaml("history", &file_url(&up), "Forbid", "true"))
+        .await;
     plane.wait_run("history", 1, RunPhase::Succeeded, BUILD).await;
     let rewritten = up.force_push_rewrite("rewritten");
     let run = plane.wait_run("history", 2, RunPhase::Succeeded, BUILD).await;
@@ -321,7 +411,9 @@ async fn a_killed_operator_adopts_its_running_build_and_builds_nothing_twice() {
     let repos = Repos::new();
     let up = repos.create("crash");
     let gate = plane.dir().join("gate");
-    plane.apply(&pipeline_yaml("crash", &file_url(&up), "Forbid", &gated_build(&gate))).await;
+    plane
+        .apply(&pipeline_yaml("crash", &file_url(&up), "Forbid", &gated_build(&gate)))
+        .await;
     plane.wait_run("crash", 1, RunPhase::Building, BUILD).await;
     operator.kill();
     std::fs::write(&gate, "").unwrap();
@@ -331,7 +423,12 @@ async fn a_killed_operator_adopts_its_running_build_and_builds_nothing_twice() {
     let status = plane.status("crash").await;
     assert_eq!(status.history.len(), 1, "{:#?}", status.history);
     assert_eq!(plane.pods("crash").await.len(), 1, "no second Pod");
-    assert_eq!(operator.terminate().map(|s| s.code()), Some(Some(0)), "{}", operator.log());
+    assert_eq!(
+        operator.terminate().map(|s| s.code()),
+        Some(Some(0)),
+        "{}",
+        operator.log()
+    );
     plane.shutdown().await;
 }
 
@@ -341,7 +438,9 @@ async fn a_run_recorded_before_a_crash_gets_its_pod_once() {
     let repos = Repos::new();
     let up = repos.create("recorded");
     let sha = up.head();
-    let created = plane.apply(&pipeline_yaml("recorded", &file_url(&up), "Forbid", "echo recorded")).await;
+    let created = plane
+        .apply(&pipeline_yaml("recorded", &file_url(&up), "Forbid", "echo recorded"))
+        .await;
     // What the operator leaves when it dies between the status write and the Pod create: run 1 recorded
     // Pending, no Pod, and no artifact in its (fresh) store.
     let digest = support::operator::export_digest(&up, &sha).await;
@@ -357,7 +456,11 @@ async fn a_run_recorded_before_a_crash_gets_its_pod_once() {
     });
     plane
         .pipelines()
-        .patch_status("recorded", &PatchParams::default(), &Patch::Merge(&json!({"status": status})))
+        .patch_status(
+            "recorded",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": status})),
+        )
         .await
         .unwrap();
     let _operator = plane.operator();
@@ -377,7 +480,9 @@ async fn pipelines_on_one_repository_share_one_probe_and_a_quiet_poll_writes_not
     let up = repos.create("shared");
     let daemon = GitDaemon::start(&repos.root());
     for name in ["one", "two"] {
-        plane.apply(&pipeline_yaml(name, &daemon.url("shared"), "Forbid", "true")).await;
+        plane
+            .apply(&pipeline_yaml(name, &daemon.url("shared"), "Forbid", "true"))
+            .await;
     }
     for name in ["one", "two"] {
         plane.wait_run(name, 1, RunPhase::Succeeded, BUILD).await;
@@ -390,10 +495,17 @@ async fn pipelines_on_one_repository_share_one_probe_and_a_quiet_poll_writes_not
     // A measurement window of three 10s intervals with nothing pushed.
     tokio::time::sleep(Duration::from_secs(31)).await;
     let probes = daemon.upload_pack_requests() - requests_before;
-    assert!((2..=4).contains(&probes), "{probes} probes in 3 intervals for 2 Pipelines on one repository");
+    assert!(
+        (2..=4).contains(&probes),
+        "{probes} probes in 3 intervals for 2 Pipelines on one repository"
+    );
     for (name, old) in ["one", "two"].into_iter().zip(before) {
         let now = plane.pipelines().get(name).await.unwrap();
-        assert_eq!(now.resource_version(), old.unwrap().resource_version(), "{name} was written by a quiet poll");
+        assert_eq!(
+            now.resource_version(),
+            old.unwrap().resource_version(),
+            "{name} was written by a quiet poll"
+        );
     }
     let events_after = plane.events("one").await.len() + plane.events("two").await.len();
     assert_eq!(events_after, events_before);
@@ -408,11 +520,16 @@ async fn an_invalid_pipeline_stalls_without_disturbing_others() {
     let repos = Repos::new();
     let up = repos.create("good");
     // The CRD schema cannot see that this is not a valid cron expression; the controller does.
-    let bad = pipeline_yaml("bad", &file_url(&up), "Forbid", "true").replace("interval: 10s", "schedule: \"61 * * * *\"");
+    let bad =
+        pipeline_yaml("bad", &file_url(&up), "Forbid", "true").replace("interval: 10s", "schedule: \"61 * * * *\"");
     plane.apply(&bad).await;
-    plane.apply(&pipeline_yaml("good", &file_url(&up), "Forbid", "true")).await;
+    plane
+        .apply(&pipeline_yaml("good", &file_url(&up), "Forbid", "true"))
+        .await;
     let status = plane
-        .wait_status("bad", "Stalled", BUILD, |s| s.conditions.iter().any(|c| c.type_ == "Stalled"))
+        .wait_status("bad", "Stalled", BUILD, |s| {
+            s.conditions.iter().any(|c| c.type_ == "Stalled")
+        })
         .await;
     let stalled = status.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
     assert_eq!(stalled.reason, "InvalidSpec");

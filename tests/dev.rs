@@ -281,18 +281,28 @@ fn bare_dev_builds_the_demo_repository_and_each_new_commit() {
     }
     let banner = banner.join("\n");
     assert!(banner.contains("operator: running"), "{banner}");
-    assert!(banner.contains("applied: pipeline.delivery.inge.4pr.es/demo created"), "{banner}");
+    assert!(
+        banner.contains("applied: pipeline.delivery.inge.4pr.es/demo created"),
+        "{banner}"
+    );
     let repo = dev.state_dir.canonicalize().unwrap().join("demo");
     let hint = format!("git -C {} commit --allow-empty", repo.display());
     assert!(banner.contains(&hint), "{banner}");
     // One line per run Event, each naming the Pipeline, run, short commit and version.
     let first = dev.line_containing("run 1 (commit");
-    assert!(first.starts_with("default/demo: run 1") && first.contains("version 0.1) started"), "{first}");
+    assert!(
+        first.starts_with("default/demo: run 1") && first.contains("version 0.1) started"),
+        "{first}"
+    );
     let succeeded = dev.line_containing("succeeded");
     assert!(succeeded.starts_with("default/demo: run 1"), "{succeeded}");
 
     // A user's commit in the demo repository is built at the next poll.
-    support::run("git", &["commit", "-q", "--allow-empty", "-m", "my first change"], &repo);
+    support::run(
+        "git",
+        &["commit", "-q", "--allow-empty", "-m", "my first change"],
+        &repo,
+    );
     let sha = support::run("git", &["rev-parse", "--short=7", "HEAD"], &repo);
     let started = dev.line_containing("run 2 (commit");
     assert!(started.contains(sha.trim()), "{started} should name {sha}");

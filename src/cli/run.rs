@@ -39,7 +39,11 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "cdkube-system")]
     operator_namespace: String,
     /// Secret holding the artifact URL signing key (created if absent).
-    #[arg(long, env = "CDKUBE_SIGNING_KEY_SECRET", default_value = "cdkube-artifact-signing-key")]
+    #[arg(
+        long,
+        env = "CDKUBE_SIGNING_KEY_SECRET",
+        default_value = "cdkube-artifact-signing-key"
+    )]
     signing_key_secret: String,
     /// Read the signing key from this file instead (created 0600 if absent).
     #[arg(long, env = "CDKUBE_SIGNING_KEY_FILE", conflicts_with = "signing_key_secret")]
@@ -104,7 +108,9 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
             .await
             .map_err(|e| format!("no Kubernetes configuration (in-cluster or KUBECONFIG): {e}"))?;
         let stop = controller::shutdown_signal().map_err(|e| format!("installing signal handlers: {e}"))?;
-        controller::run(client, args.options(), stop).await.map_err(|e| e.to_string())
+        controller::run(client, args.options(), stop)
+            .await
+            .map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

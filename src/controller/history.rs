@@ -123,7 +123,10 @@ pub fn spec_digest(spec: &PipelineSpec) -> String {
         spec.target_name,
         spec.target_version,
     ]);
-    format!("sha256:{}", hex::encode(Sha256::digest(relevant.to_string().as_bytes())))
+    format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(relevant.to_string().as_bytes()))
+    )
 }
 
 /// Whether `head` is a new trigger against `status`: a manual request, a head with no run recorded for it
@@ -143,13 +146,34 @@ pub fn trigger(status: &PipelineStatus, head: &Head, spec_digest: &str, manual: 
 
 /// The status after an invalid spec: Stalled, not Ready, phase Error, and one Warning Event when the
 /// message is new.
-pub fn invalid(old: &PipelineStatus, generation: Option<i64>, message: &str, now: &Time) -> (PipelineStatus, Vec<Note>) {
+pub fn invalid(
+    old: &PipelineStatus,
+    generation: Option<i64>,
+    message: &str,
+    now: &Time,
+) -> (PipelineStatus, Vec<Note>) {
     let mut status = old.clone();
     status.observed_generation = generation;
     status.phase = Some(PipelinePhase::Error);
     let conds = &mut status.conditions;
-    let is_new = conditions::set_condition(conds, conditions::STALLED, ConditionStatus::True, reason::INVALID_SPEC, message, generation, now);
-    conditions::set_condition(conds, conditions::READY, ConditionStatus::False, reason::INVALID_SPEC, message, generation, now);
+    let is_new = conditions::set_condition(
+        conds,
+        conditions::STALLED,
+        ConditionStatus::True,
+        reason::INVALID_SPEC,
+        message,
+        generation,
+        now,
+    );
+    conditions::set_condition(
+        conds,
+        conditions::READY,
+        ConditionStatus::False,
+        reason::INVALID_SPEC,
+        message,
+        generation,
+        now,
+    );
     conditions::remove_condition(conds, conditions::RECONCILING);
     let notes = is_new
         .then(|| Note {
@@ -201,7 +225,10 @@ fn is_open(run: &Run) -> bool {
 }
 
 fn describe(run: &Run) -> String {
-    format!("run {} (commit {}, version {})", run.run, run.short_commit, run.target_version)
+    format!(
+        "run {} (commit {}, version {})",
+        run.run, run.short_commit, run.target_version
+    )
 }
 
 impl Plan {
@@ -244,7 +271,13 @@ impl Plan {
             PodPhase::Running => run.phase = RunPhase::Building,
             PodPhase::Succeeded => {
                 let at = pod.finished.clone().unwrap_or_else(|| now.clone());
-                self.finish(i, RunPhase::Succeeded, reason::SUCCEEDED, "the build succeeded".into(), &at);
+                self.finish(
+                    i,
+                    RunPhase::Succeeded,
+                    reason::SUCCEEDED,
+                    "the build succeeded".into(),
+                    &at,
+                );
             }
             PodPhase::Failed => {
                 let at = pod.finished.clone().unwrap_or_else(|| now.clone());
@@ -307,7 +340,9 @@ impl Plan {
         }
         let verb = match phase {
             RunPhase::Succeeded => "succeeded".to_owned(),
-            RunPhase::Cancelled | RunPhase::Skipped => format!("{}: {message}", event.trim_start_matches("Build").to_lowercase()),
+            RunPhase::Cancelled | RunPhase::Skipped => {
+                format!("{}: {message}", event.trim_start_matches("Build").to_lowercase())
+            }
             _ => format!("failed: {message}"),
         };
         self.notes.push(Note {
@@ -454,7 +489,7 @@ impl Plan {
 
     /// Keeps the newest `limit` runs (and every open one); finished Pods of dropped runs are deleted.
     fn trim_history(&mut self, limit: usize, obs: &Observation) {
-        self.status.history.sort_by(|a, b| b.run.cmp(&a.run));
+        self.status.history.sort_by_key(|r| std::cmp::Reverse(r.run));
         let mut kept = 0;
         self.status.history.retain(|r| {
             kept += 1;
@@ -501,7 +536,14 @@ impl Plan {
         let (generation, now) = (obs.generation, &obs.now);
         let failed = last.filter(|r| r.phase == RunPhase::Failed).map(|run| {
             let why = run.reason.clone().unwrap_or_else(|| reason::BUILD_FAILED.into());
-            (why, format!("{} failed: {}", describe(run), run.message.as_deref().unwrap_or("unknown")))
+            (
+                why,
+                format!(
+                    "{} failed: {}",
+                    describe(run),
+                    run.message.as_deref().unwrap_or("unknown")
+                ),
+            )
         });
         let fetch = obs.fetch_error.as_ref().map(|p| (p.reason.clone(), p.message.clone()));
         let progress = match open {
@@ -555,7 +597,11 @@ impl Plan {
 
 /// Ready summarises the others: False for a repository problem or a failed newest build, Unknown while
 /// building or waiting, True once the newest finished build succeeded.
-fn ready(fetch: Option<&FetchProblem>, progress: Option<&str>, last: Option<&Run>) -> (ConditionStatus, String, String) {
+fn ready(
+    fetch: Option<&FetchProblem>,
+    progress: Option<&str>,
+    last: Option<&Run>,
+) -> (ConditionStatus, String, String) {
     if let Some(p) = fetch {
         return (ConditionStatus::False, p.reason.clone(), p.message.clone());
     }
@@ -566,14 +612,25 @@ fn ready(fetch: Option<&FetchProblem>, progress: Option<&str>, last: Option<&Run
         Some(run) if run.phase == RunPhase::Succeeded => (
             ConditionStatus::True,
             reason::SUCCEEDED.into(),
-            format!("built commit {} (version {}) in run {}", run.short_commit, run.target_version, run.run),
+            format!(
+                "built commit {} (version {}) in run {}",
+                run.short_commit, run.target_version, run.run
+            ),
         ),
         Some(run) => (
             ConditionStatus::False,
             run.reason.clone().unwrap_or_else(|| reason::BUILD_FAILED.into()),
-            format!("{} failed: {}", describe(run), run.message.as_deref().unwrap_or("unknown")),
+            format!(
+                "{} failed: {}",
+                describe(run),
+                run.message.as_deref().unwrap_or("unknown")
+            ),
         ),
-        None => (ConditionStatus::Unknown, reason::PROGRESSING.into(), "no build has finished yet".into()),
+        None => (
+            ConditionStatus::Unknown,
+            reason::PROGRESSING.into(),
+            "no build has finished yet".into(),
+        ),
     }
 }
 
@@ -661,7 +718,11 @@ mod tests {
     }
 
     fn phases(status: &PipelineStatus) -> Vec<(i64, &str, RunPhase)> {
-        status.history.iter().map(|r| (r.run, &r.commit[..3], r.phase)).collect()
+        status
+            .history
+            .iter()
+            .map(|r| (r.run, &r.commit[..3], r.phase))
+            .collect()
     }
 
     fn cond<'a>(status: &'a PipelineStatus, type_: &str) -> Option<(&'a str, &'a str)> {
@@ -690,12 +751,18 @@ mod tests {
         assert_eq!(p.create[0].pod.as_deref(), Some("app-1-1111111"));
         assert_eq!(p.status.current_run, Some(1));
         assert_eq!(p.status.phase, Some(PipelinePhase::Building));
-        assert_eq!(p.status.latest_revision.as_deref(), Some(format!("main@sha1:{SHA1}").as_str()));
+        assert_eq!(
+            p.status.latest_revision.as_deref(),
+            Some(format!("main@sha1:{SHA1}").as_str())
+        );
         assert_eq!(p.status.history[0].trigger, Trigger::Poll);
         assert_eq!(p.status.artifact.as_ref().unwrap().digest, source(SHA1).digest);
         assert_eq!(p.notes[0].reason, reason::BUILD_STARTED);
         assert!(p.notes[0].message.contains("1111111"), "{}", p.notes[0].message);
-        assert_eq!(cond(&p.status, conditions::READY), Some(("Unknown", reason::PROGRESSING)));
+        assert_eq!(
+            cond(&p.status, conditions::READY),
+            Some(("Unknown", reason::PROGRESSING))
+        );
     }
 
     #[test]
@@ -752,10 +819,20 @@ mod tests {
             assert_eq!(run.phase, case.run_phase, "{}", case.name);
             assert_eq!(run.reason.as_deref(), Some(case.run_reason), "{}", case.name);
             assert_eq!(p.status.phase, Some(case.pipeline_phase), "{}", case.name);
-            assert_eq!(cond(&p.status, conditions::READY).unwrap().0, case.ready, "{}", case.name);
+            assert_eq!(
+                cond(&p.status, conditions::READY).unwrap().0,
+                case.ready,
+                "{}",
+                case.name
+            );
             assert_eq!(p.status.built_short_commit.as_deref(), case.built, "{}", case.name);
             assert_eq!(p.status.current_run, None, "{}", case.name);
-            assert_eq!(p.notes.iter().map(|n| n.reason).collect::<Vec<_>>(), vec![case.event], "{}", case.name);
+            assert_eq!(
+                p.notes.iter().map(|n| n.reason).collect::<Vec<_>>(),
+                vec![case.event],
+                "{}",
+                case.name
+            );
             assert!(p.create.is_empty(), "{}", case.name);
         }
     }
@@ -787,11 +864,20 @@ mod tests {
         let spec = spec(ConcurrencyPolicy::Forbid);
         let recorded = step(&spec, &PipelineStatus::default(), obs(&spec, Some(SHA1), 0)).status;
         let mut o = obs(&spec, Some(SHA1), 3);
-        o.create_failures.insert("app-1-1111111".into(), "spec.containers[0].image: Required value".into());
+        o.create_failures.insert(
+            "app-1-1111111".into(),
+            "spec.containers[0].image: Required value".into(),
+        );
         let p = plan(&spec, &recorded, &o);
         assert_eq!(p.status.history[0].phase, RunPhase::Failed);
         assert_eq!(p.status.history[0].reason.as_deref(), Some(reason::POD_CREATE_FAILED));
-        assert!(p.status.history[0].message.as_deref().unwrap().contains("Required value"));
+        assert!(
+            p.status.history[0]
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("Required value")
+        );
     }
 
     #[test]
@@ -803,7 +889,10 @@ mod tests {
         let waiting = step(&spec, &status, o.clone());
         assert_eq!(phases(&waiting.status), vec![(1, "111", RunPhase::Building)]);
         assert!(waiting.create.is_empty());
-        assert_eq!(waiting.status.latest_revision.as_deref(), Some(head(SHA2).revision().as_str()));
+        assert_eq!(
+            waiting.status.latest_revision.as_deref(),
+            Some(head(SHA2).revision().as_str())
+        );
 
         o.head = Some(head(SHA3));
         let skipped = step(&spec, &waiting.status, o.clone());
@@ -832,7 +921,10 @@ mod tests {
         let mut o = obs(&spec, Some(SHA2), 5);
         o.pods = vec![pod(&status.history[0], PodPhase::Running, 1)];
         let p = step(&spec, &status, o);
-        assert_eq!(phases(&p.status), vec![(2, "222", RunPhase::Pending), (1, "111", RunPhase::Cancelled)]);
+        assert_eq!(
+            phases(&p.status),
+            vec![(2, "222", RunPhase::Pending), (1, "111", RunPhase::Cancelled)]
+        );
         assert_eq!(p.delete, vec!["app-1-1111111".to_owned()]);
         assert_eq!(p.create.iter().map(|r| r.run).collect::<Vec<_>>(), vec![2]);
         let reasons: Vec<_> = p.notes.iter().map(|n| n.reason).collect();
@@ -845,7 +937,10 @@ mod tests {
         let mut o = obs(&spec, Some(SHA2), 5);
         o.pods = vec![pod(&status.history[0], PodPhase::Running, 1)];
         let p = step(&spec, &status, o);
-        assert_eq!(phases(&p.status), vec![(2, "222", RunPhase::Pending), (1, "111", RunPhase::Building)]);
+        assert_eq!(
+            phases(&p.status),
+            vec![(2, "222", RunPhase::Pending), (1, "111", RunPhase::Building)]
+        );
         assert!(p.delete.is_empty());
         assert_eq!(p.status.current_run, Some(2));
     }
@@ -948,8 +1043,14 @@ mod tests {
         });
         let p = plan(&spec, &PipelineStatus::default(), &o);
         assert_eq!(p.status.phase, Some(PipelinePhase::Error));
-        assert_eq!(cond(&p.status, conditions::FETCH_FAILED), Some(("True", "AuthenticationFailed")));
-        assert_eq!(cond(&p.status, conditions::READY), Some(("False", "AuthenticationFailed")));
+        assert_eq!(
+            cond(&p.status, conditions::FETCH_FAILED),
+            Some(("True", "AuthenticationFailed"))
+        );
+        assert_eq!(
+            cond(&p.status, conditions::READY),
+            Some(("False", "AuthenticationFailed"))
+        );
         assert_eq!(p.notes.len(), 1);
         let again = plan(&spec, &p.status, &o);
         assert!(again.notes.is_empty(), "the same problem is not reported twice");

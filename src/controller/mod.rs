@@ -111,7 +111,8 @@ impl Context {
     }
 
     fn remember_refusal(&self, pipeline: &Pipeline, pod: String, message: String) {
-        self.refusals().insert((pipeline.uid().unwrap_or_default(), pod), message);
+        self.refusals()
+            .insert((pipeline.uid().unwrap_or_default(), pod), message);
     }
 
     /// Refused Pods of `pipeline`, by name. Taken, not copied: once the run is failed, they are done.
@@ -154,14 +155,19 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), StartError> {
     let pipelines = pipeline_api(&client, options.namespace.as_deref());
-    pipelines.list(&ListParams::default().limit(1)).await.map_err(StartError::Crd)?;
+    pipelines
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(StartError::Crd)?;
     let addr = options.artifact_listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Listen { addr, source })?;
     let mut options = options;
     if options.artifact_url.is_empty() {
-        let bound = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| StartError::Listen { addr, source })?;
         options.artifact_url = format!("http://{bound}");
     }
     let (ctx, events) = context(client.clone(), options).await?;
@@ -195,7 +201,10 @@ fn pipeline_api(client: &Client, namespace: Option<&str>) -> Api<Pipeline> {
 
 /// Builds the shared context (git engine, poller, artifact store and signing key, Event recorder) and
 /// the receiver of the poller's events.
-async fn context(client: Client, options: Options) -> Result<(Context, mpsc::UnboundedReceiver<PollEvent>), StartError> {
+async fn context(
+    client: Client,
+    options: Options,
+) -> Result<(Context, mpsc::UnboundedReceiver<PollEvent>), StartError> {
     let mut engine_options = EngineOptions::new(options.storage_dir.join("git"));
     engine_options.max_concurrency = options.probe_concurrency.max(1);
     let engine = Engine::new(engine_options)?;
@@ -248,7 +257,9 @@ async fn controller(
     let deadline = async move {
         stopped.await;
         // Before the caches are filled no reconcile can be running: a stop then needs no grace.
-        let ready = tokio::time::timeout(Duration::ZERO, store.wait_until_ready()).await.is_ok();
+        let ready = tokio::time::timeout(Duration::ZERO, store.wait_until_ready())
+            .await
+            .is_ok();
         if ready {
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         }
@@ -298,7 +309,9 @@ fn split_shutdown(
 
 /// The poller's events as Pipeline references: every subscriber of a key whose head changed, whose probe
 /// failed or recovered.
-fn poll_triggers(events: mpsc::UnboundedReceiver<PollEvent>) -> impl futures::Stream<Item = ObjectRef<Pipeline>> + Send {
+fn poll_triggers(
+    events: mpsc::UnboundedReceiver<PollEvent>,
+) -> impl futures::Stream<Item = ObjectRef<Pipeline>> + Send {
     futures::stream::unfold(events, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) }).flat_map(|event| {
         let subscribers = match event {
             PollEvent::HeadChanged { subscribers, .. }
@@ -325,13 +338,15 @@ async fn housekeeping(ctx: Arc<Context>) {
     loop {
         tokio::time::sleep(HOUSEKEEPING).await;
         for id in ctx.poller.subscriptions() {
-            let Some((namespace, name)) = id.split_once('/') else { continue };
+            let Some((namespace, name)) = id.split_once('/') else {
+                continue;
+            };
             if store.get(&ObjectRef::new(name).within(namespace)).is_none() {
                 ctx.poller.unsubscribe(&id);
             }
         }
         ticks += 1;
-        if ticks % PRUNE_EVERY == 0 {
+        if ticks.is_multiple_of(PRUNE_EVERY) {
             prune(&ctx, &store);
         }
     }
@@ -354,7 +369,9 @@ fn prune(ctx: &Context, store: &Store<Pipeline>) {
         })
         .collect();
     match artifact::prune(&ctx.store, &keep, PRUNE_MIN_AGE) {
-        Ok(report) if report.removed > 0 => tracing::info!("pruned {} artifacts ({} bytes)", report.removed, report.bytes_freed),
+        Ok(report) if report.removed > 0 => {
+            tracing::info!("pruned {} artifacts ({} bytes)", report.removed, report.bytes_freed)
+        }
         Ok(_) => {}
         Err(e) => tracing::warn!("pruning artifacts: {e}"),
     }

@@ -68,7 +68,11 @@ pub fn pod_name(pipeline: &str, run: i64, short: &str) -> String {
     }
     let suffix = format!("-{}-{run}-{short}", hash8(pipeline));
     let room = MAX_LABEL.saturating_sub(suffix.len());
-    let prefix: String = pipeline.chars().take(room).map(|c| if c == '.' { '-' } else { c }).collect();
+    let prefix: String = pipeline
+        .chars()
+        .take(room)
+        .map(|c| if c == '.' { '-' } else { c })
+        .collect();
     format!("{}{suffix}", prefix.trim_end_matches('-'))
 }
 
@@ -323,7 +327,10 @@ fn failure(
     use crate::api::conditions::reason;
     if pod_reason == Some(reason::DEADLINE_EXCEEDED) {
         let after = humantime::format_duration(timeout);
-        return (Some(reason::DEADLINE_EXCEEDED.into()), Some(format!("DeadlineExceeded after {after}")));
+        return (
+            Some(reason::DEADLINE_EXCEEDED.into()),
+            Some(format!("DeadlineExceeded after {after}")),
+        );
     }
     for (status, init) in inits.iter().map(|s| (s, true)).chain(mains.iter().map(|s| (s, false))) {
         let Some(term) = status.state.as_ref().and_then(|s| s.terminated.as_ref()) else {
@@ -337,7 +344,11 @@ fn failure(
         if let Some(detail) = term.message.as_deref().filter(|m| !m.is_empty()) {
             message.push_str(&format!(": {}", detail.trim()));
         }
-        let why = if init { reason::SOURCE_FETCH_FAILED } else { reason::BUILD_FAILED };
+        let why = if init {
+            reason::SOURCE_FETCH_FAILED
+        } else {
+            reason::BUILD_FAILED
+        };
         return (Some(why.into()), Some(message));
     }
     let why = pod_reason.unwrap_or(reason::BUILD_FAILED).to_owned();
@@ -355,7 +366,11 @@ fn waiting(
         .iter()
         .chain(mains)
         .filter_map(|s| s.state.as_ref()?.waiting.as_ref())
-        .find(|w| w.reason.as_deref().is_some_and(|r| r != "PodInitializing" && r != "ContainerCreating"));
+        .find(|w| {
+            w.reason
+                .as_deref()
+                .is_some_and(|r| r != "PodInitializing" && r != "ContainerCreating")
+        });
     if let Some(w) = waiting {
         return (w.reason.clone(), w.message.clone());
     }
@@ -417,7 +432,8 @@ mod tests {
     fn is_dns_label(s: &str) -> bool {
         !s.is_empty()
             && s.len() <= 63
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-')
             && !s.ends_with('-')
     }
@@ -452,7 +468,10 @@ mod tests {
                 assert_eq!(name, expected);
             }
         }
-        assert_ne!(pod_name(long, 3, "0123456"), pod_name(&format!("{long}x"), 3, "0123456"));
+        assert_ne!(
+            pod_name(long, 3, "0123456"),
+            pod_name(&format!("{long}x"), 3, "0123456")
+        );
     }
 
     #[test]
@@ -538,16 +557,16 @@ mod tests {
             }),
             ..Default::default()
         };
-        let (reason, message) = failure(None, None, &[exited("fetch-source", 0)], &[exited("build", 3)], Duration::ZERO);
+        let (reason, message) = failure(
+            None,
+            None,
+            &[exited("fetch-source", 0)],
+            &[exited("build", 3)],
+            Duration::ZERO,
+        );
         assert_eq!(reason.as_deref(), Some("BuildFailed"));
         assert_eq!(message.as_deref(), Some("exit code 3 in container build"));
-        let (reason, message) = failure(
-            Some("DeadlineExceeded"),
-            None,
-            &[],
-            &[],
-            Duration::from_secs(1800),
-        );
+        let (reason, message) = failure(Some("DeadlineExceeded"), None, &[], &[], Duration::from_secs(1800));
         assert_eq!(reason.as_deref(), Some("DeadlineExceeded"));
         assert_eq!(message.as_deref(), Some("DeadlineExceeded after 30m"));
         let (reason, _) = failure(None, None, &[exited("fetch-source", 1)], &[], Duration::ZERO);

@@ -110,12 +110,7 @@ async fn list_pods(ctx: &Context, pipeline: &Pipeline) -> Result<Vec<PodView>, E
 
 /// The source step: subscribe to the poller (or leave it, when suspended) and read the head it knows;
 /// a manual request probes at once. Returns the remote for a fetch, unless the credentials failed.
-async fn sense(
-    ctx: &Context,
-    pipeline: &Pipeline,
-    id: &str,
-    obs: &mut Observation,
-) -> Option<crate::git::RemoteSpec> {
+async fn sense(ctx: &Context, pipeline: &Pipeline, id: &str, obs: &mut Observation) -> Option<crate::git::RemoteSpec> {
     if pipeline.spec.suspended() {
         ctx.poller.unsubscribe(id);
         return None;
@@ -173,7 +168,12 @@ async fn apply(ctx: &Context, pipeline: &Pipeline, old: &PipelineStatus, plan: P
 
 /// Replaces the status (PUT on the status subresource, with the resourceVersion read: a stale writer gets
 /// 409 and retries). Nothing is sent when the status is unchanged.
-async fn write_status(ctx: &Context, pipeline: &Pipeline, old: &PipelineStatus, status: PipelineStatus) -> Result<(), Error> {
+async fn write_status(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    old: &PipelineStatus,
+    status: PipelineStatus,
+) -> Result<(), Error> {
     if status == *old {
         return Ok(());
     }
@@ -181,7 +181,10 @@ async fn write_status(ctx: &Context, pipeline: &Pipeline, old: &PipelineStatus, 
     let mut object = pipeline.clone();
     object.metadata.managed_fields = None;
     object.status = Some(status);
-    match api.replace_status(&pipeline.name_any(), &PostParams::default(), &object).await {
+    match api
+        .replace_status(&pipeline.name_any(), &PostParams::default(), &object)
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 409 => Err(Error::Conflict),
         Err(e) => Err(e.into()),

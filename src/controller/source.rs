@@ -108,7 +108,12 @@ pub(crate) struct Rebuilder {
 }
 
 impl crate::artifact::Rebuild for Rebuilder {
-    fn rebuild(&self, namespace: String, pipeline: String, commit: String) -> BoxFuture<'static, Result<String, String>> {
+    fn rebuild(
+        &self,
+        namespace: String,
+        pipeline: String,
+        commit: String,
+    ) -> BoxFuture<'static, Result<String, String>> {
         let ctx = Arc::clone(&self.ctx);
         Box::pin(async move {
             let reference = ObjectRef::<Pipeline>::new(&pipeline).within(&namespace);

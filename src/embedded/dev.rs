@@ -280,7 +280,9 @@ fn banner(server: &str, kubeconfig: &Path, applied: &[Applied], operator: bool, 
     for a in applied {
         out.push_str(&format!("applied: {a}\n"));
     }
-    out.push_str(&format!("\nTry:\n  export KUBECONFIG={kc}\n  kubectl get pipelines -w\n"));
+    out.push_str(&format!(
+        "\nTry:\n  export KUBECONFIG={kc}\n  kubectl get pipelines -w\n"
+    ));
     match demo {
         Some(repo) => out.push_str(&format!(
             "  kubectl describe pipeline demo\n\
@@ -326,12 +328,24 @@ fn demo_repository(state_dir: &Path) -> Result<PathBuf, Error> {
         return Ok(repo);
     }
     std::fs::create_dir_all(&repo).map_err(|e| Error::Demo(e.to_string()))?;
-    std::fs::write(repo.join("README.md"), "# demo\n\nEvery commit here is built by `cdkube dev`.\n")
-        .map_err(|e| Error::Demo(e.to_string()))?;
+    std::fs::write(
+        repo.join("README.md"),
+        "# demo\n\nEvery commit here is built by `cdkube dev`.\n",
+    )
+    .map_err(|e| Error::Demo(e.to_string()))?;
     for args in [
         &["init", "--quiet", "--initial-branch=main"][..],
         &["add", "README.md"],
-        &["-c", "user.name=cdkube", "-c", "user.email=cdkube@localhost", "commit", "--quiet", "-m", "demo: first commit"],
+        &[
+            "-c",
+            "user.name=cdkube",
+            "-c",
+            "user.email=cdkube@localhost",
+            "commit",
+            "--quiet",
+            "-m",
+            "demo: first commit",
+        ],
     ] {
         let status = std::process::Command::new("git")
             .args(args)
@@ -478,7 +492,13 @@ pub async fn run(opts: DevOptions) -> Result<(), Error> {
     let text = if opts.print_kubeconfig_path {
         format!("{}\n", plane.kubeconfig_path().display())
     } else {
-        banner(&plane.url(), plane.kubeconfig_path(), &applied.0, opts.operator, applied.1.as_deref())
+        banner(
+            &plane.url(),
+            plane.kubeconfig_path(),
+            &applied.0,
+            opts.operator,
+            applied.1.as_deref(),
+        )
     };
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
     stop.wait().await;

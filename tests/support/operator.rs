@@ -74,7 +74,13 @@ impl Plane {
     }
 
     /// Waits until Pipeline `name`'s status satisfies `ok`, and returns it; panics with the last status.
-    pub async fn wait_status(&self, name: &str, what: &str, timeout: Duration, ok: impl Fn(&PipelineStatus) -> bool) -> PipelineStatus {
+    pub async fn wait_status(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(&PipelineStatus) -> bool,
+    ) -> PipelineStatus {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let status = self.status(name).await;
@@ -102,14 +108,21 @@ impl Plane {
     pub async fn pods(&self, name: &str) -> Vec<Pod> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), "default");
         let selector = format!("delivery.inge.4pr.es/pipeline={name}");
-        api.list(&ListParams::default().labels(&selector)).await.expect("list Pods").items
+        api.list(&ListParams::default().labels(&selector))
+            .await
+            .expect("list Pods")
+            .items
     }
 
     /// (reason, note) of the Events on Pipeline `name`, oldest first.
     pub async fn events(&self, name: &str) -> Vec<(String, String)> {
         let api: Api<Event> = Api::namespaced(self.client.clone(), "default");
         let selector = format!("involvedObject.name={name},involvedObject.kind=Pipeline");
-        let mut events = api.list(&ListParams::default().fields(&selector)).await.expect("list Events").items;
+        let mut events = api
+            .list(&ListParams::default().fields(&selector))
+            .await
+            .expect("list Events")
+            .items;
         events.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
         events
             .into_iter()
@@ -122,7 +135,10 @@ impl Plane {
     pub async fn wait_event(&self, name: &str, reason: &str, text: &str) {
         let what = format!("Event {reason} mentioning {text:?} on {name}");
         wait_until(&what, Duration::from_secs(30), || async {
-            self.events(name).await.iter().any(|(r, n)| r == reason && n.contains(text))
+            self.events(name)
+                .await
+                .iter()
+                .any(|(r, n)| r == reason && n.contains(text))
         })
         .await;
     }
@@ -165,7 +181,13 @@ impl Operator {
             .open(&self.log)
             .expect("operator log");
         let child = Command::new(env!("CARGO_BIN_EXE_cdkube"))
-            .args(["run", "--allow-local-repos", "--artifact-listen", "127.0.0.1:0", "--storage-dir"])
+            .args([
+                "run",
+                "--allow-local-repos",
+                "--artifact-listen",
+                "127.0.0.1:0",
+                "--storage-dir",
+            ])
             .arg(&self.storage)
             .arg("--signing-key-file")
             .arg(self.storage.join("signing-key"))
@@ -260,5 +282,9 @@ pub async fn export_digest(up: &super::Upstream, sha: &str) -> String {
     let url = format!("file://{}", up.bare_path());
     let spec = cdkube::git::RemoteSpec::new(&url, Some("main"), cdkube::git::Credentials::none(), true).expect("spec");
     engine.fetch(&spec).await.expect("fetch");
-    engine.export(&spec, sha, &dir.path().join("out.tar.gz")).await.expect("export").digest
+    engine
+        .export(&spec, sha, &dir.path().join("out.tar.gz"))
+        .await
+        .expect("export")
+        .digest
 }
