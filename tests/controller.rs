@@ -547,3 +547,64 @@ fn fetch_failed(status: &cdkube::api::PipelineStatus) -> Option<(String, String)
         .find(|c| c.type_ == "FetchFailed" && c.status == "True")
         .map(|c| (c.reason.clone(), c.message.clone()))
 }
+
+/// Every request the operator makes, and the RBAC in deploy/ that must allow it (a real kube-apiserver
+/// answers 403 otherwise; the embedded one does not authorise).
+#[test]
+fn deploy_rbac_allows_every_request_the_operator_makes() {
+    struct Request {
+        group: &'static str,
+        resource: &'static str,
+        verb: &'static str,
+        /// `ClusterRole` for requests in any namespace, `Role` for the operator's own namespace.
+        role: &'static str,
+    }
+    let request = |group, resource, verb, role| Request {
+        group,
+        resource,
+        verb,
+        role,
+    };
+    let requests = [
+        // The Controller's watch of Pipelines, and the status write (PUT with resourceVersion).
+        request("delivery.inge.4pr.es", "pipelines", "list", "ClusterRole"),
+        request("delivery.inge.4pr.es", "pipelines", "watch", "ClusterRole"),
+        request("delivery.inge.4pr.es", "pipelines/status", "update", "ClusterRole"),
+        // Builder Pods: owned with blockOwnerDeletion (OwnerReferencesPermissionEnforcement).
+        request("delivery.inge.4pr.es", "pipelines/finalizers", "update", "ClusterRole"),
+        request("", "pods", "create", "ClusterRole"),
+        request("", "pods", "list", "ClusterRole"),
+        request("", "pods", "watch", "ClusterRole"),
+        request("", "pods", "delete", "ClusterRole"),
+        // kube-runtime's Recorder creates events.k8s.io Events and patches a repeated one.
+        request("events.k8s.io", "events", "create", "ClusterRole"),
+        request("events.k8s.io", "events", "patch", "ClusterRole"),
+        // Credentials Secrets named by Pipelines.
+        request("", "secrets", "get", "ClusterRole"),
+        // The artifact signing key in the operator's namespace.
+        request("", "secrets", "create", "Role"),
+    ];
+    let text = std::fs::read_to_string(support::fixtures::repo_root().join("deploy/rbac.yaml")).unwrap();
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    for r in requests {
+        let allowed = docs.iter().filter(|d| d["kind"].as_str() == Some(r.role)).any(|role| {
+            role["rules"].as_sequence().into_iter().flatten().any(|rule| {
+                let has = |key: &str, want: &str| {
+                    rule[key]
+                        .as_sequence()
+                        .into_iter()
+                        .flatten()
+                        .any(|v| v.as_str() == Some(want))
+                };
+                has("apiGroups", r.group) && has("resources", r.resource) && has("verbs", r.verb)
+            })
+        });
+        assert!(
+            allowed,
+            "deploy/rbac.yaml: no {} rule allows {} {}/{}",
+            r.role, r.verb, r.group, r.resource
+        );
+    }
+}
