@@ -405,6 +405,54 @@ async fn force_push_is_built_and_a_deleted_branch_is_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_holds_builds_and_requested_at_builds_at_once() {
+    let plane = Plane::start().await;
+    let _operator = plane.operator();
+    let repos = Repos::new();
+    let up = repos.create("held");
+    plane
+        .apply(&pipeline_yaml("held", &file_url(&up), "Forbid", "true"))
+        .await;
+    plane.wait_run("held", 1, RunPhase::Succeeded, BUILD).await;
+
+    let suspend = |on: bool| json!({"spec": {"suspend": on}});
+    let api = plane.pipelines();
+    api.patch("held", &PatchParams::default(), &Patch::Merge(&suspend(true)))
+        .await
+        .unwrap();
+    plane
+        .wait_status("held", "Suspended", BUILD, |s| {
+            s.phase == Some(cdkube::api::PipelinePhase::Suspended)
+        })
+        .await;
+    let pushed = up.commit(&[("b", "1")], "while suspended");
+    // Two poll intervals pass without a build: the operator probes nothing for a suspended Pipeline.
+    tokio::time::sleep(Duration::from_secs(21)).await;
+    let status = plane.status("held").await;
+    assert_eq!(status.history.len(), 1, "built while suspended: {:#?}", status.history);
+    assert_ne!(
+        status.latest_revision.as_deref(),
+        Some(format!("main@sha1:{pushed}").as_str())
+    );
+    api.patch("held", &PatchParams::default(), &Patch::Merge(&suspend(false)))
+        .await
+        .unwrap();
+    let run = plane.wait_run("held", 2, RunPhase::Succeeded, BUILD).await;
+    assert_eq!(run.commit, pushed);
+
+    // kubectl annotate …requested-at=…: an immediate probe, and the unchanged head is built again.
+    let annotate = json!({"metadata": {"annotations": {"delivery.inge.4pr.es/requested-at": "2026-11-29T12:00:00Z"}}});
+    api.patch("held", &PatchParams::default(), &Patch::Merge(&annotate))
+        .await
+        .unwrap();
+    let run = plane.wait_run("held", 3, RunPhase::Succeeded, BUILD).await;
+    assert_eq!((run.commit.as_str(), run.trigger), (pushed.as_str(), Trigger::Manual));
+    let status = plane.status("held").await;
+    assert_eq!(status.last_handled_trigger_at.as_deref(), Some("2026-11-29T12:00:00Z"));
+    plane.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_operator_adopts_its_running_build_and_builds_nothing_twice() {
     let plane = Plane::start().await;
     let mut operator = plane.operator();
