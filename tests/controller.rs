@@ -315,7 +315,7 @@ async fn a_build_past_its_timeout_and_a_deleted_pod_fail_their_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repository_problems_are_conditions_and_recover_when_fixed() {
     let plane = Plane::start().await;
-    let _operator = plane.operator();
+    let operator = plane.operator();
     let repos = Repos::new();
     let up = repos.create("private");
     let http = HttpGit::start(&repos.root());
@@ -349,7 +349,8 @@ async fn repository_problems_are_conditions_and_recover_when_fixed() {
         }))
         .unwrap()
     };
-    secrets.create(&PostParams::default(), &secret("wrong")).await.unwrap();
+    const WRONG: &str = "s3cr3t-but-wrong";
+    secrets.create(&PostParams::default(), &secret(WRONG)).await.unwrap();
     plane
         .wait_status("private", "AuthenticationFailed", BUILD, |s| {
             fetch_failed(s).is_some_and(|(r, _)| r == "AuthenticationFailed")
@@ -358,9 +359,12 @@ async fn repository_problems_are_conditions_and_recover_when_fixed() {
     plane.wait_event("private", "FetchFailed", "AuthenticationFailed").await;
     let events = plane.events("private").await;
     assert!(
-        events.iter().all(|(_, n)| !n.contains("wrong")),
+        events.iter().all(|(_, n)| !n.contains(WRONG)),
         "a credential in an Event: {events:?}"
     );
+    let conditions = serde_json::to_string(&plane.status("private").await.conditions).unwrap();
+    assert!(!conditions.contains(WRONG), "a credential in a condition: {conditions}");
+    assert!(!operator.log().contains(WRONG), "a credential in the operator's log");
     let mut fixed = secret(support::http::PASSWORD);
     fixed.metadata.resource_version = secrets.get("git-auth").await.unwrap().metadata.resource_version;
     secrets
@@ -463,6 +467,7 @@ async fn a_killed_operator_adopts_its_running_build_and_builds_nothing_twice() {
         .apply(&pipeline_yaml("crash", &file_url(&up), "Forbid", &gated_build(&gate)))
         .await;
     plane.wait_run("crash", 1, RunPhase::Building, BUILD).await;
+    let started = plane.pods("crash").await;
     operator.kill();
     std::fs::write(&gate, "").unwrap();
     operator.restart();
@@ -470,7 +475,13 @@ async fn a_killed_operator_adopts_its_running_build_and_builds_nothing_twice() {
     assert_eq!(run.commit, up.head());
     let status = plane.status("crash").await;
     assert_eq!(status.history.len(), 1, "{:#?}", status.history);
-    assert_eq!(plane.pods("crash").await.len(), 1, "no second Pod");
+    let pods = plane.pods("crash").await;
+    assert_eq!(pods.len(), 1, "no second Pod");
+    assert_eq!(
+        pods[0].uid(),
+        started[0].uid(),
+        "the Pod started before the crash was adopted"
+    );
     assert_eq!(
         operator.terminate().map(|s| s.code()),
         Some(Some(0)),
@@ -534,8 +545,8 @@ async fn pipelines_on_one_repository_share_one_probe_and_a_quiet_poll_writes_not
     }
     for name in ["one", "two"] {
         plane.wait_run(name, 1, RunPhase::Succeeded, BUILD).await;
+        plane.wait_event(name, "BuildSucceeded", short(&up.head())).await;
     }
-    // Let the reconciles that follow the builds settle: both statuses stable.
     let api = plane.pipelines();
     let before: Vec<_> = futures::future::join_all(["one", "two"].map(|n| api.get(n))).await;
     let events_before = plane.events("one").await.len() + plane.events("two").await.len();

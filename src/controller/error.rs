@@ -12,9 +12,6 @@ pub enum Error {
     /// The status changed since it was read (another writer, or a stale cache): read again and retry.
     #[error("the Pipeline changed while it was reconciled; retrying with the new version")]
     Conflict,
-    /// The artifact store failed (disk full, permissions).
-    #[error("artifact store: {0}")]
-    Artifact(#[from] crate::artifact::Error),
     /// The Pipeline object lacks a namespace or a name (never true for objects the API server returns).
     #[error("the Pipeline has no {0}")]
     Incomplete(&'static str),
@@ -26,7 +23,6 @@ impl Error {
         match self {
             Error::Kube(_) => "KubeError",
             Error::Conflict => "Conflict",
-            Error::Artifact(_) => "ArtifactStoreError",
             Error::Incomplete(_) => "IncompleteObject",
         }
     }
@@ -36,7 +32,7 @@ impl Error {
     pub fn requeue(&self) -> Duration {
         match self {
             Error::Conflict => Duration::from_millis(500),
-            Error::Kube(_) | Error::Artifact(_) => Duration::from_secs(5),
+            Error::Kube(_) => Duration::from_secs(5),
             Error::Incomplete(_) => Duration::from_secs(300),
         }
     }
@@ -60,7 +56,14 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    /// The Pipeline CRD is not installed, or the API server cannot be reached.
-    #[error("the API server does not serve Pipelines (is the CRD installed? `cdkube crd | kubectl apply -f -`): {0}")]
+    /// Pipelines cannot be listed: the CRD is not installed, RBAC forbids it, or the API server is away.
+    #[error(
+        "cannot list Pipelines (is the CRD installed — `cdkube crd | kubectl apply -f -` — and does RBAC allow it?): {0}"
+    )]
     Crd(#[source] kube::Error),
+    /// The artifact server listens on every address and no `--artifact-url` says how Pods reach it.
+    #[error(
+        "--artifact-url is required when --artifact-listen is {0} (builder Pods need an address they can reach, such as the Service's)"
+    )]
+    ArtifactUrl(std::net::SocketAddr),
 }

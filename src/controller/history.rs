@@ -237,13 +237,15 @@ impl Plan {
         let timeout = spec.timeout();
         for i in 0..self.status.history.len() {
             let run = &self.status.history[i];
-            if !is_open(run) {
-                continue;
-            }
             let name = run.pod.clone().unwrap_or_default();
-            match obs.pods.iter().find(|p| p.name == name) {
-                None => self.pod_missing(i, obs),
-                Some(pod) => self.pod_seen(i, pod, timeout, &obs.now),
+            let pod = obs.pods.iter().find(|p| p.name == name);
+            match (is_open(run), pod) {
+                (true, None) => self.pod_missing(i, obs),
+                (true, Some(pod)) => self.pod_seen(i, pod, timeout, &obs.now),
+                // A closed run (cancelled, timed out) whose Pod still runs: its delete was lost to a
+                // crash or an API error, so ask again.
+                (false, Some(pod)) if pod.is_live() => self.delete.push(pod.name.clone()),
+                (false, _) => {}
             }
         }
     }
@@ -251,13 +253,16 @@ impl Plan {
     fn pod_missing(&mut self, i: usize, obs: &Observation) {
         let run = &self.status.history[i];
         let refused = run.pod.as_ref().and_then(|n| obs.create_failures.get(n));
-        match (run.phase, refused) {
-            (RunPhase::Pending, Some(message)) => {
+        // `startTime` is recorded when the Pod is first seen: a run without it never had its Pod created
+        // (the operator stopped between the status write and the create), one with it lost its Pod.
+        let never_seen = run.phase == RunPhase::Pending && run.start_time.is_none();
+        match (never_seen, refused) {
+            (true, Some(message)) => {
                 let message = format!("the builder Pod was refused: {message}");
                 self.finish(i, RunPhase::Failed, reason::POD_CREATE_FAILED, message, &obs.now);
             }
-            (RunPhase::Pending, None) => self.create.push(run.clone()),
-            _ => self.finish(i, RunPhase::Failed, reason::POD_DELETED, "Pod deleted".into(), &obs.now),
+            (true, None) => self.create.push(run.clone()),
+            (false, _) => self.finish(i, RunPhase::Failed, reason::POD_DELETED, "Pod deleted".into(), &obs.now),
         }
     }
 
@@ -495,10 +500,12 @@ impl Plan {
             kept += 1;
             kept <= limit || is_open(r)
         });
+        // Only Pods older than every retained run: a newer one may belong to a run this (cached) status
+        // does not show yet.
+        let oldest = self.status.history.iter().map(|r| r.run).min().unwrap_or(i64::MAX);
         for pod in &obs.pods {
-            let retained = self.status.history.iter().any(|r| r.pod.as_deref() == Some(&pod.name));
             let finished = matches!(pod.phase, PodPhase::Succeeded | PodPhase::Failed);
-            if !retained && finished && !pod.deleting && !self.delete.contains(&pod.name) {
+            if pod.run < oldest && finished && !pod.deleting && !self.delete.contains(&pod.name) {
                 self.delete.push(pod.name.clone());
             }
         }
@@ -857,6 +864,32 @@ mod tests {
         assert_eq!(p.create.iter().map(|r| r.run).collect::<Vec<_>>(), vec![1]);
         assert_eq!(p.status, recorded);
         assert_eq!(p.wants_source, None, "the same head is not a second trigger");
+    }
+
+    #[test]
+    fn a_pod_seen_then_deleted_is_not_created_again() {
+        let spec = spec(ConcurrencyPolicy::Forbid);
+        let recorded = step(&spec, &PipelineStatus::default(), obs(&spec, Some(SHA1), 0)).status;
+        let mut o = obs(&spec, Some(SHA1), 1);
+        o.pods = vec![pod(&recorded.history[0], PodPhase::Pending, 1)];
+        let seen = plan(&spec, &recorded, &o).status;
+        assert_eq!(seen.history[0].phase, RunPhase::Pending);
+        assert!(seen.history[0].start_time.is_some());
+        let gone = plan(&spec, &seen, &obs(&spec, Some(SHA1), 2));
+        assert!(gone.create.is_empty(), "a user's delete is not undone");
+        assert_eq!(gone.status.history[0].reason.as_deref(), Some(reason::POD_DELETED));
+    }
+
+    #[test]
+    fn a_closed_run_whose_pod_still_runs_gets_it_deleted() {
+        let (spec, status) = building(ConcurrencyPolicy::Replace);
+        let mut o = obs(&spec, Some(SHA2), 5);
+        o.pods = vec![pod(&status.history[0], PodPhase::Running, 1)];
+        let replaced = step(&spec, &status, o.clone());
+        // The delete was lost (a crash after the status write): the next reconcile asks again.
+        let again = plan(&spec, &replaced.status, &o);
+        assert_eq!(again.delete, vec!["app-1-1111111".to_owned()]);
+        assert_eq!(again.status, replaced.status);
     }
 
     #[test]

@@ -61,8 +61,8 @@ pub struct Options {
     pub storage_dir: PathBuf,
     /// Where the artifact server listens.
     pub artifact_listen: SocketAddr,
-    /// The base URL builder Pods reach the artifact server at (`http://cdkube.cdkube-system.svc:9090`);
-    /// empty: `http://<artifact_listen>`.
+    /// The base URL builder Pods reach the artifact server at (`http://cdkube.cdkube-system.svc`); empty:
+    /// `http://<artifact_listen>`, allowed only for a specific address such as 127.0.0.1.
     pub artifact_url: String,
     /// Image of the builder Pods' `fetch-source` init container (the operator's own image).
     pub fetch_image: String,

@@ -148,7 +148,8 @@ pub fn builder_pod(pipeline: &Pipeline, run: &Run, source: &SourceRef, template:
         spec: Some(PodSpec {
             restart_policy: Some("Never".into()),
             active_deadline_seconds: Some(deadline_seconds(spec.timeout())),
-            automount_service_account_token: spec.service_account_name.as_ref().map(|_| true).or(Some(false)),
+            // No token unless a service account is named; then its own automount setting decides.
+            automount_service_account_token: spec.service_account_name.is_none().then_some(false),
             service_account_name: spec.service_account_name.clone(),
             security_context: Some(PodSecurityContext {
                 seccomp_profile: Some(runtime_default()),
@@ -282,6 +283,11 @@ pub struct PodView {
 }
 
 impl PodView {
+    /// Whether the Pod still runs (or waits to) and is not being deleted.
+    pub fn is_live(&self) -> bool {
+        matches!(self.phase, PodPhase::Pending | PodPhase::Running) && !self.deleting
+    }
+
     /// Reads `pod`; `None` for a Pod without a run label (not a builder Pod).
     pub fn of(pod: &Pod, timeout: Duration) -> Option<PodView> {
         let run = pod.labels().get(RUN_LABEL)?.parse().ok()?;
@@ -539,7 +545,10 @@ mod tests {
         };
         let pod = builder_pod(&p, &run("p", 1), &source, &template);
         let spec = pod.spec.unwrap();
-        assert_eq!(spec.automount_service_account_token, Some(true));
+        assert_eq!(
+            spec.automount_service_account_token, None,
+            "the ServiceAccount's own setting applies"
+        );
         assert_eq!(spec.service_account_name.as_deref(), Some("builder"));
     }
 

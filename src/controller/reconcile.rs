@@ -53,13 +53,18 @@ pub(crate) async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Res
         }
     };
     let mut plan = history::plan(&pipeline.spec, &old, &obs);
-    if let (Some(_), Some(remote)) = (&plan.wants_source, &remote) {
-        match source::prepare(&ctx, remote).await {
+    let mut retry = retry;
+    if let (Some(wanted), Some(remote)) = (&plan.wants_source, &remote) {
+        match source::prepare(&ctx, remote, wanted).await {
             Ok(prepared) => {
                 obs.head = Some(prepared.head.clone());
                 obs.source = Some(prepared);
             }
-            Err(problem) => obs.fetch_error = Some(problem),
+            Err(problem) => {
+                // The poller saw no error, so nothing else would bring this Pipeline back soon.
+                retry = Some(ctx.backoff.next(&id));
+                obs.fetch_error = Some(problem);
+            }
         }
         plan = history::plan(&pipeline.spec, &old, &obs);
     }
@@ -149,15 +154,17 @@ fn schedule(pipeline: &Pipeline) -> Schedule {
 /// Carries out a plan: status first (the run is recorded before its Pod exists), then Pods, then Events.
 async fn apply(ctx: &Context, pipeline: &Pipeline, old: &PipelineStatus, plan: Plan) -> Result<Action, Error> {
     write_status(ctx, pipeline, old, plan.status).await?;
+    // The Events belong to the status just written: publish them before a Pod request can fail.
+    publish(ctx, pipeline, &plan.notes).await;
+    notify(ctx, pipeline, &plan.notes);
+    // Deletes first: a replaced build stops before its successor starts.
+    for name in &plan.delete {
+        delete_pod(ctx, pipeline, name).await?;
+    }
     let mut refused = false;
     for run in &plan.create {
         refused |= !create_pod(ctx, pipeline, run).await?;
     }
-    for name in &plan.delete {
-        delete_pod(ctx, pipeline, name).await?;
-    }
-    publish(ctx, pipeline, &plan.notes).await;
-    notify(ctx, pipeline, &plan.notes);
     let retry = plan.requeue_after.map(|d| d + Duration::from_secs(1));
     Ok(match (refused, retry) {
         (true, _) => Action::requeue(Duration::from_millis(200)),
@@ -205,17 +212,36 @@ async fn create_pod(ctx: &Context, pipeline: &Pipeline, run: &crate::api::Run) -
     };
     let pod = pod::builder_pod(pipeline, run, &source, &ctx.template());
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let name = pod.metadata.name.clone().unwrap_or_default();
     match api.create(&PostParams::default(), &pod).await {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(true),
-        Err(kube::Error::Api(status)) if (400..500).contains(&status.code) && status.code != 429 => {
-            let name = pod.metadata.name.unwrap_or_default();
+        Err(kube::Error::Api(status)) if status.code == 409 => adopt(ctx, pipeline, &api, name).await,
+        Err(kube::Error::Api(status)) if refuses_the_pod(&status) => {
             tracing::warn!(pod = %name, "builder Pod refused: {}", status.message);
             ctx.remember_refusal(pipeline, name, status.message);
             Ok(false)
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether the API server refused the Pod itself (invalid, or against the namespace's Pod Security
+/// level), which no retry fixes; quota, authorisation and transient errors are retried instead.
+fn refuses_the_pod(status: &kube::core::Status) -> bool {
+    matches!(status.code, 400 | 422) || (status.code == 403 && status.message.contains("PodSecurity"))
+}
+
+/// `AlreadyExists`: the Pod was created before (a crash between create and the next status write), so it
+/// is adopted — if this Pipeline owns it. A namesake's leftover Pod is a refusal the user must clear.
+async fn adopt(ctx: &Context, pipeline: &Pipeline, api: &Api<Pod>, name: String) -> Result<bool, Error> {
+    let existing = api.get(&name).await?;
+    let uid = pipeline.uid();
+    if existing.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()) {
+        return Ok(true);
+    }
+    let message = format!("a Pod named {name} already exists and this Pipeline does not own it; delete it");
+    ctx.remember_refusal(pipeline, name, message);
+    Ok(false)
 }
 
 /// Deletes a builder Pod; one already gone is fine.
@@ -238,7 +264,7 @@ async fn publish(ctx: &Context, pipeline: &Pipeline, notes: &[Note]) {
                 Severity::Warning => EventType::Warning,
             },
             reason: note.reason.into(),
-            note: Some(note.message.clone()),
+            note: Some(truncate(&note.message, MAX_NOTE)),
             action: note.action.clone(),
             secondary: note.pod.as_ref().map(|name| ObjectReference {
                 api_version: Some("v1".into()),
@@ -252,6 +278,18 @@ async fn publish(ctx: &Context, pipeline: &Pipeline, notes: &[Note]) {
             tracing::warn!("Event {} not recorded: {e}", note.reason);
         }
     }
+}
+
+/// events.k8s.io/v1 refuses a longer `note`.
+const MAX_NOTE: usize = 1024;
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// Sends one line per run Event to whoever watches the operator (`cdkube dev` prints them).

@@ -75,12 +75,18 @@ async fn credentials(ctx: &Context, pipeline: &Pipeline, name: &str) -> Result<C
     Credentials::from_secret_data(&data).map_err(|e| invalid_secret(format!("Secret {name:?}: {}", e.message())))
 }
 
-/// Fetches `remote`'s head into the cache and exports it into the artifact store. The head fetched may be
-/// newer than the one probed (a push in between); the returned source names the commit actually exported.
-pub(crate) async fn prepare(ctx: &Context, remote: &RemoteSpec) -> Result<Source, FetchProblem> {
+/// Fetches `remote`'s head into the cache and exports commit `wanted` into the artifact store. A push
+/// between probe and fetch brings a newer head; `wanted` is still exported when the cache has it (so the
+/// status agrees with the poller), else the fetched head is.
+pub(crate) async fn prepare(ctx: &Context, remote: &RemoteSpec, wanted: &Head) -> Result<Source, FetchProblem> {
     let fetched = ctx.engine.fetch(remote).await?;
-    let head = fetched.head;
-    let info = ctx.engine.commit_info(remote, &head.sha).await?;
+    let (head, info) = match ctx.engine.commit_info(remote, &wanted.sha).await {
+        Ok(info) => (wanted.clone(), info),
+        Err(_) => {
+            let info = ctx.engine.commit_info(remote, &fetched.head.sha).await?;
+            (fetched.head, info)
+        }
+    };
     let (digest, size) = export(ctx, remote, &head).await?;
     Ok(Source {
         subject: Some(info.subject.clone()),

@@ -253,11 +253,11 @@ pub fn pipeline_yaml(name: &str, repo: &str, policy: &str, build: &str) -> Strin
     )
 }
 
-/// A build script that waits (at most 60s) until `gate` exists, then exits 0: the test decides when a
-/// build ends, and a forgotten build still ends by itself.
+/// A build script that waits until `gate` exists, then exits 0: the test decides when a build ends. A
+/// forgotten build still ends by itself, after 180s (longer than any wait of the tests).
 pub fn gated_build(gate: &Path) -> String {
     format!(
-        "i=0; while [ ! -e {gate} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; echo built $CDKUBE_COMMIT",
+        "i=0; while [ ! -e '{gate}' ] && [ $i -lt 1800 ]; do sleep 0.1; i=$((i+1)); done; echo built $CDKUBE_COMMIT",
         gate = gate.display()
     )
 }
