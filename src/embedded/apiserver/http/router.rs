@@ -353,7 +353,7 @@ struct ContinueToken {
 type Snapshot = (u64, Option<String>, Vec<Value>);
 
 /// The objects a list starts from: at the continue token's version, at an exact version, or now.
-fn snapshot(server: &Server, t: &Target, query: &Query) -> ApiResult<Snapshot> {
+fn snapshot(server: &Server, t: &Target, query: &Query, filter: &Filter) -> ApiResult<Snapshot> {
     let rv_param = params::resource_version(query)?;
     let exact = query.get("resourceVersionMatch").map(String::as_str) == Some("Exact");
     let st = server.store.lock();
@@ -374,14 +374,14 @@ fn snapshot(server: &Server, t: &Target, query: &Query) -> ApiResult<Snapshot> {
         ))
         .with_details(json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}))),
         Some(rv) if exact && rv > 0 => Ok((rv, None, st.list_at(t.rt.key(), ns, rv)?)),
-        _ => Ok((st.rv(), None, st.list(t.rt.key(), ns))),
+        _ => Ok((st.rv(), None, st.list_matching(t.rt.key(), ns, |o| filter.matches(o)))),
     }
 }
 
 fn list(server: &Server, t: &Target, query: &Query, headers: &HeaderMap) -> ApiResult<Response> {
     let filter = Filter::parse(t, query)?;
     let limit: usize = params::int(query, "limit")?.unwrap_or(0);
-    let (rv, start, all) = snapshot(server, t, query)?;
+    let (rv, start, all) = snapshot(server, t, query, &filter)?;
     let mut items: Vec<Value> = all
         .into_iter()
         .filter(|o| start.as_deref().is_none_or(|s| object_pos(o).as_str() > s))

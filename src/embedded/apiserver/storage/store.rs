@@ -142,11 +142,22 @@ impl State {
 
     /// Objects of a storage, optionally in one namespace, in key order.
     pub(crate) fn list(&self, key: &StorageKey, ns: Option<&str>) -> Vec<Value> {
+        self.list_matching(key, ns, |_| true)
+    }
+
+    /// The objects of a storage (in namespace `ns`, if given) that `keep` accepts; only those are copied,
+    /// so a selective list costs what it returns, not what is stored.
+    pub(crate) fn list_matching(
+        &self,
+        key: &StorageKey,
+        ns: Option<&str>,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
         let Some(map) = self.objects.get(key) else {
             return Vec::new();
         };
         map.iter()
-            .filter(|((n, _), _)| ns.is_none_or(|want| want == n))
+            .filter(|((n, _), v)| ns.is_none_or(|want| want == n) && keep(v))
             .map(|(_, v)| v.clone())
             .collect()
     }
