@@ -44,32 +44,42 @@ pub(crate) async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Res
     }
     let mut obs = observe(&ctx, &pipeline, &old, now).await?;
     let remote = sense(&ctx, &pipeline, &id, &mut obs).await;
-    // A bad Secret has no poller key to retry it: this Pipeline retries with its own backoff.
-    let retry = match (&remote, &obs.fetch_error) {
-        (None, Some(_)) => Some(ctx.backoff.next(&id)),
-        _ => {
+    // Failures no poller key retries (a bad Secret, a failed fetch) back off per Pipeline.
+    let mut failed = remote.is_none() && obs.fetch_error.is_some();
+    let mut plan = history::plan(&pipeline.spec, &old, &obs);
+    if let (Some(wanted), Some(remote)) = (&plan.wants_source, &remote) {
+        failed |= !prepare_source(&ctx, remote, wanted, &mut obs).await;
+        plan = history::plan(&pipeline.spec, &old, &obs);
+    }
+    let retry = match failed {
+        true => Some(ctx.backoff.next(&id)),
+        false => {
             ctx.backoff.reset(&id);
             None
         }
     };
-    let mut plan = history::plan(&pipeline.spec, &old, &obs);
-    let mut retry = retry;
-    if let (Some(wanted), Some(remote)) = (&plan.wants_source, &remote) {
-        match source::prepare(&ctx, remote, wanted).await {
-            Ok(prepared) => {
-                obs.head = Some(prepared.head.clone());
-                obs.source = Some(prepared);
-            }
-            Err(problem) => {
-                // The poller saw no error, so nothing else would bring this Pipeline back soon.
-                retry = Some(ctx.backoff.next(&id));
-                obs.fetch_error = Some(problem);
-            }
-        }
-        plan = history::plan(&pipeline.spec, &old, &obs);
-    }
     let action = apply(&ctx, &pipeline, &old, plan).await?;
     Ok(retry.map_or(action, Action::requeue))
+}
+
+/// Fetches and exports the commit a new run needs into `obs`; false (and the problem in `obs`) on failure.
+async fn prepare_source(
+    ctx: &Context,
+    remote: &crate::git::RemoteSpec,
+    wanted: &crate::git::Head,
+    obs: &mut Observation,
+) -> bool {
+    match source::prepare(ctx, remote, wanted).await {
+        Ok(prepared) => {
+            obs.head = Some(prepared.head.clone());
+            obs.source = Some(prepared);
+            true
+        }
+        Err(problem) => {
+            obs.fetch_error = Some(problem);
+            false
+        }
+    }
 }
 
 /// `namespace/name`: the Pipeline's id in the poller.
