@@ -667,3 +667,27 @@ fn deploy_rbac_allows_every_request_the_operator_makes() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_refuses_a_wildcard_artifact_address_without_a_url() {
+    let plane = Plane::start().await;
+    let storage = plane.dir().join("refused");
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_cdkube"))
+            .args(["run", "--artifact-listen", "0.0.0.0:0", "--signing-key-file"])
+            .arg(storage.join("key"))
+            .arg("--storage-dir")
+            .arg(&storage)
+            .env("KUBECONFIG", plane.kubeconfig())
+            .output(),
+    )
+    .await
+    .expect("cdkube run exits by itself")
+    .expect("run cdkube");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("cdkube run: --artifact-url is required"), "{stderr}");
+    plane.shutdown().await;
+}

@@ -168,6 +168,9 @@ pub async fn run(
         let bound = listener
             .local_addr()
             .map_err(|source| StartError::Listen { addr, source })?;
+        if bound.ip().is_unspecified() {
+            return Err(StartError::ArtifactUrl(bound));
+        }
         options.artifact_url = format!("http://{bound}");
     }
     let (ctx, events) = context(client.clone(), options).await?;
