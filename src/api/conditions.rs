@@ -18,7 +18,7 @@
 //! (`Succeeded`). While `spec.suspend` is true, `Ready` keeps its last value.
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-/// Condition: the last build of the current spec succeeded and nothing is wrong.
+/// Condition: the newest finished build succeeded and nothing is wrong (see the table above).
 pub const READY: &str = "Ready";
 /// Condition: the controller is working towards the desired state (a build is running).
 pub const RECONCILING: &str = "Reconciling";
