@@ -154,7 +154,7 @@ pub async fn run(
     options: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), StartError> {
-    let pipelines = pipeline_api(&client, options.namespace.as_deref());
+    let pipelines: Api<Pipeline> = scoped_api(&client, options.namespace.as_deref());
     pipelines
         .list(&ListParams::default().limit(1))
         .await
@@ -195,7 +195,11 @@ async fn wait_stop(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-fn pipeline_api(client: &Client, namespace: Option<&str>) -> Api<Pipeline> {
+/// An API for `K` in the watch scope: one namespace, or all.
+fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -242,10 +246,7 @@ async fn controller(
     pipelines: Api<Pipeline>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let pods: Api<Pod> = match &ctx.options.namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
+    let pods: Api<Pod> = scoped_api(&ctx.client, ctx.options.namespace.as_deref());
     let pod_watch = watcher::Config::default().labels(&format!("{}={}", pod::MANAGED_BY_LABEL, pod::MANAGED_BY));
     let config = ControllerConfig::default().concurrency(ctx.options.reconcile_concurrency.max(1));
     // One signal, two uses: the controller's graceful shutdown, and a deadline for it.

@@ -82,6 +82,14 @@ async fn prepare_source(
     }
 }
 
+/// An API for `K` in `pipeline`'s namespace.
+fn in_namespace_of<K>(ctx: &Context, pipeline: &Pipeline) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default())
+}
+
 /// `namespace/name`: the Pipeline's id in the poller.
 pub(crate) fn subscription_id(pipeline: &Pipeline) -> Result<String, Error> {
     let namespace = pipeline.namespace().ok_or(Error::Incomplete("namespace"))?;
@@ -110,7 +118,7 @@ async fn observe(ctx: &Context, pipeline: &Pipeline, old: &PipelineStatus, now: 
 /// The Pipeline's builder Pods: label-selected, and owned by this very Pipeline (not a namesake that was
 /// deleted and created again).
 async fn list_pods(ctx: &Context, pipeline: &Pipeline) -> Result<Vec<PodView>, Error> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
+    let api: Api<Pod> = in_namespace_of(ctx, pipeline);
     let selector = pod::pipeline_selector(&pipeline.name_any());
     let list = api.list(&ListParams::default().labels(&selector)).await?;
     let uid = pipeline.uid();
@@ -194,7 +202,7 @@ async fn write_status(
     if status == *old {
         return Ok(());
     }
-    let api: Api<Pipeline> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
+    let api: Api<Pipeline> = in_namespace_of(ctx, pipeline);
     let mut object = pipeline.clone();
     object.metadata.managed_fields = None;
     object.status = Some(status);
@@ -256,7 +264,7 @@ async fn adopt(ctx: &Context, pipeline: &Pipeline, api: &Api<Pod>, name: String)
 
 /// Deletes a builder Pod; one already gone is fine.
 async fn delete_pod(ctx: &Context, pipeline: &Pipeline, name: &str) -> Result<(), Error> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
+    let api: Api<Pod> = in_namespace_of(ctx, pipeline);
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),

@@ -11,18 +11,8 @@ pub(crate) fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
-pub(crate) fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253
-        && s.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        })
-}
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters (the API types' own check).
+pub(crate) use crate::api::validation::is_dns_subdomain;
 
 /// A label value: empty, or at most 63 alphanumerics, `-`, `_`, `.` starting and ending alphanumeric.
 pub(crate) fn valid_label_value(v: &str) -> bool {
