@@ -1,5 +1,6 @@
-//! The delivery controller end to end, as a user sees it: `cdkube run` (a separate process) against the
-//! embedded API server and pod runner, real git repositories, and kubectl for the user's commands.
+//! The delivery controller end to end, as a user sees it: `cdkube run` (a separate process) against a
+//! control plane — the embedded API server and pod runner, and a real kube-apiserver with cdkube's node
+//! agent — real git repositories, and kubectl for the user's commands.
 //! Push a commit → a builder Pod for exactly that commit → status, history, conditions and Events.
 mod support;
 
@@ -16,6 +17,46 @@ use support::{GitDaemon, HttpGit, Repos};
 /// Generous: a build here is a poll (10s interval), a fetch and two local processes on a busy machine.
 const BUILD: Duration = Duration::from_secs(90);
 
+/// Each scenario runs twice: on the embedded plane (`embedded::…`) and on a real kube-apiserver with
+/// the operator bound by deploy/'s RBAC (`real_kube::…`; see tests/support/realkube.rs).
+macro_rules! on_both_planes {
+    ($($scenario:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Plane::start().await).await
+                }
+            )*
+        }
+        mod real_kube {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Plane::start_real().await).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_planes!(
+    seed_pipeline_builds_each_commit_and_describe_is_the_audit_trail,
+    allow_builds_every_commit_in_parallel,
+    forbid_skips_the_middle_commit_and_builds_the_newest,
+    replace_cancels_the_running_build_for_the_newest_commit,
+    a_failing_build_is_reported_and_a_fixed_spec_builds_again,
+    a_build_past_its_timeout_and_a_deleted_pod_fail_their_runs,
+    repository_problems_are_conditions_and_recover_when_fixed,
+    force_push_is_built_and_a_deleted_branch_is_reported,
+    suspend_holds_builds_and_requested_at_builds_at_once,
+    a_killed_operator_adopts_its_running_build_and_builds_nothing_twice,
+    a_run_recorded_before_a_crash_gets_its_pod_once,
+    pipelines_on_one_repository_share_one_probe_and_a_quiet_poll_writes_nothing,
+    an_invalid_pipeline_stalls_without_disturbing_others,
+
+);
+
 fn short(sha: &str) -> &str {
     &sha[..7]
 }
@@ -24,9 +65,7 @@ fn file_url(up: &support::Upstream) -> String {
     format!("file://{}", up.bare_path())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_pipeline_builds_each_commit_and_describe_is_the_audit_trail() {
-    let plane = Plane::start().await;
+async fn seed_pipeline_builds_each_commit_and_describe_is_the_audit_trail(plane: Plane) {
     let _operator = plane.operator();
     let repos = Repos::new();
     let up = repos.create("seed");
@@ -102,9 +141,7 @@ async fn seed_pipeline_builds_each_commit_and_describe_is_the_audit_trail() {
     plane.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn allow_builds_every_commit_in_parallel() {
-    let plane = Plane::start().await;
+async fn allow_builds_every_commit_in_parallel(plane: Plane) {
     let _operator = plane.operator();
     let repos = Repos::new();
     let up = repos.create("allow");
@@ -129,9 +166,7 @@ async fn allow_builds_every_commit_in_parallel() {
     plane.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forbid_skips_the_middle_commit_and_builds_the_newest() {
-    let plane = Plane::start().await;
+async fn forbid_skips_the_middle_commit_and_builds_the_newest(plane: Plane) {
     let _operator = plane.operator();
     let repos = Repos::new();
     let up = repos.create("forbid");
@@ -173,9 +208,7 @@ async fn forbid_skips_the_middle_commit_and_builds_the_newest() {
     plane.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replace_cancels_the_running_build_for_the_newest_commit() {
-    let plane = Plane::start().await;
+async fn replace_cancels_the_running_build_for_the_newest_commit(plane: Plane) {
     let _operator = plane.operator();
     let repos = Repos::new();
     let up = repos.create("replace");
@@ -217,9 +250,7 @@ async fn replace_cancels_the_running_build_for_the_newest_commit() {
     plane.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_build_is_reported_and_a_fixed_spec_builds_again() {
-    let plane = Plane::start().await;
+async fn a_failing_build_is_reported_and_a_fixed_spec_builds_again(plane: Plane) {
     let _operator = plane.operator();
     let repos = Repos::new();
     let up = repos.create("fails");
@@ -278,9 +309,7 @@ async fn a_failing_build_is_reported_and_a_fixed_spec_builds_again() {
     plane.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_build_past_its_timeout_and_a_deleted_pod_fail_their_runs() {
-    let plane = Plane::start().await;
+async fn a_build_past_its_timeout_and_a_deleted_pod_fail_their_runs(plane: Plane) {
     let _operator = plane.operator();
     let repos = Repos::new();
     let up = repos.create("slow");
@@ -301,7 +330,7 @@ async fn a_build_past_its_timeout_and_a_deleted_pod_fail_their_runs() {
         ))
         .await;
     let run = plane.wait_run("deleted", 1, RunPhase::Building, BUILD).await;
-    let pods: Api<Pod> = Api::namespaced(plane.client.clone(), "default");
+    let pods: Api<Pod> = plane.api();
     pods.delete(run.pod.as_deref().unwrap(), &DeleteParams::default())
         .await
         .unwrap();
@@ -312,9 +341,7 @@ async fn a_build_past_its_timeout_and_a_deleted_pod_fail_their_runs() {
     plane.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repository_problems_are_conditions_and_recover_when_fixed() {
-    let plane = Plane::start().await;
+async fn repository_problems_are_conditions_and_recover_when_fixed(plane: Plane) {
     let operator = plane.operator();
     let repos = Repos::new();
     let up = repos.create("private");
@@ -341,7 +368,7 @@ async fn repository_problems_are_conditions_and_recover_when_fixed() {
         })
         .await;
     assert!(fetch_failed(&status).unwrap().1.contains("not found"), "{status:#?}");
-    let secrets: Api<Secret> = Api::namespaced(plane.client.clone(), "default");
+    let secrets: Api<Secret> = plane.api();
     let secret = |password: &str| {
         serde_json::from_value::<Secret>(json!({
             "metadata": {"name": "git-auth"},
@@ -380,9 +407,7 @@ async fn repository_problems_are_conditions_and_recover_when_fixed() {
     plane.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn force_push_is_built_and_a_deleted_branch_is_reported() {
-    let plane = Plane::start().await;
+async fn force_push_is_built_and_a_deleted_branch_is_reported(plane: Plane) {
     let _operator = plane.operator();
     let repos = Repos::new();
     let up = repos.create("history");
@@ -408,9 +433,7 @@ async fn force_push_is_built_and_a_deleted_branch_is_reported() {
     plane.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn suspend_holds_builds_and_requested_at_builds_at_once() {
-    let plane = Plane::start().await;
+async fn suspend_holds_builds_and_requested_at_builds_at_once(plane: Plane) {
     let _operator = plane.operator();
     let repos = Repos::new();
     let up = repos.create("held");
@@ -456,9 +479,7 @@ async fn suspend_holds_builds_and_requested_at_builds_at_once() {
     plane.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_operator_adopts_its_running_build_and_builds_nothing_twice() {
-    let plane = Plane::start().await;
+async fn a_killed_operator_adopts_its_running_build_and_builds_nothing_twice(plane: Plane) {
     let mut operator = plane.operator();
     let repos = Repos::new();
     let up = repos.create("crash");
@@ -491,9 +512,7 @@ async fn a_killed_operator_adopts_its_running_build_and_builds_nothing_twice() {
     plane.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_recorded_before_a_crash_gets_its_pod_once() {
-    let plane = Plane::start().await;
+async fn a_run_recorded_before_a_crash_gets_its_pod_once(plane: Plane) {
     let repos = Repos::new();
     let up = repos.create("recorded");
     let sha = up.head();
@@ -531,9 +550,7 @@ async fn a_run_recorded_before_a_crash_gets_its_pod_once() {
     plane.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pipelines_on_one_repository_share_one_probe_and_a_quiet_poll_writes_nothing() {
-    let plane = Plane::start().await;
+async fn pipelines_on_one_repository_share_one_probe_and_a_quiet_poll_writes_nothing(plane: Plane) {
     let _operator = plane.operator();
     let repos = Repos::new();
     let up = repos.create("shared");
@@ -572,9 +589,7 @@ async fn pipelines_on_one_repository_share_one_probe_and_a_quiet_poll_writes_not
     plane.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invalid_pipeline_stalls_without_disturbing_others() {
-    let plane = Plane::start().await;
+async fn an_invalid_pipeline_stalls_without_disturbing_others(plane: Plane) {
     let _operator = plane.operator();
     let repos = Repos::new();
     let up = repos.create("good");

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod crd;
 mod dev;
 mod fetch_source;
+mod node;
 mod probe;
 mod run;
 mod validate;
@@ -43,6 +44,8 @@ pub(crate) enum Command {
     Probe(probe::ProbeArgs),
     /// Run the operator: poll Pipelines' repositories and build each new commit in a builder Pod.
     Run(run::RunArgs),
+    /// Serve as a node of a Kubernetes API server: register a Node, run its Pods as local processes.
+    Node(node::NodeArgs),
     /// Download an artifact by its signed URL, verify its digest and extract it (a builder Pod's init step).
     FetchSource(fetch_source::FetchSourceArgs),
 }
@@ -58,6 +61,7 @@ impl Command {
             Command::Probe(args) => probe::run(args),
             Command::Run(args) => run::run(args),
             Command::FetchSource(args) => fetch_source::run(args),
+            Command::Node(args) => node::run(args),
         }
     }
 

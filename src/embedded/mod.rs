@@ -4,12 +4,15 @@
 //! - `apiserver`: the Kubernetes API server emulator, served on 127.0.0.1 to kube-rs and kubectl
 //!   alike; start it with [`ApiServer::start`];
 //! - [`runner`]: the local pod runner, playing kubelet for one node through the API only;
+//! - [`node`]: the runner as a node of any API server (`cdkube node`), for a real kube-apiserver;
 //! - [`dev`]: `cdkube dev`, which puts them together with the Pipeline CRD.
 mod apiserver;
 pub mod dev;
 pub mod logs;
+pub mod node;
 pub mod runner;
 mod state_dir;
+mod tls;
 
 pub use apiserver::{ApiServer, ApiServerConfig, Error as ApiServerError};
 pub use runner::{Runner, RunnerConfig};

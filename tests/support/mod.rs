@@ -8,6 +8,7 @@
 //! - [`cluster`]: the embedded API server (and pod runner) in a temporary state directory.
 //! - [`kubectl`]: the real kubectl, and the rule for when it is missing.
 //! - [`process`]: pids, liveness, children.
+//! - [`realkube`]: the real control plane (etcd, kube-apiserver, kube-controller-manager) of tests/realkube.
 //! - [`fixtures`]: the CRD and Pipeline fixtures of the repository.
 //! - [`cdkube`], [`cdkube_command`]: the cdkube binary.
 #![allow(dead_code, unused_imports)]
@@ -20,6 +21,7 @@ pub mod http;
 pub mod kubectl;
 pub mod operator;
 pub mod process;
+pub mod realkube;
 pub mod repo;
 pub mod ssh;
 

@@ -1,66 +1,156 @@
-//! The operator under test: an embedded API server and pod runner in the test process, and `cdkube run`
-//! as a separate process (so a test can SIGKILL and restart it), plus helpers to read Pipelines.
+//! The operator under test: a control plane — the embedded API server and pod runner in the test
+//! process, or the real kube-apiserver of [`realkube`] with a node agent in the test process — and
+//! `cdkube run` as a separate process (so a test can SIGKILL and restart it), plus helpers to read Pipelines.
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use cdkube::api::{Pipeline, PipelineStatus, Run, RunPhase};
-use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{ListParams, Patch, PatchParams};
+use cdkube::embedded::node::{NodeAgent, NodeConfig};
+use cdkube::embedded::runner::RunnerConfig;
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, ServiceAccount};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
 use super::cluster::{Cluster, wait_for};
 use super::kubectl::Kubectl;
+use super::realkube;
 
-/// An embedded cluster (API server, Pipeline CRD, pod runner) in this process, for an operator.
+/// Where a [`Plane`] runs.
+enum Backend {
+    /// The embedded API server and pod runner, in this process, one per test.
+    Embedded(Cluster),
+    /// The shared real control plane (see [`realkube`]) and a node agent of this test's own.
+    Real {
+        dir: tempfile::TempDir,
+        agent: Option<NodeAgent>,
+    },
+}
+
+/// A control plane with the Pipeline CRD and something that runs Pods, for an operator. Each test has
+/// its own namespace on it: `default` on an embedded plane, a fresh one on the shared real plane.
 pub struct Plane {
-    pub cluster: Cluster,
+    /// An admin client whose default namespace is the test's.
     pub client: Client,
+    namespace: String,
+    /// Admin kubeconfig, with the test's namespace as the default.
+    kubeconfig: PathBuf,
+    /// What the operator authenticates with: on the real plane, a token of deploy/'s ServiceAccount.
+    operator_kubeconfig: PathBuf,
+    backend: Backend,
 }
 
 impl Plane {
-    /// Starts the server, installs the CRD and starts the runner.
+    /// An embedded plane: starts the server, installs the CRD and starts the runner.
     pub async fn start() -> Plane {
         let mut cluster = Cluster::start().await;
         let client = cluster.client().await;
         cdkube::embedded::dev::install_crd(&client).await.expect("install CRD");
         cluster.start_runner(None).await;
-        Plane { cluster, client }
+        Plane {
+            client,
+            namespace: "default".into(),
+            kubeconfig: cluster.kubeconfig(),
+            operator_kubeconfig: cluster.kubeconfig(),
+            backend: Backend::Embedded(cluster),
+        }
+    }
+
+    /// A namespace of its own on the real control plane (started on first use), a node agent for it,
+    /// and a kubeconfig for the operator holding a TokenRequest token of deploy/'s ServiceAccount
+    /// `cdkube-system/cdkube`: the operator has exactly the rights deploy/rbac.yaml grants.
+    pub async fn start_real() -> Plane {
+        let real = realkube::shared();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let namespace = format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let kubeconfig = dir.path().join("admin.kubeconfig");
+        std::fs::copy(&real.kubeconfig, &kubeconfig).expect("copy admin kubeconfig");
+        let ns_flag = format!("--namespace={namespace}");
+        let path = kubeconfig.to_str().expect("utf-8 path");
+        realkube::kubectl(&kubeconfig, &["config", "set-context", "--current", &ns_flag, "--kubeconfig", path])
+            .expect("set the test namespace");
+        realkube::kubectl(&kubeconfig, &["create", "namespace", &namespace]).expect("create namespace");
+        let client = client_for(&kubeconfig).await;
+        wait_for("the namespace's default ServiceAccount", Duration::from_secs(30), || async {
+            let sas: Api<ServiceAccount> = Api::default_namespaced(client.clone());
+            sas.get_opt("default").await.ok().flatten()
+        })
+        .await;
+        let operator_kubeconfig = dir.path().join("operator.kubeconfig");
+        let token = operator_token(&client).await;
+        realkube::kubeconfig_for(&real.kubeconfig, &token, &namespace, &operator_kubeconfig);
+        let mut runner = RunnerConfig::new(dir.path().join("node"), env!("CARGO_BIN_EXE_cdkube"));
+        runner.node_name = format!("cdkube-{namespace}");
+        runner.namespace = Some(namespace.clone());
+        let config = NodeConfig {
+            runner,
+            listen: "127.0.0.1:0".parse().expect("address"),
+        };
+        let agent = NodeAgent::start(client.clone(), config).await.expect("start the node agent");
+        Plane {
+            client,
+            namespace,
+            kubeconfig,
+            operator_kubeconfig,
+            backend: Backend::Real {
+                dir,
+                agent: Some(agent),
+            },
+        }
+    }
+
+    /// The test's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// A scratch directory that lives as long as the plane.
     pub fn dir(&self) -> &Path {
-        self.cluster.dir.path()
+        match &self.backend {
+            Backend::Embedded(cluster) => cluster.dir.path(),
+            Backend::Real { dir, .. } => dir.path(),
+        }
     }
 
-    /// The kubeconfig the server wrote.
+    /// The admin kubeconfig (the test's namespace is its default).
     pub fn kubeconfig(&self) -> PathBuf {
-        self.cluster.kubeconfig()
+        self.kubeconfig.clone()
     }
 
-    /// kubectl against this plane.
+    /// kubectl against this plane, as admin, in the test's namespace.
     pub fn kubectl(&self) -> Kubectl {
-        self.cluster.kubectl()
+        Kubectl::new(&self.kubeconfig, self.dir())
     }
 
-    /// Starts `cdkube run` against this plane with local repositories allowed.
+    /// Starts `cdkube run` against this plane with local repositories allowed (on the real plane,
+    /// watching only the test's namespace, as deploy/'s ServiceAccount).
     pub fn operator(&self) -> Operator {
-        Operator::start(&self.kubeconfig(), &self.dir().join("operator"))
+        let namespace = matches!(self.backend, Backend::Real { .. }).then(|| self.namespace.clone());
+        Operator::start(&self.operator_kubeconfig, &self.dir().join("operator"), namespace)
     }
 
-    /// Applies a Pipeline manifest (YAML) in namespace `default`.
+    /// An API of namespaced kind `K` in the test's namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Applies a Pipeline manifest (YAML) in the test's namespace.
     pub async fn apply(&self, yaml: &str) -> Pipeline {
         let pipeline: Pipeline = serde_yaml::from_str(yaml).expect("Pipeline YAML");
         let name = pipeline.metadata.name.clone().expect("name");
-        let api: Api<Pipeline> = Api::namespaced(self.client.clone(), "default");
-        api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&pipeline))
+        self.pipelines()
+            .patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&pipeline))
             .await
             .expect("apply Pipeline")
     }
 
-    /// Pipelines in `default`.
+    /// Pipelines in the test's namespace.
     pub fn pipelines(&self) -> Api<Pipeline> {
-        Api::namespaced(self.client.clone(), "default")
+        self.api()
     }
 
     /// The status of Pipeline `name` (default when it has none yet).
@@ -106,9 +196,9 @@ impl Plane {
 
     /// Builder Pods of Pipeline `name`.
     pub async fn pods(&self, name: &str) -> Vec<Pod> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), "default");
         let selector = format!("delivery.inge.4pr.es/pipeline={name}");
-        api.list(&ListParams::default().labels(&selector))
+        self.api::<Pod>()
+            .list(&ListParams::default().labels(&selector))
             .await
             .expect("list Pods")
             .items
@@ -116,9 +206,9 @@ impl Plane {
 
     /// (reason, note) of the Events on Pipeline `name`, oldest first.
     pub async fn events(&self, name: &str) -> Vec<(String, String)> {
-        let api: Api<Event> = Api::namespaced(self.client.clone(), "default");
         let selector = format!("involvedObject.name={name},involvedObject.kind=Pipeline");
-        let mut events = api
+        let mut events = self
+            .api::<Event>()
             .list(&ListParams::default().fields(&selector))
             .await
             .expect("list Events")
@@ -143,10 +233,57 @@ impl Plane {
         .await;
     }
 
-    /// Stops the runner and its Pod processes.
+    /// Stops the runner (or node agent) and its Pod processes; on the real plane the test's
+    /// namespace is deleted too (without waiting).
     pub async fn shutdown(mut self) {
-        if let Some(runner) = self.cluster.runner.take() {
-            runner.shutdown().await;
+        match &mut self.backend {
+            Backend::Embedded(cluster) => {
+                if let Some(runner) = cluster.runner.take() {
+                    runner.shutdown().await;
+                }
+            }
+            Backend::Real { agent, .. } => {
+                if let Some(agent) = agent.take() {
+                    agent.shutdown().await;
+                }
+                let namespaces: Api<Namespace> = Api::all(self.client.clone());
+                let _ = namespaces.delete(&self.namespace, &Default::default()).await;
+            }
+        }
+    }
+}
+
+/// A kube-rs client from a kubeconfig file (its default namespace included).
+async fn client_for(path: &Path) -> Client {
+    // kube's rustls needs a process-wide provider; cdkube uses ring (a second install is a no-op).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).expect("kubeconfig");
+    let options = kube::config::KubeConfigOptions::default();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.expect("client config");
+    Client::try_from(config).expect("client")
+}
+
+/// A one-hour TokenRequest token of deploy/'s ServiceAccount `cdkube-system/cdkube`.
+async fn operator_token(admin: &Client) -> String {
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "cdkube-system");
+    let request = serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 3600},
+    });
+    let issued: serde_json::Value = sas
+        .create_subresource("token", "cdkube", &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest for cdkube-system/cdkube");
+    issued["status"]["token"].as_str().expect("token").to_string()
+}
+
+impl Drop for Plane {
+    /// A real plane's Pod processes are stopped even when the test failed before `shutdown`.
+    fn drop(&mut self) {
+        if let Backend::Real { dir, agent } = &mut self.backend
+            && agent.take().is_some()
+        {
+            cdkube::embedded::runner::sweep(&dir.path().join("node"));
         }
     }
 }
@@ -158,17 +295,20 @@ pub struct Operator {
     pub log: PathBuf,
     storage: PathBuf,
     kubeconfig: PathBuf,
+    namespace: Option<String>,
 }
 
 impl Operator {
-    /// Starts `cdkube run --allow-local-repos` with storage under `storage`.
-    pub fn start(kubeconfig: &Path, storage: &Path) -> Operator {
+    /// Starts `cdkube run --allow-local-repos` with storage under `storage`, watching `namespace`
+    /// (all namespaces when `None`).
+    pub fn start(kubeconfig: &Path, storage: &Path, namespace: Option<String>) -> Operator {
         std::fs::create_dir_all(storage).expect("operator storage");
         let mut operator = Operator {
             child: None,
             log: storage.join("operator.log"),
             storage: storage.to_path_buf(),
             kubeconfig: kubeconfig.to_path_buf(),
+            namespace,
         };
         operator.spawn();
         operator
@@ -180,17 +320,17 @@ impl Operator {
             .append(true)
             .open(&self.log)
             .expect("operator log");
-        let child = Command::new(env!("CARGO_BIN_EXE_cdkube"))
-            .args([
-                "run",
-                "--allow-local-repos",
-                "--artifact-listen",
-                "127.0.0.1:0",
-                "--storage-dir",
-            ])
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cdkube"));
+        command
+            .args(["run", "--allow-local-repos", "--artifact-listen", "127.0.0.1:0"])
+            .arg("--storage-dir")
             .arg(&self.storage)
             .arg("--signing-key-file")
-            .arg(self.storage.join("signing-key"))
+            .arg(self.storage.join("signing-key"));
+        if let Some(ns) = &self.namespace {
+            command.args(["--namespace", ns]);
+        }
+        let child = command
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,cdkube=debug")
             .stdin(Stdio::null())
@@ -237,15 +377,22 @@ impl Operator {
 }
 
 impl Drop for Operator {
+    /// Kills the process; when the test is failing, the end of its log goes to the test's output.
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- the operator's log, last lines ---");
+            tail.iter().rev().for_each(|l| eprintln!("{l}"));
+        }
     }
 }
 
 /// A Pipeline manifest following `repo`'s `main` every 10s with `build` as `sh -c` script.
 pub fn pipeline_yaml(name: &str, repo: &str, policy: &str, build: &str) -> String {
     format!(
-        "apiVersion: delivery.inge.4pr.es/v1alpha1\nkind: Pipeline\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  \
+        "apiVersion: delivery.inge.4pr.es/v1alpha1\nkind: Pipeline\nmetadata: {{name: {name}}}\nspec:\n  \
          repo: {repo}\n  branch: main\n  interval: 10s\n  concurrencyPolicy: {policy}\n  buildImage: busybox\n  \
          buildCommands: [sh, -c]\n  buildArguments: [{build}]\n  targetName: app\n  targetVersion: \"1.0\"\n",
         repo = serde_json::to_string(repo).unwrap(),

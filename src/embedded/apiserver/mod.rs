@@ -12,7 +12,7 @@
 //!   schemas, CEL rules, Events.
 //!
 //! Beside them, used by all three: [`error`] (`metav1.Status` errors), [`resources`] (the served
-//! types), [`ids`] (UIDs, tokens, timestamps), and for the start-up only [`tls`] and [`kubeconfig`].
+//! types), [`ids`] (UIDs, tokens, timestamps), and for the start-up only `embedded::tls` and [`kubeconfig`].
 //!
 //! # Deviations from kube-apiserver
 //!
@@ -43,6 +43,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 
 use self::error::ApiError;
+use crate::embedded::tls;
 use self::http::Server;
 use self::storage::gc;
 use self::storage::ops::{self, WriteOpts};
@@ -55,7 +56,6 @@ pub(crate) mod ids;
 mod kubeconfig;
 pub(crate) mod resources;
 pub(crate) mod storage;
-mod tls;
 
 /// Errors starting or using the server.
 #[derive(Debug, thiserror::Error)]
@@ -165,9 +165,9 @@ impl ApiServer {
             bookmark_interval: config.bookmark_interval,
             shutdown: shutdown_rx.clone(),
         });
-        let certs = tls::generate().map_err(|e| Error::Tls(e.into()))?;
+        let certs = tls::generate("cdkube-embedded-apiserver").map_err(|e| Error::Tls(e.into()))?;
         let app = Router::new().fallback(http::entry).with_state(server);
-        let serve = tokio::spawn(serve_tls(listener, certs.acceptor, app, shutdown_rx.clone()));
+        let serve = tokio::spawn(tls::serve(listener, certs.acceptor, app, shutdown_rx.clone()));
         let gc = tokio::spawn(gc::run(store, shutdown_rx));
         let kubeconfig_path = config.state_dir.join("kubeconfig");
         let url = format!("https://{addr}");
@@ -203,33 +203,6 @@ fn bootstrap(store: &Store) -> Result<(), Error> {
         ops::create(&mut st, &rt, None, ns, &opts).map_err(|e| Error::Bootstrap(e.into()))?;
     }
     Ok(())
-}
-
-/// Accepts TLS connections until shutdown; each connection is served by the router.
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    app: Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut conns = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((tcp, _)) = accepted else { continue };
-                let (acceptor, app) = (acceptor.clone(), app.clone());
-                conns.spawn(async move {
-                    let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else { return };
-                    let service = hyper_util::service::TowerToHyperService::new(app);
-                    let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-                    let _ = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service).await;
-                });
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            _ = stop.changed() => break,
-        }
-    }
-    conns.abort_all();
 }
 
 /// kube's rustls needs a process-wide crypto provider when several are compiled in (ring via kube,

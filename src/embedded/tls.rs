@@ -1,7 +1,11 @@
-//! Serving certificates. kubectl (client-go) only sends credentials over TLS, so the server
-//! speaks HTTPS with a fresh CA per start; the kubeconfig carries the CA, and `ca.crt` is
-//! written to the state directory for other clients (curl --cacert).
+//! HTTPS for the embedded servers (the API server, the node agent's kubelet endpoint): a fresh CA and
+//! a serving certificate per start, and the accept loop. kubectl (client-go) only sends credentials
+//! over TLS; the API server's kubeconfig carries its CA, and `ca.crt` is written to the state
+//! directory for other clients (curl --cacert).
 use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
@@ -11,7 +15,7 @@ use tokio_rustls::rustls::{self, pki_types::PrivateKeyDer};
 
 /// Why the serving certificates could not be made.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum Error {
+pub(crate) enum Error {
     /// Generating a key or signing a certificate failed.
     #[error(transparent)]
     Certificate(#[from] rcgen::Error),
@@ -21,20 +25,20 @@ pub(super) enum Error {
 }
 
 /// The CA clients trust and the acceptor presenting a server certificate signed by it.
-pub(super) struct ServingCerts {
+pub(crate) struct ServingCerts {
     /// PEM of the CA certificate.
     pub ca_pem: String,
     /// TLS acceptor for 127.0.0.1/localhost.
     pub acceptor: TlsAcceptor,
 }
 
-/// Generates a CA and a server certificate for `127.0.0.1` and `localhost`.
-pub(super) fn generate() -> Result<ServingCerts, Error> {
+/// Generates a CA and a server certificate for `127.0.0.1` and `localhost`, named `name`.
+pub(crate) fn generate(name: &str) -> Result<ServingCerts, Error> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "cdkube-embedded-ca");
+        .push(DnType::CommonName, format!("{name}-ca"));
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
@@ -47,7 +51,7 @@ pub(super) fn generate() -> Result<ServingCerts, Error> {
     let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
     params
         .distinguished_name
-        .push(DnType::CommonName, "cdkube-embedded-apiserver");
+        .push(DnType::CommonName, name);
     params.use_authority_key_identifier_extension = true;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -67,4 +71,31 @@ pub(super) fn generate() -> Result<ServingCerts, Error> {
         ca_pem: ca_cert.pem(),
         acceptor: TlsAcceptor::from(Arc::new(config)),
     })
+}
+
+/// Accepts TLS connections on `listener` until `stop` fires; each connection is served by `app`.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    acceptor: TlsAcceptor,
+    app: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((tcp, _)) = accepted else { continue };
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                conns.spawn(async move {
+                    let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else { return };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                    let _ = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service).await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    conns.abort_all();
 }
