@@ -83,8 +83,10 @@ fn launch() -> Result<RealKube, String> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    // The child is not waited for: it lives as long as this process, and stops when it is gone.
+    // The child is not waited for: it lives as long as this process, and stops when it is gone. Its
+    // log was only needed to explain a failed start.
     std::mem::forget(child);
+    let _ = std::fs::remove_file(dir.with_extension("log"));
     Ok(RealKube {
         kubeconfig: dir.join("admin.kubeconfig"),
         dir: Some(dir),
