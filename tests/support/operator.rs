@@ -60,22 +60,13 @@ impl Plane {
     /// and a kubeconfig for the operator holding a TokenRequest token of deploy/'s ServiceAccount
     /// `cdkube-system/cdkube`: the operator has exactly the rights deploy/rbac.yaml grants.
     pub async fn start_real() -> Plane {
+        let realkube::Namespace {
+            dir,
+            name: namespace,
+            kubeconfig,
+            client,
+        } = realkube::Namespace::create().await;
         let real = realkube::shared();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let namespace = format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-        let kubeconfig = dir.path().join("admin.kubeconfig");
-        std::fs::copy(&real.kubeconfig, &kubeconfig).expect("copy admin kubeconfig");
-        let ns_flag = format!("--namespace={namespace}");
-        let path = kubeconfig.to_str().expect("utf-8 path");
-        realkube::kubectl(&kubeconfig, &["config", "set-context", "--current", &ns_flag, "--kubeconfig", path])
-            .expect("set the test namespace");
-        realkube::kubectl(&kubeconfig, &["create", "namespace", &namespace]).expect("create namespace");
-        let client = client_for(&kubeconfig).await;
-        wait_for("the namespace's default ServiceAccount", Duration::from_secs(30), || async {
-            let sas: Api<ServiceAccount> = Api::default_namespaced(client.clone());
-            sas.get_opt("default").await.ok().flatten()
-        })
-        .await;
         let operator_kubeconfig = dir.path().join("operator.kubeconfig");
         let token = operator_token(&client).await;
         realkube::kubeconfig_for(&real.kubeconfig, &token, &namespace, &operator_kubeconfig);
@@ -251,16 +242,6 @@ impl Plane {
             }
         }
     }
-}
-
-/// A kube-rs client from a kubeconfig file (its default namespace included).
-async fn client_for(path: &Path) -> Client {
-    // kube's rustls needs a process-wide provider; cdkube uses ring (a second install is a no-op).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).expect("kubeconfig");
-    let options = kube::config::KubeConfigOptions::default();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.expect("client config");
-    Client::try_from(config).expect("client")
 }
 
 /// A one-hour TokenRequest token of deploy/'s ServiceAccount `cdkube-system/cdkube`.

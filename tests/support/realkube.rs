@@ -151,3 +151,56 @@ pub fn kubeconfig_for(admin: &Path, token: &str, namespace: &str, out: &Path) {
     );
     std::fs::write(out, yaml).expect("write kubeconfig");
 }
+
+/// A fresh namespace on the shared cluster for one test, with an admin kubeconfig and client whose
+/// default namespace it is, and the namespace's `default` ServiceAccount in place (Pods need it).
+pub struct Namespace {
+    /// Scratch directory of the test; holds the kubeconfig.
+    pub dir: tempfile::TempDir,
+    /// The namespace.
+    pub name: String,
+    /// Admin kubeconfig with `name` as the default namespace.
+    pub kubeconfig: PathBuf,
+    /// Admin client with `name` as the default namespace.
+    pub client: kube::Client,
+}
+
+impl Namespace {
+    /// Creates `e2e-<random>` on the shared cluster (started on first use).
+    pub async fn create() -> Namespace {
+        let real = shared();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let name = format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let kubeconfig = dir.path().join("admin.kubeconfig");
+        std::fs::copy(&real.kubeconfig, &kubeconfig).expect("copy admin kubeconfig");
+        let path = kubeconfig.to_str().expect("utf-8 path");
+        let ns_flag = format!("--namespace={name}");
+        kubectl(&kubeconfig, &["config", "set-context", "--current", &ns_flag, "--kubeconfig", path])
+            .expect("set the test namespace");
+        kubectl(&kubeconfig, &["create", "namespace", &name]).expect("create namespace");
+        let client = client_for(&kubeconfig).await;
+        super::cluster::wait_for("the namespace's default ServiceAccount", Duration::from_secs(30), || async {
+            let sas: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> = kube::Api::default_namespaced(client.clone());
+            sas.get_opt("default").await.ok().flatten()
+        })
+        .await;
+        Namespace {
+            dir,
+            name,
+            kubeconfig,
+            client,
+        }
+    }
+}
+
+/// A kube-rs client from a kubeconfig file (its default namespace included).
+pub async fn client_for(path: &Path) -> kube::Client {
+    // kube's rustls needs a process-wide provider; cdkube uses ring (a second install is a no-op).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).expect("kubeconfig");
+    let options = kube::config::KubeConfigOptions::default();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .expect("client config");
+    kube::Client::try_from(config).expect("client")
+}
