@@ -54,7 +54,6 @@ on_both_planes!(
     a_run_recorded_before_a_crash_gets_its_pod_once,
     pipelines_on_one_repository_share_one_probe_and_a_quiet_poll_writes_nothing,
     an_invalid_pipeline_stalls_without_disturbing_others,
-
 );
 
 fn short(sha: &str) -> &str {

@@ -254,31 +254,16 @@ async fn invalid_manifests_are_rejected_with_the_field_named() {
     let cluster = Cluster::start().await;
     let k = cluster.kubectl();
     k.ok(&["apply", "-f", path_str(&crd_path())]).await;
-    let cases = [
-        (
-            "history-limit-too-high.yaml",
-            "spec.historyLimit: Invalid value: 500: spec.historyLimit in body should be less than or equal to 100",
-        ),
-        (
-            "history-limit-not-a-number.yaml",
-            "spec.historyLimit: Invalid value: \"string\": spec.historyLimit in body must be of type integer: \"string\"",
-        ),
-        ("missing-repo.yaml", "spec.repo: Required value"),
-        (
-            "interval-and-schedule.yaml",
-            "interval and schedule are mutually exclusive",
-        ),
-        (
-            "unknown-concurrency-policy.yaml",
-            "spec.concurrencyPolicy: Unsupported value",
-        ),
-        ("misspelled-field.yaml", "unknown field \"spec."),
-    ];
-    for (file, expected) in cases {
+    for case in support::fixtures::REFUSED_BY_THE_CRD {
         let err = k
-            .fails(&["apply", "-f", path_str(&fixture(&format!("invalid/{file}")))])
+            .fails(&["apply", "-f", path_str(&fixture(&format!("invalid/{}", case.file)))])
             .await;
-        assert!(err.contains(expected), "{file}: expected {expected:?} in:\n{err}");
+        assert!(
+            err.contains(case.error),
+            "{}: expected {:?} in:\n{err}",
+            case.file,
+            case.error
+        );
     }
     let out = k.ok(&["get", "pipelines"]).await;
     assert!(out.is_empty(), "nothing was created: {out}");

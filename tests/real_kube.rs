@@ -35,6 +35,19 @@ async fn deploy_is_accepted_by_the_real_api_server() {
     ] {
         assert!(out.contains(object), "{object} missing from:\n{out}");
     }
+    // The invalid examples the CRD can tell are refused at apply, with the embedded server's words.
+    for case in support::fixtures::REFUSED_BY_THE_CRD {
+        let file = support::fixtures::fixture(&format!("invalid/{}", case.file));
+        let err = kubectl
+            .fails(&["apply", "--dry-run=server", "-f", file.to_str().unwrap()])
+            .await;
+        assert!(
+            err.contains(case.error),
+            "{}: expected {:?} in:\n{err}",
+            case.file,
+            case.error
+        );
+    }
     // Every valid example Pipeline is accepted by the real server's CRD schema.
     let examples = support::fixtures::repo_root().join("fixtures/pipelines");
     for entry in std::fs::read_dir(&examples).unwrap() {
@@ -67,17 +80,31 @@ async fn cdkube_node_is_a_node_the_api_server_works_with() {
     let nodes: Api<Node> = Api::all(ns.client.clone());
     let node = wait_for("the Node to be Ready", START, || async {
         let node = nodes.get_opt(&node_name).await.ok().flatten()?;
-        let ready = node.status.as_ref()?.conditions.as_ref()?.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        let ready = node
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
         ready.then_some(node)
     })
     .await;
     let status = node.status.unwrap();
     let addresses = status.addresses.unwrap();
-    assert!(addresses.iter().any(|a| a.type_ == "InternalIP" && a.address == "127.0.0.1"), "{addresses:?}");
+    assert!(
+        addresses
+            .iter()
+            .any(|a| a.type_ == "InternalIP" && a.address == "127.0.0.1"),
+        "{addresses:?}"
+    );
     let port = status.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port;
     assert_ne!(port, 0);
     let leases: Api<Lease> = Api::namespaced(ns.client.clone(), "kube-node-lease");
-    let lease = leases.get(&node_name).await.expect("the node's Lease");
+    let lease = wait_for("the node's Lease", START, || async {
+        leases.get_opt(&node_name).await.ok().flatten()
+    })
+    .await;
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some(node_name.as_str()));
 
     // A Pod in the agent's namespace is bound to it, runs, and its log reaches kubectl through the API server.

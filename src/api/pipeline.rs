@@ -22,6 +22,27 @@ pub const DEFAULT_HISTORY_LIMIT: i32 = 10;
 /// Bounds of `historyLimit`.
 pub(crate) const HISTORY_LIMIT_RANGE: std::ops::RangeInclusive<i32> = 1..=100;
 
+// CRD rules for what `validate` checks with the engine's parsers, so that kube-apiserver refuses the same
+// input at `kubectl apply`. They are RE2 (kube-apiserver) and Rust regex (the embedded server) alike.
+/// A password in the URL's user info (`scheme://user:password@host`).
+const REPO_NO_PASSWORD: &str = "!self.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@')";
+/// A `scheme://` URL names a supported scheme; remote helpers (`helper::address`) are refused.
+const REPO_SCHEME: &str =
+    "self.matches('^(?i)(https|http|ssh|git|file)://') || (!self.contains('://') && !self.contains('::'))";
+/// The host of a `scheme://` URL: a name or an `[IPv6]` literal, never shell metacharacters.
+const REPO_HOST: &str = r"!self.contains('://') || self.matches('^[A-Za-z+]+://([^/@]*@)?([A-Za-z0-9._-]*|\\[[0-9A-Fa-f:.]+\\])(:[0-9]*)?(/|$)')";
+/// git's branch-name rules (`git check-ref-format --branch`), `refs/heads/` allowed in front.
+const BRANCH_RULE: &str =
+    r"!self.matches('(^[-/.]|[.][.]|[[:space:][:cntrl:]~^:?*]|[\\[\\\\]|@[{]|[/.]$|[.]lock$|/[.]|//|^@$)')";
+/// Five or six fields, or a macro.
+const SCHEDULE_SHAPE: &str =
+    "self.startsWith('@') || self.matches('^[[:space:]]*[^[:space:]]+([[:space:]]+[^[:space:]]+){4,5}[[:space:]]*$')";
+/// Floors of `interval` and `timeout`; a value of the wrong shape is left to the pattern's error.
+const INTERVAL_FLOOR: &str = "!self.matches('^([0-9]+(ms|s|m|h))+$') || duration(self) >= duration('10s')";
+const TIMEOUT_FLOOR: &str = "!self.matches('^([0-9]+(ms|s|m|h))+$') || duration(self) >= duration('1s')";
+/// A DNS-1123 subdomain: Secret and ServiceAccount names.
+const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
 // clippy reads repeated `type_ = "string"` inside several printcolumn(...) groups as duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -79,29 +100,37 @@ pub struct PipelineSpec {
     /// `file://` URLs and local paths are accepted only where the operator allows local repositories
     /// (`cdkube dev`).
     #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new(REPO_NO_PASSWORD).message("must not embed a password: put credentials in the Secret named by spec.secretRef").reason(Reason::FieldValueForbidden))]
+    #[x_kube(validation = Rule::new("!self.matches('[[:space:][:cntrl:]]')").message("must not contain whitespace or control characters"))]
+    #[x_kube(validation = Rule::new(REPO_SCHEME).message("unsupported URL scheme: use https://, http://, ssh://, scp-like git@host:path or git://"))]
+    #[x_kube(validation = Rule::new(REPO_HOST).message("the host may hold only letters, digits, '.', '-', '_' and an [IPv6] address"))]
     pub repo: String,
 
     /// Branch to follow. Defaults to the branch the remote's HEAD points at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255))]
+    #[x_kube(validation = Rule::new(BRANCH_RULE).message("is not a valid git branch name"))]
     pub branch: Option<String>,
 
     /// How often to poll the repository for a new commit, as a duration such as `30s`, `5m` or `1h`.
     /// Defaults to `1m`; the floor is `10s`. Mutually exclusive with `schedule`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new(INTERVAL_FLOOR).message("must be at least 10s"))]
     pub interval: Option<String>,
 
     /// Cron expression (5 fields, or 6 with seconds first) at whose times the repository is polled,
     /// instead of polling every `interval`. Evaluated in UTC. Mutually exclusive with `interval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255))]
+    #[x_kube(validation = Rule::new(SCHEDULE_SHAPE).message("must be a cron expression of 5 fields (6 with seconds first) or a macro such as @hourly"))]
     pub schedule: Option<String>,
 
     /// Deadline of one build, as a duration such as `10m`. Becomes the builder Pod's
     /// `activeDeadlineSeconds`; a Pod stuck Pending past it is also cancelled. Defaults to `30m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new(TIMEOUT_FLOOR).message("must be at least 1s"))]
     pub timeout: Option<String>,
 
     /// What to do when a new commit arrives while a build is running. `Forbid` (default): the newest
@@ -127,7 +156,7 @@ pub struct PipelineSpec {
     pub secret_ref: Option<SecretRef>,
 
     /// Container image the build runs in.
-    #[schemars(length(min = 1, max = 1024))]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^\S+$"))]
     pub build_image: String,
 
     /// Entrypoint of the build container (its `command`).
@@ -149,6 +178,8 @@ pub struct PipelineSpec {
 
     /// Extra environment variables for the build container. Names starting with `CDKUBE_` are reserved.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    #[x_kube(validation = Rule::new("self.all(e, !e.name.startsWith('CDKUBE_'))").message("names starting with CDKUBE_ are set by cdkube").reason(Reason::FieldValueForbidden))]
     pub env: Vec<EnvVar>,
 
     /// Compute resources (requests and limits) of the build container.
@@ -158,7 +189,7 @@ pub struct PipelineSpec {
     /// ServiceAccount the builder Pod runs as. When set, its token is mounted into the Pod; when
     /// unset, no token is mounted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub service_account_name: Option<String>,
 }
 
@@ -180,7 +211,7 @@ pub enum ConcurrencyPolicy {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct SecretRef {
     /// Name of the Secret.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub name: String,
 }
 

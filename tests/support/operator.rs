@@ -77,7 +77,9 @@ impl Plane {
             runner,
             listen: "127.0.0.1:0".parse().expect("address"),
         };
-        let agent = NodeAgent::start(client.clone(), config).await.expect("start the node agent");
+        let agent = NodeAgent::start(client.clone(), config)
+            .await
+            .expect("start the node agent");
         Plane {
             client,
             namespace,

@@ -126,10 +126,7 @@ pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!(
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
+        Err(format!("kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr)))
     }
 }
 
@@ -175,14 +172,22 @@ impl Namespace {
         std::fs::copy(&real.kubeconfig, &kubeconfig).expect("copy admin kubeconfig");
         let path = kubeconfig.to_str().expect("utf-8 path");
         let ns_flag = format!("--namespace={name}");
-        kubectl(&kubeconfig, &["config", "set-context", "--current", &ns_flag, "--kubeconfig", path])
-            .expect("set the test namespace");
+        kubectl(
+            &kubeconfig,
+            &["config", "set-context", "--current", &ns_flag, "--kubeconfig", path],
+        )
+        .expect("set the test namespace");
         kubectl(&kubeconfig, &["create", "namespace", &name]).expect("create namespace");
         let client = client_for(&kubeconfig).await;
-        super::cluster::wait_for("the namespace's default ServiceAccount", Duration::from_secs(30), || async {
-            let sas: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> = kube::Api::default_namespaced(client.clone());
-            sas.get_opt("default").await.ok().flatten()
-        })
+        super::cluster::wait_for(
+            "the namespace's default ServiceAccount",
+            Duration::from_secs(30),
+            || async {
+                let sas: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                    kube::Api::default_namespaced(client.clone());
+                sas.get_opt("default").await.ok().flatten()
+            },
+        )
         .await;
         Namespace {
             dir,

@@ -43,11 +43,11 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 
 use self::error::ApiError;
-use crate::embedded::tls;
 use self::http::Server;
 use self::storage::gc;
 use self::storage::ops::{self, WriteOpts};
 use self::storage::store::Store;
+use crate::embedded::tls;
 
 pub(crate) mod admission;
 pub(crate) mod error;

@@ -89,7 +89,11 @@ pub(super) async fn report_status(client: &Client, facts: &NodeFacts) -> kube::R
         }
     });
     nodes
-        .patch_status(&facts.name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(status_doc(status)))
+        .patch_status(
+            &facts.name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(status_doc(status)),
+        )
         .await
 }
 

@@ -96,7 +96,12 @@ fn check_rule(schema: &Value, rule: &Value, value: &Value, old: Option<&Value>, 
         ctx.add_variable("oldSelf", old.map(to_cel).unwrap_or(cel::Value::Null))
             .ok()?;
     }
-    let type_name = schema["type"].as_str().unwrap_or("object");
+    // kube-apiserver (1.37) reports a scalar's own value, and the type name of an object or list.
+    let shown = if value.is_object() || value.is_array() {
+        json!(schema["type"].as_str().unwrap_or("object"))
+    } else {
+        value.clone()
+    };
     let field = match rule["fieldPath"].as_str() {
         Some(fp) if !fp.is_empty() => format!(
             "{path}{}",
@@ -113,16 +118,16 @@ fn check_rule(schema: &Value, rule: &Value, value: &Value, old: Option<&Value>, 
         Ok(cel::Value::Bool(false)) => {
             let message = rule_message(rule, &ctx).unwrap_or_else(|| format!("failed rule: {expr}"));
             let reason = rule["reason"].as_str().unwrap_or("FieldValueInvalid");
-            Some(StatusCause::with_reason(reason, &field, &json!(type_name), &message))
+            Some(StatusCause::with_reason(reason, &field, &shown, &message))
         }
         Ok(other) => Some(StatusCause::invalid(
             &field,
-            &json!(type_name),
+            &shown,
             &format!("rule did not evaluate to a boolean: {other:?}"),
         )),
         Err(e) => Some(StatusCause::invalid(
             &field,
-            &json!(type_name),
+            &shown,
             &format!("rule evaluation error: {e}"),
         )),
     }
