@@ -3,7 +3,7 @@
 //! where the kubectl view is the point), processes via /proc.
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cdkube::embedded::runner::VolumeMode;
@@ -32,9 +32,14 @@ impl PodCluster {
 
     /// The API server alone: Pods stay unscheduled until something binds them.
     async fn server_only() -> PodCluster {
+        Self::server_in(&std::env::temp_dir()).await
+    }
+
+    /// The API server alone, its state directory under `parent`.
+    async fn server_in(parent: &std::path::Path) -> PodCluster {
         // Runner warnings (failed API calls) show in the output of a failing test.
         cdkube::telemetry::init();
-        let cluster = Cluster::start().await;
+        let cluster = Cluster::start_in(parent, |_| {}).await;
         let client = cluster.client().await;
         PodCluster { cluster, client }
     }
@@ -639,4 +644,41 @@ async fn pods_bound_to_another_node_are_left_alone() {
     let pod = plane.pods().get("elsewhere").await.unwrap();
     assert!(pod.status.and_then(|s| s.phase).is_none_or(|p| p == "Pending"));
     assert!(!plane.volume_file("elsewhere", "data", "pid").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_in_a_mount_namespace_sees_the_host_read_only_and_not_the_state_directory() {
+    let probe = tempfile::tempdir().unwrap();
+    if !cdkube::embedded::runner::namespaces_permitted(probe.path()) {
+        eprintln!("SKIPPED: mount namespaces are not permitted here; README says what Rewrite mode exposes");
+        return;
+    }
+    // Outside /tmp, which a Pod sees as its own: the state directory and a host directory the user may write.
+    let outside = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let mut plane = PodCluster::server_in(outside).await;
+    plane.cluster.start_runner(Some(VolumeMode::Namespace)).await;
+    let host = tempfile::tempdir_in(outside).unwrap();
+    let kubeconfig = plane.cluster.kubeconfig();
+    let script = format!(
+        "echo private > /tmp/own && cat /tmp/own; \
+         if touch '{host}/written' 2>/dev/null; then echo host-writable; else echo host-read-only; fi; \
+         if [ -e '{kubeconfig}' ]; then echo kubeconfig-visible; else echo kubeconfig-hidden; fi",
+        host = host.path().display(),
+        kubeconfig = kubeconfig.display(),
+    );
+    plane
+        .create(json!({
+            "metadata": {"name": "nosy"},
+            "spec": {"restartPolicy": "Never", "containers": [
+                {"name": "main", "image": "busybox", "command": ["sh", "-c", script]}
+            ]}
+        }))
+        .await;
+    plane.wait_phase("nosy", "Succeeded").await;
+    assert_eq!(
+        plane.log("nosy", "main"),
+        "private\nhost-read-only\nkubeconfig-hidden\n"
+    );
+    assert!(!host.path().join("written").exists());
+    assert!(kubeconfig.exists(), "hidden from the Pod, not removed");
 }

@@ -21,7 +21,12 @@ impl Cluster {
 
     /// Starts a server after `tweak` adjusted the config.
     pub async fn start_with(tweak: impl FnOnce(&mut ApiServerConfig)) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(&std::env::temp_dir(), tweak).await
+    }
+
+    /// Starts a server whose state directory is in a new directory under `parent`.
+    pub async fn start_in(parent: &std::path::Path, tweak: impl FnOnce(&mut ApiServerConfig)) -> Self {
+        let dir = tempfile::tempdir_in(parent).expect("tempdir");
         let mut config = ApiServerConfig::new(dir.path().join("state"));
         tweak(&mut config);
         let server = ApiServer::start(config).await.expect("start API server");

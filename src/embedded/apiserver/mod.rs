@@ -172,7 +172,8 @@ impl ApiServer {
         let kubeconfig_path = config.state_dir.join("kubeconfig");
         let url = format!("https://{addr}");
         let ca_path = config.state_dir.join("ca.crt");
-        std::fs::write(&ca_path, &certs.ca_pem).map_err(|source| Error::Kubeconfig { path: ca_path, source })?;
+        crate::embedded::state_dir::write_file(&ca_path, certs.ca_pem.as_bytes())
+            .map_err(|source| Error::Kubeconfig { path: ca_path, source })?;
         kubeconfig::write(&kubeconfig_path, &url, &certs.ca_pem, &token).map_err(|source| Error::Kubeconfig {
             path: kubeconfig_path.clone(),
             source,

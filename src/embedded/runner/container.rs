@@ -224,7 +224,7 @@ fn record_pid(job: &Job, pid: i32) {
     let written = pid_file
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::write(&pid_file, format!("{pid} {start_time}")));
+        .and_then(|()| crate::embedded::state_dir::write_file(&pid_file, format!("{pid} {start_time}").as_bytes()));
     if let Err(e) = written {
         tracing::warn!(file = %pid_file.display(), "pid not recorded; a runner restart cannot stop it: {e}");
     }

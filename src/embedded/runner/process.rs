@@ -4,7 +4,7 @@
 //! Every container gets its own process group so that a shell and the children it forks are stopped
 //! together, as a container runtime stops everything in the container's cgroup.
 use std::ffi::CString;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -51,14 +51,23 @@ pub(super) struct BindMount {
     pub read_only: bool,
 }
 
-/// A private root: a tmpfs holding the host's top-level directories (bind-mounted) plus the volumes.
+/// A private root: a tmpfs holding the host's top-level directories, bind-mounted read-only (but
+/// `/dev` and `/proc`), a private `/tmp`, the hidden host directories, and the volumes.
 #[derive(Clone, Debug)]
 pub(super) struct Isolation {
     /// Host directory on which the tmpfs root is mounted (inside the namespace only).
     pub root: PathBuf,
     /// Volume mounts, applied in order (parents before children).
     pub mounts: Vec<BindMount>,
+    /// Host directory mounted writable at `/tmp` in place of the host's.
+    pub tmp: PathBuf,
+    /// Absolute host directories covered by an empty tmpfs (the runner's state directory: the
+    /// admin kubeconfig and every other Pod's files).
+    pub hidden: Vec<PathBuf>,
 }
+
+/// Top-level host directories bound writable: device nodes and the proc filesystem.
+const WRITABLE_TOP_LEVEL: [&str; 2] = ["dev", "proc"];
 
 /// A fully resolved container process.
 #[derive(Clone, Debug)]
@@ -184,14 +193,10 @@ fn open_log(path: &Path) -> Result<File, Error> {
             source,
         })?;
     }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|source| Error::Prepare {
-            path: path.to_path_buf(),
-            source,
-        })
+    crate::embedded::state_dir::open_append(path).map_err(|source| Error::Prepare {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Returns true when this process may create private mount namespaces (root, or CAP_SYS_ADMIN, and
@@ -205,6 +210,8 @@ pub fn namespaces_permitted(scratch: &Path) -> bool {
         &Isolation {
             root: root.clone(),
             mounts: Vec::new(),
+            tmp: std::env::temp_dir(),
+            hidden: Vec::new(),
         },
         Path::new("/"),
     ) else {
@@ -232,8 +239,15 @@ struct NamespacePlan {
 }
 
 enum RootEntry {
-    Dir { source: CString, target: CString },
-    Symlink { link: CString, target: CString },
+    Dir {
+        source: CString,
+        target: CString,
+        read_only: bool,
+    },
+    Symlink {
+        link: CString,
+        target: CString,
+    },
 }
 
 enum Step {
@@ -243,6 +257,8 @@ enum Step {
         target: CString,
         read_only: bool,
     },
+    /// An empty tmpfs over a directory (hides what is there).
+    Hide(CString),
 }
 
 fn cstr(p: &Path) -> Result<CString, Error> {
@@ -268,9 +284,11 @@ impl NamespacePlan {
                     target: cstr(&inside)?,
                 });
             } else if kind.is_dir() {
+                let name = entry.file_name();
                 entries.push(RootEntry::Dir {
                     source: cstr(&host)?,
                     target: cstr(&inside)?,
+                    read_only: !WRITABLE_TOP_LEVEL.iter().any(|w| name.as_bytes() == w.as_bytes()),
                 });
             }
             // Top-level regular files (e.g. /.dockerenv) are not carried over.
@@ -278,6 +296,16 @@ impl NamespacePlan {
         let mut mounts = iso.mounts.clone();
         mounts.sort_by_key(|m| m.target.components().count());
         let mut steps = Vec::new();
+        for hidden in iso.hidden.iter().filter(|h| h.is_absolute() && h.is_dir()) {
+            steps.push(Step::Hide(cstr(&inside(&iso.root, hidden))?));
+        }
+        if Path::new("/tmp").is_dir() {
+            steps.push(Step::Bind {
+                source: cstr(&iso.tmp)?,
+                target: cstr(&inside(&iso.root, Path::new("/tmp")))?,
+                read_only: false,
+            });
+        }
         for (i, m) in mounts.iter().enumerate() {
             for dir in missing_dirs(&m.target, &mounts[..i])? {
                 steps.push(Step::Mkdir(cstr(&inside(&iso.root, &dir))?));
@@ -321,12 +349,19 @@ impl NamespacePlan {
             ))?;
             for entry in &self.entries {
                 match entry {
-                    RootEntry::Dir { source, target } => {
+                    RootEntry::Dir {
+                        source,
+                        target,
+                        read_only,
+                    } => {
                         check(libc::mkdir(target.as_ptr(), 0o755))?;
                         // Best effort: a top-level directory that cannot be bound (e.g. an
                         // automount point) stays empty rather than failing every container.
                         let flags = libc::MS_BIND | libc::MS_REC;
-                        libc::mount(source.as_ptr(), target.as_ptr(), null, flags, null as _);
+                        if libc::mount(source.as_ptr(), target.as_ptr(), null, flags, null as _) == 0 && *read_only {
+                            let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+                            check(libc::mount(null, target.as_ptr(), null, flags, null as _))?;
+                        }
                     }
                     RootEntry::Symlink { link, target } => check(libc::symlink(link.as_ptr(), target.as_ptr()))?,
                 }
@@ -352,6 +387,16 @@ impl NamespacePlan {
                             let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
                             check(libc::mount(null, target.as_ptr(), null, flags, null as _))?;
                         }
+                    }
+                    Step::Hide(dir) => {
+                        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY;
+                        check(libc::mount(
+                            c"tmpfs".as_ptr(),
+                            dir.as_ptr(),
+                            c"tmpfs".as_ptr(),
+                            flags,
+                            null as _,
+                        ))?;
                     }
                 }
             }
@@ -506,6 +551,8 @@ mod tests {
         s.isolation = Some(Isolation {
             root,
             mounts: vec![mount],
+            tmp: std::env::temp_dir(),
+            hidden: Vec::new(),
         });
         s.args[1] = "pwd; echo made > /cdkube-test-ws/here; cat /cdkube-test-ws/here".into();
         assert_eq!(spawn(&s).unwrap().wait().await, Exit::Code(0));

@@ -8,12 +8,16 @@
 //! - `Namespace` (when the runner may create mount namespaces, e.g. as root): the process runs in a
 //!   private mount namespace whose root is a tmpfs holding bind mounts of the host's top-level
 //!   directories, with each volume bind-mounted at its `mountPath` (read-only when asked) and then
-//!   `chroot`. Every path the Pod names works, for every program it runs. The host filesystem is
-//!   not isolated otherwise (same users, same network, same processes).
+//!   `chroot`. Every path the Pod names works, for every program it runs. The host's directories are
+//!   read-only (but `/dev` and `/proc`; mounts below a top-level directory keep their own mode),
+//!   `/tmp` is the container's own, and the state directory (the admin kubeconfig, other Pods'
+//!   files) is hidden under an empty tmpfs. Nothing else is isolated: same users, same network,
+//!   same processes.
 //! - `Rewrite` (fallback): nothing is mounted. `workingDir`, and each `command`/`args` token and
 //!   `env` value that is a `mountPath` or starts with `mountPath/`, are rewritten to the volume's
 //!   host directory. Paths computed at run time (e.g. `cd /workspace` inside an `sh -c` script)
-//!   are not rewritten, and `readOnly` is not enforced.
+//!   are not rewritten, `readOnly` is not enforced, and the Pod can read and write whatever the
+//!   runner's user can, the state directory included.
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
@@ -129,6 +133,11 @@ impl PodDir {
         self.container(container).join("root")
     }
 
+    /// The container's `/tmp` in `Namespace` mode.
+    pub fn private_tmp(&self, container: &str) -> PathBuf {
+        self.container(container).join("tmp")
+    }
+
     /// The container's own files in `Rewrite` mode (its working directory when none is mounted).
     pub fn scratch(&self, container: &str) -> PathBuf {
         self.container(container).join("fs")
@@ -145,7 +154,7 @@ impl PodDir {
             std::fs::remove_dir_all(&self.root)?;
         }
         std::fs::create_dir_all(&self.root)?;
-        std::fs::write(self.root.join("uid"), uid)
+        crate::embedded::state_dir::write_file(&self.root.join("uid"), uid.as_bytes())
     }
 
     /// True when this directory was claimed by the Pod with `uid` (by this or an earlier runner).
@@ -300,10 +309,16 @@ pub(super) fn process_spec(
         VolumeMode::Namespace => {
             let root = dir.private_root(&container.name);
             create_dir(&root)?;
-            (
-                working_dir.unwrap_or_else(|| PathBuf::from("/")),
-                Some(Isolation { root, mounts }),
-            )
+            let tmp = dir.private_tmp(&container.name);
+            create_dir(&tmp)?;
+            let hidden = std::path::absolute(&dir.state_dir).into_iter().collect();
+            let isolation = Isolation {
+                root,
+                mounts,
+                tmp,
+                hidden,
+            };
+            (working_dir.unwrap_or_else(|| PathBuf::from("/")), Some(isolation))
         }
         VolumeMode::Rewrite => {
             for arg in &mut argv {

@@ -208,7 +208,7 @@ mod tests {
         let old = json!({"spec": {"repo": "a"}});
         assert_eq!(
             validate(&schema, &new, Some(&old))[0].line(),
-            "spec.repo: Invalid value: \"string\": repo is immutable"
+            "spec.repo: Invalid value: \"b\": repo is immutable"
         );
     }
 }
