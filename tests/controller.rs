@@ -607,6 +607,7 @@ async fn an_invalid_pipeline_stalls_without_disturbing_others(plane: Plane) {
     let stalled = status.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
     assert_eq!(stalled.reason, "InvalidSpec");
     assert!(stalled.message.contains("spec.schedule"), "{}", stalled.message);
+    plane.wait_event("bad", "InvalidSpec", "spec.schedule").await;
     plane.wait_run("good", 1, RunPhase::Succeeded, BUILD).await;
     assert!(plane.status("bad").await.history.is_empty());
     plane.shutdown().await;
