@@ -96,6 +96,10 @@ fn check_timing(spec: &PipelineSpec, errors: &mut Vec<FieldError>) {
         let result = parse_duration(timeout).and_then(|d| {
             if d < Duration::from_secs(1) {
                 Err(format!("{timeout:?} is shorter than 1s"))
+            } else if i64::try_from(d.as_secs()).is_err() {
+                Err(format!(
+                    "{timeout:?} is beyond what a Pod's activeDeadlineSeconds can hold"
+                ))
             } else {
                 Ok(())
             }
@@ -105,12 +109,16 @@ fn check_timing(spec: &PipelineSpec, errors: &mut Vec<FieldError>) {
 }
 
 fn check_build(spec: &PipelineSpec, errors: &mut Vec<FieldError>) {
-    if spec.build_image.trim().is_empty() || spec.build_image.chars().any(char::is_whitespace) {
+    if !is_image_reference(&spec.build_image) {
         errors.push(FieldError::new(
             "spec.buildImage",
-            "must be a container image reference without spaces",
+            format!(
+                "{:?} is not a container image reference such as busybox, registry.example.com:5000/team/app:1.0 or app@sha256:<64 hex>",
+                spec.build_image
+            ),
         ));
     }
+    check_resources(spec, errors);
     if spec.build_commands.is_empty() {
         errors.push(FieldError::new(
             "spec.buildCommands",
@@ -135,6 +143,84 @@ fn check_build(spec: &PipelineSpec, errors: &mut Vec<FieldError>) {
     if let Some(account) = &spec.service_account_name {
         check(errors, "spec.serviceAccountName", check_dns_subdomain(account));
     }
+}
+
+/// The reference grammar of container images (distribution's `reference` package): an optional
+/// registry with port, lowercase path components, an optional tag and an optional digest.
+fn is_image_reference(image: &str) -> bool {
+    static REFERENCE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        let component = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
+        let domain = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?";
+        let pattern = format!(
+            r"^(?:{domain}/)?{component}(?:/{component})*(?::[\w][\w.-]{{0,127}})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{{32,}})?$"
+        );
+        regex::Regex::new(&pattern).expect("constant pattern")
+    });
+    image.len() <= 1024 && REFERENCE.is_match(image)
+}
+
+/// Requests and limits are quantities, not negative, and no limit is below its request (as
+/// kube-apiserver checks a Pod's containers).
+fn check_resources(spec: &PipelineSpec, errors: &mut Vec<FieldError>) {
+    let Some(resources) = &spec.resources else { return };
+    let mut parsed =
+        |kind: &str, list: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
+            let mut values = BTreeMap::new();
+            for (name, quantity) in list.iter().flatten() {
+                let path = format!("spec.resources.{kind}.{name}");
+                match parse_quantity(&quantity.0) {
+                    Some(v) if v >= 0.0 => {
+                        values.insert(name.clone(), v);
+                    }
+                    Some(_) => errors.push(FieldError::new(path, "must be greater than or equal to 0")),
+                    None => errors.push(FieldError::new(
+                        path,
+                        format!("{:?} is not a quantity such as 500m, 2, 1Gi or 256Mi", quantity.0),
+                    )),
+                }
+            }
+            values
+        };
+    let requests = parsed("requests", &resources.requests);
+    let limits = parsed("limits", &resources.limits);
+    for (name, request) in &requests {
+        if limits.get(name).is_some_and(|limit| limit < request) {
+            errors.push(FieldError::new(
+                format!("spec.resources.requests.{name}"),
+                format!("must be less than or equal to the {name} limit"),
+            ));
+        }
+    }
+}
+
+/// The value of a Kubernetes quantity (`500m`, `1.5`, `2Gi`, `1e3`), or `None` if it is not one.
+fn parse_quantity(text: &str) -> Option<f64> {
+    static QUANTITY: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))((?:[KMGTPE]i)|[numkMGTPE]|[eE][+-]?[0-9]+)?$")
+            .expect("constant pattern")
+    });
+    let caps = QUANTITY.captures(text)?;
+    let number: f64 = caps[1].parse().ok()?;
+    let scale = match caps.get(2).map_or("", |m| m.as_str()) {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        exponent => 10f64.powi(exponent[1..].parse::<i32>().ok()?),
+    };
+    Some(number * scale)
 }
 
 fn check_env(spec: &PipelineSpec, errors: &mut Vec<FieldError>) {
@@ -219,7 +305,23 @@ pub fn check_repo(repo: &str, options: Options) -> Result<Scheme, String> {
     if !remote.credentials.is_empty() {
         return Err("must not embed a password; put credentials in the Secret named by spec.secretRef".into());
     }
+    if let Some(host) = remote.url.host()
+        && !is_host_name(host)
+    {
+        return Err("the host may hold only letters, digits, '.', '-', '_' and an [IPv6] address".into());
+    }
     Ok(remote.url.scheme())
+}
+
+/// A DNS name or an IP address: what a host may be. Rules out shell metacharacters, which some
+/// transports (ssh) would hand to a command line.
+fn is_host_name(host: &str) -> bool {
+    let ipv6 = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    !host.is_empty()
+        && (ipv6.parse::<std::net::Ipv6Addr>().is_ok()
+            || host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
 }
 
 /// Checks that a credentials Secret's data holds the keys `spec.repo`'s transport needs.
@@ -304,6 +406,91 @@ mod tests {
         }
         let error = check_repo("https://me:s3cret@host/repo.git", strict).unwrap_err();
         assert!(!error.contains("s3cret"), "a password must never be echoed: {error}");
+    }
+
+    #[test]
+    fn images_quantities_and_the_timeout_range() {
+        for image in [
+            "busybox",
+            "registry.example.com:5000/team/app:1.0",
+            "ghcr.io/o/r@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(is_image_reference(image), "{image}");
+        }
+        for image in ["Busybox", "app:", "a b", "app:tag:more", "-app", "app@sha256:xyz"] {
+            assert!(!is_image_reference(image), "{image}");
+        }
+        assert_eq!(parse_quantity("500m"), Some(0.5));
+        assert_eq!(parse_quantity("1Gi"), Some(1024f64.powi(3)));
+        assert_eq!(parse_quantity("1e3"), Some(1000.0));
+        assert_eq!(parse_quantity("1.5.5"), None);
+        assert_eq!(parse_quantity("ten"), None);
+        let mut s = spec("https://example.com/r.git");
+        s.resources = Some(
+            serde_json::from_value(serde_json::json!({
+                "requests": {"cpu": "2", "memory": "-1Gi"}, "limits": {"cpu": "500m", "memory": "lots"}
+            }))
+            .unwrap(),
+        );
+        s.timeout = Some("9999999999999999999s".into());
+        let errors: Vec<String> = validate(&s).unwrap_err().iter().map(|e| e.to_string()).collect();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("spec.resources.requests.memory: must be greater than or equal to 0")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("spec.resources.limits.memory: \"lots\" is not a quantity")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("spec.resources.requests.cpu: must be less than or equal to the cpu limit")),
+            "{errors:?}"
+        );
+        assert!(errors.iter().any(|e| e.starts_with("spec.timeout:")), "{errors:?}");
+    }
+
+    #[test]
+    fn hosts_with_shell_metacharacters_are_refused() {
+        struct Case {
+            repo: &'static str,
+            ok: bool,
+        }
+        let cases = [
+            Case {
+                repo: "ssh://ho;st/x.git",
+                ok: false,
+            },
+            Case {
+                repo: "https://ho$(id)st/x",
+                ok: false,
+            },
+            Case {
+                repo: "git@ho`id`st:x.git",
+                ok: false,
+            },
+            Case {
+                repo: "https://[::1]:8443/x.git",
+                ok: true,
+            },
+            Case {
+                repo: "ssh://git@git.example.com:2222/team/app.git",
+                ok: true,
+            },
+            Case {
+                repo: "git@github.com:org/repo.git",
+                ok: true,
+            },
+        ];
+        for case in cases {
+            let result = check_repo(case.repo, Options::default());
+            assert_eq!(result.is_ok(), case.ok, "{}: {result:?}", case.repo);
+        }
     }
 
     #[test]
