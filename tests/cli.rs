@@ -202,6 +202,71 @@ fn validate_bad_calls_fail_with_one_line() {
 }
 
 #[test]
+fn validate_refuses_what_the_api_server_would() {
+    struct Case {
+        what: &'static str,
+        manifest: &'static str,
+        beside_a_pipeline: bool,
+        error: &'static str,
+    }
+    const PIPELINE: &str = "apiVersion: delivery.inge.4pr.es/v1alpha1\nkind: Pipeline\nmetadata: {name: p}\n\
+                            spec: {repo: 'https://example.com/r.git', buildImage: busybox, buildCommands: [echo], \
+                            targetName: a, targetVersion: '1', secretRef: {name: creds}}\n";
+    let cases = [
+        Case {
+            what: "a kind our group does not serve",
+            manifest: "apiVersion: delivery.inge.4pr.es/v1alpha1\nkind: Pipline\nmetadata: {name: p}\n",
+            beside_a_pipeline: false,
+            error: "document 1: kind: delivery.inge.4pr.es serves no kind \"Pipline\"; did you mean Pipeline?",
+        },
+        Case {
+            what: "no Pipeline at all",
+            manifest: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+            beside_a_pipeline: false,
+            error: "no Pipeline found in the input",
+        },
+        Case {
+            what: "empty input",
+            manifest: "",
+            beside_a_pipeline: false,
+            error: "no Pipeline found in the input",
+        },
+        Case {
+            what: "Secret data that is not base64",
+            manifest: "apiVersion: v1\nkind: Secret\nmetadata: {name: creds}\ndata: {password: '!!not base64!!'}\n",
+            beside_a_pipeline: true,
+            error: "document 1: data.password: ",
+        },
+        Case {
+            what: "a namespace that cannot exist",
+            manifest: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: Team_A}\n",
+            beside_a_pipeline: true,
+            error: "document 1: metadata.namespace: \"Team_A\" is not a namespace name",
+        },
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for case in cases {
+        let path = dir.path().join("case.yaml");
+        // A valid Pipeline beside the case, so that only the case can fail the run.
+        let manifest = if case.beside_a_pipeline {
+            format!("{}---\n{PIPELINE}", case.manifest)
+        } else {
+            case.manifest.to_string()
+        };
+        std::fs::write(&path, manifest).unwrap();
+        let out = cdkube(&["validate", "-f", path.to_str().unwrap()]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{}: {stderr}", case.what);
+        assert!(
+            stderr.contains(case.error),
+            "{}: expected {:?} in:\n{stderr}",
+            case.what,
+            case.error
+        );
+    }
+}
+
+#[test]
 fn version_and_help() {
     let out = cdkube(&["version"]);
     assert!(out.status.success());

@@ -99,6 +99,18 @@ pub fn check_files(paths: &[String], options: Options) -> Vec<Entry> {
         }
     }
     let secrets = collect_secrets(&documents);
+    let pipelines = documents.iter().filter(|d| d.value["kind"] == "Pipeline").count();
+    if pipelines == 0 && entries.is_empty() {
+        let files = paths.join(", ");
+        entries.push(invalid(
+            &files,
+            0,
+            FieldError {
+                path: String::new(),
+                message: "no Pipeline found in the input".into(),
+            },
+        ));
+    }
     entries.extend(documents.into_iter().map(|doc| check_document(doc, &secrets, options)));
     entries.sort_by(|a, b| (&a.file, a.document).cmp(&(&b.file, b.document)));
     entries
@@ -199,19 +211,32 @@ fn check_document(
 ) -> Entry {
     let kind = doc.value["kind"].as_str().unwrap_or("").to_string();
     let namespace = namespace_of(&doc.value);
-    let outcome = if kind != "Pipeline" {
-        Outcome::Skipped {
+    let ours = doc.value["apiVersion"]
+        .as_str()
+        .is_some_and(|v| v.starts_with(&format!("{}/", super::GROUP)));
+    let outcome = match check_namespace(&doc.value) {
+        Err(error) => Outcome::Invalid { errors: vec![error] },
+        Ok(()) if kind == "Pipeline" => match check_pipeline(doc.value, secrets, &namespace, options) {
+            Ok(name) => Outcome::Valid { name },
+            Err(errors) => Outcome::Invalid { errors },
+        },
+        Ok(()) if ours => Outcome::Invalid {
+            errors: vec![FieldError {
+                path: "kind".into(),
+                message: format!("{} serves no kind {kind:?}; did you mean Pipeline?", super::GROUP),
+            }],
+        },
+        Ok(()) if kind == "Secret" && doc.value["apiVersion"] == "v1" => match decode_strict::<Secret>(doc.value) {
+            Ok(_) => Outcome::Skipped { kind },
+            Err(errors) => Outcome::Invalid { errors },
+        },
+        Ok(()) => Outcome::Skipped {
             kind: if kind.is_empty() {
                 "a document without kind".into()
             } else {
                 kind
             },
-        }
-    } else {
-        match check_pipeline(doc.value, secrets, &namespace, options) {
-            Ok(name) => Outcome::Valid { name },
-            Err(errors) => Outcome::Invalid { errors },
-        }
+        },
     };
     Entry {
         file: doc.file,
@@ -248,6 +273,30 @@ fn check_pipeline(
         Ok(pipeline.metadata.name.unwrap_or_default())
     } else {
         Err(errors)
+    }
+}
+
+/// `metadata.namespace`, when given, is a DNS-1123 label (what kube-apiserver requires of namespaces).
+fn check_namespace(value: &serde_json::Value) -> Result<(), FieldError> {
+    let Some(ns) = value["metadata"]["namespace"].as_str() else {
+        return Ok(());
+    };
+    let label = !ns.is_empty()
+        && ns.len() <= 63
+        && ns
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !ns.starts_with('-')
+        && !ns.ends_with('-');
+    if label {
+        Ok(())
+    } else {
+        Err(FieldError {
+            path: "metadata.namespace".into(),
+            message: format!(
+                "{ns:?} is not a namespace name: lowercase letters, digits and '-', at most 63 characters"
+            ),
+        })
     }
 }
 
