@@ -7,12 +7,18 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cluster;
 mod crd;
 mod dev;
 mod fetch_source;
+mod get;
+mod history;
+mod logs;
 mod node;
 mod probe;
 mod run;
+mod suspend;
+mod trigger;
 mod validate;
 mod version;
 
@@ -44,6 +50,18 @@ pub(crate) enum Command {
     Probe(probe::ProbeArgs),
     /// Run the operator: poll Pipelines' repositories and build each new commit in a builder Pod.
     Run(run::RunArgs),
+    /// List Pipelines: last built commit, version, phase, age, and how each polls.
+    Get(get::GetArgs),
+    /// Print a Pipeline's runs, newest first: commit, version, trigger, phase, duration, author, subject.
+    History(history::HistoryArgs),
+    /// Ask for a build now and follow it until it ends; the exit code is the build's.
+    Trigger(trigger::TriggerArgs),
+    /// Print the build output of a Pipeline's newest run (or `--run N`).
+    Logs(logs::LogsArgs),
+    /// Stop polling and building a Pipeline (a running build finishes).
+    Suspend(suspend::SuspendArgs),
+    /// Poll and build a suspended Pipeline again.
+    Resume(suspend::SuspendArgs),
     /// Serve as a node of a Kubernetes API server: register a Node, run its Pods as local processes.
     Node(node::NodeArgs),
     /// Download an artifact by its signed URL, verify its digest and extract it (a builder Pod's init step).
@@ -62,6 +80,12 @@ impl Command {
             Command::Run(args) => run::run(args),
             Command::FetchSource(args) => fetch_source::run(args),
             Command::Node(args) => node::run(args),
+            Command::Get(args) => get::run(args),
+            Command::History(args) => history::run(args),
+            Command::Trigger(args) => trigger::run(args),
+            Command::Logs(args) => logs::run(args),
+            Command::Suspend(args) => suspend::run(args, true),
+            Command::Resume(args) => suspend::run(args, false),
         }
     }
 
