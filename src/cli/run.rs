@@ -29,6 +29,10 @@ pub(crate) struct RunArgs {
     /// Git operations (probe, fetch, export) at once.
     #[arg(long, env = "CDKUBE_PROBE_CONCURRENCY", default_value_t = 8)]
     probe_concurrency: usize,
+    /// Largest pack a repository server may send for one fetch (e.g. `512MiB`); also the largest object a
+    /// fetch inflates in memory. A larger one fails the fetch with TooLarge, naming this limit.
+    #[arg(long, env = "CDKUBE_MAX_PACK_SIZE", default_value_t = cdkube::git::DEFAULT_MAX_PACK_BYTES, value_parser = cdkube::git::parse_size)]
+    max_pack_size: u64,
     /// Pipelines reconciled at once.
     #[arg(long, env = "CDKUBE_RECONCILE_CONCURRENCY", default_value_t = 4)]
     reconcile_concurrency: u16,
@@ -87,6 +91,7 @@ impl RunArgs {
             artifact_url: self.artifact_url,
             fetch_image: self.fetch_image,
             probe_concurrency: self.probe_concurrency,
+            max_pack_bytes: self.max_pack_size,
             reconcile_concurrency: self.reconcile_concurrency,
             allow_local_repos: self.allow_local_repos,
             signing_key,

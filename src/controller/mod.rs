@@ -68,6 +68,9 @@ pub struct Options {
     pub fetch_image: String,
     /// Git operations (probe, fetch, export) at once.
     pub probe_concurrency: usize,
+    /// Largest pack a repository server may send for one fetch (`cdkube run --max-pack-size`); see
+    /// [`EngineOptions::max_pack_bytes`].
+    pub max_pack_bytes: u64,
     /// Pipelines reconciled at once.
     pub reconcile_concurrency: u16,
     /// Accept `file://` and local-path repositories (only `cdkube dev`).
@@ -214,6 +217,7 @@ async fn context(
 ) -> Result<(Context, mpsc::UnboundedReceiver<PollEvent>), StartError> {
     let mut engine_options = EngineOptions::new(options.storage_dir.join("git"));
     engine_options.max_concurrency = options.probe_concurrency.max(1);
+    engine_options.max_pack_bytes = options.max_pack_bytes;
     let engine = Engine::new(engine_options)?;
     let (poller, events) = Poller::new(engine.clone(), PollerOptions::default());
     let store = artifact::Store::open(&options.storage_dir.join("artifacts"))?;

@@ -416,6 +416,7 @@ async fn start_operator(client: Client, state_dir: &Path) -> Operator {
         artifact_url: String::new(),
         fetch_image: "cdkube".into(),
         probe_concurrency: 8,
+        max_pack_bytes: crate::git::DEFAULT_MAX_PACK_BYTES,
         reconcile_concurrency: 4,
         allow_local_repos: true,
         signing_key: crate::controller::SigningKey::File(state_dir.join("operator").join("signing-key")),

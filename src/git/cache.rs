@@ -143,6 +143,15 @@ pub(crate) fn open_or_init(dir: &Path) -> Result<gix::Repository> {
     .map_err(|e| Error::storage(format!("creating cache {}", dir.display()), e))
 }
 
+/// Open (or create) the cache at `dir` for a fetch: what a server sends cannot make gix allocate more than
+/// `alloc_limit` bytes for one object (a pack may declare any object size).
+pub(crate) fn open_for_fetch(dir: &Path, alloc_limit: u64) -> Result<gix::Repository> {
+    open_or_init(dir)?;
+    let options = gix::open::Options::isolated()
+        .config_overrides([format!("gitoxide.objects.allocLimit={alloc_limit}")]);
+    gix::open_opts(dir, options).map_err(|e| Error::storage(format!("opening cache {}", dir.display()), e))
+}
+
 /// Replace `dir` with the finished cache at `fresh` (rename is atomic; the old one is removed after).
 pub(crate) fn swap_in(fresh: &Path, dir: &Path) -> Result<()> {
     if dir.exists() {

@@ -6,7 +6,9 @@
 use std::io::ErrorKind as Io;
 
 use super::error::{Error, ErrorKind, redact};
+use super::http_pool::HttpStatus;
 use super::remote::RemoteSpec;
+use super::sideband::clean;
 
 /// What the failed operation was, to phrase the message.
 pub(crate) struct Context<'a> {
@@ -16,19 +18,53 @@ pub(crate) struct Context<'a> {
     pub action: &'a str,
     /// Stderr of the ssh / upload-pack process, if any.
     pub stderr: Option<String>,
+    /// Error messages the server sent in the sideband (see [`super::sideband`]).
+    pub remote: Vec<String>,
 }
 
 /// Classify `err` from an operation described by `ctx`.
 pub(crate) fn classify(err: &gix::Error, ctx: &Context<'_>) -> Error {
     let chain = chain_text(err);
     let stderr = ctx.stderr.as_deref().unwrap_or_default();
+    // The server's own words: an ERR packet, or fatal messages in the sideband.
+    let said = err_packet(err).or_else(|| (!ctx.remote.is_empty()).then(|| ctx.remote.join("; ")));
     let kind = from_stderr(stderr)
+        .or_else(|| said.as_deref().map(from_remote))
         .or_else(|| from_classes(err))
         .or_else(|| from_sources(err))
         .or_else(|| from_text(&chain))
         .unwrap_or(ErrorKind::Protocol);
-    let detail = detail(stderr, &chain);
+    let detail = match said {
+        Some(said) if stderr.trim().is_empty() => format!("the server said: \"{}\"", clean(&said)),
+        _ => detail(stderr, &chain),
+    };
     message(kind, ctx, &detail)
+}
+
+/// The text of an `ERR` packet line the server sent, if that is what ended the exchange.
+fn err_packet(err: &gix::Error) -> Option<String> {
+    use gix::protocol::transport::packetline::read::Error as ErrLine;
+    err.iter_errors().find_map(|source| {
+        let direct = source.downcast_ref::<ErrLine>();
+        let wrapped = || {
+            source
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .and_then(|inner| inner.downcast_ref::<ErrLine>())
+        };
+        direct.or_else(wrapped).map(|e| e.message.to_string())
+    })
+}
+
+/// The kind of a failure the server explained itself: a missing repository keeps its own kind.
+fn from_remote(said: &str) -> ErrorKind {
+    let lower = said.to_ascii_lowercase();
+    let missing = ["not exported", "not found", "does not exist", "no such repository", "not a git repository"];
+    if missing.iter().any(|m| lower.contains(m)) {
+        ErrorKind::RepositoryNotFound
+    } else {
+        ErrorKind::Remote
+    }
 }
 
 /// Build the user-facing error of `kind` with `detail` (the technical cause), redacting secrets.
@@ -51,6 +87,8 @@ pub(crate) fn message(kind: ErrorKind, ctx: &Context<'_>, detail: &str) -> Error
         }
         ErrorKind::Network => "the server could not be reached",
         ErrorKind::Protocol => "the server's answer was not understood",
+        ErrorKind::Remote => "the server reported an error",
+        ErrorKind::TooLarge => "the server sent more than cdkube accepts",
         ErrorKind::Cancelled => "the operation was cancelled",
         ErrorKind::InvalidInput => "the request is invalid",
         ErrorKind::BranchNotFound => "the branch does not exist",
@@ -103,22 +141,18 @@ fn from_classes(err: &gix::Error) -> Option<ErrorKind> {
     }
 }
 
-/// Concrete transport errors: reqwest status and flags, io kinds.
+/// Concrete transport errors: HTTP status, reqwest flags, io kinds.
 fn from_sources(err: &gix::Error) -> Option<ErrorKind> {
     for source in err.iter_errors() {
-        if let Some(e) = source.downcast_ref::<reqwest::Error>() {
-            if e.is_timeout() {
-                return Some(ErrorKind::Timeout);
-            }
-            match e.status().map(|s| s.as_u16()) {
-                Some(401 | 403) => return Some(ErrorKind::AuthenticationFailed),
-                Some(404 | 410) => return Some(ErrorKind::RepositoryNotFound),
-                Some(_) => return Some(ErrorKind::Network),
-                None if e.is_connect() || e.is_request() => return Some(ErrorKind::Network),
-                None => {}
+        let io = source.downcast_ref::<std::io::Error>();
+        // An io::Error hides the error it wraps from `source()`; look inside too.
+        let inner = io.and_then(std::io::Error::get_ref).map(|e| e as &(dyn std::error::Error + 'static));
+        for e in std::iter::once(source).chain(inner) {
+            if let Some(kind) = from_http(e) {
+                return Some(kind);
             }
         }
-        if let Some(e) = source.downcast_ref::<std::io::Error>() {
+        if let Some(e) = io {
             match e.kind() {
                 Io::TimedOut | Io::WouldBlock => return Some(ErrorKind::Timeout),
                 Io::PermissionDenied => return Some(ErrorKind::AuthenticationFailed),
@@ -135,6 +169,25 @@ fn from_sources(err: &gix::Error) -> Option<ErrorKind> {
         }
     }
     None
+}
+
+/// An HTTP status or a reqwest failure.
+fn from_http(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+    if let Some(HttpStatus(status)) = e.downcast_ref::<HttpStatus>() {
+        return Some(match status {
+            401 | 403 => ErrorKind::AuthenticationFailed,
+            404 | 410 => ErrorKind::RepositoryNotFound,
+            _ => ErrorKind::Network,
+        });
+    }
+    let e = e.downcast_ref::<reqwest::Error>()?;
+    if e.is_timeout() {
+        Some(ErrorKind::Timeout)
+    } else if e.is_connect() || e.is_request() {
+        Some(ErrorKind::Network)
+    } else {
+        None
+    }
 }
 
 /// Last resort: well-known phrases in the error chain.
@@ -172,21 +225,15 @@ fn chain_text(err: &gix::Error) -> String {
     parts[start..].join(": ")
 }
 
-/// The most useful technical detail: the last meaningful stderr line, else the deepest error messages.
+/// The most useful technical detail: the last meaningful stderr line, else the deepest error messages;
+/// cleaned of control characters (the server chose some of this text) and cut short.
 fn detail(stderr: &str, chain: &str) -> String {
     let line = stderr
         .lines()
         .map(str::trim)
         .rfind(|l| !l.is_empty() && !l.starts_with("Warning: Permanently added"))
         .map(|l| l.trim_start_matches("fatal: ").trim_start_matches("ERROR: ").to_owned());
-    let text = line.unwrap_or_else(|| chain.to_owned());
-    const MAX: usize = 400;
-    if text.len() > MAX {
-        let cut = (0..=MAX).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
-        format!("{}…", &text[..cut])
-    } else {
-        text
-    }
+    clean(&line.unwrap_or_else(|| chain.to_owned()))
 }
 
 #[cfg(test)]

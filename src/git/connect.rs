@@ -24,29 +24,38 @@ pub(crate) fn connection<'a, 'repo>(
     remote: &'a gix::Remote<'repo>,
     transport: BoxedTransport,
     spec: &RemoteSpec,
-    settings: &Settings<'_>,
 ) -> Connection<'a, 'static, 'repo, BoxedTransport> {
     let connection = remote
         .to_connection_with_transport(transport)
         .with_credentials(no_credential_helpers);
-    match transport_options(spec, settings) {
+    match transport_options(spec) {
         Some(options) => connection.with_transport_options(options),
         None => connection,
     }
 }
 
-/// Classify `err` from talking to `spec`'s remote while doing `action`, with the child process's stderr.
+/// Classify `err` from talking to `spec`'s remote while doing `action`, with the child process's stderr and
+/// the error messages the server sent in the sideband.
 pub(crate) fn failed(
     err: &gix::Error,
     spec: &RemoteSpec,
     action: &str,
     settings: &Settings<'_>,
     process: Option<&mut ProcessGuard>,
+    remote: Vec<String>,
 ) -> Error {
     // The server may have changed: ask it for its capabilities again next time.
     settings.http.forget_adverts(&spec.url.to_string());
     let stderr = process.map(ProcessGuard::finish);
-    classify::classify(err, &Context { spec, action, stderr })
+    classify::classify(
+        err,
+        &Context {
+            spec,
+            action,
+            stderr,
+            remote,
+        },
+    )
 }
 
 /// Never ask a credential helper or a terminal: credentials come from the Secret only.
@@ -57,7 +66,7 @@ fn no_credential_helpers(
 }
 
 /// The transport options gix should apply before the handshake (HTTP only).
-fn transport_options(spec: &RemoteSpec, settings: &Settings<'_>) -> Option<Box<dyn std::any::Any>> {
+fn transport_options(spec: &RemoteSpec) -> Option<Box<dyn std::any::Any>> {
     matches!(spec.url.scheme(), Scheme::Http | Scheme::Https).then(|| {
         let creds = &spec.credentials;
         let authorization = match (creds.bearer_token(), creds.basic_auth()) {
@@ -71,10 +80,6 @@ fn transport_options(spec: &RemoteSpec, settings: &Settings<'_>) -> Option<Box<d
             }
             _ => None,
         };
-        Box::new(http_pool::options(
-            authorization.as_deref(),
-            creds.ca_cert(),
-            settings.timeout,
-        )) as Box<dyn std::any::Any>
+        Box::new(http_pool::options(authorization.as_deref())) as Box<dyn std::any::Any>
     })
 }

@@ -25,6 +25,10 @@ pub enum ErrorKind {
     Network,
     /// The server answered with something that is not the git protocol we expect.
     Protocol,
+    /// The server reported an error of its own (an `ERR` packet, a `fatal:` message); the message shows it.
+    Remote,
+    /// The server sent more than a limit allows (ref advertisement, pack size); the message names the limit.
+    TooLarge,
     /// The local cache or output directory failed (disk full, permissions, corruption).
     Storage,
 }
@@ -42,6 +46,8 @@ impl ErrorKind {
             ErrorKind::Cancelled => "Cancelled",
             ErrorKind::Network => "Network",
             ErrorKind::Protocol => "Protocol",
+            ErrorKind::Remote => "Remote",
+            ErrorKind::TooLarge => "TooLarge",
             ErrorKind::Storage => "Storage",
         }
     }
@@ -51,7 +57,7 @@ impl ErrorKind {
     pub fn retryable(self) -> bool {
         matches!(
             self,
-            ErrorKind::Timeout | ErrorKind::Network | ErrorKind::Protocol | ErrorKind::Storage
+            ErrorKind::Timeout | ErrorKind::Network | ErrorKind::Protocol | ErrorKind::Remote | ErrorKind::Storage
         )
     }
 }

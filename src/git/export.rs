@@ -16,7 +16,7 @@ use gix::ObjectId;
 use sha2::{Digest, Sha256};
 
 use super::error::{Error, ErrorKind, Result};
-use super::transport::Abort;
+use super::bounds::Bounds;
 
 /// A commit's tree exported as a tar.gz: what [`Engine::export`](super::Engine::export) wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub struct Export {
 }
 
 /// Write commit `id`'s tree from `repo` to `out` (atomically: a temporary file renamed into place).
-pub(crate) fn export(repo: &gix::Repository, id: ObjectId, out: &Path, abort: &Abort) -> Result<Export> {
+pub(crate) fn export(repo: &gix::Repository, id: ObjectId, out: &Path, bounds: &Bounds) -> Result<Export> {
     let commit = super::commit::find(repo, id)?;
     let corrupt = |e: gix::Error| Error::new(ErrorKind::Storage, format!("cannot read the tree of commit {id}: {e}"));
     let tree = commit.tree_id().map_err(corrupt)?;
@@ -61,7 +61,7 @@ pub(crate) fn export(repo: &gix::Repository, id: ObjectId, out: &Path, abort: &A
             chunk: Vec::with_capacity(CHUNK + 16 * 1024),
         };
         let archived = repo
-            .worktree_archive(stream, &mut chunks, gix::progress::Discard, abort.flag(), options)
+            .worktree_archive(stream, &mut chunks, gix::progress::Discard, bounds.flag(), options)
             .map_err(ArchiveError::Archive)
             .and_then(|()| chunks.finish().map_err(ArchiveError::Write));
         drop(chunks);
@@ -71,7 +71,7 @@ pub(crate) fn export(repo: &gix::Repository, id: ObjectId, out: &Path, abort: &A
         (archived, compressed)
     });
     if let Err(e) = archived {
-        return Err(match (abort.is_aborted(), compressed) {
+        return Err(match (bounds.is_stopped(), compressed) {
             (true, _) => Error::new(ErrorKind::Cancelled, format!("export of commit {id} was cancelled")),
             // The compressor's error is the cause; the archiver only saw its channel close.
             (false, Err(write)) => io("writing", write),

@@ -9,12 +9,14 @@ use std::num::NonZeroU32;
 use gix::remote::fetch::{Shallow, Status, refs::update::Mode};
 use gix::remote::ref_map;
 
+use super::bounds::{self, Cap};
 use super::cache::{self, Caches};
 use super::connect;
 use super::error::{Error, ErrorKind, Result};
 use super::probe::{self, Head};
 use super::remote::RemoteSpec;
-use super::transport::{self, Abort, Settings};
+use super::sideband::RemoteLog;
+use super::transport::{self, Settings};
 
 /// What a fetch did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,12 +46,7 @@ pub(crate) fn local_ref(branch: Option<&str>) -> String {
 }
 
 /// Fetch `spec`'s head into its cache.
-pub(crate) fn fetch(
-    spec: &RemoteSpec,
-    caches: &Caches,
-    settings: &Settings<'_>,
-    abort: &Abort,
-) -> Result<FetchOutcome> {
+pub(crate) fn fetch(spec: &RemoteSpec, caches: &Caches, settings: &Settings<'_>) -> Result<FetchOutcome> {
     let branch = spec.checked_branch()?;
     let dir = caches.dir(&spec.url);
     let lock = caches.lock(&dir);
@@ -71,7 +68,7 @@ pub(crate) fn fetch(
                 .and_then(|repo| tracked_commit(&repo, &local_ref(branch.as_deref())))
         })
         .flatten();
-    let result = fetch_into(spec, branch.as_deref(), &target, settings, abort);
+    let result = fetch_into(spec, branch.as_deref(), &target, settings);
     if target == dir && result.as_ref().is_err_and(|e| e.kind() == ErrorKind::Timeout) {
         cache::request_reclone(&dir);
     }
@@ -104,17 +101,16 @@ fn fetch_into(
     branch: Option<&str>,
     dir: &std::path::Path,
     settings: &Settings<'_>,
-    abort: &Abort,
 ) -> Result<FetchOutcome> {
-    let repo = cache::open_or_init(dir)?;
+    let repo = cache::open_for_fetch(dir, settings.max_pack_bytes)?;
     let local = local_ref(branch);
     let previous = tracked_commit(&repo, &local);
     let remote = connect::remote(&repo, spec, &format!("+{}:{local}", probe::remote_ref(branch)))?;
-    let opened = transport::open(spec, settings, abort)?;
+    let opened = transport::open(spec, settings)?;
     let mut process = opened.process;
-    let prepared = connect::connection(&remote, opened.transport, spec, settings)
+    let prepared = connect::connection(&remote, opened.transport, spec)
         .prepare_fetch(gix::progress::Discard, ref_map::Options::default())
-        .map_err(|e| connect::failed(&e, spec, ACTION, settings, process.as_mut()))?;
+        .map_err(|e| connect::failed(&e, spec, ACTION, settings, process.as_mut(), Vec::new()))?;
     // A missing branch fails here, before anything is written: the cached branch stays as it was.
     let head = probe::head_from_refs(spec, branch, &prepared.ref_map().remote_refs).map_err(|e| match &previous {
         Some(id) if e.kind() == ErrorKind::BranchNotFound => Error::new(
@@ -127,10 +123,17 @@ fn fetch_into(
         None => Shallow::DepthAtRemote(NonZeroU32::MIN),
         Some(_) => Shallow::NoChange,
     };
+    // From here on the server sends the pack, under its own cap; its error messages come in the sideband.
+    settings.bounds.enter(Cap {
+        what: bounds::PACK,
+        limit: settings.max_pack_bytes,
+        option: "--max-pack-size",
+    });
+    let log = RemoteLog::default();
     let outcome = prepared
         .with_shallow(shallow)
-        .receive(gix::progress::Discard, abort.flag())
-        .map_err(|e| connect::failed(&e, spec, ACTION, settings, process.as_mut()))?;
+        .receive(log.clone(), settings.bounds.flag())
+        .map_err(|e| connect::failed(&e, spec, ACTION, settings, process.as_mut(), log.lines()))?;
     let (objects_received, updates) = match &outcome.status {
         Status::Change {
             write_pack_bundle,

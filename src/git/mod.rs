@@ -18,6 +18,7 @@
 //!
 //! Every failure is one [`Error`] with an [`ErrorKind`]; messages never contain credentials.
 mod advert;
+mod bounds;
 mod cache;
 mod classify;
 mod commit;
@@ -30,13 +31,18 @@ mod fetch;
 mod http_pool;
 mod probe;
 mod remote;
+pub mod scratch;
 pub mod secret_file;
+mod sideband;
 mod transport;
 
+pub use bounds::parse_size;
 pub use cache::CacheLimits;
 pub use commit::CommitInfo;
 pub use credentials::Credentials;
-pub use engine::{DEFAULT_TIMEOUT, Engine, EngineOptions};
+pub use engine::{
+    DEFAULT_MAX_PACK_BYTES, DEFAULT_MAX_REFS_BYTES, DEFAULT_TIMEOUT, Engine, EngineOptions, MAX_TIMEOUT, check_timeout,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use export::Export;
 pub use fetch::FetchOutcome;

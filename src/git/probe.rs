@@ -9,7 +9,7 @@ use gix::remote::ref_map;
 use super::connect;
 use super::error::{Error, ErrorKind, Result};
 use super::remote::RemoteSpec;
-use super::transport::{self, Abort, Settings};
+use super::transport::{self, Settings};
 
 /// A branch head on the remote.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -50,14 +50,14 @@ pub(crate) fn remote_ref(branch: Option<&str>) -> String {
 }
 
 /// Ask the remote for `spec`'s head. `repo` is any repository (it only lends its configuration).
-pub(crate) fn probe(spec: &RemoteSpec, repo: &gix::Repository, settings: &Settings<'_>, abort: &Abort) -> Result<Head> {
+pub(crate) fn probe(spec: &RemoteSpec, repo: &gix::Repository, settings: &Settings<'_>) -> Result<Head> {
     let branch = spec.checked_branch()?;
     let remote = connect::remote(repo, spec, &remote_ref(branch.as_deref()))?;
-    let opened = transport::open(spec, settings, abort)?;
+    let opened = transport::open(spec, settings)?;
     let mut process = opened.process;
-    let (map, _handshake) = connect::connection(&remote, opened.transport, spec, settings)
+    let (map, _handshake) = connect::connection(&remote, opened.transport, spec)
         .ref_map(gix::progress::Discard, ref_map::Options::default())
-        .map_err(|e| connect::failed(&e, spec, ACTION, settings, process.as_mut()))?;
+        .map_err(|e| connect::failed(&e, spec, ACTION, settings, process.as_mut(), Vec::new()))?;
     head_from_refs(spec, branch.as_deref(), &map.remote_refs)
 }
 

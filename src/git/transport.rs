@@ -1,4 +1,4 @@
-//! Opening a connection to a remote, for every scheme, in a way that can be aborted from another thread.
+//! Opening a connection to a remote, for every scheme, in a way that can be stopped from another thread.
 //!
 //! We build gix transports ourselves instead of letting gix spawn them, for three reasons: the HTTP client
 //! comes from the shared [`HttpPool`]; the git daemon socket gets read/write timeouts and a handle to shut it
@@ -6,9 +6,9 @@
 //! cancellation and their stderr explains failures (host key, permission denied, no such repository).
 use std::io::Read;
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -19,78 +19,29 @@ use gix::protocol::transport::client::blocking_io::Transport;
 use gix::protocol::transport::client::blocking_io::http::Transport as HttpTransport;
 use gix::protocol::transport::client::git::{ConnectMode, blocking_io::Connection};
 
+use super::bounds::{self, Bounds, Hook, Metered};
 use super::error::{Error, ErrorKind, Result};
-use super::http_pool::{HttpPool, PoolKey};
+use super::http_pool::{ClientSettings, HttpPool, PoolKey};
 use super::remote::{RemoteSpec, Scheme};
+use super::scratch;
 
 /// Stderr kept from a child process, enough for any error message.
 const MAX_STDERR: usize = 16 * 1024;
 
-/// Lets another thread stop an operation: sets the interrupt flag gix checks while receiving packs, shuts
-/// down the daemon socket and kills the ssh/git process, so a blocked read returns at once.
-#[derive(Default)]
-pub(crate) struct Abort {
-    interrupted: AtomicBool,
-    hooks: Mutex<Vec<Hook>>,
-}
-
-enum Hook {
-    Socket(TcpStream),
-    Process(Arc<Mutex<Child>>),
-}
-
-impl Hook {
-    fn fire(&self) {
-        match self {
-            Hook::Socket(socket) => {
-                let _ = socket.shutdown(std::net::Shutdown::Both);
-            }
-            Hook::Process(child) => {
-                if let Ok(mut child) = child.lock() {
-                    let _ = child.kill();
-                }
-            }
-        }
-    }
-}
-
-impl Abort {
-    /// Stop the operation now.
-    pub(super) fn abort(&self) {
-        self.interrupted.store(true, Ordering::SeqCst);
-        let hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
-        hooks.iter().for_each(Hook::fire);
-    }
-
-    /// Whether [`Abort::abort`] was called.
-    pub(super) fn is_aborted(&self) -> bool {
-        self.interrupted.load(Ordering::SeqCst)
-    }
-
-    /// The flag gix polls while receiving a pack or writing an archive.
-    pub(super) fn flag(&self) -> &AtomicBool {
-        &self.interrupted
-    }
-
-    /// Fire `hook` on abort, or now if the abort already happened. The flag is read under the lock that
-    /// [`Abort::abort`] takes after setting it, so a concurrent abort cannot slip between check and push.
-    fn register(&self, hook: Hook) {
-        let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
-        if self.is_aborted() {
-            hook.fire();
-        }
-        hooks.push(hook);
-    }
-}
-
-/// Engine-wide settings a connection needs.
+/// Engine-wide settings a connection needs, and the bounds of the operation it serves.
 pub(crate) struct Settings<'a> {
     /// The shared HTTP clients.
     pub http: &'a Arc<HttpPool>,
-    /// Deadline of one network operation; also the socket and client timeouts.
+    /// Deadline of one network operation; also the socket and connect timeouts.
     pub timeout: Duration,
     /// The user's OpenSSH client config, if any.
     pub ssh_config: Option<&'a Path>,
+    /// Where ssh key files go: a private directory under the storage directory.
+    pub scratch: &'a Path,
+    /// Bytes a fetch may receive for its pack.
+    pub max_pack_bytes: u64,
+    /// The operation's deadline, caps and stop switch.
+    pub bounds: &'a Arc<Bounds>,
 }
 
 /// The transport every connection runs over.
@@ -107,7 +58,7 @@ pub(crate) struct Opened {
 }
 
 /// Open a connection to `spec`'s repository for fetching (upload-pack).
-pub(crate) fn open(spec: &RemoteSpec, settings: &Settings<'_>, abort: &Abort) -> Result<Opened> {
+pub(crate) fn open(spec: &RemoteSpec, settings: &Settings<'_>) -> Result<Opened> {
     let plain = |transport: BoxedTransport| Opened {
         transport,
         process: None,
@@ -115,9 +66,9 @@ pub(crate) fn open(spec: &RemoteSpec, settings: &Settings<'_>, abort: &Abort) ->
     };
     match spec.url.scheme() {
         Scheme::Http | Scheme::Https => open_http(spec, settings).map(plain),
-        Scheme::Git => open_daemon(spec, settings, abort).map(plain),
-        Scheme::Ssh => open_ssh(spec, settings, abort),
-        Scheme::File => open_local(spec, abort),
+        Scheme::Git => open_daemon(spec, settings).map(plain),
+        Scheme::Ssh => open_ssh(spec, settings),
+        Scheme::File => open_local(spec, settings),
     }
 }
 
@@ -130,7 +81,12 @@ fn open_http(spec: &RemoteSpec, settings: &Settings<'_>) -> Result<BoxedTranspor
         port: url.port(),
         ca: creds.ca_cert().map(|_| creds.identity()),
     };
-    let client = settings.http.checkout(key);
+    let client_settings = ClientSettings {
+        key,
+        ca_pem: creds.ca_cert(),
+        timeout: settings.timeout,
+    };
+    let client = settings.http.checkout(client_settings, settings.bounds);
     let mut transport = HttpTransport::new_http(client, url.gix().clone(), Protocol::V2, false);
     // Over https, gix sends the identity with the first request (no 401 round trip per probe) and drops it
     // on cross-host redirects. Over plain http gix refuses to; there the Authorization header goes in the
@@ -148,19 +104,20 @@ fn open_http(spec: &RemoteSpec, settings: &Settings<'_>) -> Result<BoxedTranspor
     Ok(Box::new(transport))
 }
 
-/// The git daemon protocol over a socket with read/write timeouts that an abort shuts down.
-fn open_daemon(spec: &RemoteSpec, settings: &Settings<'_>, abort: &Abort) -> Result<BoxedTransport> {
+/// The git daemon protocol over a metered socket with read/write timeouts that a stop shuts down.
+fn open_daemon(spec: &RemoteSpec, settings: &Settings<'_>) -> Result<BoxedTransport> {
     let url = &spec.url;
     let host = url.host().unwrap_or_default();
-    let socket = connect_tcp(host, url.port().unwrap_or(9418), settings.timeout)?;
+    let connect_timeout = settings.bounds.remaining().unwrap_or(settings.timeout).max(Duration::from_millis(1));
+    let socket = connect_tcp(host, url.port().unwrap_or(9418), connect_timeout)?;
     let io = |e: std::io::Error| Error::new(ErrorKind::Network, format!("cannot use the connection: {e}"));
     socket.set_read_timeout(Some(settings.timeout)).map_err(io)?;
     socket.set_write_timeout(Some(settings.timeout)).map_err(io)?;
     socket.set_nodelay(true).map_err(io)?;
-    abort.register(Hook::Socket(socket.try_clone().map_err(io)?));
+    settings.bounds.on_stop(Hook::Socket(socket.try_clone().map_err(io)?));
     let write = socket.try_clone().map_err(io)?;
     Ok(Box::new(Connection::new(
-        socket,
+        Metered::new(socket, Arc::clone(settings.bounds)),
         write,
         Protocol::V2,
         url.path().to_owned(),
@@ -171,13 +128,11 @@ fn open_daemon(spec: &RemoteSpec, settings: &Settings<'_>, abort: &Abort) -> Res
 }
 
 /// The OpenSSH client running `git-upload-pack` on the server, its key files in a private directory.
-fn open_ssh(spec: &RemoteSpec, settings: &Settings<'_>, abort: &Abort) -> Result<Opened> {
-    let files = tempfile::Builder::new()
-        .prefix("cdkube-ssh-")
-        .tempdir()
+fn open_ssh(spec: &RemoteSpec, settings: &Settings<'_>) -> Result<Opened> {
+    let files = scratch::private_dir(settings.scratch, scratch::SSH)
         .map_err(|e| Error::storage("temporary directory for ssh keys", e))?;
     let command = ssh_command(spec, settings, files.path())?;
-    let (connection, process) = spawn(command, spec.url.path(), abort)?;
+    let (connection, process) = spawn(command, spec.url.path(), settings.bounds)?;
     Ok(Opened {
         transport: Box::new(connection),
         process: Some(process),
@@ -186,7 +141,7 @@ fn open_ssh(spec: &RemoteSpec, settings: &Settings<'_>, abort: &Abort) -> Result
 }
 
 /// `git upload-pack` on a repository of the local file system.
-fn open_local(spec: &RemoteSpec, abort: &Abort) -> Result<Opened> {
+fn open_local(spec: &RemoteSpec, settings: &Settings<'_>) -> Result<Opened> {
     let path = PathBuf::from(spec.url.path());
     if !super::remote::is_local_repository(&path) {
         return Err(Error::new(
@@ -196,7 +151,7 @@ fn open_local(spec: &RemoteSpec, abort: &Abort) -> Result<Opened> {
     }
     let mut command = Command::new("git");
     command.arg("upload-pack").arg(&path).env("GIT_PROTOCOL", "version=2");
-    let (connection, process) = spawn(command, spec.url.path(), abort)?;
+    let (connection, process) = spawn(command, spec.url.path(), settings.bounds)?;
     Ok(Opened {
         transport: Box::new(connection),
         process: Some(process),
@@ -231,12 +186,11 @@ fn ssh_command(spec: &RemoteSpec, settings: &Settings<'_>, dir: &Path) -> Result
     let creds = &spec.credentials;
     let url = &spec.url;
     let Some(known_hosts) = creds.known_hosts() else {
-        return Err(Error::invalid(format!(
-            "ssh needs the server's host key: add `known_hosts` to the Secret (e.g. the output of `ssh-keyscan{} {}`); \
-             cdkube never trusts an unknown host",
-            url.port().map(|p| format!(" -p {p}")).unwrap_or_default(),
-            url.host().unwrap_or_default()
-        )));
+        // No host or port in the hint: the URL is the Pipeline author's text, never a command to paste.
+        return Err(Error::invalid(
+            "ssh needs the server's host key: add `known_hosts` to the Secret (the lines ssh-keyscan prints for this \
+             server, checked against a fingerprint you trust); cdkube never trusts an unknown host",
+        ));
     };
     let known_hosts_file = write_private(dir, "known_hosts", known_hosts)?;
     let mut command = Command::new("ssh");
@@ -350,7 +304,7 @@ impl ProcessGuard {
 
     fn stop(&mut self) {
         if let Ok(mut child) = self.child.lock() {
-            let _ = child.kill();
+            bounds::kill_group(&mut child);
             let _ = child.wait();
         }
         if let Some(reader) = self.reader.take() {
@@ -365,10 +319,22 @@ impl Drop for ProcessGuard {
     }
 }
 
-type ProcessConnection = Connection<ChildStdout, ChildStdin>;
+type ProcessConnection = Connection<Metered<ChildStdout>, ChildStdin>;
 
-fn spawn(mut command: Command, path: &str, abort: &Abort) -> Result<(ProcessConnection, ProcessGuard)> {
+/// Start `command` in a process group of its own (so a stop kills ssh and anything it started) that dies
+/// with the thread that started it, even if cdkube itself is killed.
+fn spawn(mut command: Command, path: &str, bounds: &Arc<Bounds>) -> Result<(ProcessConnection, ProcessGuard)> {
     let program = command.get_program().to_string_lossy().into_owned();
+    command.process_group(0);
+    // SAFETY: prctl(2) is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -396,9 +362,9 @@ fn spawn(mut command: Command, path: &str, abort: &Abort) -> Result<(ProcessConn
         }
     });
     let child = Arc::new(Mutex::new(child));
-    abort.register(Hook::Process(Arc::clone(&child)));
+    bounds.on_stop(Hook::Process(Arc::clone(&child)));
     let connection = Connection::new(
-        stdout,
+        Metered::new(stdout, Arc::clone(bounds)),
         stdin,
         Protocol::V2,
         path.to_owned(),
