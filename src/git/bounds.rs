@@ -249,7 +249,8 @@ impl Bounds {
 fn stop_error(why: Stop) -> io::Error {
     match why {
         Stop::Deadline => io::Error::new(io::ErrorKind::TimedOut, "the operation's deadline passed"),
-        Stop::Cancelled => io::Error::new(io::ErrorKind::Interrupted, "the operation was cancelled"),
+        // Not `Interrupted`: readers retry on that kind.
+        Stop::Cancelled => io::Error::other("the operation was cancelled"),
         Stop::Cap(cap) => io::Error::other(cap.to_string()),
     }
 }
@@ -347,6 +348,6 @@ mod tests {
         bounds.stop(Stop::Cancelled);
         bounds.stop(Stop::Deadline);
         assert_eq!(bounds.stopped(), Some(Stop::Cancelled));
-        assert_eq!(bounds.check().unwrap_err().kind(), io::ErrorKind::Interrupted);
+        assert_eq!(bounds.check().unwrap_err().to_string(), "the operation was cancelled");
     }
 }
