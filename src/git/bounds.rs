@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::sideband::{Said, Sniffer};
+
 /// Why an operation was stopped before it finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stop {
@@ -141,6 +143,8 @@ pub(crate) struct Bounds {
     received: AtomicU64,
     /// The cap of the current phase, and the bytes received before it began.
     phase: Mutex<(Cap, u64)>,
+    /// The server's own error messages, from every reader of the operation.
+    said: Said,
 }
 
 impl Bounds {
@@ -153,6 +157,7 @@ impl Bounds {
             hooks: Mutex::default(),
             received: AtomicU64::new(0),
             phase: Mutex::new((refs, 0)),
+            said: Said::default(),
         }
     }
 
@@ -169,6 +174,11 @@ impl Bounds {
     /// The deadline, if any.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         self.deadline
+    }
+
+    /// The error messages the server sent so far (`ERR` lines, sideband errors).
+    pub(crate) fn said(&self) -> &Said {
+        &self.said
     }
 
     /// Time left before the deadline (`None`: no deadline).
@@ -257,15 +267,21 @@ fn stop_error(why: Stop) -> io::Error {
 
 /// A reader that counts what it reads against the operation's [`Bounds`] and refuses to go on once they
 /// are exceeded.
+/// What it reads is also looked at for the server's error messages (see [`super::sideband`]).
 pub(crate) struct Metered<R> {
     inner: R,
     bounds: Arc<Bounds>,
+    sniffer: Sniffer,
 }
 
 impl<R> Metered<R> {
     /// Meter `inner` with `bounds`.
     pub(crate) fn new(inner: R, bounds: Arc<Bounds>) -> Self {
-        Metered { inner, bounds }
+        Metered {
+            inner,
+            bounds,
+            sniffer: Sniffer::default(),
+        }
     }
 }
 
@@ -277,6 +293,7 @@ impl<R: Read> Read for Metered<R> {
             // A socket shut by a stop reads as the end of the stream: report the stop instead.
             self.bounds.check()?;
         }
+        self.sniffer.feed(&buf[..n], self.bounds.said());
         self.bounds.count(n)?;
         Ok(n)
     }

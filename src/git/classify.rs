@@ -18,7 +18,7 @@ pub(crate) struct Context<'a> {
     pub action: &'a str,
     /// Stderr of the ssh / upload-pack process, if any.
     pub stderr: Option<String>,
-    /// Error messages the server sent in the sideband (see [`super::sideband`]).
+    /// Error messages the server sent (`ERR` lines, sideband errors; see [`super::sideband`]).
     pub remote: Vec<String>,
 }
 
@@ -34,9 +34,12 @@ pub(crate) fn classify(err: &gix::Error, ctx: &Context<'_>) -> Error {
         .or_else(|| from_sources(err))
         .or_else(|| from_text(&chain))
         .unwrap_or(ErrorKind::Protocol);
-    let detail = match said {
-        Some(said) if stderr.trim().is_empty() => format!("the server said: \"{}\"", clean(&said)),
-        _ => detail(stderr, &chain),
+    let detail = match (said, last_line(stderr)) {
+        (Some(said), Some(line)) if !said.split("; ").any(|m| line.contains(m) || m.contains(&line)) => {
+            format!("the server said: \"{}\"; {}", clean(&said), clean(&line))
+        }
+        (Some(said), _) => format!("the server said: \"{}\"", clean(&said)),
+        (None, _) => detail(stderr, &chain),
     };
     message(kind, ctx, &detail)
 }
@@ -228,12 +231,16 @@ fn chain_text(err: &gix::Error) -> String {
 /// The most useful technical detail: the last meaningful stderr line, else the deepest error messages;
 /// cleaned of control characters (the server chose some of this text) and cut short.
 fn detail(stderr: &str, chain: &str) -> String {
-    let line = stderr
+    clean(&last_line(stderr).unwrap_or_else(|| chain.to_owned()))
+}
+
+/// The last meaningful line of a process's stderr, without its `fatal: ` or `ERROR: ` prefix.
+fn last_line(stderr: &str) -> Option<String> {
+    stderr
         .lines()
         .map(str::trim)
         .rfind(|l| !l.is_empty() && !l.starts_with("Warning: Permanently added"))
-        .map(|l| l.trim_start_matches("fatal: ").trim_start_matches("ERROR: ").to_owned());
-    clean(&line.unwrap_or_else(|| chain.to_owned()))
+        .map(|l| l.trim_start_matches("fatal: ").trim_start_matches("ERROR: ").to_owned())
 }
 
 #[cfg(test)]

@@ -35,14 +35,13 @@ pub(crate) fn connection<'a, 'repo>(
 }
 
 /// Classify `err` from talking to `spec`'s remote while doing `action`, with the child process's stderr and
-/// the error messages the server sent in the sideband.
+/// the error messages the server sent (`ERR` lines, sideband errors).
 pub(crate) fn failed(
     err: &gix::Error,
     spec: &RemoteSpec,
     action: &str,
     settings: &Settings<'_>,
     process: Option<&mut ProcessGuard>,
-    remote: Vec<String>,
 ) -> Error {
     // The server may have changed: ask it for its capabilities again next time.
     settings.http.forget_adverts(&spec.url.to_string());
@@ -53,7 +52,7 @@ pub(crate) fn failed(
             spec,
             action,
             stderr,
-            remote,
+            remote: settings.bounds.said().lines(),
         },
     )
 }

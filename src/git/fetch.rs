@@ -15,7 +15,6 @@ use super::connect;
 use super::error::{Error, ErrorKind, Result};
 use super::probe::{self, Head};
 use super::remote::RemoteSpec;
-use super::sideband::RemoteLog;
 use super::transport::{self, Settings};
 
 /// What a fetch did.
@@ -110,7 +109,7 @@ fn fetch_into(
     let mut process = opened.process;
     let prepared = connect::connection(&remote, opened.transport, spec)
         .prepare_fetch(gix::progress::Discard, ref_map::Options::default())
-        .map_err(|e| connect::failed(&e, spec, ACTION, settings, process.as_mut(), Vec::new()))?;
+        .map_err(|e| connect::failed(&e, spec, ACTION, settings, process.as_mut()))?;
     // A missing branch fails here, before anything is written: the cached branch stays as it was.
     let head = probe::head_from_refs(spec, branch, &prepared.ref_map().remote_refs).map_err(|e| match &previous {
         Some(id) if e.kind() == ErrorKind::BranchNotFound => Error::new(
@@ -129,11 +128,10 @@ fn fetch_into(
         limit: settings.max_pack_bytes,
         option: "--max-pack-size",
     });
-    let log = RemoteLog::default();
     let outcome = prepared
         .with_shallow(shallow)
-        .receive(log.clone(), settings.bounds.flag())
-        .map_err(|e| connect::failed(&e, spec, ACTION, settings, process.as_mut(), log.lines()))?;
+        .receive(gix::progress::Discard, settings.bounds.flag())
+        .map_err(|e| connect::failed(&e, spec, ACTION, settings, process.as_mut()))?;
     let (objects_received, updates) = match &outcome.status {
         Status::Change {
             write_pack_bundle,

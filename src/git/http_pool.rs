@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::advert::{self, Adverts, Body};
 use super::bounds::{Bounds, Hook};
+use super::sideband::Sniffer;
 
 /// Idle connections kept per host.
 const MAX_IDLE_PER_HOST: usize = 16;
@@ -225,6 +226,7 @@ impl PooledHttp {
                 rx: body_rx,
                 chunk: Cursor::default(),
                 bounds: Arc::clone(&self.bounds),
+                sniffer: Sniffer::default(),
             },
         ))
     }
@@ -596,11 +598,13 @@ impl BufRead for HeadReader {
     }
 }
 
-/// The response body, chunk by chunk, counted against the operation's bounds.
+/// The response body, chunk by chunk, counted against the operation's bounds and looked at for the
+/// server's error messages.
 pub(crate) struct BodyReader {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
     chunk: Cursor<Vec<u8>>,
     bounds: Arc<Bounds>,
+    sniffer: Sniffer,
 }
 
 impl BodyReader {
@@ -611,6 +615,7 @@ impl BodyReader {
         self.bounds.check()?;
         match self.rx.blocking_recv() {
             Some(Ok(bytes)) => {
+                self.sniffer.feed(&bytes, self.bounds.said());
                 self.bounds.count(bytes.len())?;
                 self.chunk = Cursor::new(bytes);
                 Ok(())

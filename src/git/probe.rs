@@ -57,7 +57,7 @@ pub(crate) fn probe(spec: &RemoteSpec, repo: &gix::Repository, settings: &Settin
     let mut process = opened.process;
     let (map, _handshake) = connect::connection(&remote, opened.transport, spec)
         .ref_map(gix::progress::Discard, ref_map::Options::default())
-        .map_err(|e| connect::failed(&e, spec, ACTION, settings, process.as_mut(), Vec::new()))?;
+        .map_err(|e| connect::failed(&e, spec, ACTION, settings, process.as_mut()))?;
     head_from_refs(spec, branch.as_deref(), &map.remote_refs)
 }
 

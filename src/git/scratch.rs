@@ -12,8 +12,11 @@ use std::path::{Path, PathBuf};
 /// The scratch directory of a storage directory, `<storage>/tmp`, created 0700; stale entries of dead
 /// processes are removed.
 pub(crate) fn prepare(storage: &Path) -> io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = storage.join("tmp");
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+    // It may have existed with looser permissions.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
     remove_stale(&dir, SSH);
     Ok(dir)
 }

@@ -5,6 +5,8 @@
 //!   OpenSSH `sshd` with generated keys, and a socket that accepts but never answers. Every server
 //!   listens on 127.0.0.1 on a free port, lives in its own temporary directory and is killed when its
 //!   handle is dropped.
+//! - [`hostile`]: scripted smart-HTTP and git:// servers that drip, flood, send endless packs, garbage
+//!   or errors of their own, for the hostile-peer tests.
 //! - [`cluster`]: the embedded API server (and pod runner) in a temporary state directory.
 //! - [`kubectl`]: the real kubectl, and the rule for when it is missing.
 //! - [`process`]: pids, liveness, children.
@@ -17,6 +19,7 @@ pub mod blackhole;
 pub mod cluster;
 pub mod daemon;
 pub mod fixtures;
+pub mod hostile;
 pub mod http;
 pub mod kubectl;
 pub mod operator;
