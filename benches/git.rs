@@ -5,6 +5,9 @@
 //!   and probes sent (must be 100, confirmed by the server's request log).
 //! - P5: export of a ~5,000-file tree vs `git archive --format=tar.gz`.
 //! - Incremental fetch of one new commit vs `git fetch` into a clone.
+//! - Hostile servers: peak RSS of `cdkube probe` while a server streams endless refs (goal < 64 MiB), and
+//!   the time it takes to give up on a server that drips one byte per 100ms (goal <= deadline + 1s), each
+//!   beside `git ls-remote` against the same server for the same deadline (killed there if it goes on).
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -14,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use cdkube::git::{Credentials, Engine, EngineOptions, RemoteSpec};
 use cdkube::schedule::{Poller, PollerOptions, Schedule};
+use support::hostile::{Behaviour, HostileServer, Wire};
+use support::process::{Measured, run_measured};
 use support::{GitDaemon, HttpGit, Repos, Upstream};
 
 const RUNS: usize = 25;
@@ -24,10 +29,24 @@ fn main() {
         .build()
         .expect("runtime");
     let storage = tempfile::tempdir().expect("storage");
-    p1_probe(&runtime, storage.path());
-    p2_sweep(&runtime, storage.path());
-    p5_export(&runtime, storage.path());
-    incremental_fetch(&runtime, storage.path());
+    // `cargo bench --bench git -- hostile` runs the figures whose name contains `hostile`.
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wanted = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    if wanted("p1_probe") {
+        p1_probe(&runtime, storage.path());
+    }
+    if wanted("p2_sweep") {
+        p2_sweep(&runtime, storage.path());
+    }
+    if wanted("p5_export") {
+        p5_export(&runtime, storage.path());
+    }
+    if wanted("incremental_fetch") {
+        incremental_fetch(&runtime, storage.path());
+    }
+    if wanted("hostile_servers") {
+        hostile_servers(storage.path());
+    }
 }
 
 fn engine(storage: &Path, name: &str) -> Engine {
@@ -230,4 +249,58 @@ fn incremental_fetch(runtime: &tokio::runtime::Runtime, storage: &Path) {
         ms(git),
         ratio(ours, git)
     );
+}
+
+/// The deadline of the hostile-server figures.
+const HOSTILE_DEADLINE: Duration = Duration::from_secs(5);
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// `cdkube probe` and `git ls-remote` against one hostile server, with the same deadline.
+fn against(url: &str, storage: &Path) -> (Measured, Measured) {
+    let secs = HOSTILE_DEADLINE.as_secs().to_string();
+    let mut ours = support::cdkube_command(&["probe", url, "--timeout", &format!("{secs}s")]);
+    ours.env("TMPDIR", storage);
+    let ours = run_measured(ours, HOSTILE_DEADLINE * 4);
+    // git has no overall deadline; it is killed at ours.
+    let git = run_measured(support::command("git", &["ls-remote", url], storage), HOSTILE_DEADLINE);
+    (ours, git)
+}
+
+fn git_outcome(git: &Measured) -> &'static str {
+    if git.killed { "still going, killed at the deadline" } else { "gave up" }
+}
+
+fn hostile_servers(storage: &Path) {
+    for wire in [Wire::Http, Wire::Git] {
+        let server = HostileServer::start(wire, Behaviour::EndlessRefs);
+        let (ours, git) = against(&server.url(), storage);
+        println!(
+            "Endless refs over {wire:?}: cdkube probe peak RSS {} (gave up after {:.2} s: {}) vs git ls-remote {} ({}; \
+             the git process, not its remote helper), ratio {:.2} (goal < 64 MiB)",
+            mib(ours.peak_rss_kib),
+            ours.elapsed.as_secs_f64(),
+            ours.stderr.lines().next().unwrap_or_default().split(": ").take(2).collect::<Vec<_>>().join(": "),
+            mib(git.peak_rss_kib),
+            git_outcome(&git),
+            ours.peak_rss_kib as f64 / git.peak_rss_kib.max(1) as f64
+        );
+    }
+    for wire in [Wire::Http, Wire::Git] {
+        let server = HostileServer::start(wire, Behaviour::Drip);
+        let (ours, git) = against(&server.url(), storage);
+        println!(
+            "Drip over {wire:?} (deadline {}s): cdkube probe gave up after {:.2} s ({:+.2} s past the deadline, \
+             ratio {:.2}; goal <= deadline + 1s), peak RSS {}; git ls-remote {} after {:.2} s",
+            HOSTILE_DEADLINE.as_secs(),
+            ours.elapsed.as_secs_f64(),
+            ours.elapsed.as_secs_f64() - HOSTILE_DEADLINE.as_secs_f64(),
+            ours.elapsed.as_secs_f64() / HOSTILE_DEADLINE.as_secs_f64(),
+            mib(ours.peak_rss_kib),
+            git_outcome(&git),
+            git.elapsed.as_secs_f64()
+        );
+    }
 }

@@ -8,15 +8,15 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use cdkube::git::{Credentials, Engine, EngineOptions, ErrorKind, RemoteSpec, secret_file};
 use proptest::prelude::*;
 use support::hostile::{Behaviour, ERR_TEXT, FATAL_TEXT, HostileServer, Wire};
-use support::{Blackhole, GitDaemon, HttpGit, Repos, eventually, process};
+use support::process::{self, Measured};
+use support::{Blackhole, GitDaemon, HttpGit, Repos, eventually};
 
 /// The deadline every hostile probe gets.
 const DEADLINE: Duration = Duration::from_secs(3);
@@ -25,57 +25,11 @@ const RSS_CAP_KIB: u64 = 64 * 1024;
 /// The pack size limit of the huge-pack cases.
 const PACK_CAP: &str = "8MiB";
 
-/// How one `cdkube probe` run ended.
-struct Ended {
-    status: ExitStatus,
-    stderr: String,
-    elapsed: Duration,
-    /// Peak resident set size of the probe process (ru_maxrss), in KiB.
-    peak_rss_kib: u64,
-}
-
 /// Run `cdkube args` with `tmp` as its temporary directory; kill it if it outlives `limit`.
-fn cdkube_in(args: &[&str], tmp: &Path, limit: Duration) -> Ended {
+fn cdkube_in(args: &[&str], tmp: &Path, limit: Duration) -> Measured {
     let mut command = support::cdkube_command(args);
-    command.env("TMPDIR", tmp).stdout(Stdio::null()).stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = command.spawn().expect("run cdkube");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        text
-    });
-    let (status, peak_rss_kib) = wait_with_rusage(&mut child, limit);
-    let elapsed = started.elapsed();
-    Ended {
-        status,
-        stderr: reader.join().unwrap_or_default(),
-        elapsed,
-        peak_rss_kib,
-    }
-}
-
-/// Reap `child` with wait4(2), which reports its peak RSS; SIGKILL it first if it runs past `limit`.
-fn wait_with_rusage(child: &mut std::process::Child, limit: Duration) -> (ExitStatus, u64) {
-    let pid = child.id() as libc::pid_t;
-    let deadline = Instant::now() + limit;
-    loop {
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is valid; wait4 fills it and `status` for our own child.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        let flags = if Instant::now() < deadline { libc::WNOHANG } else { 0 };
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-        }
-        // SAFETY: see above.
-        let reaped = unsafe { libc::wait4(pid, &mut status, flags, &mut usage) };
-        if reaped == pid {
-            return (ExitStatus::from_raw(status), usage.ru_maxrss as u64);
-        }
-        assert!(reaped == 0, "wait4 failed: {}", std::io::Error::last_os_error());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    command.env("TMPDIR", tmp);
+    process::run_measured(command, limit)
 }
 
 fn temp_dir() -> tempfile::TempDir {
@@ -95,7 +49,7 @@ fn silent_known_hosts(port: u16) -> String {
 }
 
 /// One row of the closing note's table, printed by the tests (`--nocapture` shows it).
-fn report(case: &str, bound: &str, ended: &Ended, result: &str) {
+fn report(case: &str, bound: &str, ended: &Measured, result: &str) {
     println!(
         "| {case} | {bound} | {:.2} s | {:.1} MiB | {result} |",
         ended.elapsed.as_secs_f64(),
