@@ -270,7 +270,11 @@ fn against(url: &str, storage: &Path) -> (Measured, Measured) {
 }
 
 fn git_outcome(git: &Measured) -> &'static str {
-    if git.killed { "still going, killed at the deadline" } else { "gave up" }
+    if git.killed {
+        "still going, killed at the deadline"
+    } else {
+        "gave up"
+    }
 }
 
 fn hostile_servers(storage: &Path) {
@@ -282,7 +286,14 @@ fn hostile_servers(storage: &Path) {
              the git process, not its remote helper), ratio {:.2} (goal < 64 MiB)",
             mib(ours.peak_rss_kib),
             ours.elapsed.as_secs_f64(),
-            ours.stderr.lines().next().unwrap_or_default().split(": ").take(2).collect::<Vec<_>>().join(": "),
+            ours.stderr
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .split(": ")
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(": "),
             mib(git.peak_rss_kib),
             git_outcome(&git),
             ours.peak_rss_kib as f64 / git.peak_rss_kib.max(1) as f64

@@ -33,13 +33,21 @@ fn cdkube_in(args: &[&str], tmp: &Path, limit: Duration) -> Measured {
 }
 
 fn temp_dir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("cdkube-hostile-").tempdir().expect("temp dir")
+    tempfile::Builder::new()
+        .prefix("cdkube-hostile-")
+        .tempdir()
+        .expect("temp dir")
 }
 
 /// What the directory still holds.
 fn left_in(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -181,7 +189,14 @@ fn an_ssh_server_that_never_answers_times_out() {
     let work = tmp.path().join("work");
     std::fs::create_dir(&work).unwrap();
     let ended = cdkube_in(
-        &["probe", &url, "--timeout", "3s", "--secret-file", secret.to_str().unwrap()],
+        &[
+            "probe",
+            &url,
+            "--timeout",
+            "3s",
+            "--secret-file",
+            secret.to_str().unwrap(),
+        ],
         &work,
         DEADLINE * 10,
     );
@@ -207,9 +222,21 @@ fn a_remotes_own_error_is_shown_and_classified() {
         let ended = cdkube_in(&["probe", &server.url(), "--timeout", "10s"], tmp.path(), DEADLINE * 10);
         let name = format!("{wire:?} {behaviour:?}");
         assert!(ended.stderr.starts_with("error: Remote: "), "{name}: {}", ended.stderr);
-        assert!(ended.stderr.contains("the server reported an error"), "{name}: {}", ended.stderr);
-        assert!(ended.stderr.contains(text.trim_start_matches("fatal: ")), "{name}: {}", ended.stderr);
-        assert!(!ended.stderr.contains("could not be reached"), "{name}: {}", ended.stderr);
+        assert!(
+            ended.stderr.contains("the server reported an error"),
+            "{name}: {}",
+            ended.stderr
+        );
+        assert!(
+            ended.stderr.contains(text.trim_start_matches("fatal: ")),
+            "{name}: {}",
+            ended.stderr
+        );
+        assert!(
+            !ended.stderr.contains("could not be reached"),
+            "{name}: {}",
+            ended.stderr
+        );
         report(&name, "10s", &ended, "Remote");
     }
 }
@@ -223,9 +250,17 @@ fn a_corrupt_repository_behind_git_daemon_is_a_remote_error() {
     std::fs::remove_file(&object).expect("the blob is a loose object");
     let daemon = GitDaemon::start(&repos.root());
     let tmp = temp_dir();
-    let ended = cdkube_in(&["probe", &daemon.url("corrupt"), "--timeout", "20s"], tmp.path(), DEADLINE * 20);
+    let ended = cdkube_in(
+        &["probe", &daemon.url("corrupt"), "--timeout", "20s"],
+        tmp.path(),
+        DEADLINE * 20,
+    );
     assert!(ended.stderr.starts_with("error: Remote: "), "{}", ended.stderr);
-    assert!(ended.stderr.contains(&blob[..8]), "names the missing object: {}", ended.stderr);
+    assert!(
+        ended.stderr.contains(&blob[..8]),
+        "names the missing object: {}",
+        ended.stderr
+    );
     assert!(!ended.stderr.contains("could not be reached"), "{}", ended.stderr);
     report("git daemon, corrupt repository", "20s", &ended, "Remote");
 }
@@ -252,19 +287,29 @@ async fn a_timed_out_operation_releases_its_connection_and_slot() {
     for wire in [Wire::Http, Wire::Git] {
         let drip = HostileServer::start(wire, Behaviour::Drip);
         let started = Instant::now();
-        let err = engine.probe(&spec(&drip.url())).await.expect_err("a drip never completes");
+        let err = engine
+            .probe(&spec(&drip.url()))
+            .await
+            .expect_err("a drip never completes");
         assert_eq!(err.kind(), ErrorKind::Timeout, "{wire:?}: {err}");
         assert!(
             eventually(Duration::from_secs(5), || drip.closed() == drip.accepted()),
             "{wire:?}: the dripping connection is closed"
         );
         // With one slot, the next probe runs only once the timed-out one really ended.
-        let head = tokio::time::timeout(Duration::from_secs(6) * 3, engine.probe(&spec(&http.url("git", "good"))))
-            .await
-            .expect("the engine answers again")
-            .expect("the good repository answers");
+        let head = tokio::time::timeout(
+            Duration::from_secs(6) * 3,
+            engine.probe(&spec(&http.url("git", "good"))),
+        )
+        .await
+        .expect("the engine answers again")
+        .expect("the good repository answers");
         assert_eq!(head.sha, good.head());
-        assert!(started.elapsed() < Duration::from_secs(6) * 3, "{wire:?}: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(6) * 3,
+            "{wire:?}: {:?}",
+            started.elapsed()
+        );
     }
 }
 
@@ -294,7 +339,10 @@ async fn cancelling_a_probe_closes_its_connection_on_every_transport() {
             eventually(Duration::from_secs(10), || server.closed() == server.accepted()),
             "{wire:?} {behaviour:?}: the cancelled probe closed its connection (deadline 120s)"
         );
-        assert!(engine.wait_idle(Duration::from_secs(10)).await, "the slot is free again");
+        assert!(
+            engine.wait_idle(Duration::from_secs(10)).await,
+            "the slot is free again"
+        );
     }
 }
 
@@ -305,12 +353,19 @@ fn probe_stuck_in_ssh(hole: &Blackhole, dir: &Path, tmp: &Path) -> (support::Chi
     std::fs::write(&secret, format!("known_hosts={}", silent_known_hosts(hole.port))).unwrap();
     let url = format!("ssh://git@127.0.0.1:{}/r.git", hole.port);
     let before = hole.accepted();
-    let child = support::cdkube_command(&["probe", &url, "--timeout", "120s", "--secret-file", secret.to_str().unwrap()])
-        .env("TMPDIR", tmp)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run cdkube");
+    let child = support::cdkube_command(&[
+        "probe",
+        &url,
+        "--timeout",
+        "120s",
+        "--secret-file",
+        secret.to_str().unwrap(),
+    ])
+    .env("TMPDIR", tmp)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("run cdkube");
     let guard = support::ChildGuard(child);
     assert!(
         eventually(Duration::from_secs(20), || hole.accepted() > before),
@@ -371,7 +426,10 @@ fn the_engine_removes_stale_key_directories_at_start() {
     Engine::new(EngineOptions::new(storage.path())).expect("engine");
     assert!(!stale.exists(), "pid 4194305 cannot exist (above the kernel's pid_max)");
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(storage.path().join("tmp")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(storage.path().join("tmp"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o700);
 }
 
@@ -421,7 +479,11 @@ fn bad_deadlines_and_secret_files_are_refused() {
         );
     }
     // A deadline humantime cannot represent never reaches the engine.
-    let ended = cdkube_in(&["probe", url, "--timeout", "99999999999999999999999s"], dir.path(), Duration::from_secs(20));
+    let ended = cdkube_in(
+        &["probe", url, "--timeout", "99999999999999999999999s"],
+        dir.path(),
+        Duration::from_secs(20),
+    );
     assert_eq!(ended.status.code(), Some(2), "{}", ended.stderr);
 }
 
@@ -462,7 +524,9 @@ proptest! {
 
 /// Text shaped like repository URLs (schemes, user info, hosts, ports, paths, scp syntax), with noise.
 fn url_text() -> impl Strategy<Value = String> {
-    let scheme = prop::sample::select(vec!["https://", "http://", "ssh://", "git://", "file://", "ftp://", "", "HTTPS://"]);
+    let scheme = prop::sample::select(vec![
+        "https://", "http://", "ssh://", "git://", "file://", "ftp://", "", "HTTPS://",
+    ]);
     let userinfo = prop::sample::select(vec!["", "git@", "alice:s3cret@", "-oProxyCommand=x@", "a:@", ":pw@"]);
     let host = "[a-z0-9.\\-_\\[\\]:%]{0,20}";
     let port = prop::option::of(0u32..70000);

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cdkube::git::{
-    Credentials, DEFAULT_MAX_PACK_BYTES, Engine, EngineOptions, Error, ErrorKind, RemoteSpec, check_timeout, parse_size,
-    scratch, secret_file,
+    Credentials, DEFAULT_MAX_PACK_BYTES, Engine, EngineOptions, Error, ErrorKind, RemoteSpec, check_timeout,
+    parse_size, scratch, secret_file,
 };
 use tokio::signal::unix::{SignalKind, signal};
 

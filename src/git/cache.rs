@@ -147,8 +147,8 @@ pub(crate) fn open_or_init(dir: &Path) -> Result<gix::Repository> {
 /// `alloc_limit` bytes for one object (a pack may declare any object size).
 pub(crate) fn open_for_fetch(dir: &Path, alloc_limit: u64) -> Result<gix::Repository> {
     open_or_init(dir)?;
-    let options = gix::open::Options::isolated()
-        .config_overrides([format!("gitoxide.objects.allocLimit={alloc_limit}")]);
+    let options =
+        gix::open::Options::isolated().config_overrides([format!("gitoxide.objects.allocLimit={alloc_limit}")]);
     gix::open_opts(dir, options).map_err(|e| Error::storage(format!("opening cache {}", dir.display()), e))
 }
 

@@ -62,7 +62,13 @@ fn err_packet(err: &gix::Error) -> Option<String> {
 /// The kind of a failure the server explained itself: a missing repository keeps its own kind.
 fn from_remote(said: &str) -> ErrorKind {
     let lower = said.to_ascii_lowercase();
-    let missing = ["not exported", "not found", "does not exist", "no such repository", "not a git repository"];
+    let missing = [
+        "not exported",
+        "not found",
+        "does not exist",
+        "no such repository",
+        "not a git repository",
+    ];
     if missing.iter().any(|m| lower.contains(m)) {
         ErrorKind::RepositoryNotFound
     } else {
@@ -149,7 +155,9 @@ fn from_sources(err: &gix::Error) -> Option<ErrorKind> {
     for source in err.iter_errors() {
         let io = source.downcast_ref::<std::io::Error>();
         // An io::Error hides the error it wraps from `source()`; look inside too.
-        let inner = io.and_then(std::io::Error::get_ref).map(|e| e as &(dyn std::error::Error + 'static));
+        let inner = io
+            .and_then(std::io::Error::get_ref)
+            .map(|e| e as &(dyn std::error::Error + 'static));
         for e in std::iter::once(source).chain(inner) {
             if let Some(kind) = from_http(e) {
                 return Some(kind);

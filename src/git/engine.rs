@@ -78,7 +78,9 @@ impl EngineOptions {
     fn check(&self) -> Result<()> {
         check_timeout(self.timeout)?;
         if self.max_refs_bytes == 0 || self.max_pack_bytes == 0 {
-            return Err(Error::invalid("the size limits of git operations must be more than 0 bytes"));
+            return Err(Error::invalid(
+                "the size limits of git operations must be more than 0 bytes",
+            ));
         }
         Ok(())
     }

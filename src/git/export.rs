@@ -15,8 +15,8 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use gix::ObjectId;
 use sha2::{Digest, Sha256};
 
-use super::error::{Error, ErrorKind, Result};
 use super::bounds::Bounds;
+use super::error::{Error, ErrorKind, Result};
 
 /// A commit's tree exported as a tar.gz: what [`Engine::export`](super::Engine::export) wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -175,7 +175,10 @@ impl PooledHttp {
         post_body: Option<oneshot::Receiver<Vec<u8>>>,
     ) -> gix::Result<(HeadReader, BodyReader)> {
         let fail = |e: io::Error| gix::Error::from_error(e);
-        let client = self.client.as_ref().map_err(|e| fail(io::Error::new(e.kind(), e.to_string())))?;
+        let client = self
+            .client
+            .as_ref()
+            .map_err(|e| fail(io::Error::new(e.kind(), e.to_string())))?;
         let runtime = self.pool.runtime().map_err(fail)?;
         let tail = url.strip_prefix(base_url).unwrap_or_default().to_owned();
         let url = Url::parse(url).map_err(|e| fail(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
@@ -422,7 +425,10 @@ async fn respond(mut request: Request) -> io::Result<reqwest::Response> {
     let mut url = request.url.clone();
     let mut headers = request.headers.clone();
     for _ in 0..=MAX_REDIRECTS {
-        let mut builder = request.client.request(request.method.clone(), url.clone()).headers(headers.clone());
+        let mut builder = request
+            .client
+            .request(request.method.clone(), url.clone())
+            .headers(headers.clone());
         if let Some(body) = &body {
             builder = builder.body(body.clone());
         }
@@ -473,7 +479,9 @@ fn follow(current: &Url, original: &Url, tail: &str, response: &reqwest::Respons
         .get(LOCATION)
         .and_then(|l| l.to_str().ok())
         .ok_or_else(|| refused("it names no location"))?;
-    let next = current.join(location).map_err(|_| refused("its location is not a URL"))?;
+    let next = current
+        .join(location)
+        .map_err(|_| refused("its location is not a URL"))?;
     match (original.scheme(), next.scheme()) {
         ("https", "https") | ("http", "http" | "https") => {}
         _ => return Err(refused("it leaves https")),

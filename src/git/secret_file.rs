@@ -38,7 +38,9 @@ fn read(path: &Path) -> std::io::Result<String> {
         .open(path)?;
     let meta = file.metadata()?;
     if !meta.file_type().is_file() {
-        return Err(refuse("it is not a regular file (a FIFO, a device or a directory)".to_owned()));
+        return Err(refuse(
+            "it is not a regular file (a FIFO, a device or a directory)".to_owned(),
+        ));
     }
     if meta.len() > MAX_BYTES {
         return Err(refuse(format!("it is larger than {} KiB", MAX_BYTES >> 10)));
@@ -55,7 +57,10 @@ fn read(path: &Path) -> std::io::Result<String> {
 /// The secret's data map, decoded.
 pub fn parse(text: &str) -> Result<BTreeMap<String, Vec<u8>>> {
     if text.len() as u64 > MAX_BYTES {
-        return Err(Error::invalid(format!("the secret is larger than {} KiB", MAX_BYTES >> 10)));
+        return Err(Error::invalid(format!(
+            "the secret is larger than {} KiB",
+            MAX_BYTES >> 10
+        )));
     }
     if flow_depth(text) > MAX_DEPTH {
         return Err(Error::invalid(format!(

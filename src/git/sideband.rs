@@ -153,7 +153,10 @@ mod tests {
         stream.iter().for_each(|b| sniffer.feed(&[*b], &said));
         assert_eq!(
             said.lines(),
-            ["fatal: unable to read 0123", "aborting due to possible repository corruption"]
+            [
+                "fatal: unable to read 0123",
+                "aborting due to possible repository corruption"
+            ]
         );
     }
 

@@ -108,7 +108,11 @@ fn open_http(spec: &RemoteSpec, settings: &Settings<'_>) -> Result<BoxedTranspor
 fn open_daemon(spec: &RemoteSpec, settings: &Settings<'_>) -> Result<BoxedTransport> {
     let url = &spec.url;
     let host = url.host().unwrap_or_default();
-    let connect_timeout = settings.bounds.remaining().unwrap_or(settings.timeout).max(Duration::from_millis(1));
+    let connect_timeout = settings
+        .bounds
+        .remaining()
+        .unwrap_or(settings.timeout)
+        .max(Duration::from_millis(1));
     let socket = connect_tcp(host, url.port().unwrap_or(9418), connect_timeout)?;
     let io = |e: std::io::Error| Error::new(ErrorKind::Network, format!("cannot use the connection: {e}"));
     socket.set_read_timeout(Some(settings.timeout)).map_err(io)?;

@@ -47,7 +47,8 @@ pub enum Behaviour {
 /// The message of [`Behaviour::ErrPacket`].
 pub const ERR_TEXT: &str = "unable to read 0123456789abcdef: repository corruption on the remote side";
 /// The last sideband line of [`Behaviour::SidebandFatal`].
-pub const FATAL_TEXT: &str = "fatal: git upload-pack: aborting due to possible repository corruption on the remote side.";
+pub const FATAL_TEXT: &str =
+    "fatal: git upload-pack: aborting due to possible repository corruption on the remote side.";
 
 /// A running scripted server.
 pub struct HostileServer {
@@ -124,7 +125,11 @@ fn serve(stream: TcpStream, wire: Wire, behaviour: Behaviour) -> std::io::Result
         };
         out.requests += 1;
         if wire == Wire::Http {
-            let kind = if matches!(ask, Ask::Advert) { "advertisement" } else { "result" };
+            let kind = if matches!(ask, Ask::Advert) {
+                "advertisement"
+            } else {
+                "result"
+            };
             out.send(
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-{kind}\r\nConnection: close\r\n\r\n"
@@ -160,7 +165,13 @@ fn answer(
                 out.send(&pkt("# service=git-upload-pack\n"))?;
                 out.send(b"0000")?;
             }
-            for line in ["version 2\n", "agent=git/hostile\n", "ls-refs=unborn\n", "fetch=shallow\n", "object-format=sha1\n"] {
+            for line in [
+                "version 2\n",
+                "agent=git/hostile\n",
+                "ls-refs=unborn\n",
+                "fetch=shallow\n",
+                "object-format=sha1\n",
+            ] {
                 out.send(&pkt(line))?;
             }
             out.send(b"0000")

@@ -109,6 +109,8 @@ pub struct Measured {
 /// Run `command` (stdout discarded, stderr kept) in a process group of its own and reap it with wait4(2)
 /// for its peak RSS (its own, not its children's); SIGKILL the group if it runs past `limit`, and whatever
 /// of the group is left once it exited.
+// The child is reaped with wait4(2), which std's `Child` does not know about.
+#[allow(clippy::zombie_processes)]
 pub fn run_measured(mut command: Command, limit: Duration) -> Measured {
     use std::os::unix::process::CommandExt;
     command.stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0);
@@ -135,7 +137,10 @@ pub fn run_measured(mut command: Command, limit: Duration) -> Measured {
         // SAFETY: see above.
         let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
         if reaped == pid {
-            break (ExitStatus::from_raw(status), u64::try_from(usage.ru_maxrss).unwrap_or(0));
+            break (
+                ExitStatus::from_raw(status),
+                u64::try_from(usage.ru_maxrss).unwrap_or(0),
+            );
         }
         assert_eq!(reaped, 0, "wait4 failed: {}", std::io::Error::last_os_error());
         std::thread::sleep(Duration::from_millis(10));
