@@ -51,7 +51,7 @@ impl fmt::Display for Cap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "the server's {} exceeds the limit of {} ({})",
+            "{} larger than the limit of {}, set by {}",
             self.what,
             bytes(self.limit),
             self.option
@@ -334,7 +334,7 @@ mod tests {
         let bounds = Arc::new(Bounds::new(None, refs(10)));
         let mut reader = Metered::new(io::repeat(b'x').take(100), Arc::clone(&bounds));
         let err = reader.read_to_end(&mut Vec::new()).unwrap_err();
-        assert!(err.to_string().contains("exceeds the limit of 10 bytes"), "{err}");
+        assert!(err.to_string().contains("larger than the limit of 10 bytes"), "{err}");
         assert_eq!(bounds.stopped(), Some(Stop::Cap(refs(10))));
     }
 

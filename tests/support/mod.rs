@@ -40,9 +40,11 @@ pub use repo::{Repos, Upstream};
 pub use ssh::SshServer;
 
 /// The `cdkube` binary built for these tests, with `args`; the caller sets the directory or
-/// environment and runs it.
+/// environment and runs it. `CDKUBE_TEST_BIN` names another build of it (worktrees that share one target
+/// directory overwrite each other's `target/debug/cdkube`).
 pub fn cdkube_command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cdkube"));
+    let binary = std::env::var_os("CDKUBE_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_cdkube").into());
+    let mut cmd = Command::new(binary);
     cmd.args(args);
     cmd
 }

@@ -1,6 +1,5 @@
 //! Host processes as the tests see them: pids that Pods write into files, liveness via /proc
 //! (a zombie counts as dead), the children of a process, and a child's run time and peak memory.
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -100,17 +99,16 @@ pub struct Measured {
     pub stderr: String,
     /// From spawn to exit.
     pub elapsed: Duration,
-    /// Its peak resident set size (`ru_maxrss` from wait4(2)), in KiB.
+    /// Its peak resident set size (VmHWM), in KiB, as last sampled before it exited.
     pub peak_rss_kib: u64,
     /// Whether it had to be killed at its limit.
     pub killed: bool,
 }
 
-/// Run `command` (stdout discarded, stderr kept) in a process group of its own and reap it with wait4(2)
-/// for its peak RSS (its own, not its children's); SIGKILL the group if it runs past `limit`, and whatever
-/// of the group is left once it exited.
-// The child is reaped with wait4(2), which std's `Child` does not know about.
-#[allow(clippy::zombie_processes)]
+/// Run `command` (stdout discarded, stderr kept) in a process group of its own, sampling its peak RSS
+/// (VmHWM in /proc, every 2ms: wait4's ru_maxrss would count the memory of this test process, which the
+/// child shares until it execs); SIGKILL the group if it runs past `limit`, and whatever of the group is
+/// left once it exited.
 pub fn run_measured(mut command: Command, limit: Duration) -> Measured {
     use std::os::unix::process::CommandExt;
     command.stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0);
@@ -122,37 +120,42 @@ pub fn run_measured(mut command: Command, limit: Duration) -> Measured {
         let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
         text
     });
-    let pid = child.id() as libc::pid_t;
-    let deadline = started + limit;
-    let mut killed = false;
-    let (status, peak_rss_kib) = loop {
-        if !killed && Instant::now() >= deadline {
-            // SAFETY: kill(2) on the child's own process group.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
+    let pid = child.id();
+    let (mut peak_rss_kib, mut killed) = (0, false);
+    let status = loop {
+        // VmHWM only grows; once the process exited there is none to read.
+        peak_rss_kib = peak_rss_kib.max(vm_hwm_kib(pid).unwrap_or(0));
+        if let Some(status) = child.try_wait().expect("wait for the measured process") {
+            break status;
+        }
+        if !killed && started.elapsed() >= limit {
+            kill_group(pid);
             killed = true;
         }
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is valid; wait4 fills it and `status` for our own child.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: see above.
-        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        if reaped == pid {
-            break (
-                ExitStatus::from_raw(status),
-                u64::try_from(usage.ru_maxrss).unwrap_or(0),
-            );
-        }
-        assert_eq!(reaped, 0, "wait4 failed: {}", std::io::Error::last_os_error());
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(2));
     };
     let elapsed = started.elapsed();
-    // SAFETY: as above; the group may hold helpers (git-remote-http) that outlive their parent.
-    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    // The group may hold helpers (git-remote-http) that outlive their parent.
+    kill_group(pid);
     Measured {
         status,
         stderr: reader.join().unwrap_or_default(),
         elapsed,
         peak_rss_kib,
         killed,
+    }
+}
+
+/// The `VmHWM` (peak resident memory) of `pid`, in KiB.
+pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn kill_group(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) on the process group the child leads.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
     }
 }
