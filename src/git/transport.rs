@@ -2,8 +2,10 @@
 //!
 //! We build gix transports ourselves instead of letting gix spawn them, for three reasons: the HTTP client
 //! comes from the shared [`HttpPool`]; the git daemon socket gets read/write timeouts and a handle to shut it
-//! down; ssh and local `git upload-pack` run as child processes we own, so they can be killed on timeout or
-//! cancellation and their stderr explains failures (host key, permission denied, no such repository).
+//! down; ssh and local `git upload-pack` run as child processes we own (in their own process group, killed
+//! if the thread that started them dies), so they can be killed on timeout or cancellation and their stderr
+//! explains failures (host key, permission denied, no such repository). Every reader is [`Metered`] against
+//! the operation's [`Bounds`].
 use std::io::Read;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::process::CommandExt;
@@ -394,5 +396,32 @@ mod tests {
     fn quoting_matches_git() {
         assert_eq!(shell_quote("/srv/r.git"), "'/srv/r.git'");
         assert_eq!(shell_quote("it's!"), "'it'\\''s'\\!''");
+    }
+
+    #[test]
+    fn the_known_hosts_hint_names_no_command_with_the_authors_host() {
+        let spec = RemoteSpec::new(
+            "ssh://git@attacker-chosen.example:2222/r.git",
+            None,
+            super::super::Credentials::none(),
+            false,
+        )
+        .unwrap();
+        let bounds = Arc::new(Bounds::local());
+        let http = Arc::default();
+        let settings = Settings {
+            http: &http,
+            timeout: Duration::from_secs(1),
+            ssh_config: None,
+            scratch: Path::new("/nonexistent"),
+            max_pack_bytes: 1,
+            bounds: &bounds,
+        };
+        let err = ssh_command(&spec, &settings, Path::new("/nonexistent")).unwrap_err();
+        assert!(err.message().contains("known_hosts"), "{err}");
+        assert!(
+            !err.message().contains("attacker-chosen") && !err.message().contains("2222"),
+            "{err}"
+        );
     }
 }
