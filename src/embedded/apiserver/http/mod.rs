@@ -1,6 +1,7 @@
 //! The HTTP layer of the API server: authentication, routing of the Kubernetes REST paths, and
 //! everything about the wire format. It reaches the objects through [`storage`](super::storage)
 //! only.
+mod body;
 mod context;
 mod discovery;
 mod openapi;
