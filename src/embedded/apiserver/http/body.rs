@@ -21,26 +21,41 @@ const INLINE_BYTES: usize = 64 * 1024;
 
 /// Reads a request body: 413 when its Content-Length or its bytes pass the limit, 504 when it
 /// does not arrive in time (the connection's body deadline).
+///
+/// A body a little over the limit is read to its end and dropped before the 413 goes out:
+/// answering while the client still writes makes many clients (hyper's among them) report a
+/// broken pipe instead of the answer. Up to [`DRAIN_BYTES`] more are read that way; a body
+/// announced larger is answered at once.
 pub(super) async fn read(headers: &HeaderMap, body: Body) -> ApiResult<Bytes> {
     let too_large = || decode::entity_too_large(&format!("limit is {MAX_REQUEST_BYTES}"));
     let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > MAX_REQUEST_BYTES as u64) {
+    if announced.is_some_and(|n| n > (MAX_REQUEST_BYTES + DRAIN_BYTES) as u64) {
         return Err(too_large());
     }
     let mut bytes = Vec::new();
+    let mut seen = 0;
     let mut chunks = body.into_data_stream();
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(read_error)?;
-        if bytes.len() + chunk.len() > MAX_REQUEST_BYTES {
+        seen += chunk.len();
+        if seen > MAX_REQUEST_BYTES + DRAIN_BYTES {
             return Err(too_large());
         }
-        bytes.extend_from_slice(&chunk);
+        if seen <= MAX_REQUEST_BYTES {
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+    if seen > MAX_REQUEST_BYTES {
+        return Err(too_large());
     }
     Ok(Bytes::from(bytes))
 }
+
+/// How far past the limit a body is still read (and dropped) so that its 413 reaches the client.
+const DRAIN_BYTES: usize = MAX_REQUEST_BYTES;
 
 fn read_error(e: axum::Error) -> ApiError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
