@@ -262,9 +262,6 @@ impl<'a> Scanner<'a> {
 
     /// Scans to the end; returns the line where the depth passed the limit, if it did.
     fn run(&mut self) -> Option<usize> {
-        if self.text.starts_with("\u{feff}".as_bytes()) {
-            self.pos = 3;
-        }
         loop {
             self.skip_to_token();
             if self.pos >= self.text.len() {
@@ -425,11 +422,13 @@ impl<'a> Scanner<'a> {
         self.skip_while(|_| true);
     }
 
-    /// Blanks, comments and line breaks (a line break ends any possible simple key).
+    /// Blanks, comments, line breaks (a line break ends any possible simple key) and, as libyaml
+    /// does, a byte order mark at the start of any line.
     fn skip_to_token(&mut self) {
         loop {
             match self.peek(0) {
                 b' ' | b'\t' => self.advance(),
+                0xEF if self.col == 0 && self.text[self.pos..].starts_with("\u{feff}".as_bytes()) => self.advance_n(3),
                 b'#' => self.skip_line(),
                 _ if self.break_at(0) > 0 => {
                     self.advance();
@@ -632,6 +631,7 @@ mod tests {
             Case { name: "documents", text: "a:\n  b: 1\n---\n[[[]]]\n", depth: 3 },
             Case { name: "comment ended by a line separator", text: "# x\u{2028}[[[]]]", depth: 3 },
             Case { name: "complex key", text: "? [a, b]\n: c\n", depth: 2 },
+            Case { name: "byte order mark on a later line", text: "a: b\n\u{feff}[[[]]]\n", depth: 4 },
         ];
         for case in cases {
             assert_eq!(depth(case.text.as_bytes()), case.depth, "{}", case.name);

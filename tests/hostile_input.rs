@@ -421,7 +421,7 @@ proptest! {
     /// On any YAML-ish text the check never panics, and never counts less nesting than serde_yaml
     /// builds (undercounting would let quadratic input through).
     #[test]
-    fn depth_estimate_never_undercounts_what_serde_yaml_accepts(text in "([\\[\\]{}:,?&*!|>'\"#\t -]|[a-c]|\n|\n  |\u{2028}){0,40}") {
+    fn depth_estimate_never_undercounts_what_serde_yaml_accepts(text in "([\\[\\]{}:,?&*!|>'\"#%\t -]|[a-c1]|\n|\n  |\r|---|\u{2028}|\u{85}|\u{feff}){0,40}") {
         let estimate = input::depth(text.as_bytes());
         let _ = input::check(text.as_bytes(), input::Limits::REQUEST);
         if let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(&text) {
