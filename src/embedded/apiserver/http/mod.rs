@@ -7,6 +7,8 @@ mod discovery;
 mod openapi;
 mod params;
 mod podlog;
+#[cfg(test)]
+mod props;
 mod protobuf;
 mod response;
 mod router;
