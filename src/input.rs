@@ -614,24 +614,96 @@ mod tests {
     #[test]
     fn depth_counts_collections_not_scalars() {
         let cases = [
-            Case { name: "scalar", text: "hello", depth: 0 },
-            Case { name: "empty", text: "", depth: 0 },
-            Case { name: "flat map", text: "a: b\nc: d\n", depth: 1 },
-            Case { name: "json", text: r#"{"a": [1, {"b": "[[["}]}"#, depth: 3 },
-            Case { name: "nested block maps", text: "a:\n  b:\n    c: 1\n  d: 2\ne: 3\n", depth: 3 },
-            Case { name: "indentless sequence", text: "a:\n- b: 1\n  c: 2\nd: 3\n", depth: 3 },
-            Case { name: "compact sequences", text: "- - - x\n  - y\n", depth: 3 },
-            Case { name: "flow in block", text: "a: [1, {b: c}]\n", depth: 3 },
-            Case { name: "single-pair mapping", text: "[a: [b: c]]", depth: 4 },
-            Case { name: "brackets in a plain scalar", text: "a: b[[[c\n", depth: 1 },
-            Case { name: "brackets in quotes", text: "a: '[[[' \nb: \"{{\\\"{\"\n", depth: 1 },
-            Case { name: "brackets in a comment", text: "a: 1 # [[[[\n", depth: 1 },
-            Case { name: "brackets in a block scalar", text: "a: |\n  [[[[\n    {{{{\n\n  x\nb: 2\n", depth: 1 },
-            Case { name: "folded continuation lines", text: "a: one\n  two\n    three\nb: 1\n", depth: 1 },
-            Case { name: "documents", text: "a:\n  b: 1\n---\n[[[]]]\n", depth: 3 },
-            Case { name: "comment ended by a line separator", text: "# x\u{2028}[[[]]]", depth: 3 },
-            Case { name: "complex key", text: "? [a, b]\n: c\n", depth: 2 },
-            Case { name: "byte order mark on a later line", text: "a: b\n\u{feff}[[[]]]\n", depth: 4 },
+            Case {
+                name: "scalar",
+                text: "hello",
+                depth: 0,
+            },
+            Case {
+                name: "empty",
+                text: "",
+                depth: 0,
+            },
+            Case {
+                name: "flat map",
+                text: "a: b\nc: d\n",
+                depth: 1,
+            },
+            Case {
+                name: "json",
+                text: r#"{"a": [1, {"b": "[[["}]}"#,
+                depth: 3,
+            },
+            Case {
+                name: "nested block maps",
+                text: "a:\n  b:\n    c: 1\n  d: 2\ne: 3\n",
+                depth: 3,
+            },
+            Case {
+                name: "indentless sequence",
+                text: "a:\n- b: 1\n  c: 2\nd: 3\n",
+                depth: 3,
+            },
+            Case {
+                name: "compact sequences",
+                text: "- - - x\n  - y\n",
+                depth: 3,
+            },
+            Case {
+                name: "flow in block",
+                text: "a: [1, {b: c}]\n",
+                depth: 3,
+            },
+            Case {
+                name: "single-pair mapping",
+                text: "[a: [b: c]]",
+                depth: 4,
+            },
+            Case {
+                name: "brackets in a plain scalar",
+                text: "a: b[[[c\n",
+                depth: 1,
+            },
+            Case {
+                name: "brackets in quotes",
+                text: "a: '[[[' \nb: \"{{\\\"{\"\n",
+                depth: 1,
+            },
+            Case {
+                name: "brackets in a comment",
+                text: "a: 1 # [[[[\n",
+                depth: 1,
+            },
+            Case {
+                name: "brackets in a block scalar",
+                text: "a: |\n  [[[[\n    {{{{\n\n  x\nb: 2\n",
+                depth: 1,
+            },
+            Case {
+                name: "folded continuation lines",
+                text: "a: one\n  two\n    three\nb: 1\n",
+                depth: 1,
+            },
+            Case {
+                name: "documents",
+                text: "a:\n  b: 1\n---\n[[[]]]\n",
+                depth: 3,
+            },
+            Case {
+                name: "comment ended by a line separator",
+                text: "# x\u{2028}[[[]]]",
+                depth: 3,
+            },
+            Case {
+                name: "complex key",
+                text: "? [a, b]\n: c\n",
+                depth: 2,
+            },
+            Case {
+                name: "byte order mark on a later line",
+                text: "a: b\n\u{feff}[[[]]]\n",
+                depth: 4,
+            },
         ];
         for case in cases {
             assert_eq!(depth(case.text.as_bytes()), case.depth, "{}", case.name);

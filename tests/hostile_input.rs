@@ -96,7 +96,11 @@ async fn a_body_announced_over_3_mib_is_refused_before_it_is_sent() {
     wire.send(head.as_bytes()).await;
     let reply = wire.reply(HEALTHZ).await.expect("an answer without the body");
     assert_eq!(reply.status, 413);
-    assert!(reply.body.contains("\"reason\":\"RequestEntityTooLarge\""), "{}", reply.body);
+    assert!(
+        reply.body.contains("\"reason\":\"RequestEntityTooLarge\""),
+        "{}",
+        reply.body
+    );
 }
 
 /// A body the server must refuse for its nesting, by where it arrives.
@@ -114,7 +118,13 @@ fn deep_bodies() -> Vec<DeepBody> {
     let yaml = deep_flow_mapping(60_000);
     let json = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
     vec![
-        DeepBody { name: "create, YAML", method: "POST", uri: cms, content_type: "application/yaml", body: yaml.clone() },
+        DeepBody {
+            name: "create, YAML",
+            method: "POST",
+            uri: cms,
+            content_type: "application/yaml",
+            body: yaml.clone(),
+        },
         DeepBody {
             name: "server-side apply",
             method: "PATCH",
@@ -122,9 +132,27 @@ fn deep_bodies() -> Vec<DeepBody> {
             content_type: "application/apply-patch+yaml",
             body: yaml,
         },
-        DeepBody { name: "create, JSON", method: "POST", uri: cms, content_type: "application/json", body: json.clone() },
-        DeepBody { name: "merge patch", method: "PATCH", uri: one, content_type: "application/merge-patch+json", body: json.clone() },
-        DeepBody { name: "DeleteOptions", method: "DELETE", uri: one, content_type: "application/json", body: json },
+        DeepBody {
+            name: "create, JSON",
+            method: "POST",
+            uri: cms,
+            content_type: "application/json",
+            body: json.clone(),
+        },
+        DeepBody {
+            name: "merge patch",
+            method: "PATCH",
+            uri: one,
+            content_type: "application/merge-patch+json",
+            body: json.clone(),
+        },
+        DeepBody {
+            name: "DeleteOptions",
+            method: "DELETE",
+            uri: one,
+            content_type: "application/json",
+            body: json,
+        },
     ]
 }
 
@@ -133,13 +161,31 @@ async fn deeply_nested_bodies_are_refused_before_parsing_while_healthz_answers()
     let cluster = Cluster::start().await;
     let client = cluster.client().await;
     let cm = configmap_json("one", 0);
-    assert_eq!(send(&client, "POST", "/api/v1/namespaces/default/configmaps", "application/json", cm).await.0, 200);
+    assert_eq!(
+        send(
+            &client,
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            cm
+        )
+        .await
+        .0,
+        200
+    );
     let mut senders = tokio::task::JoinSet::new();
     // Two of each at once: as many as this machine has cores.
     for case in deep_bodies().into_iter().chain(deep_bodies()) {
         let client = client.clone();
         senders.spawn(async move {
-            let answer = send(&client, case.method, case.uri, case.content_type, case.body.into_bytes()).await;
+            let answer = send(
+                &client,
+                case.method,
+                case.uri,
+                case.content_type,
+                case.body.into_bytes(),
+            )
+            .await;
             (case.name, answer)
         });
     }
@@ -151,10 +197,16 @@ async fn deeply_nested_bodies_are_refused_before_parsing_while_healthz_answers()
     )
     .await;
     let slowest = slowest.expect("/healthz answered");
-    assert!(slowest < HEALTHZ, "/healthz took {slowest:?} while deep bodies were sent");
+    assert!(
+        slowest < HEALTHZ,
+        "/healthz took {slowest:?} while deep bodies were sent"
+    );
     for (name, (code, message)) in answers {
         assert_eq!(code, 400, "{name}: {message}");
-        assert!(message.contains("nested deeper than the limit of 100 levels"), "{name}: {message}");
+        assert!(
+            message.contains("nested deeper than the limit of 100 levels"),
+            "{name}: {message}"
+        );
     }
 }
 
@@ -165,7 +217,18 @@ async fn json_patches_cannot_nest_copy_or_operate_past_the_limits() {
     let cms = "/api/v1/namespaces/default/configmaps";
     let created = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "patched"},
         "data": {"a": "x".repeat(100_000)}});
-    assert_eq!(send(&client, "POST", cms, "application/json", created.to_string().into_bytes()).await.0, 200);
+    assert_eq!(
+        send(
+            &client,
+            "POST",
+            cms,
+            "application/json",
+            created.to_string().into_bytes()
+        )
+        .await
+        .0,
+        200
+    );
 
     let nested = |levels: usize| (0..levels).fold(json!(1), |inner, _| json!({"a": inner}));
     let deep_path = format!("/x{}", "/a".repeat(59));
@@ -184,7 +247,12 @@ async fn json_patches_cannot_nest_copy_or_operate_past_the_limits() {
         message: &'static str,
     }
     let cases = [
-        Case { name: "nests past 100 levels", patch: deeper, code: 422, message: "nested deeper than the limit of 100 levels" },
+        Case {
+            name: "nests past 100 levels",
+            patch: deeper,
+            code: 422,
+            message: "nested deeper than the limit of 100 levels",
+        },
         Case {
             name: "copies a subtree into itself",
             patch: Value::Array(copies),
@@ -237,13 +305,19 @@ async fn idle_connections_are_closed() {
     let (addr, ca) = (cluster.server.addr(), cluster.server.ca_pem());
     // Connected, never a byte.
     let mut silent = Wire::connect(addr, ca).await;
-    let closed = silent.closed_within(SHORT * 10).await.expect("a silent connection is closed");
+    let closed = silent
+        .closed_within(SHORT * 10)
+        .await
+        .expect("a silent connection is closed");
     assert!(closed < SHORT * 3, "closed after {closed:?}");
     // One request, then silence.
     let mut kept = Wire::connect(addr, ca).await;
     kept.send(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
     assert_eq!(kept.reply(HEALTHZ).await.expect("answer").status, 200);
-    let closed = kept.closed_within(SHORT * 10).await.expect("an idle connection is closed");
+    let closed = kept
+        .closed_within(SHORT * 10)
+        .await
+        .expect("an idle connection is closed");
     assert!(closed < SHORT * 3, "closed after {closed:?}");
 }
 
@@ -257,7 +331,10 @@ async fn a_trickled_body_times_out() {
         cluster.server.token()
     );
     wire.send(head.as_bytes()).await;
-    let reply = wire.reply(SHORT * 10).await.expect("an answer once the body deadline passed");
+    let reply = wire
+        .reply(SHORT * 10)
+        .await
+        .expect("an answer once the body deadline passed");
     assert_eq!(reply.status, 504, "{}", reply.body);
     assert!(reply.body.contains("\"reason\":\"Timeout\""), "{}", reply.body);
 }
@@ -271,8 +348,14 @@ async fn headers_are_served_up_to_1_mib_and_answered_431_beyond() {
         status: u16,
     }
     for case in [
-        Case { header_bytes: 600 * 1024, status: 200 },
-        Case { header_bytes: 1024 * 1024 + 1024, status: 431 },
+        Case {
+            header_bytes: 600 * 1024,
+            status: 200,
+        },
+        Case {
+            header_bytes: 1024 * 1024 + 1024,
+            status: 431,
+        },
     ] {
         let mut wire = Wire::connect(addr, ca).await;
         let head = format!(
@@ -310,7 +393,12 @@ fn bad_manifests(dir: &std::path::Path) -> Vec<BadManifest> {
             stdin: None,
             says: "is a character device, not a regular file",
         },
-        BadManifest { name: "a FIFO", file: fifo.display().to_string(), stdin: None, says: "is a FIFO, not a regular file" },
+        BadManifest {
+            name: "a FIFO",
+            file: fifo.display().to_string(),
+            stdin: None,
+            says: "is a FIFO, not a regular file",
+        },
         BadManifest {
             name: "9 MiB",
             file: write("big.yaml", format!("a: {}\n", "x".repeat(9 << 20))),
@@ -335,7 +423,12 @@ fn bad_manifests(dir: &std::path::Path) -> Vec<BadManifest> {
             stdin: None,
             says: "nested deeper than the limit of 100 levels (line 1)",
         },
-        BadManifest { name: "stdin from /dev/zero", file: "-".into(), stdin: Some("/dev/zero"), says: "larger than the limit of 8 MiB" },
+        BadManifest {
+            name: "stdin from /dev/zero",
+            file: "-".into(),
+            stdin: Some("/dev/zero"),
+            says: "larger than the limit of 8 MiB",
+        },
     ]
 }
 
@@ -344,7 +437,12 @@ fn assert_refused(case: &BadManifest, run: &support::bounded::Bounded) {
     assert_eq!(run.code, Some(1), "{}: {run:?}", case.name);
     let lines: Vec<&str> = run.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{}: one line, got {:?}", case.name, run.stderr);
-    assert!(lines[0].contains(&case.file) && lines[0].contains(case.says), "{}: {}", case.name, lines[0]);
+    assert!(
+        lines[0].contains(&case.file) && lines[0].contains(case.says),
+        "{}: {}",
+        case.name,
+        lines[0]
+    );
 }
 
 #[test]
@@ -365,7 +463,14 @@ fn dev_refuses_bad_manifests_before_anything_starts() {
     let dir = tempfile::tempdir().expect("tempdir");
     for case in bad_manifests(dir.path()).into_iter().filter(|c| c.stdin.is_none()) {
         let state = dir.path().join("state");
-        let args = ["dev", "--no-operator", "--state-dir", &state.display().to_string(), "-f", &case.file];
+        let args = [
+            "dev",
+            "--no-operator",
+            "--state-dir",
+            &state.display().to_string(),
+            "-f",
+            &case.file,
+        ];
         let mut cmd = support::cdkube_command(&args);
         cmd.stdin(Stdio::null());
         assert_refused(&case, &run_within(cmd, CLI_DEADLINE));
@@ -395,7 +500,13 @@ fn yaml_depth(value: &serde_yaml::Value) -> usize {
     use serde_yaml::Value as Y;
     match value {
         Y::Sequence(items) => 1 + items.iter().map(yaml_depth).max().unwrap_or(0),
-        Y::Mapping(map) => 1 + map.iter().map(|(k, v)| yaml_depth(k).max(yaml_depth(v))).max().unwrap_or(0),
+        Y::Mapping(map) => {
+            1 + map
+                .iter()
+                .map(|(k, v)| yaml_depth(k).max(yaml_depth(v)))
+                .max()
+                .unwrap_or(0)
+        }
         Y::Tagged(tagged) => yaml_depth(&tagged.value),
         _ => 0,
     }

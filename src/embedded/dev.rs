@@ -310,8 +310,10 @@ async fn read_files(files: &[PathBuf]) -> Result<Vec<ManifestFile>, Error> {
     blocking(move || {
         let mut out = Vec::new();
         for path in files {
-            let text = crate::input::read_text(&path, crate::input::MAX_FILE_BYTES)
-                .map_err(|source| Error::Read { path: path.clone(), source })?;
+            let text = crate::input::read_text(&path, crate::input::MAX_FILE_BYTES).map_err(|source| Error::Read {
+                path: path.clone(),
+                source,
+            })?;
             let name = path.display().to_string();
             let objects = parse_manifests(&text, &name)?;
             out.push(ManifestFile { name, objects });

@@ -22,7 +22,10 @@ pub fn run_within(mut cmd: Command, deadline: Duration) -> Bounded {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start cdkube");
-    let (mut out, mut err) = (child.stdout.take().expect("stdout"), child.stderr.take().expect("stderr"));
+    let (mut out, mut err) = (
+        child.stdout.take().expect("stdout"),
+        child.stderr.take().expect("stderr"),
+    );
     let readers = (
         std::thread::spawn(move || read_all(&mut out)),
         std::thread::spawn(move || read_all(&mut err)),

@@ -26,7 +26,9 @@ impl Wire {
     /// Connects and completes the TLS handshake (HTTP/1.1 only).
     pub async fn connect(addr: SocketAddr, ca_pem: &str) -> Wire {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from(pem_to_der(ca_pem))).expect("CA certificate");
+        roots
+            .add(CertificateDer::from(pem_to_der(ca_pem)))
+            .expect("CA certificate");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -72,7 +74,8 @@ impl Wire {
             .lines()
             .find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
             })
             .unwrap_or(0);
         while buf.len() < head_end + length {

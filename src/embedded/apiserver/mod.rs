@@ -44,11 +44,11 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 
 use self::error::ApiError;
-use crate::embedded::tls;
 use self::http::Server;
 use self::storage::gc;
 use self::storage::ops::{self, WriteOpts};
 use self::storage::store::Store;
+use crate::embedded::tls;
 
 pub(crate) mod admission;
 pub(crate) mod decode;
@@ -172,7 +172,13 @@ impl ApiServer {
         });
         let certs = tls::generate("cdkube-embedded-apiserver").map_err(|e| Error::Tls(e.into()))?;
         let app = Router::new().fallback(http::entry).with_state(server);
-        let serve = tokio::spawn(tls::serve(listener, certs.acceptor, app, config.limits.clone(), shutdown_rx.clone()));
+        let serve = tokio::spawn(tls::serve(
+            listener,
+            certs.acceptor,
+            app,
+            config.limits.clone(),
+            shutdown_rx.clone(),
+        ));
         let gc = tokio::spawn(gc::run(store, shutdown_rx));
         let kubeconfig_path = config.state_dir.join("kubeconfig");
         let url = format!("https://{addr}");

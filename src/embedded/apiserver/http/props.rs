@@ -39,8 +39,16 @@ fn envelope(kind: &str, raw: &[u8]) -> Vec<u8> {
 }
 
 fn object_meta(name: &str, namespace: &str, labels: &BTreeMap<String, String>) -> Vec<u8> {
-    let labels: BTreeMap<String, Vec<u8>> = labels.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
-    [field(1, name.as_bytes()), field(3, namespace.as_bytes()), entries(11, &labels)].concat()
+    let labels: BTreeMap<String, Vec<u8>> = labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+        .collect();
+    [
+        field(1, name.as_bytes()),
+        field(3, namespace.as_bytes()),
+        entries(11, &labels),
+    ]
+    .concat()
 }
 
 fn metadata_json(name: &str, namespace: &str, labels: &BTreeMap<String, String>) -> Value {

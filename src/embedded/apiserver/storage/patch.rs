@@ -65,7 +65,7 @@ pub(crate) fn apply_patch(kind: PatchType, rt: &ResourceType, current: &Value, p
                     "the body of a strategic merge patch must be a JSON object",
                 ));
             }
-            doc = strategic(rt, &doc, &patch, "");
+            doc = strategic(rt, &doc, patch, "");
         }
         PatchType::Apply => return Err(ApiError::internal("apply patches are handled by server-side apply")),
     }

@@ -73,14 +73,24 @@ fn pods() -> ResourceType {
 /// fieldsV1-like trees: the key forms the server reads, and garbage.
 fn fields_v1() -> impl Strategy<Value = Value> {
     let key = prop::sample::select(vec![
-        "f:metadata", "f:labels", "f:spec", "f:containers", "f:image", "k:{\"name\":\"c\"}", "k:{bad", "v:1",
-        "v:\"x\"", ".", "i:0", "", "f:",
+        "f:metadata",
+        "f:labels",
+        "f:spec",
+        "f:containers",
+        "f:image",
+        "k:{\"name\":\"c\"}",
+        "k:{bad",
+        "v:1",
+        "v:\"x\"",
+        ".",
+        "i:0",
+        "",
+        "f:",
     ]);
     let leaf = prop_oneof![Just(json!({})), Just(json!(null)), Just(json!(1)), Just(json!("x"))];
     leaf.prop_recursive(4, 32, 4, move |inner| {
-        prop::collection::btree_map(key.clone(), inner, 0..4).prop_map(|m| {
-            Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
-        })
+        prop::collection::btree_map(key.clone(), inner, 0..4)
+            .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
     })
 }
 
