@@ -11,5 +11,6 @@ pub mod artifact;
 pub mod controller;
 pub mod embedded;
 pub mod git;
+pub mod input;
 pub mod schedule;
 pub mod telemetry;

@@ -1,14 +1,18 @@
 //! Offline checking of manifest files, the work behind `cdkube validate`: every Pipeline document is
 //! decoded strictly (unknown and mistyped fields are errors, as with `kubectl apply --validate=strict`)
 //! and then validated; Secrets in the same input are checked against the Pipelines that reference them.
+//! Only regular files and standard input are read, each within [`crate::input`]'s size and depth
+//! limits, checked before the YAML parser sees the text.
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 
 use k8s_openapi::api::core::v1::Secret;
 use serde::de::DeserializeOwned;
 
 use super::validation::{self, FieldError, Options};
 use super::{API_VERSION, Pipeline};
+use crate::input;
 
 /// The verdict on one YAML document.
 #[derive(Debug)]
@@ -83,17 +87,27 @@ struct Document {
 
 /// Checks the named files (`-` reads standard input) and returns a verdict per document.
 pub fn check_files(paths: &[String], options: Options) -> Vec<Entry> {
+    let texts: Vec<(&str, Result<String, String>)> = paths.iter().map(|path| (path.as_str(), read(path))).collect();
+    check_texts(&texts, options)
+}
+
+/// Checks YAML `text` as if it were read from a file named `file`.
+pub fn check_text(file: &str, text: &str, options: Options) -> Vec<Entry> {
+    check_texts(&[(file, Ok(text.to_string()))], options)
+}
+
+fn check_texts(texts: &[(&str, Result<String, String>)], options: Options) -> Vec<Entry> {
     let mut entries = Vec::new();
     let mut documents = Vec::new();
-    for path in paths {
-        match read(path) {
-            Ok(text) => split_documents(path, &text, &mut documents, &mut entries),
+    for (path, text) in texts {
+        match text {
+            Ok(text) => split_documents(path, text, &mut documents, &mut entries),
             Err(e) => entries.push(invalid(
                 path,
                 0,
                 FieldError {
                     path: String::new(),
-                    message: e,
+                    message: e.clone(),
                 },
             )),
         }
@@ -101,7 +115,8 @@ pub fn check_files(paths: &[String], options: Options) -> Vec<Entry> {
     let secrets = collect_secrets(&documents);
     let pipelines = documents.iter().filter(|d| d.value["kind"] == "Pipeline").count();
     if pipelines == 0 && entries.is_empty() {
-        let files = paths.join(", ");
+        let files: Vec<&str> = texts.iter().map(|(path, _)| *path).collect();
+        let files = files.join(", ");
         entries.push(invalid(
             &files,
             0,
@@ -116,13 +131,9 @@ pub fn check_files(paths: &[String], options: Options) -> Vec<Entry> {
     entries
 }
 
+/// The file's text, or why it was refused: not a regular file, over the size limit, not UTF-8.
 fn read(path: &str) -> Result<String, String> {
-    let result = if path == "-" {
-        std::io::read_to_string(std::io::stdin())
-    } else {
-        std::fs::read_to_string(path)
-    };
-    result.map_err(|e| format!("cannot read: {e}"))
+    input::read_text(Path::new(path), input::MAX_FILE_BYTES).map_err(|e| format!("cannot read: {e}"))
 }
 
 fn invalid(file: &str, document: usize, error: FieldError) -> Entry {
@@ -135,6 +146,15 @@ fn invalid(file: &str, document: usize, error: FieldError) -> Entry {
 
 fn split_documents(file: &str, text: &str, documents: &mut Vec<Document>, entries: &mut Vec<Entry>) {
     use serde::Deserialize;
+    // Before the parser: serde_yaml is quadratic on deep flow nesting (see `crate::input`).
+    if let Err(e) = input::check(text.as_bytes(), input::Limits::FILE) {
+        let error = FieldError {
+            path: String::new(),
+            message: e.to_string(),
+        };
+        entries.push(invalid(file, 0, error));
+        return;
+    }
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let index = i + 1;
         let value = match serde_yaml::Value::deserialize(de) {

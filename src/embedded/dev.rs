@@ -56,13 +56,21 @@ pub enum Error {
     /// The pod runner did not start.
     #[error(transparent)]
     Runner(#[from] super::runner::Error),
-    /// A `-f` file could not be read.
+    /// A `-f` file could not be read: an I/O error, not a regular file, over the size limit, not UTF-8.
     #[error("{path}: {source}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// Why.
+        source: crate::input::ReadError,
+    },
+    /// A manifest nests deeper than the limit (checked before parsing, see [`crate::input`]).
+    #[error("{source_name}: {source}")]
+    Limit {
+        /// File name.
+        source_name: String,
+        /// The limit it passed.
+        source: crate::input::LimitError,
     },
     /// A document of a `-f` file is not a Kubernetes object or was refused by the server.
     #[error("{source_name}: document {index}: {source}")]
@@ -167,24 +175,61 @@ pub async fn install_crd(client: &Client) -> Result<(), Error> {
 }
 
 /// Applies every document of a multi-document YAML text (server-side apply, create-or-update),
-/// in order. `source_name` names the text in errors.
+/// in order. `source_name` names the text in errors. The text is parsed on the blocking pool.
 pub async fn apply_manifests(client: &Client, text: &str, source_name: &str) -> Result<Vec<Applied>, Error> {
-    let mut applied = Vec::new();
+    let (text, name) = (text.to_owned(), source_name.to_owned());
+    let objects = blocking(move || parse_manifests(&text, &name)).await?;
+    apply_objects(client, source_name, objects).await
+}
+
+/// The objects of a multi-document YAML text, by 1-based document index, after the input limits
+/// (serde_yaml is quadratic on deep nesting). Blocking: call it off the async workers.
+pub fn parse_manifests(text: &str, source_name: &str) -> Result<Vec<(usize, DynamicObject)>, Error> {
+    crate::input::check(text.as_bytes(), crate::input::Limits::FILE).map_err(|source| Error::Limit {
+        source_name: source_name.into(),
+        source,
+    })?;
+    let mut objects = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let index = i + 1;
-        let err = |source: ManifestError| Error::Manifest {
-            source_name: source_name.into(),
-            index,
-            source: Box::new(source),
-        };
-        let value = serde_yaml::Value::deserialize(doc).map_err(|e| err(e.into()))?;
+        let err = |source: serde_yaml::Error| manifest_error(source_name, index, source.into());
+        let value = serde_yaml::Value::deserialize(doc).map_err(err)?;
         if value.is_null() {
             continue;
         }
-        let obj: DynamicObject = serde_yaml::from_value(value).map_err(|e| err(e.into()))?;
-        applied.push(apply_one(client, obj).await.map_err(err)?);
+        objects.push((index, serde_yaml::from_value(value).map_err(err)?));
+    }
+    Ok(objects)
+}
+
+fn manifest_error(source_name: &str, index: usize, source: ManifestError) -> Error {
+    Error::Manifest {
+        source_name: source_name.into(),
+        index,
+        source: Box::new(source),
+    }
+}
+
+/// Applies parsed objects in order.
+async fn apply_objects(
+    client: &Client,
+    source_name: &str,
+    objects: Vec<(usize, DynamicObject)>,
+) -> Result<Vec<Applied>, Error> {
+    let mut applied = Vec::new();
+    for (index, obj) in objects {
+        let one = apply_one(client, obj).await;
+        applied.push(one.map_err(|source| manifest_error(source_name, index, source))?);
     }
     Ok(applied)
+}
+
+/// Runs `f` on the blocking pool; a panic there continues here.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }
 
 async fn apply_one(client: &Client, mut obj: DynamicObject) -> Result<Applied, ManifestError> {
@@ -252,15 +297,37 @@ fn kind_label(r: &ApiResource) -> String {
     }
 }
 
-/// Reads and applies `-f` files in order.
-async fn apply_files(client: &Client, files: &[PathBuf]) -> Result<Vec<Applied>, Error> {
+/// One `-f` file, read and parsed before the plane starts.
+struct ManifestFile {
+    name: String,
+    objects: Vec<(usize, DynamicObject)>,
+}
+
+/// Reads and parses the `-f` files on the blocking pool: a file that is not a regular file, is over
+/// the size limit, nests too deep or is not YAML ends `cdkube dev` before anything starts.
+async fn read_files(files: &[PathBuf]) -> Result<Vec<ManifestFile>, Error> {
+    let files = files.to_vec();
+    blocking(move || {
+        let mut out = Vec::new();
+        for path in files {
+            let text = crate::input::read_text(&path, crate::input::MAX_FILE_BYTES).map_err(|source| Error::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let name = path.display().to_string();
+            let objects = parse_manifests(&text, &name)?;
+            out.push(ManifestFile { name, objects });
+        }
+        Ok(out)
+    })
+    .await
+}
+
+/// Applies the `-f` files in order.
+async fn apply_files(client: &Client, files: Vec<ManifestFile>) -> Result<Vec<Applied>, Error> {
     let mut out = Vec::new();
-    for path in files {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-            path: path.clone(),
-            source,
-        })?;
-        out.extend(apply_manifests(client, &text, &path.display().to_string()).await?);
+    for file in files {
+        out.extend(apply_objects(client, &file.name, file.objects).await?);
     }
     Ok(out)
 }
@@ -385,9 +452,13 @@ impl StopSignals {
 }
 
 /// The `-f` files, or, without any, the demo repository and its Pipeline (returned with its path).
-async fn apply(client: &Client, opts: &DevOptions, state_dir: &Path) -> Result<(Vec<Applied>, Option<PathBuf>), Error> {
-    if !opts.files.is_empty() {
-        return Ok((apply_files(client, &opts.files).await?, None));
+async fn apply(
+    client: &Client,
+    files: Vec<ManifestFile>,
+    state_dir: &Path,
+) -> Result<(Vec<Applied>, Option<PathBuf>), Error> {
+    if !files.is_empty() {
+        return Ok((apply_files(client, files).await?, None));
     }
     let repo = demo_repository(state_dir)?;
     let applied = apply_manifests(client, &demo_pipeline(&repo), "demo Pipeline").await?;
@@ -441,6 +512,8 @@ async fn stop_operator(operator: Option<Operator>) {
 
 /// Runs the plane until SIGINT/SIGTERM; then stops every Pod process and the server.
 pub async fn run(opts: DevOptions) -> Result<(), Error> {
+    // Bad input is refused before anything starts.
+    let files = read_files(&opts.files).await?;
     let state_err = |source| Error::StateDir {
         path: opts.state_dir.clone(),
         source,
@@ -476,7 +549,7 @@ pub async fn run(opts: DevOptions) -> Result<(), Error> {
         }
     };
     // Manifests first: a bad -f file ends the plane before the operator starts.
-    let applied = match apply(&client, &opts, &state_dir).await {
+    let applied = match apply(&client, files, &state_dir).await {
         Ok(a) => a,
         Err(e) => {
             runner.shutdown().await;

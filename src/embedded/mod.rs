@@ -7,6 +7,7 @@
 //! - [`node`]: the runner as a node of any API server (`cdkube node`), for a real kube-apiserver;
 //! - [`dev`]: `cdkube dev`, which puts them together with the Pipeline CRD.
 mod apiserver;
+mod conn;
 pub mod dev;
 pub mod logs;
 pub mod node;
@@ -15,4 +16,5 @@ mod state_dir;
 mod tls;
 
 pub use apiserver::{ApiServer, ApiServerConfig, Error as ApiServerError};
+pub use conn::ServeLimits;
 pub use runner::{Runner, RunnerConfig};

@@ -3,7 +3,6 @@
 //! over TLS; the API server's kubeconfig carries its CA, and `ca.crt` is written to the state
 //! directory for other clients (curl --cacert).
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 
@@ -12,6 +11,8 @@ use rcgen::{
 };
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::{self, pki_types::PrivateKeyDer};
+
+use super::conn::{self, ServeLimits};
 
 /// Why the serving certificates could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -71,25 +72,31 @@ pub(crate) fn generate(name: &str) -> Result<ServingCerts, Error> {
     })
 }
 
-/// Accepts TLS connections on `listener` until `stop` fires; each connection is served by `app`.
+/// Accepts TLS connections on `listener` until `stop` fires; each connection is served by `app`
+/// under `limits` (see [`conn`](super::conn)).
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     acceptor: TlsAcceptor,
     app: Router,
+    limits: ServeLimits,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut conns = tokio::task::JoinSet::new();
+    let mut backoff = None;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((tcp, _)) = accepted else { continue };
-                let (acceptor, app) = (acceptor.clone(), app.clone());
-                conns.spawn(async move {
-                    let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else { return };
-                    let service = hyper_util::service::TowerToHyperService::new(app);
-                    let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-                    let _ = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service).await;
-                });
+                let tcp = match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(_) => {
+                        let delay = conn::accept_backoff(backoff);
+                        backoff = Some(delay);
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                };
+                backoff = None;
+                conns.spawn(conn::serve_connection(tcp, acceptor.clone(), app.clone(), limits.clone()));
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             _ = stop.changed() => break,

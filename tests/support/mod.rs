@@ -10,12 +10,15 @@
 //! - [`cluster`]: the embedded API server (and pod runner) in a temporary state directory.
 //! - [`kubectl`]: the real kubectl, and the rule for when it is missing.
 //! - [`process`]: pids, liveness, children.
+//! - [`wire`]: raw HTTP/1.1 over TLS for hostile clients, and a `/healthz` stopwatch.
+//! - [`bounded`]: the cdkube binary run with a deadline.
 //! - [`realkube`]: the real control plane (etcd, kube-apiserver, kube-controller-manager) of tests/realkube.
 //! - [`fixtures`]: the CRD and Pipeline fixtures of the repository.
 //! - [`cdkube`], [`cdkube_command`]: the cdkube binary.
 #![allow(dead_code, unused_imports)]
 
 pub mod blackhole;
+pub mod bounded;
 pub mod cluster;
 pub mod daemon;
 pub mod fixtures;
@@ -27,6 +30,7 @@ pub mod process;
 pub mod realkube;
 pub mod repo;
 pub mod ssh;
+pub mod wire;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;

@@ -11,8 +11,9 @@
 //! - [`admission`]: what a write must satisfy per type — built-in type rules, CRDs, structural
 //!   schemas, CEL rules, Events.
 //!
-//! Beside them, used by all three: [`error`] (`metav1.Status` errors), [`resources`] (the served
-//! types), [`ids`] (UIDs, tokens, timestamps), and for the start-up only `embedded::tls` and [`kubeconfig`].
+//! Beside them, used by all three: [`error`] (`metav1.Status` errors), [`decode`] (request bodies
+//! within the input limits), [`resources`] (the served types), [`ids`] (UIDs, tokens, timestamps),
+//! and for the start-up only `embedded::tls` and [`kubeconfig`].
 //!
 //! # Deviations from kube-apiserver
 //!
@@ -50,6 +51,7 @@ use self::storage::store::Store;
 use crate::embedded::tls;
 
 pub(crate) mod admission;
+pub(crate) mod decode;
 pub(crate) mod error;
 pub(crate) mod http;
 pub(crate) mod ids;
@@ -111,6 +113,8 @@ pub struct ApiServerConfig {
     pub watch_history: usize,
     /// How often watches with `allowWatchBookmarks` get a BOOKMARK.
     pub bookmark_interval: Duration,
+    /// Timeouts and header size limits of each connection (kube-apiserver's by default).
+    pub limits: crate::embedded::ServeLimits,
 }
 
 impl ApiServerConfig {
@@ -123,6 +127,7 @@ impl ApiServerConfig {
             token: None,
             watch_history: 10_000,
             bookmark_interval: Duration::from_secs(60),
+            limits: Default::default(),
         }
     }
 }
@@ -167,7 +172,13 @@ impl ApiServer {
         });
         let certs = tls::generate("cdkube-embedded-apiserver").map_err(|e| Error::Tls(e.into()))?;
         let app = Router::new().fallback(http::entry).with_state(server);
-        let serve = tokio::spawn(tls::serve(listener, certs.acceptor, app, shutdown_rx.clone()));
+        let serve = tokio::spawn(tls::serve(
+            listener,
+            certs.acceptor,
+            app,
+            config.limits.clone(),
+            shutdown_rx.clone(),
+        ));
         let gc = tokio::spawn(gc::run(store, shutdown_rx));
         let kubeconfig_path = config.state_dir.join("kubeconfig");
         let url = format!("https://{addr}");

@@ -98,7 +98,8 @@ impl NodeAgent {
             state_dir: config.runner.state_dir.clone(),
             stop: stop_rx.clone(),
         });
-        let serve = tls::serve(listener, certs.acceptor, kubelet_api::router(api), stop_rx.clone());
+        let router = kubelet_api::router(api);
+        let serve = tls::serve(listener, certs.acceptor, router, Default::default(), stop_rx.clone());
         let beat = heartbeat(client.clone(), facts, node, stop_rx);
         let runner = Runner::start(client, config.runner)?;
         tracing::info!(%kubelet_addr, "node agent ready");

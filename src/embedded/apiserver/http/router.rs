@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 
 use crate::embedded::apiserver::admission::events;
 use crate::embedded::apiserver::admission::rules::FieldValidation;
+use crate::embedded::apiserver::decode;
 use crate::embedded::apiserver::error::{ApiError, ApiResult};
+use crate::embedded::apiserver::http::body;
 use crate::embedded::apiserver::http::context::Server;
 use crate::embedded::apiserver::http::discovery;
 use crate::embedded::apiserver::http::openapi;
@@ -63,21 +65,18 @@ pub(crate) async fn entry(State(server): State<Arc<Server>>, req: Request) -> Re
         return error_response(&ApiError::unauthorized());
     }
     let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, 64 << 20).await {
+    let bytes = match body::read(&parts.headers, body).await {
         Ok(b) => b,
-        Err(e) => {
-            let mut err = ApiError::bad_request(format!("cannot read request body: {e}"));
-            err.code = 413;
-            err.reason = "RequestEntityTooLarge";
-            return error_response(&err);
-        }
+        Err(e) => return error_response(&e),
     };
+    let body_len = bytes.len();
     let query = params::parse(parts.uri.query());
     tracing::debug!(method = %parts.method, uri = %parts.uri, "api request");
     let handled = handle(server, parts.method, parts.uri.path(), query, parts.headers, bytes);
     // Like kube-apiserver's panic recovery: a bug answers 500 instead of dropping the connection.
     // Request data must never get here; the store lock survives it (see `Store::lock`).
-    match std::panic::AssertUnwindSafe(handled).catch_unwind().await {
+    let handled = std::panic::AssertUnwindSafe(handled).catch_unwind();
+    match body::handle_sized(body_len, handled).await {
         Ok(response) => response,
         Err(_) => error_response(&ApiError::internal("the server panicked handling this request")),
     }
@@ -440,7 +439,7 @@ fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
     let raw = base64::engine::general_purpose::URL_SAFE
         .decode(token)
         .map_err(|_| bad())?;
-    serde_json::from_slice(&raw).map_err(|_| bad())
+    crate::input::from_json(&raw, crate::input::Limits::REQUEST).map_err(|_| bad())
 }
 
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
@@ -457,11 +456,9 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
         ));
     }
     if ct.contains("yaml") {
-        let v: serde_yaml::Value = serde_yaml::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?;
-        return serde_json::to_value(v).map_err(|e| ApiError::bad_request(e.to_string()));
+        return decode::yaml(body, "error converting YAML to JSON");
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
+    decode::json(body, "error decoding request body")
 }
 
 fn write_opts(query: &Query, headers: &HeaderMap) -> ApiResult<WriteOpts> {
@@ -548,17 +545,20 @@ fn patch(server: &Server, t: &Target, query: &Query, headers: &HeaderMap, body: 
     let mut opts = write_opts(query, headers)?;
     let name = t.name.as_deref().unwrap_or_default();
     let ns = ns_key(t);
+    if kind == PatchType::Apply && query.get("fieldManager").is_none_or(|m| m.is_empty()) {
+        return Err(ApiError::bad_request(
+            "PATCH, application/apply-patch+yaml requires fieldManager to be set",
+        ));
+    }
+    // Decoded before the store is locked: other requests wait for the lock.
+    let patch_doc = match kind {
+        PatchType::Apply => decode::yaml(body, "error decoding YAML")?,
+        _ => decode::json(body, "error decoding patch")?,
+    };
     let mut st = server.store.lock();
     let current = st.get(t.rt.key(), &ns, name).cloned();
     let out = if kind == PatchType::Apply {
-        if query.get("fieldManager").is_none_or(|m| m.is_empty()) {
-            return Err(ApiError::bad_request(
-                "PATCH, application/apply-patch+yaml requires fieldManager to be set",
-            ));
-        }
-        let applied: serde_yaml::Value =
-            serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
-        let mut applied = serde_json::to_value(applied).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let mut applied = patch_doc;
         check_applied(t, &mut applied, name)?;
         let force = query.get("force").map(String::as_str) == Some("true");
         let live = current.as_ref().map(|c| events::to_view(&t.rt, c));
@@ -574,7 +574,7 @@ fn patch(server: &Server, t: &Target, query: &Query, headers: &HeaderMap, body: 
         }
     } else {
         let current = current.ok_or_else(|| ApiError::not_found(&t.rt.group, &t.rt.plural, name))?;
-        let patched = apply_patch(kind, &t.rt, &events::to_view(&t.rt, &current), body)?;
+        let patched = apply_patch(kind, &t.rt, &events::to_view(&t.rt, &current), &patch_doc)?;
         let patched_rv = patched["metadata"]["resourceVersion"].as_str().unwrap_or_default();
         if !patched_rv.is_empty() && patched_rv != current["metadata"]["resourceVersion"].as_str().unwrap_or_default() {
             return Err(ApiError::stale(&t.rt.group, &t.rt.plural, name));
@@ -628,7 +628,7 @@ fn delete_opts(query: &Query, body: &[u8]) -> ApiResult<DeleteOpts> {
     let doc: DeleteOptions = if body.iter().all(u8::is_ascii_whitespace) {
         DeleteOptions::default()
     } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
+        decode::json(body, "error decoding DeleteOptions")?
     };
     let orphan = match doc.orphan_dependents {
         Some(o) => Some(o),

@@ -4,6 +4,7 @@
 use k8s_openapi::api::core::v1::Binding;
 use serde_json::{Value, json};
 
+use crate::embedded::apiserver::decode;
 use crate::embedded::apiserver::error::{ApiError, ApiResult, StatusCause};
 use crate::embedded::apiserver::ids;
 use crate::embedded::apiserver::resources::ResourceType;
@@ -15,8 +16,7 @@ use crate::embedded::apiserver::storage::store::State;
 pub(crate) fn bind(st: &mut State, rt: &ResourceType, ns: &str, name: &str, body: &[u8]) -> ApiResult<Value> {
     // Decoded typed, as the real server does (a kind or apiVersion other than v1 Binding is refused
     // there too): whatever is copied into the Pod has the Pod's types.
-    let binding: Binding =
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid Binding body: {e}")))?;
+    let binding: Binding = decode::json(body, "invalid Binding body")?;
     if binding.metadata.name.as_deref().is_some_and(|n| n != name) {
         return Err(ApiError::bad_request(
             "name in URL does not match name in Binding object",

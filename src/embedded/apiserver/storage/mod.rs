@@ -6,5 +6,7 @@ pub(crate) mod fields;
 pub(crate) mod gc;
 pub(crate) mod ops;
 pub(crate) mod patch;
+#[cfg(test)]
+mod props;
 pub(crate) mod selector;
 pub(crate) mod store;

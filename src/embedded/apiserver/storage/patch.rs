@@ -3,6 +3,7 @@
 //! `$deleteFromPrimitiveList`/`$setElementOrder` directives).
 use serde_json::{Map, Value};
 
+use crate::embedded::apiserver::decode;
 use crate::embedded::apiserver::error::{ApiError, ApiResult};
 use crate::embedded::apiserver::resources::ResourceType;
 use crate::embedded::apiserver::storage::fields::{ListKind, list_kind};
@@ -45,10 +46,8 @@ impl PatchType {
     }
 }
 
-/// Applies a merge, JSON or strategic merge patch to an object.
-pub(crate) fn apply_patch(kind: PatchType, rt: &ResourceType, current: &Value, body: &[u8]) -> ApiResult<Value> {
-    let patch: Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+/// Applies a merge, JSON or strategic merge patch (decoded, see [`decode`]) to an object.
+pub(crate) fn apply_patch(kind: PatchType, rt: &ResourceType, current: &Value, patch: &Value) -> ApiResult<Value> {
     let mut doc = current.clone();
     match kind {
         PatchType::Merge => {
@@ -57,32 +56,85 @@ pub(crate) fn apply_patch(kind: PatchType, rt: &ResourceType, current: &Value, b
                     "json: cannot unmarshal non-object into Go value of type map[string]interface {}",
                 ));
             }
-            json_patch::merge(&mut doc, &patch);
+            json_patch::merge(&mut doc, patch);
         }
-        PatchType::Json => {
-            let ops: json_patch::Patch = serde_json::from_value(patch)
-                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-            json_patch::patch(&mut doc, &ops).map_err(|e| {
-                let mut err = ApiError::bad_request(e.to_string());
-                err.code = 422;
-                err.reason = "Invalid";
-                err
-            })?;
-        }
+        PatchType::Json => json_patch_ops(&mut doc, patch)?,
         PatchType::Strategic => {
             if !patch.is_object() {
                 return Err(ApiError::bad_request(
                     "the body of a strategic merge patch must be a JSON object",
                 ));
             }
-            doc = strategic(rt, &doc, &patch, "");
+            doc = strategic(rt, &doc, patch, "");
         }
         PatchType::Apply => return Err(ApiError::internal("apply patches are handled by server-side apply")),
     }
     if !doc.is_object() {
         return Err(ApiError::bad_request("the patched object is not a JSON object"));
     }
+    decode::check_depth(&doc)?;
     Ok(doc)
+}
+
+/// As kube-apiserver: at most 10 000 operations (413), and `copy` operations may add at most
+/// 3 MiB in all (`JSONPatchMaxCopyBytes`; 422), since copying a subtree into itself doubles it.
+const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+const MAX_JSON_PATCH_COPY_BYTES: usize = 3 * 1024 * 1024;
+
+fn json_patch_ops(doc: &mut Value, patch: &Value) -> ApiResult<()> {
+    use serde::Deserialize;
+    let ops = json_patch::Patch::deserialize(patch)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    if ops.len() > MAX_JSON_PATCH_OPERATIONS {
+        return Err(decode::entity_too_large(&format!(
+            "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {}",
+            ops.len()
+        )));
+    }
+    let invalid = |message: String| {
+        let mut err = ApiError::bad_request(message);
+        err.code = 422;
+        err.reason = "Invalid";
+        err
+    };
+    let mut copied = 0;
+    for op in ops.iter() {
+        if let json_patch::PatchOperation::Copy(copy) = op {
+            let from = doc.pointer(copy.from.as_str()).unwrap_or(&Value::Null);
+            copied += json_size_upto(from, MAX_JSON_PATCH_COPY_BYTES + 1);
+            if copied > MAX_JSON_PATCH_COPY_BYTES {
+                return Err(invalid(format!(
+                    "Unable to complete the copy, the accumulated size increase of copy is {copied}, exceeding the limit {MAX_JSON_PATCH_COPY_BYTES}"
+                )));
+            }
+        }
+        // One at a time without an undo log: on an error the caller drops `doc`.
+        json_patch::patch_unsafe(doc, std::slice::from_ref(op)).map_err(|e| invalid(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Length of `value` as JSON, counted up to `cap` (so a huge subtree costs no more than `cap`).
+fn json_size_upto(value: &Value, cap: usize) -> usize {
+    struct Counter {
+        bytes: usize,
+        cap: usize,
+    }
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.bytes += buf.len();
+            if self.bytes > self.cap {
+                return Err(std::io::Error::other("over the cap"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter { bytes: 0, cap };
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.bytes
 }
 
 fn sub_pattern(pattern: &str, key: &str) -> String {
@@ -220,13 +272,13 @@ mod tests {
             {"name": "a", "image": "x", "env": [{"name": "K", "value": "1"}]}, {"name": "b", "image": "y"}]}});
         let patch = json!({"metadata": {"finalizers": ["b"]}, "spec": {"containers": [
             {"name": "b", "image": "z"}, {"name": "a", "env": [{"name": "J", "value": "2"}]}]}});
-        let out = apply_patch(PatchType::Strategic, &rt, &pod, patch.to_string().as_bytes()).unwrap();
+        let out = apply_patch(PatchType::Strategic, &rt, &pod, &patch).unwrap();
         assert_eq!(out["spec"]["containers"][0]["image"], "x");
         assert_eq!(out["spec"]["containers"][0]["env"].as_array().unwrap().len(), 2);
         assert_eq!(out["spec"]["containers"][1]["image"], "z");
         assert_eq!(out["metadata"]["finalizers"], json!(["a", "b"]));
         let del = json!({"spec": {"containers": [{"name": "a", "$patch": "delete"}]}});
-        let out = apply_patch(PatchType::Strategic, &rt, &out, del.to_string().as_bytes()).unwrap();
+        let out = apply_patch(PatchType::Strategic, &rt, &out, &del).unwrap();
         assert_eq!(out["spec"]["containers"].as_array().unwrap().len(), 1);
     }
 }
