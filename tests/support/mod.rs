@@ -9,6 +9,7 @@
 //! - [`kubectl`]: the real kubectl, and the rule for when it is missing.
 //! - [`process`]: pids, liveness, children.
 //! - [`realkube`]: the real control plane (etcd, kube-apiserver, kube-controller-manager) of tests/realkube.
+//! - [`differential`]: one raw request to two API servers, answers reduced for comparison.
 //! - [`fixtures`]: the CRD and Pipeline fixtures of the repository.
 //! - [`cdkube`], [`cdkube_command`]: the cdkube binary.
 #![allow(dead_code, unused_imports)]
@@ -16,6 +17,7 @@
 pub mod blackhole;
 pub mod cluster;
 pub mod daemon;
+pub mod differential;
 pub mod fixtures;
 pub mod http;
 pub mod kubectl;

@@ -5,6 +5,15 @@ use serde_json::{Value, json};
 use crate::embedded::apiserver::admission::schema;
 use crate::embedded::apiserver::error::StatusCause;
 
+/// Whether the schema has any `x-kubernetes-validations` rule.
+pub(crate) fn has_rules(schema: &Value) -> bool {
+    let mut found = false;
+    schema::visit(schema, "", &mut |node, _| {
+        found |= node["x-kubernetes-validations"].as_array().is_some_and(|a| !a.is_empty());
+    });
+    found
+}
+
 /// Evaluates every rule in the schema against the object (and the old object, on update).
 pub(crate) fn validate(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<StatusCause> {
     let mut errs = Vec::new();

@@ -2,8 +2,14 @@
 //! their structural schemas and CEL rules, Events. The lowest layer of the API server: it sees
 //! objects and types, never the store or the wire.
 pub(crate) mod cel;
+pub(crate) mod config;
 pub(crate) mod crd;
 pub(crate) mod events;
+pub(crate) mod leases;
+pub(crate) mod meta;
 pub(crate) mod names;
+pub(crate) mod pods;
+pub(crate) mod podspec;
+pub(crate) mod quantity;
 pub(crate) mod rules;
 pub(crate) mod schema;

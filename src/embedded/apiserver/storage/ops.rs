@@ -131,13 +131,13 @@ pub(crate) fn create(
 ) -> ApiResult<Outcome> {
     let mut obj = storage_form(rt, body, ns)?;
     if !meta_str(&obj, "resourceVersion").is_empty() {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::storage_refused(
             "resourceVersion should not be set on objects to be created",
         ));
     }
     let generate = meta_str(&obj, "generateName").to_string();
     if meta_str(&obj, "name").is_empty() && !generate.is_empty() {
-        obj["metadata"]["name"] = json!(format!("{generate}{}", ids::name_suffix()));
+        obj["metadata"]["name"] = json!(generated_name(&generate));
     }
     let name = meta_str(&obj, "name").to_string();
     let namespace = meta_str(&obj, "namespace").to_string();
@@ -193,6 +193,16 @@ pub(crate) fn create(
     })
 }
 
+/// A name from a generateName: at most 58 bytes of it (cut on a character boundary) and five
+/// random characters, so that it stays within 63 (`names.SimpleNameGenerator`).
+fn generated_name(base: &str) -> String {
+    let mut cut = base.len().min(58);
+    while !base.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{}", &base[..cut], ids::name_suffix())
+}
+
 /// Replaces an object (PUT), on the main resource or the `status` subresource.
 pub(crate) fn update(
     st: &mut State,
@@ -229,12 +239,10 @@ pub(crate) fn update(
     if rv.is_empty() && !rt.unconditional_update {
         let errs = [StatusCause::invalid(
             "metadata.resourceVersion",
-            &json!("0x0"),
+            &json!(0),
             "must be specified for an update",
         )];
-        let mut e = ApiError::invalid(&rt.group, &rt.kind, name, &errs);
-        e.message = e.message.replace("Invalid value: \"0x0\"", "Invalid value: 0x0");
-        return Err(e);
+        return Err(ApiError::invalid(&rt.group, &rt.kind, name, &errs));
     }
     if !rv.is_empty() && rv != meta_str(&current, "resourceVersion") {
         return Err(ApiError::stale(&rt.group, &rt.plural, name));
