@@ -200,6 +200,8 @@ fn pod_create_cases() -> Vec<Case> {
         Case {
             name: "pod: probes, ports, volumes and env references are defaulted",
             request: create_pod(|p| {
+                // (No ServiceAccount token volume: tokens are another part's.)
+                p["spec"]["automountServiceAccountToken"] = json!(false);
                 p["spec"]["volumes"] = json!([{"name": "v"}, {"name": "w", "configMap": {"name": "cm"}},
                     {"name": "h", "hostPath": {"path": "/tmp"}}]);
                 container(p)["ports"] = json!([{"containerPort": 80}]);
@@ -1119,15 +1121,22 @@ fn apply_cases() -> Vec<Case> {
         Case {
             name: "apply: a stale metadata.resourceVersion",
             setup: vec![post(CONFIGMAPS, configmap(json!({"k": "0"})))],
-            request: apply_as("alice", applied(json!({"metadata": {"resourceVersion": "1"}}))),
+            request: apply_as("alice&force=true", applied(json!({"metadata": {"resourceVersion": "1"}}))),
             fields: &["message"],
             ..CASE
         },
         Case {
             name: "apply: the current metadata.resourceVersion",
             setup: vec![post(CONFIGMAPS, configmap(json!({"k": "0"})))],
-            request: apply_as("alice", applied(json!({"metadata": {"resourceVersion": "{rv0}"}}))),
+            request: apply_as("alice&force=true", applied(json!({"metadata": {"resourceVersion": "{rv0}"}}))),
             fields: &["data"],
+            ..CASE
+        },
+        Case {
+            name: "apply: a field an Update manager owns",
+            setup: vec![post(CONFIGMAPS, configmap(json!({"k": "0"})))],
+            request: apply_as("alice", applied(json!({}))),
+            fields: &["message"],
             ..CASE
         },
         Case {

@@ -209,7 +209,10 @@ async fn crd_schema_and_cel_validation_name_the_field() {
             .expect("request");
     let e = api_error(client.request::<DynamicObject>(req).await.unwrap_err());
     assert_eq!(e.code, 400);
-    assert_eq!(e.message, "strict decoding error: unknown field \"spec.bogus\"");
+    assert_eq!(
+        e.message,
+        "Pipeline in version \"v1alpha1\" cannot be handled as a Pipeline: strict decoding error: unknown field \"spec.bogus\""
+    );
 }
 
 #[tokio::test]

@@ -254,11 +254,22 @@ pub fn diff_lines(a: &Value, b: &Value) -> Vec<String> {
         }
         match (va, vb) {
             (Value::Array(xa), Value::Array(xb)) if k == "causes" => {
-                for x in xa.iter().filter(|x| !xb.contains(x)) {
-                    out.push(format!("  {k} - {}", x.as_str().unwrap_or_default()));
-                }
-                for x in xb.iter().filter(|x| !xa.contains(x)) {
-                    out.push(format!("  {k} + {}", x.as_str().unwrap_or_default()));
+                // Causes are a multiset: a line repeated on one side only is a difference too.
+                let count = |list: &[Value], x: &Value| list.iter().filter(|y| *y == x).count();
+                let mut seen = Vec::new();
+                for x in xa.iter().chain(xb) {
+                    if seen.contains(&x) {
+                        continue;
+                    }
+                    seen.push(x);
+                    let (ca, cb) = (count(xa, x), count(xb, x));
+                    let line = x.as_str().unwrap_or_default();
+                    for _ in cb..ca {
+                        out.push(format!("  {k} - {line}"));
+                    }
+                    for _ in ca..cb {
+                        out.push(format!("  {k} + {line}"));
+                    }
                 }
             }
             _ => {

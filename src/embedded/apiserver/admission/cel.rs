@@ -157,31 +157,6 @@ fn to_cel(v: &Value) -> cel::Value {
     cel::to_value(v).unwrap_or(cel::Value::Null)
 }
 
-/// An error for each rule of the schema that does not compile (kube-apiserver refuses such a CRD).
-pub(crate) fn compile_errors(schema: &Value, path: &str) -> Vec<StatusCause> {
-    let mut out = Vec::new();
-    schema::visit(schema, path, &mut |node, at| {
-        for (i, rule) in node["x-kubernetes-validations"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            if let Some(expr) = rule["rule"].as_str()
-                && let Err(e) = cel::Program::compile(expr)
-            {
-                let field = format!("{at}.x-kubernetes-validations[{i}].rule");
-                out.push(StatusCause::invalid(
-                    &field,
-                    &json!(""),
-                    &format!("compilation failed: {e}"),
-                ));
-            }
-        }
-    });
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -248,10 +248,6 @@ fn immutable(obj: &Value, old: &Value) -> Vec<StatusCause> {
     if changed("count") {
         errs.push(immutable("count", &json!(obj["count"].as_i64().unwrap_or(0))));
     }
-    // kube-apiserver checks the reason twice.
-    if changed("reason") {
-        errs.push(immutable("reason", &json!(text(obj, "reason"))));
-    }
     if changed("type") {
         errs.push(immutable("type", &json!(text(obj, "type"))));
     }

@@ -2,9 +2,11 @@
 //! their structural schemas and CEL rules, Events. The lowest layer of the API server: it sees
 //! objects and types, never the store or the wire.
 pub(crate) mod cel;
+pub(crate) mod celcheck;
 pub(crate) mod config;
 pub(crate) mod crd;
 pub(crate) mod events;
+pub(crate) mod kinds;
 pub(crate) mod leases;
 pub(crate) mod meta;
 pub(crate) mod names;

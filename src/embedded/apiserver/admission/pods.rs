@@ -13,7 +13,9 @@ use crate::embedded::apiserver::error::{ApiError, ApiResult, StatusCause};
 /// A quantity that does not parse is a decoding error (400), as in kube-apiserver.
 pub(crate) fn prepare(obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
     canonical_quantities(obj)?;
-    default_spec(&mut obj["spec"]);
+    if let Some(spec) = obj.get_mut("spec") {
+        default_spec(spec);
+    }
     if let Some(old) = old {
         // Pod status only changes through pods/status, which copies it in afterwards.
         if obj["status"].is_null() {
@@ -21,29 +23,48 @@ pub(crate) fn prepare(obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
         }
         return Ok(());
     }
-    admit(&mut obj["spec"]);
+    if obj["spec"].is_object() {
+        admit(&mut obj["spec"]);
+    }
     obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj["spec"])});
     Ok(())
 }
 
+/// Calls `f` on each element of the list at `key`, if there is one (without creating the key).
+fn each(v: &mut Value, key: &str, mut f: impl FnMut(&mut Value)) {
+    if let Some(Value::Array(items)) = v.get_mut(key) {
+        items.iter_mut().for_each(&mut f);
+    }
+}
+
+/// The value at a path of object keys, if present (without creating anything).
+fn at_mut<'a>(v: &'a mut Value, path: &[&str]) -> Option<&'a mut Value> {
+    path.iter().try_fold(v, |v, k| v.get_mut(*k))
+}
+
 /// Every quantity of the spec in canonical form (`0.5` → `500m`).
 fn canonical_quantities(obj: &mut Value) -> ApiResult<()> {
-    let spec = &mut obj["spec"];
+    let mut result = Ok(());
+    let Some(spec) = obj.get_mut("spec") else {
+        return Ok(());
+    };
     for list in ["initContainers", "containers", "ephemeralContainers"] {
-        for c in spec[list].as_array_mut().into_iter().flatten() {
+        each(spec, list, |c| {
             for kind in ["limits", "requests"] {
-                for q in c["resources"][kind].as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
-                    canonical(q)?;
+                if let Some(Value::Object(m)) = at_mut(c, &["resources", kind]) {
+                    for q in m.values_mut() {
+                        result = result.clone().and(canonical(q));
+                    }
                 }
             }
-        }
+        });
     }
-    for v in spec["volumes"].as_array_mut().into_iter().flatten() {
-        if v["emptyDir"]["sizeLimit"].is_string() {
-            canonical(&mut v["emptyDir"]["sizeLimit"])?;
+    each(spec, "volumes", |v| {
+        if let Some(q) = at_mut(v, &["emptyDir", "sizeLimit"]) {
+            result = result.clone().and(canonical(q));
         }
-    }
-    Ok(())
+    });
+    result
 }
 
 fn canonical(q: &mut Value) -> ApiResult<()> {
@@ -55,32 +76,39 @@ fn canonical(q: &mut Value) -> ApiResult<()> {
 
 /// Sets `field` when it is absent.
 fn default(v: &mut Value, field: &str, value: Value) {
-    if v[field].is_null() {
+    if v.get(field).is_none_or(Value::is_null) {
         v[field] = value;
     }
 }
 
 fn default_spec(spec: &mut Value) {
+    if !spec.is_object() {
+        return;
+    }
     default(spec, "restartPolicy", json!("Always"));
     default(spec, "terminationGracePeriodSeconds", json!(30));
+    // A negative grace period means 1 on a Pod (SetDefaults_Pod).
+    if spec["terminationGracePeriodSeconds"].as_i64().is_some_and(|g| g < 0) {
+        spec["terminationGracePeriodSeconds"] = json!(1);
+    }
     default(spec, "dnsPolicy", json!("ClusterFirst"));
     default(spec, "schedulerName", json!("default-scheduler"));
     default(spec, "securityContext", json!({}));
     default(spec, "enableServiceLinks", json!(true));
-    if spec["serviceAccountName"].is_null() && spec["serviceAccount"].is_string() {
+    if spec["serviceAccountName"].as_str().is_none_or(str::is_empty) && spec["serviceAccount"].is_string() {
         spec["serviceAccountName"] = spec["serviceAccount"].clone();
     }
+    if spec["serviceAccountName"].is_string() {
+        spec["serviceAccount"] = spec["serviceAccountName"].clone();
+    }
+    let host_network = spec["hostNetwork"] == json!(true);
     for list in ["initContainers", "containers"] {
-        for c in spec[list].as_array_mut().into_iter().flatten() {
-            default_container(c);
-        }
+        each(spec, list, |c| default_container(c, host_network));
     }
-    for v in spec["volumes"].as_array_mut().into_iter().flatten() {
-        default_volume(v);
-    }
+    each(spec, "volumes", default_volume);
 }
 
-fn default_container(c: &mut Value) {
+fn default_container(c: &mut Value, host_network: bool) {
     default(c, "terminationMessagePath", json!("/dev/termination-log"));
     default(c, "terminationMessagePolicy", json!("File"));
     if c["imagePullPolicy"].as_str().is_none_or(str::is_empty) {
@@ -95,29 +123,29 @@ fn default_container(c: &mut Value) {
             }
         }
     }
-    for p in c["ports"].as_array_mut().into_iter().flatten() {
+    each(c, "ports", |p| {
         if p["protocol"].as_str().is_none_or(str::is_empty) {
             p["protocol"] = json!("TCP");
         }
-    }
+        if host_network && p["hostPort"].as_i64().unwrap_or(0) == 0 {
+            p["hostPort"] = p["containerPort"].clone();
+        }
+    });
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
-        if c[probe].is_object() {
-            default_probe(&mut c[probe]);
+        if let Some(p) = c.get_mut(probe).filter(|p| p.is_object()) {
+            default_probe(p);
         }
     }
     for hook in ["postStart", "preStop"] {
-        default_http_get(&mut c["lifecycle"][hook]);
-    }
-    if let Some(m) = c.as_object_mut()
-        && m.get("lifecycle").is_some_and(|l| l.as_object().is_some_and(|l| l.values().all(Value::is_null)))
-    {
-        m.remove("lifecycle");
-    }
-    for e in c["env"].as_array_mut().into_iter().flatten() {
-        if e["valueFrom"]["fieldRef"].is_object() {
-            default(&mut e["valueFrom"]["fieldRef"], "apiVersion", json!("v1"));
+        if let Some(h) = at_mut(c, &["lifecycle", hook]) {
+            default_http_get(h);
         }
     }
+    each(c, "env", |e| {
+        if let Some(r) = at_mut(e, &["valueFrom", "fieldRef"]).filter(|r| r.is_object()) {
+            default(r, "apiVersion", json!("v1"));
+        }
+    });
 }
 
 /// `IfNotPresent` for a tagged or digested image, `Always` for `:latest` or no tag.
@@ -153,16 +181,13 @@ fn default_probe(p: &mut Value) {
 }
 
 fn default_http_get(handler: &mut Value) {
-    if handler["httpGet"].is_object() {
-        let h = &mut handler["httpGet"];
+    if let Some(h) = handler.get_mut("httpGet").filter(|h| h.is_object()) {
         if h["path"].as_str().is_none_or(str::is_empty) {
             h["path"] = json!("/");
         }
         if h["scheme"].as_str().is_none_or(str::is_empty) {
             h["scheme"] = json!("HTTP");
         }
-    } else if handler.as_object().is_some_and(|m| m.is_empty()) {
-        *handler = Value::Null;
     }
 }
 
@@ -206,12 +231,12 @@ fn default_volume(v: &mut Value) {
         v["emptyDir"] = json!({});
     }
     for source in ["secret", "configMap", "downwardAPI", "projected"] {
-        if v[source].is_object() {
-            default(&mut v[source], "defaultMode", json!(0o644));
+        if let Some(src) = v.get_mut(source).filter(|s| s.is_object()) {
+            default(src, "defaultMode", json!(0o644));
         }
     }
-    if v["hostPath"].is_object() {
-        default(&mut v["hostPath"], "type", json!(""));
+    if let Some(h) = v.get_mut("hostPath").filter(|h| h.is_object()) {
+        default(h, "type", json!(""));
     }
 }
 

@@ -45,19 +45,16 @@ pub(crate) fn prepare(
     } else {
         prepare_builtin(rt, obj, old)?
     };
-    unknown_fields(unknown, validation)
+    unknown_fields(rt, unknown, validation)
 }
 
-fn unknown_fields(unknown: Vec<String>, mode: FieldValidation) -> ApiResult<Vec<String>> {
+fn unknown_fields(rt: &ResourceType, unknown: Vec<String>, mode: FieldValidation) -> ApiResult<Vec<String>> {
     if unknown.is_empty() {
         return Ok(Vec::new());
     }
     let lines: Vec<String> = unknown.iter().map(|p| format!("unknown field {p:?}")).collect();
     match mode {
-        FieldValidation::Strict => Err(ApiError::bad_request(format!(
-            "strict decoding error: {}",
-            lines.join(", ")
-        ))),
+        FieldValidation::Strict => Err(decode_error(rt, format!("strict decoding error: {}", lines.join(", ")))),
         FieldValidation::Warn => Ok(lines),
         FieldValidation::Ignore => Ok(Vec::new()),
     }

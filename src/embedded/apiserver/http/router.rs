@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::embedded::apiserver::admission::events;
 use crate::embedded::apiserver::admission::rules::FieldValidation;
-use crate::embedded::apiserver::error::{ApiError, ApiResult};
+use crate::embedded::apiserver::error::{ApiError, ApiResult, StatusCause};
 use crate::embedded::apiserver::http::context::Server;
 use crate::embedded::apiserver::http::discovery;
 use crate::embedded::apiserver::http::openapi;
@@ -380,6 +380,7 @@ fn snapshot(server: &Server, t: &Target, query: &Query, filter: &Filter) -> ApiR
 
 fn list(server: &Server, t: &Target, query: &Query, headers: &HeaderMap) -> ApiResult<Response> {
     let filter = Filter::parse(t, query)?;
+    params::list_options(query, false)?;
     let limit: usize = params::int(query, "limit")?.unwrap_or(0);
     let (rv, start, all) = snapshot(server, t, query, &filter)?;
     let mut items: Vec<Value> = all
@@ -552,14 +553,21 @@ fn patch(server: &Server, t: &Target, query: &Query, headers: &HeaderMap, body: 
     let current = st.get(t.rt.key(), &ns, name).cloned();
     let out = if kind == PatchType::Apply {
         if query.get("fieldManager").is_none_or(|m| m.is_empty()) {
-            return Err(ApiError::bad_request(
-                "PATCH, application/apply-patch+yaml requires fieldManager to be set",
-            ));
+            let errs = [StatusCause::required("fieldManager", "is required for apply patch")];
+            return Err(ApiError::invalid("meta.k8s.io", "PatchOptions", "", &errs));
         }
         let applied: serde_yaml::Value =
             serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
         let mut applied = serde_json::to_value(applied).map_err(|e| ApiError::bad_request(e.to_string()))?;
         check_applied(t, &mut applied, name)?;
+        // An applied resourceVersion is a precondition, as on any write.
+        let applied_rv = applied["metadata"]["resourceVersion"].as_str().unwrap_or_default();
+        if let Some(c) = &current
+            && !applied_rv.is_empty()
+            && applied_rv != c["metadata"]["resourceVersion"].as_str().unwrap_or_default()
+        {
+            return Err(ApiError::stale(&t.rt.group, &t.rt.plural, name));
+        }
         let force = query.get("force").map(String::as_str) == Some("true");
         let live = current.as_ref().map(|c| events::to_view(&t.rt, c));
         let merged = fields::apply(&t.rt, live.as_ref(), &applied, &opts.manager, force, t.sub.as_deref())?;

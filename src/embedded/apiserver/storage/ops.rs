@@ -2,7 +2,7 @@
 //! concurrency, generation, status isolation, finalizers and graceful deletion.
 use serde_json::{Value, json};
 
-use crate::embedded::apiserver::admission::events;
+use crate::embedded::apiserver::admission::{events, kinds};
 use crate::embedded::apiserver::admission::rules::{self as admission, FieldValidation};
 use crate::embedded::apiserver::error::{ApiError, ApiResult, StatusCause};
 use crate::embedded::apiserver::ids;
@@ -38,22 +38,9 @@ fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
     obj["metadata"][field].as_str().unwrap_or_default()
 }
 
-/// Checks `apiVersion`/`kind` of a request body against the endpoint.
-fn check_type(rt: &ResourceType, body: &Value) -> ApiResult<()> {
-    if !body.is_object() {
-        return Err(ApiError::bad_request("the body of the request was not a JSON object"));
-    }
-    let kind = body["kind"].as_str().unwrap_or_default();
-    let api_version = body["apiVersion"].as_str().unwrap_or_default();
-    if kind.is_empty() {
-        return Err(ApiError::bad_request(format!("Object 'Kind' is missing in '{body}'")));
-    }
-    if kind != rt.kind || api_version != rt.api_version() {
-        return Err(ApiError::bad_request(format!(
-            "the API version in the data ({api_version}) does not match the expected API version ({})",
-            rt.api_version()
-        )));
-    }
+/// Checks (and completes) `apiVersion`/`kind` of a request body against the endpoint.
+fn check_type(rt: &ResourceType, body: &mut Value) -> ApiResult<()> {
+    kinds::check(rt, body)?;
     check_metadata(body)
 }
 
@@ -111,8 +98,8 @@ fn check_namespace_open(st: &State, rt: &ResourceType, ns: &str, name: &str) -> 
 }
 
 /// A POST or PUT body, checked against the endpoint, in storage form with its namespace set.
-fn storage_form(rt: &ResourceType, body: Value, ns: Option<&str>) -> ApiResult<Value> {
-    check_type(rt, &body)?;
+fn storage_form(rt: &ResourceType, mut body: Value, ns: Option<&str>) -> ApiResult<Value> {
+    check_type(rt, &mut body)?;
     let mut obj = events::to_storage(rt, body);
     if obj["metadata"].is_null() {
         obj["metadata"] = json!({});
