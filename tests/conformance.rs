@@ -158,7 +158,199 @@ fn cases() -> Vec<Case> {
     all.extend(watch_and_list_cases());
     all.extend(apply_cases());
     all.extend(crd_cases());
+    all.extend(verb_cases());
     all
+}
+
+/// The verbs themselves: PUT, DELETE and PATCH preconditions and errors, subresources, dry runs.
+fn verb_cases() -> Vec<Case> {
+    let cm = || post(CONFIGMAPS, configmap(json!({"k": "0"})));
+    vec![
+        Case {
+            name: "verb: PUT of a Pod without the fields admission added",
+            setup: vec![create_pod(|_| {})],
+            request: put(POD, pod(|p| p["metadata"]["labels"] = json!({"x": "y"}))),
+            fields: &["metadata.labels", "spec.tolerations"],
+            ..CASE
+        },
+        Case {
+            name: "verb: PUT of a ConfigMap without resourceVersion",
+            setup: vec![cm()],
+            request: put(CONFIGMAP, configmap(json!({"k": "1"}))),
+            fields: &["data"],
+            ..CASE
+        },
+        Case {
+            name: "verb: POST of a body in text/plain",
+            request: Step {
+                content_type: "text/plain",
+                ..post(CONFIGMAPS, configmap(json!({})))
+            },
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "verb: POST of a custom resource in text/plain",
+            request: Step {
+                content_type: "text/plain",
+                ..post(PIPELINES, pipeline())
+            },
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "verb: strategic merge patch of a custom resource",
+            setup: vec![post(PIPELINES, pipeline())],
+            request: patch(&format!("{PIPELINES}/p"), STRATEGIC, json!({"spec": {"suspend": true}})),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "verb: PUT with another name in the body",
+            setup: vec![cm()],
+            request: put(CONFIGMAP, {
+                let mut c = configmap(json!({}));
+                c["metadata"]["name"] = json!("other");
+                c
+            }),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "verb: PUT of a missing ConfigMap",
+            request: put(CONFIGMAP, configmap(json!({}))),
+            fields: &["message", "details"],
+            ..CASE
+        },
+        Case {
+            name: "verb: GET of a missing ConfigMap",
+            request: get(CONFIGMAP),
+            fields: &["message", "details"],
+            ..CASE
+        },
+        Case {
+            name: "verb: DELETE with a stale resourceVersion precondition",
+            setup: vec![cm()],
+            request: Step {
+                body: Some(json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"resourceVersion": "1"}})),
+                ..diff::delete(CONFIGMAP)
+            },
+            fields: &["shape:message"],
+            ..CASE
+        },
+        Case {
+            name: "verb: DELETE with propagationPolicy Bogus",
+            setup: vec![cm()],
+            request: diff::delete(&format!("{CONFIGMAP}?propagationPolicy=Bogus")),
+            ..CASE
+        },
+        Case {
+            name: "verb: DELETE of a ConfigMap",
+            setup: vec![cm()],
+            request: diff::delete(CONFIGMAP),
+            fields: &["kind", "status", "details.name", "details.kind"],
+            ..CASE
+        },
+        Case {
+            name: "verb: DELETE of an unbound Pod",
+            setup: vec![create_pod(|_| {})],
+            request: diff::delete(POD),
+            fields: &["kind", "metadata.name"],
+            ..CASE
+        },
+        Case {
+            name: "verb: JSON patch whose test fails",
+            setup: vec![cm()],
+            request: patch(CONFIGMAP, JSON_PATCH, json!([{"op": "test", "path": "/data/k", "value": "9"}])),
+            ..CASE
+        },
+        Case {
+            name: "verb: merge patch that is a list",
+            setup: vec![cm()],
+            request: patch(CONFIGMAP, MERGE, json!([1])),
+            ..CASE
+        },
+        Case {
+            name: "verb: PATCH with an unsupported content type",
+            setup: vec![cm()],
+            request: patch(CONFIGMAP, "text/plain", json!({})),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "verb: fieldValidation Bogus",
+            request: post(&format!("{CONFIGMAPS}?fieldValidation=Bogus"), configmap(json!({}))),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "verb: dryRun create",
+            request: post(&format!("{CONFIGMAPS}?dryRun=All"), configmap(json!({"k": "1"}))),
+            fields: &["data", "metadata.resourceVersion", "len:metadata.uid"],
+            ..CASE
+        },
+        Case {
+            name: "verb: dryRun Bogus",
+            request: post(&format!("{CONFIGMAPS}?dryRun=Bogus"), configmap(json!({}))),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "verb: a Pod's status through the main resource is ignored",
+            setup: vec![create_pod(|_| {})],
+            request: patch(POD, MERGE, json!({"status": {"phase": "Running"}, "metadata": {"labels": {"x": "y"}}})),
+            fields: &["status.phase", "metadata.labels"],
+            ..CASE
+        },
+        Case {
+            name: "verb: pods/status changes the phase",
+            setup: vec![create_pod(|_| {})],
+            request: patch(&format!("{POD}/status"), MERGE, json!({"status": {"phase": "Running"}})),
+            fields: &["status.phase"],
+            ..CASE
+        },
+        Case {
+            name: "verb: binding a Pod to a node",
+            setup: vec![create_pod(|_| {})],
+            request: post(
+                &format!("{POD}/binding"),
+                json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n1"}}),
+            ),
+            fields: &["kind", "status"],
+            ..CASE
+        },
+        Case {
+            name: "verb: binding a bound Pod again",
+            setup: vec![create_pod(|p| p["spec"]["nodeName"] = json!("n1"))],
+            request: post(
+                &format!("{POD}/binding"),
+                json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n2"}}),
+            ),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "verb: PUT creates a missing core/v1 Event",
+            request: put(
+                "/api/v1/namespaces/{ns}/events/e",
+                json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"},
+                    "involvedObject": {"kind": "Pod", "name": "p", "namespace": "{ns}"}, "message": "m"}),
+            ),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "verb: a list page and its continue token",
+            setup: vec![cm(), post(CONFIGMAPS, {
+                let mut c = configmap(json!({}));
+                c["metadata"]["name"] = json!("cm2");
+                c
+            })],
+            request: get(&format!("{CONFIGMAPS}?labelSelector=a&limit=1")),
+            fields: &["items.*.metadata.name", "has:metadata.continue", "metadata.remainingItemCount"],
+            ..CASE
+        },
+    ]
 }
 
 fn pod_create_cases() -> Vec<Case> {
@@ -1212,6 +1404,65 @@ fn crd_cases() -> Vec<Case> {
                 let mut c = crd(json!([]));
                 c["spec"]["versions"][0]["storage"] = json!(false);
                 c
+            }),
+            ..CASE
+        },
+        Case {
+            name: "crd: a name that is not plural.group",
+            request: post(CRDS, {
+                let mut c = crd(json!([]));
+                c["metadata"]["name"] = json!("wrong.{ns}.example.com");
+                c
+            }),
+            ..CASE
+        },
+        Case {
+            name: "crd: an upper-case plural and a group without a dot",
+            request: post(CRDS, {
+                let mut c = crd(json!([]));
+                c["metadata"]["name"] = json!("Widgets.example");
+                c["spec"]["names"]["plural"] = json!("Widgets");
+                c["spec"]["group"] = json!("example");
+                c
+            }),
+            ..CASE
+        },
+        Case {
+            name: "custom resource: a rule that fails",
+            request: post(PIPELINES, {
+                let mut p = pipeline();
+                p["spec"]["interval"] = json!("1m");
+                p["spec"]["schedule"] = json!("* * * * *");
+                p
+            }),
+            ..CASE
+        },
+        Case {
+            name: "custom resource: an unknown field is dropped",
+            request: post(PIPELINES, {
+                let mut p = pipeline();
+                p["spec"]["nope"] = json!(1);
+                p
+            }),
+            fields: &["spec.nope", "spec.repo", "metadata.generation"],
+            ..CASE
+        },
+        Case {
+            name: "custom resource: status through the main resource is ignored",
+            request: post(PIPELINES, {
+                let mut p = pipeline();
+                p["status"] = json!({"phase": "Succeeded"});
+                p
+            }),
+            fields: &["status"],
+            ..CASE
+        },
+        Case {
+            name: "custom resource: a body of another kind in its group",
+            request: post(PIPELINES, {
+                let mut p = pipeline();
+                p["kind"] = json!("Nope");
+                p
             }),
             ..CASE
         },

@@ -172,9 +172,30 @@ fn watch_events(bytes: &[u8]) -> Value {
     json!({ "events": events })
 }
 
-/// The value at a dotted path (`spec.containers.0.name`); `*` maps over an array's elements and
-/// a `len:` prefix gives a string's length. Missing parts are `null`.
+/// The value at a dotted path (`spec.containers.0.name`); `*` maps over an array's elements, a
+/// `len:` prefix gives a string's length, `has:` whether the value is there and `shape:` the
+/// string with each run of digits as `N` (resourceVersions differ between servers). Missing parts
+/// are `null`.
 pub fn pick(body: &Value, path: &str) -> Value {
+    if let Some(rest) = path.strip_prefix("shape:") {
+        return match pick(body, rest) {
+            Value::String(s) => {
+                let mut out = String::new();
+                for c in s.chars() {
+                    if !c.is_ascii_digit() {
+                        out.push(c);
+                    } else if !out.ends_with('N') {
+                        out.push('N');
+                    }
+                }
+                json!(out)
+            }
+            other => other,
+        };
+    }
+    if let Some(rest) = path.strip_prefix("has:") {
+        return json!(!pick(body, rest).is_null());
+    }
     if let Some(rest) = path.strip_prefix("len:") {
         return match pick(body, rest) {
             Value::String(s) => json!(s.len()),

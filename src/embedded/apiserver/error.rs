@@ -205,8 +205,15 @@ impl ApiError {
         }
     }
 
+    /// Details naming the object; empty fields are left out, as Go's `omitempty` does.
     fn named(mut self, group: &str, resource: &str, name: &str) -> Self {
-        self.details = Some(json!({"name": name, "group": group, "kind": resource}));
+        let mut details = serde_json::Map::new();
+        for (k, v) in [("name", name), ("group", group), ("kind", resource)] {
+            if !v.is_empty() {
+                details.insert(k.into(), json!(v));
+            }
+        }
+        self.details = Some(Value::Object(details));
         self
     }
 

@@ -3,6 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::embedded::apiserver::admission::celcheck;
+use crate::embedded::apiserver::admission::names::dns1035_label;
 use crate::embedded::apiserver::admission::schema;
 use crate::embedded::apiserver::error::{StatusCause, go_struct};
 use crate::embedded::apiserver::ids;
@@ -90,6 +91,7 @@ pub(crate) fn validate(obj: &Value, old: Option<&Value>) -> Vec<StatusCause> {
             &["Cluster".into(), "Namespaced".into()],
         ));
     }
+    validate_names(&spec["names"], &mut errs);
     validate_versions(spec, &mut errs);
     validate_stored_versions(obj, &mut errs);
     if let Some(old) = old {
@@ -105,6 +107,45 @@ pub(crate) fn validate(obj: &Value, old: Option<&Value>) -> Vec<StatusCause> {
         }
     }
     errs
+}
+
+/// `ValidateCustomResourceDefinitionNames` of `spec.names`.
+fn validate_names(names: &Value, errs: &mut Vec<StatusCause>) {
+    let text = |f: &str| names[f].as_str().unwrap_or_default();
+    for field in ["plural", "singular"] {
+        let v = text(field);
+        let msgs = dns1035_label(v);
+        if !v.is_empty() && !msgs.is_empty() {
+            errs.push(StatusCause::invalid(&format!("spec.names.{field}"), &json!(v), &msgs.join(",")));
+        }
+    }
+    for field in ["kind", "listKind"] {
+        let v = text(field);
+        let msgs = dns1035_label(&v.to_lowercase());
+        if !v.is_empty() && !msgs.is_empty() {
+            errs.push(StatusCause::invalid(
+                &format!("spec.names.{field}"),
+                &json!(v),
+                &format!("may have mixed case, but should otherwise match: {}", msgs.join(",")),
+            ));
+        }
+    }
+    for field in ["shortNames", "categories"] {
+        for (i, v) in names[field].as_array().into_iter().flatten().enumerate() {
+            let v = v.as_str().unwrap_or_default();
+            let msgs = dns1035_label(v);
+            if !msgs.is_empty() {
+                errs.push(StatusCause::invalid(&format!("spec.names.{field}[{i}]"), &json!(v), &msgs.join(",")));
+            }
+        }
+    }
+    if !text("kind").is_empty() && text("kind") == text("listKind") {
+        errs.push(StatusCause::invalid(
+            "spec.names.listKind",
+            &names["listKind"],
+            "kind and listKind may not be the same",
+        ));
+    }
 }
 
 /// `spec.versions`: exactly one storage version, and schemas whose rules and patterns compile.

@@ -82,6 +82,22 @@ pub(crate) fn dns1123_label(value: &str) -> Vec<String> {
     errs
 }
 
+/// `IsDNS1035Label`: a DNS label that starts with a letter (CRD names, categories).
+pub(crate) fn dns1035_label(value: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if value.len() > 63 {
+        errs.push(max_len_chars(63));
+    }
+    if !(label_matches(value) && value.starts_with(|c: char| c.is_ascii_lowercase())) {
+        errs.push(regex_error(
+            "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character",
+            "[a-z]([-a-z0-9]*[a-z0-9])?",
+            &["my-name", "abc-123"],
+        ));
+    }
+    errs
+}
+
 /// `IsDNS1123Subdomain`; `bytes` picks validate/content's wording of the length error.
 fn subdomain_errors(value: &str, bytes: bool) -> Vec<String> {
     let mut errs = Vec::new();

@@ -16,6 +16,9 @@ pub(crate) fn prepare(obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
     if let Some(spec) = obj.get_mut("spec") {
         default_spec(spec);
     }
+    if let Some(spec) = obj.get_mut("spec").filter(|s| s.is_object()) {
+        default_tolerations(spec);
+    }
     if let Some(old) = old {
         // Pod status only changes through pods/status, which copies it in afterwards.
         if obj["status"].is_null() {
@@ -240,8 +243,8 @@ fn default_volume(v: &mut Value) {
     }
 }
 
-/// What the default admission plugins add to a new Pod: its ServiceAccount (`default`), its
-/// priority (0, no PriorityClass), and DefaultTolerationSeconds' NoExecute tolerations.
+/// What the default admission plugins add to a new Pod: its ServiceAccount (`default`) and its
+/// priority (0, no PriorityClass).
 fn admit(spec: &mut Value) {
     if spec["serviceAccountName"].as_str().is_none_or(str::is_empty) {
         spec["serviceAccountName"] = json!("default");
@@ -249,6 +252,11 @@ fn admit(spec: &mut Value) {
     spec["serviceAccount"] = spec["serviceAccountName"].clone();
     default(spec, "priority", json!(0));
     default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+}
+
+/// DefaultTolerationSeconds (on create and update): Pods tolerate not-ready and unreachable
+/// nodes for 300 seconds unless they say otherwise.
+fn default_tolerations(spec: &mut Value) {
     for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
         let tolerated = spec["tolerations"].as_array().is_some_and(|ts| {
             ts.iter().any(|t| {

@@ -42,14 +42,16 @@ pub(super) fn resource_version(query: &Query) -> ApiResult<Option<u64>> {
     }
 }
 
-/// `dryRun`: only `All` exists.
-pub(super) fn dry_run(query: &Query) -> ApiResult<bool> {
+/// `dryRun`: only `All` exists; anything else is a 422 on the verb's options (`CreateOptions`,
+/// `UpdateOptions`, `PatchOptions`, `DeleteOptions`), as `ValidateDryRun` reports it.
+pub(super) fn dry_run(query: &Query, options: &str) -> ApiResult<bool> {
     match query.get("dryRun").map(String::as_str) {
         None | Some("") => Ok(false),
         Some("All") => Ok(true),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "Invalid dry run value: {other:?}; supported values: \"All\""
-        ))),
+        Some(other) => {
+            let errs = [StatusCause::not_supported("dryRun", &json!([other]), &["All".into()])];
+            Err(ApiError::invalid("meta.k8s.io", options, "", &errs))
+        }
     }
 }
 
@@ -134,6 +136,6 @@ mod tests {
         assert_eq!(int::<u64>(&q, "timeoutSeconds").unwrap(), None);
         assert_eq!(resource_version(&q).unwrap_err().code, 400);
         assert_eq!(resource_version(&parse(Some("resourceVersion=0"))).unwrap(), Some(0));
-        assert_eq!(dry_run(&parse(Some("dryRun=Some"))).unwrap_err().code, 400);
+        assert_eq!(dry_run(&parse(Some("dryRun=Some")), "CreateOptions").unwrap_err().code, 422);
     }
 }

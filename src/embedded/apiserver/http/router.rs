@@ -444,20 +444,24 @@ fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
     serde_json::from_slice(&raw).map_err(|_| bad())
 }
 
-fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
+/// The body of a POST or PUT, by its Content-Type (JSON when there is none); 415 for a type the
+/// endpoint does not read, listing the ones kube-apiserver would.
+fn parse_body(rt: &ResourceType, headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    if ct.contains("vnd.kubernetes.protobuf") {
-        return protobuf::decode(body);
-    }
-    if ct.contains("cbor") {
+    let media = ct.split(';').next().unwrap_or_default().trim();
+    let known = ["", "application/json", "application/yaml", "application/vnd.kubernetes.protobuf"];
+    if media.contains("cbor") || !known.contains(&media) || (rt.custom.is_some() && media.contains("protobuf")) {
         return Err(ApiError::unsupported_media_type(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf",
         ));
     }
-    if ct.contains("yaml") {
+    if media == "application/vnd.kubernetes.protobuf" {
+        return protobuf::decode(body);
+    }
+    if media == "application/yaml" {
         let v: serde_yaml::Value = serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?;
         return serde_json::to_value(v).map_err(|e| ApiError::bad_request(e.to_string()));
@@ -465,16 +469,18 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
 }
 
-fn write_opts(query: &Query, headers: &HeaderMap) -> ApiResult<WriteOpts> {
-    let dry_run = params::dry_run(query)?;
+/// The options of a write (`options`: `CreateOptions`, `UpdateOptions` or `PatchOptions`, which
+/// name its errors).
+fn write_opts(query: &Query, headers: &HeaderMap, options: &str) -> ApiResult<WriteOpts> {
+    let dry_run = params::dry_run(query, options)?;
     let validation = match query.get("fieldValidation").map(String::as_str) {
         Some("Strict") => FieldValidation::Strict,
         Some("Ignore") => FieldValidation::Ignore,
         Some("Warn") | Some("") | None => FieldValidation::Warn,
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "fieldValidation: Unsupported value: {other:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
-            )));
+            let supported = [String::new(), "Ignore".into(), "Strict".into(), "Warn".into()];
+            let errs = [StatusCause::not_supported("fieldValidation", &json!(other), &supported)];
+            return Err(ApiError::invalid("meta.k8s.io", options, "", &errs));
         }
     };
     let manager = match query.get("fieldManager").filter(|m| !m.is_empty()) {
@@ -512,8 +518,8 @@ fn outcome_response(t: &Target, out: ops::Outcome) -> Response {
 }
 
 fn create(server: &Server, t: &Target, query: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
-    let obj = parse_body(headers, body)?;
-    let opts = write_opts(query, headers)?;
+    let opts = write_opts(query, headers, "CreateOptions")?;
+    let obj = parse_body(&t.rt, headers, body)?;
     let mut st = server.store.lock();
     let out = ops::create(&mut st, &t.rt, t.namespace.as_deref(), obj, &opts)?;
     drop(st);
@@ -522,8 +528,8 @@ fn create(server: &Server, t: &Target, query: &Query, headers: &HeaderMap, body:
 }
 
 fn update(server: &Server, t: &Target, query: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
-    let obj = parse_body(headers, body)?;
-    let opts = write_opts(query, headers)?;
+    let opts = write_opts(query, headers, "UpdateOptions")?;
+    let obj = parse_body(&t.rt, headers, body)?;
     let name = t.name.as_deref().unwrap_or_default();
     let mut st = server.store.lock();
     let out = ops::update(
@@ -546,7 +552,7 @@ fn patch(server: &Server, t: &Target, query: &Query, headers: &HeaderMap, body: 
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let kind = PatchType::from_content_type(ct, &t.rt)?;
-    let mut opts = write_opts(query, headers)?;
+    let mut opts = write_opts(query, headers, "PatchOptions")?;
     let name = t.name.as_deref().unwrap_or_default();
     let ns = ns_key(t);
     let mut st = server.store.lock();
@@ -650,7 +656,7 @@ fn delete_opts(query: &Query, body: &[u8]) -> ApiResult<DeleteOpts> {
         Some(g) => Some(g),
         None => params::int(query, "gracePeriodSeconds")?,
     };
-    let dry_run = doc.dry_run.is_some_and(|d| d.iter().any(|v| v == "All")) || params::dry_run(query)?;
+    let dry_run = doc.dry_run.is_some_and(|d| d.iter().any(|v| v == "All")) || params::dry_run(query, "DeleteOptions")?;
     let preconditions = doc.preconditions.unwrap_or_default();
     Ok(DeleteOpts {
         propagation,

@@ -262,8 +262,9 @@ pub(crate) fn replace(
     keep_server_metadata(&current, &mut obj);
     check_new_finalizers(rt, &current, &obj)?;
     let mut warnings = admission::prepare(rt, &mut obj, Some(&current), opts.validation)?;
-    admission::validate(rt, &obj, Some(&current))?;
+    // As the strategies' PrepareForUpdate: the generation is the server's, bumped before validation.
     set_generation(rt, &current, &mut obj);
+    admission::validate(rt, &obj, Some(&current))?;
     warnings.dedup();
     if same_ignoring_bookkeeping(&current, &obj) {
         return Ok(Outcome {
@@ -329,6 +330,7 @@ fn keep_server_metadata(current: &Value, obj: &mut Value) {
         "deletionGracePeriodSeconds",
         "namespace",
         "name",
+        "generation",
     ] {
         match current["metadata"].get(field) {
             Some(v) => obj["metadata"][field] = v.clone(),
@@ -495,18 +497,23 @@ pub(crate) fn delete(st: &mut State, rt: &ResourceType, ns: &str, name: &str, op
     Ok(Deleted::Pending(stored))
 }
 
-/// `preconditions.uid` and `preconditions.resourceVersion` of a DELETE: 409 when they differ.
+/// `preconditions.uid` and `preconditions.resourceVersion` of a DELETE: 409 when they differ,
+/// naming the kind as `rest.BeforeDelete` does.
 fn check_preconditions(rt: &ResourceType, current: &Value, opts: &DeleteOpts) -> ApiResult<()> {
     let name = meta_str(current, "name");
-    for (field, wanted) in [("UID", &opts.uid), ("ResourceVersion", &opts.resource_version)] {
+    for (field, wanted, then) in [
+        ("UID", &opts.uid, "deleted and then recreated"),
+        ("ResourceVersion", &opts.resource_version, "modified"),
+    ] {
         let key = if field == "UID" { "uid" } else { "resourceVersion" };
         let actual = meta_str(current, key);
         if let Some(wanted) = wanted
             && wanted != actual
         {
-            let why =
-                format!("Precondition failed: {field} in precondition: {wanted}, {field} in object meta: {actual}");
-            return Err(ApiError::conflict(&rt.group, &rt.plural, name, &why));
+            let why = format!(
+                "the {field} in the precondition ({wanted}) does not match the {field} in record ({actual}). The object might have been {then}"
+            );
+            return Err(ApiError::conflict(&rt.group, &rt.kind, name, &why));
         }
     }
     Ok(())
@@ -522,7 +529,7 @@ fn propagation_finalizer(policy: Option<&str>) -> ApiResult<Option<&'static str>
             let errs = [StatusCause::not_supported(
                 "propagationPolicy",
                 &json!(other),
-                &["Foreground".into(), "Background".into(), "Orphan".into()],
+                &["Foreground".into(), "Background".into(), "Orphan".into(), "nil".into()],
             )];
             Err(ApiError::invalid("meta.k8s.io", "DeleteOptions", "", &errs))
         }
