@@ -992,7 +992,7 @@ async fn malformed_requests_get_a_status_and_change_nothing() {
             content_type: "application/apply-patch+cbor",
             body: "\u{a0}",
             code: 415,
-            words: "unknown format",
+            words: "Unsupported Media Type",
         },
         Refusal {
             method: "PATCH",

@@ -1,6 +1,9 @@
-//! What a write must satisfy, type by type: the built-in type rules, CustomResourceDefinitions and
-//! their structural schemas and CEL rules, Events. The lowest layer of the API server: it sees
-//! objects and types, never the store or the wire.
+//! What a write must satisfy, type by type, as kube-apiserver states it (rules, field paths and
+//! messages): the kind and version of a body ([`kinds`]), ObjectMeta ([`meta`], [`names`]), Pods
+//! ([`pods`], [`podspec`], [`quantity`]), ConfigMaps and Secrets ([`config`]), Leases, Events,
+//! CustomResourceDefinitions with their structural schemas and CEL rules (type-checked by
+//! [`celcheck`]), and the decoding and defaulting that come first ([`rules`]). The lowest layer of
+//! the API server: it sees objects and types, never the store or the wire.
 pub(crate) mod cel;
 pub(crate) mod celcheck;
 pub(crate) mod config;
