@@ -15,7 +15,9 @@ use futures::StreamExt;
 use http::Method;
 use serde_json::{Value, json};
 use support::cluster::Cluster;
-use support::differential::{self as diff, APPLY, Answer, JSON_PATCH, MERGE, STRATEGIC, Step, Vars, get, patch, post, put};
+use support::differential::{
+    self as diff, APPLY, Answer, JSON_PATCH, MERGE, STRATEGIC, Step, Vars, get, patch, post, put,
+};
 use support::realkube;
 
 /// One request sent to both servers.
@@ -232,7 +234,9 @@ fn verb_cases() -> Vec<Case> {
             name: "verb: DELETE with a stale resourceVersion precondition",
             setup: vec![cm()],
             request: Step {
-                body: Some(json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"resourceVersion": "1"}})),
+                body: Some(
+                    json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"resourceVersion": "1"}}),
+                ),
                 ..diff::delete(CONFIGMAP)
             },
             fields: &["shape:message"],
@@ -261,7 +265,11 @@ fn verb_cases() -> Vec<Case> {
         Case {
             name: "verb: JSON patch whose test fails",
             setup: vec![cm()],
-            request: patch(CONFIGMAP, JSON_PATCH, json!([{"op": "test", "path": "/data/k", "value": "9"}])),
+            request: patch(
+                CONFIGMAP,
+                JSON_PATCH,
+                json!([{"op": "test", "path": "/data/k", "value": "9"}]),
+            ),
             ..CASE
         },
         Case {
@@ -298,7 +306,11 @@ fn verb_cases() -> Vec<Case> {
         Case {
             name: "verb: a Pod's status through the main resource is ignored",
             setup: vec![create_pod(|_| {})],
-            request: patch(POD, MERGE, json!({"status": {"phase": "Running"}, "metadata": {"labels": {"x": "y"}}})),
+            request: patch(
+                POD,
+                MERGE,
+                json!({"status": {"phase": "Running"}, "metadata": {"labels": {"x": "y"}}}),
+            ),
             fields: &["status.phase", "metadata.labels"],
             ..CASE
         },
@@ -341,13 +353,20 @@ fn verb_cases() -> Vec<Case> {
         },
         Case {
             name: "verb: a list page and its continue token",
-            setup: vec![cm(), post(CONFIGMAPS, {
-                let mut c = configmap(json!({}));
-                c["metadata"]["name"] = json!("cm2");
-                c
-            })],
+            setup: vec![
+                cm(),
+                post(CONFIGMAPS, {
+                    let mut c = configmap(json!({}));
+                    c["metadata"]["name"] = json!("cm2");
+                    c
+                }),
+            ],
             request: get(&format!("{CONFIGMAPS}?labelSelector=a&limit=1")),
-            fields: &["items.*.metadata.name", "has:metadata.continue", "metadata.remainingItemCount"],
+            fields: &[
+                "items.*.metadata.name",
+                "has:metadata.continue",
+                "metadata.remainingItemCount",
+            ],
             ..CASE
         },
     ]
@@ -378,7 +397,8 @@ fn pod_create_cases() -> Vec<Case> {
         Case {
             name: "pod: quantities are stored in canonical form",
             request: create_pod(|p| {
-                container(p)["resources"] = json!({"limits": {"cpu": "0.5", "memory": "1024Mi"}, "requests": {"memory": "0.5Gi"}});
+                container(p)["resources"] =
+                    json!({"limits": {"cpu": "0.5", "memory": "1024Mi"}, "requests": {"memory": "0.5Gi"}});
             }),
             fields: &["spec.containers.0.resources", "status.qosClass"],
             ..CASE
@@ -400,7 +420,12 @@ fn pod_create_cases() -> Vec<Case> {
                 container(p)["livenessProbe"] = json!({"httpGet": {"port": 80}});
                 container(p)["env"] = json!([{"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]);
             }),
-            fields: &["spec.volumes", "spec.containers.0.ports", "spec.containers.0.livenessProbe", "spec.containers.0.env"],
+            fields: &[
+                "spec.volumes",
+                "spec.containers.0.ports",
+                "spec.containers.0.livenessProbe",
+                "spec.containers.0.env",
+            ],
             ..CASE
         },
         Case {
@@ -412,7 +437,8 @@ fn pod_create_cases() -> Vec<Case> {
             name: "pod: two volumeMounts share a mountPath",
             request: create_pod(|p| {
                 p["spec"]["volumes"] = json!([{"name": "v", "emptyDir": {}}, {"name": "w", "emptyDir": {}}]);
-                container(p)["volumeMounts"] = json!([{"name": "v", "mountPath": "/a"}, {"name": "w", "mountPath": "/a"}]);
+                container(p)["volumeMounts"] =
+                    json!([{"name": "v", "mountPath": "/a"}, {"name": "w", "mountPath": "/a"}]);
             }),
             ..CASE
         },
@@ -420,7 +446,8 @@ fn pod_create_cases() -> Vec<Case> {
             name: "pod: volumeMount with an empty or relative mountPath",
             request: create_pod(|p| {
                 p["spec"]["volumes"] = json!([{"name": "v", "emptyDir": {}}]);
-                container(p)["volumeMounts"] = json!([{"name": "v", "mountPath": ""}, {"name": "v", "mountPath": "a/.."}]);
+                container(p)["volumeMounts"] =
+                    json!([{"name": "v", "mountPath": ""}, {"name": "v", "mountPath": "a/.."}]);
             }),
             ..CASE
         },
@@ -431,13 +458,16 @@ fn pod_create_cases() -> Vec<Case> {
         },
         Case {
             name: "pod: env var names with '=' and a leading digit",
-            request: create_pod(|p| container(p)["env"] = json!([{"name": "A=B", "value": "x"}, {"name": "1A", "value": "y"}])),
+            request: create_pod(|p| {
+                container(p)["env"] = json!([{"name": "A=B", "value": "x"}, {"name": "1A", "value": "y"}])
+            }),
             ..CASE
         },
         Case {
             name: "pod: env var with value and valueFrom",
             request: create_pod(|p| {
-                container(p)["env"] = json!([{"name": "A", "value": "x", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]);
+                container(p)["env"] =
+                    json!([{"name": "A", "value": "x", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]);
             }),
             ..CASE
         },
@@ -501,7 +531,9 @@ fn pod_create_cases() -> Vec<Case> {
         },
         Case {
             name: "pod: runAsUser -1 on the Pod",
-            request: create_pod(|p| p["spec"]["securityContext"] = json!({"runAsUser": -1, "runAsGroup": -2, "fsGroup": -3})),
+            request: create_pod(|p| {
+                p["spec"]["securityContext"] = json!({"runAsUser": -1, "runAsGroup": -2, "fsGroup": -3})
+            }),
             ..CASE
         },
         Case {
@@ -533,7 +565,9 @@ fn pod_create_cases() -> Vec<Case> {
         },
         Case {
             name: "pod: containerPort 0, hostPort 70000, bad protocol",
-            request: create_pod(|p| container(p)["ports"] = json!([{"containerPort": 0, "hostPort": 70000, "protocol": "FOO"}])),
+            request: create_pod(|p| {
+                container(p)["ports"] = json!([{"containerPort": 0, "hostPort": 70000, "protocol": "FOO"}])
+            }),
             ..CASE
         },
         Case {
@@ -566,7 +600,9 @@ fn pod_create_cases() -> Vec<Case> {
         },
         Case {
             name: "pod: two sources in one volume",
-            request: create_pod(|p| p["spec"]["volumes"] = json!([{"name": "v", "emptyDir": {}, "hostPath": {"path": "/tmp"}}])),
+            request: create_pod(|p| {
+                p["spec"]["volumes"] = json!([{"name": "v", "emptyDir": {}, "hostPath": {"path": "/tmp"}}])
+            }),
             ..CASE
         },
         Case {
@@ -583,7 +619,9 @@ fn pod_create_cases() -> Vec<Case> {
         },
         Case {
             name: "pod: hostPath without a path, of an unknown type",
-            request: create_pod(|p| p["spec"]["volumes"] = json!([{"name": "v", "hostPath": {"path": "", "type": "Nope"}}])),
+            request: create_pod(|p| {
+                p["spec"]["volumes"] = json!([{"name": "v", "hostPath": {"path": "", "type": "Nope"}}])
+            }),
             ..CASE
         },
         Case {
@@ -619,7 +657,9 @@ fn pod_create_cases() -> Vec<Case> {
         },
         Case {
             name: "pod: init container restartPolicy Never",
-            request: create_pod(|p| p["spec"]["initContainers"] = json!([{"name": "i", "image": "x", "restartPolicy": "Never"}])),
+            request: create_pod(|p| {
+                p["spec"]["initContainers"] = json!([{"name": "i", "image": "x", "restartPolicy": "Never"}])
+            }),
             ..CASE
         },
         Case {
@@ -661,7 +701,8 @@ fn pod_create_cases() -> Vec<Case> {
             name: "pod: liveness probe without a handler, readiness probe with zero periods",
             request: create_pod(|p| {
                 container(p)["livenessProbe"] = json!({"periodSeconds": 5});
-                container(p)["readinessProbe"] = json!({"exec": {"command": ["true"]}, "periodSeconds": -1, "successThreshold": 2});
+                container(p)["readinessProbe"] =
+                    json!({"exec": {"command": ["true"]}, "periodSeconds": -1, "successThreshold": 2});
             }),
             ..CASE
         },
@@ -683,7 +724,10 @@ fn pod_field_cases() -> Vec<Case> {
         },
         Case {
             name: "pod: an unknown field under fieldValidation=Strict",
-            request: post(&format!("{PODS}?fieldValidation=Strict"), pod(|p| p["spec"]["nope"] = json!(1))),
+            request: post(
+                &format!("{PODS}?fieldValidation=Strict"),
+                pod(|p| p["spec"]["nope"] = json!(1)),
+            ),
             fields: &["message"],
             ..CASE
         },
@@ -701,7 +745,10 @@ fn pod_field_cases() -> Vec<Case> {
         },
         Case {
             name: "pod: a body without kind and apiVersion",
-            request: post(PODS, json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}})),
+            request: post(
+                PODS,
+                json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}),
+            ),
             fields: &["kind", "apiVersion", "metadata.name"],
             ..CASE
         },
@@ -726,7 +773,11 @@ fn pod_update_cases() -> Vec<Case> {
         Case {
             name: "pod update: a new image",
             setup: vec![create_pod(|_| {})],
-            request: patch(POD, STRATEGIC, json!({"spec": {"containers": [{"name": "c", "image": "busybox:1.37"}]}})),
+            request: patch(
+                POD,
+                STRATEGIC,
+                json!({"spec": {"containers": [{"name": "c", "image": "busybox:1.37"}]}}),
+            ),
             fields: &["spec.containers.0.image", "metadata.generation"],
             ..CASE
         },
@@ -782,7 +833,11 @@ fn pod_update_cases() -> Vec<Case> {
         Case {
             name: "pod update: a container's command",
             setup: vec![create_pod(|_| {})],
-            request: patch(POD, STRATEGIC, json!({"spec": {"containers": [{"name": "c", "command": ["sh"]}]}})),
+            request: patch(
+                POD,
+                STRATEGIC,
+                json!({"spec": {"containers": [{"name": "c", "command": ["sh"]}]}}),
+            ),
             ..CASE
         },
         Case {
@@ -854,28 +909,43 @@ fn metadata_cases() -> Vec<Case> {
         },
         Case {
             name: "meta: an upper-case name",
-            request: post(CONFIGMAPS, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Bad"}})),
+            request: post(
+                CONFIGMAPS,
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Bad"}}),
+            ),
             ..CASE
         },
         Case {
             name: "meta: a 254-character name",
-            request: post(CONFIGMAPS, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": long(254)}})),
+            request: post(
+                CONFIGMAPS,
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": long(254)}}),
+            ),
             ..CASE
         },
         Case {
             name: "meta: no name and no generateName",
-            request: post(CONFIGMAPS, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}})),
+            request: post(
+                CONFIGMAPS,
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}),
+            ),
             ..CASE
         },
         Case {
             name: "meta: generateName is cut to 58 characters",
-            request: post(CONFIGMAPS, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": format!("{}-", long(70))}})),
+            request: post(
+                CONFIGMAPS,
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": format!("{}-", long(70))}}),
+            ),
             fields: &["len:metadata.name", "metadata.generateName"],
             ..CASE
         },
         Case {
             name: "meta: generateName with upper case",
-            request: post(CONFIGMAPS, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "Bad-"}})),
+            request: post(
+                CONFIGMAPS,
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "Bad-"}}),
+            ),
             ..CASE
         },
         Case {
@@ -942,7 +1012,10 @@ fn config_cases() -> Vec<Case> {
     vec![
         Case {
             name: "config: ConfigMap keys invalid",
-            request: post(CONFIGMAPS, configmap(json!({"a b": "1", ".": "2", "..x": "3", long(254): "4"}))),
+            request: post(
+                CONFIGMAPS,
+                configmap(json!({"a b": "1", ".": "2", "..x": "3", long(254): "4"})),
+            ),
             ..CASE
         },
         Case {
@@ -986,7 +1059,11 @@ fn config_cases() -> Vec<Case> {
                 SECRETS,
                 json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"k": "v"}}),
             )],
-            request: patch("/api/v1/namespaces/{ns}/secrets/s", MERGE, json!({"type": "example.com/other"})),
+            request: patch(
+                "/api/v1/namespaces/{ns}/secrets/s",
+                MERGE,
+                json!({"type": "example.com/other"}),
+            ),
             ..CASE
         },
         Case {
@@ -1011,7 +1088,12 @@ fn config_cases() -> Vec<Case> {
 
 /// Leases: required resourceVersion on update, spec validation, create on PUT.
 fn lease_cases() -> Vec<Case> {
-    let held = || post(LEASES, lease(json!({"holderIdentity": "a", "leaseDurationSeconds": 15})));
+    let held = || {
+        post(
+            LEASES,
+            lease(json!({"holderIdentity": "a", "leaseDurationSeconds": 15})),
+        )
+    };
     vec![
         Case {
             name: "lease: PUT without a resourceVersion",
@@ -1049,7 +1131,10 @@ fn lease_cases() -> Vec<Case> {
         },
         Case {
             name: "lease: zero duration, negative transitions",
-            request: post(LEASES, lease(json!({"leaseDurationSeconds": 0, "leaseTransitions": -1}))),
+            request: post(
+                LEASES,
+                lease(json!({"leaseDurationSeconds": 0, "leaseTransitions": -1})),
+            ),
             ..CASE
         },
         Case {
@@ -1077,7 +1162,10 @@ fn event_cases() -> Vec<Case> {
         },
         Case {
             name: "event v1: reportingController not a qualified name",
-            request: post(EVENTS_V1, event_v1(|e| e["reportingController"] = json!("bad controller"))),
+            request: post(
+                EVENTS_V1,
+                event_v1(|e| e["reportingController"] = json!("bad controller")),
+            ),
             ..CASE
         },
         Case {
@@ -1118,7 +1206,10 @@ fn event_cases() -> Vec<Case> {
         },
         Case {
             name: "event v1: regarding another namespace",
-            request: post(EVENTS_V1, event_v1(|e| e["regarding"]["namespace"] = json!("elsewhere"))),
+            request: post(
+                EVENTS_V1,
+                event_v1(|e| e["regarding"]["namespace"] = json!("elsewhere")),
+            ),
             ..CASE
         },
         Case {
@@ -1190,7 +1281,11 @@ fn event_cases() -> Vec<Case> {
                 json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"},
                     "involvedObject": {"kind": "Pod", "name": "p", "namespace": "{ns}"}, "message": "m"}),
             )],
-            request: patch("/api/v1/namespaces/{ns}/events/e", MERGE, json!({"message": "n", "count": 2})),
+            request: patch(
+                "/api/v1/namespaces/{ns}/events/e",
+                MERGE,
+                json!({"message": "n", "count": 2}),
+            ),
             fields: &["message", "count"],
             ..CASE
         },
@@ -1200,21 +1295,35 @@ fn event_cases() -> Vec<Case> {
 /// Watches (replayed from a resourceVersion, ended by timeoutSeconds) and list options.
 fn watch_and_list_cases() -> Vec<Case> {
     let labelled = || post(CONFIGMAPS, configmap(json!({"k": "1"})));
-    let relabel = || patch(CONFIGMAP, MERGE, json!({"metadata": {"labels": {"a": "2"}}, "data": {"k": "2"}}));
+    let relabel = || {
+        patch(
+            CONFIGMAP,
+            MERGE,
+            json!({"metadata": {"labels": {"a": "2"}}, "data": {"k": "2"}}),
+        )
+    };
     let watch = |query: &str| get(&format!("{CONFIGMAPS}?watch=true&timeoutSeconds=1&{query}"));
     vec![
         Case {
             name: "watch: an object leaving the selection is DELETED with its previous state",
             setup: vec![labelled(), relabel()],
             request: watch("labelSelector=a%3D1&resourceVersion={rv0}"),
-            fields: &["events.*.type", "events.*.object.metadata.labels", "events.*.object.data"],
+            fields: &[
+                "events.*.type",
+                "events.*.object.metadata.labels",
+                "events.*.object.data",
+            ],
             ..CASE
         },
         Case {
             name: "watch: an object entering the selection is ADDED",
             setup: vec![labelled(), relabel()],
             request: watch("labelSelector=a%3D2&resourceVersion={rv0}"),
-            fields: &["events.*.type", "events.*.object.metadata.labels", "events.*.object.data"],
+            fields: &[
+                "events.*.type",
+                "events.*.object.metadata.labels",
+                "events.*.object.data",
+            ],
             ..CASE
         },
         Case {
@@ -1232,7 +1341,9 @@ fn watch_and_list_cases() -> Vec<Case> {
         Case {
             name: "watch: sendInitialEvents with NotOlderThan",
             setup: vec![labelled()],
-            request: watch("labelSelector=a&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true"),
+            request: watch(
+                "labelSelector=a&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true",
+            ),
             fields: &["events.*.type", "events.*.object.metadata.name"],
             ..CASE
         },
@@ -1269,7 +1380,9 @@ fn watch_and_list_cases() -> Vec<Case> {
         Case {
             name: "list: NotOlderThan at resourceVersion 0",
             setup: vec![labelled()],
-            request: get(&format!("{CONFIGMAPS}?labelSelector=a&resourceVersionMatch=NotOlderThan&resourceVersion=0")),
+            request: get(&format!(
+                "{CONFIGMAPS}?labelSelector=a&resourceVersionMatch=NotOlderThan&resourceVersion=0"
+            )),
             fields: &["kind", "items.*.metadata.name"],
             ..CASE
         },
@@ -1313,14 +1426,20 @@ fn apply_cases() -> Vec<Case> {
         Case {
             name: "apply: a stale metadata.resourceVersion",
             setup: vec![post(CONFIGMAPS, configmap(json!({"k": "0"})))],
-            request: apply_as("alice&force=true", applied(json!({"metadata": {"resourceVersion": "1"}}))),
+            request: apply_as(
+                "alice&force=true",
+                applied(json!({"metadata": {"resourceVersion": "1"}})),
+            ),
             fields: &["message"],
             ..CASE
         },
         Case {
             name: "apply: the current metadata.resourceVersion",
             setup: vec![post(CONFIGMAPS, configmap(json!({"k": "0"})))],
-            request: apply_as("alice&force=true", applied(json!({"metadata": {"resourceVersion": "{rv0}"}}))),
+            request: apply_as(
+                "alice&force=true",
+                applied(json!({"metadata": {"resourceVersion": "{rv0}"}})),
+            ),
             fields: &["data"],
             ..CASE
         },
@@ -1334,7 +1453,11 @@ fn apply_cases() -> Vec<Case> {
         Case {
             name: "apply: creates a missing object",
             request: apply_as("alice", applied(json!({}))),
-            fields: &["data", "metadata.managedFields.0.manager", "metadata.managedFields.0.operation"],
+            fields: &[
+                "data",
+                "metadata.managedFields.0.manager",
+                "metadata.managedFields.0.operation",
+            ],
             ..CASE
         },
         Case {
@@ -1353,7 +1476,11 @@ fn apply_cases() -> Vec<Case> {
         Case {
             name: "apply: a stale resourceVersion on a merge patch",
             setup: vec![post(CONFIGMAPS, configmap(json!({"k": "0"})))],
-            request: patch(CONFIGMAP, MERGE, json!({"metadata": {"resourceVersion": "1"}, "data": {"k": "1"}})),
+            request: patch(
+                CONFIGMAP,
+                MERGE,
+                json!({"metadata": {"resourceVersion": "1"}, "data": {"k": "1"}}),
+            ),
             fields: &["message"],
             ..CASE
         },
@@ -1509,7 +1636,10 @@ async fn make_namespace(servers: &Servers, ns: &str) -> Result<(), String> {
     for (side, client) in [("real", &servers.real), ("embedded", &servers.embedded)] {
         let answer = diff::send(client, &create, &vars).await?;
         if answer.code != 201 {
-            return Err(format!("creating namespace {ns} on the {side} server: {} {}", answer.code, answer.body));
+            return Err(format!(
+                "creating namespace {ns} on the {side} server: {} {}",
+                answer.code, answer.body
+            ));
         }
     }
     let sa = get("/api/v1/namespaces/{ns}/serviceaccounts/default");
@@ -1519,7 +1649,9 @@ async fn make_namespace(servers: &Servers, ns: &str) -> Result<(), String> {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(format!("namespace {ns} got no default ServiceAccount on the real server"));
+            return Err(format!(
+                "namespace {ns} got no default ServiceAccount on the real server"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -1535,7 +1667,10 @@ async fn run_on(client: &kube::Client, case: &Case, ns: &str, side: &str) -> Res
     for (i, step) in case.setup.iter().enumerate() {
         let answer = diff::send(client, step, &vars).await?;
         if !(200..300).contains(&answer.code) {
-            return Err(format!("setup step {i} failed on the {side} server: {} {}", answer.code, answer.body));
+            return Err(format!(
+                "setup step {i} failed on the {side} server: {} {}",
+                answer.code, answer.body
+            ));
         }
         vars.rvs.push(answer.resource_version());
         cleanup.extend(cluster_scoped_leftover(step, &answer));
@@ -1579,12 +1714,16 @@ async fn run_case(servers: &Servers, case: &Case, ns: String) -> (Outcome, Vec<S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_api_server_answers_as_kube_apiserver() {
-    let real = tokio::task::spawn_blocking(realkube::shared).await.expect("start the real control plane");
+    let real = tokio::task::spawn_blocking(realkube::shared)
+        .await
+        .expect("start the real control plane");
     let cluster = Cluster::start().await;
     let embedded = cluster.client().await;
-    cdkube::embedded::dev::install_crd(&embedded).await.expect("install the Pipeline CRD");
+    cdkube::embedded::dev::install_crd(&embedded)
+        .await
+        .expect("install the Pipeline CRD");
     let servers = Servers {
-        real: real.client().await,
+        real: realkube::client_for(&real.kubeconfig).await,
         embedded,
     };
     let cases = cases();

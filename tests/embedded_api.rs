@@ -607,7 +607,11 @@ async fn events_one_store_two_views() {
         "2026-01-02T03:04:05Z".parse().expect("time"),
     ));
     let e = api_error(new.create(&PostParams::default(), &timed).await.unwrap_err());
-    assert!(e.message.contains("reportingController: Required value"), "{}", e.message);
+    assert!(
+        e.message.contains("reportingController: Required value"),
+        "{}",
+        e.message
+    );
 }
 
 #[tokio::test]

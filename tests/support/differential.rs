@@ -136,7 +136,10 @@ pub async fn send(client: &Client, step: &Step, vars: &Vars) -> Result<Answer, S
         .body(kube::client::Body::from(body))
         .map_err(|e| e.to_string())?;
     let exchange = async {
-        let response = client.send(request).await.map_err(|e| format!("{} {path}: {e}", step.method))?;
+        let response = client
+            .send(request)
+            .await
+            .map_err(|e| format!("{} {path}: {e}", step.method))?;
         let code = response.status().as_u16();
         let bytes = response
             .into_body()

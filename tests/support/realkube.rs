@@ -29,20 +29,6 @@ pub fn shared() -> &'static RealKube {
     }
 }
 
-impl RealKube {
-    /// A kube-rs client with the admin identity.
-    pub async fn client(&self) -> kube::Client {
-        // kube's rustls needs a process-wide provider; cdkube uses ring (a second install is a no-op).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("admin kubeconfig");
-        let options = kube::config::KubeConfigOptions::default();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-            .await
-            .expect("client config");
-        kube::Client::try_from(config).expect("client")
-    }
-}
-
 fn start() -> Result<RealKube, String> {
     let cluster = match std::env::var_os("CDKUBE_E2E_KUBECONFIG") {
         Some(path) => RealKube {

@@ -9,7 +9,9 @@ use crate::embedded::apiserver::error::StatusCause;
 pub(crate) fn has_rules(schema: &Value) -> bool {
     let mut found = false;
     schema::visit(schema, "", &mut |node, _| {
-        found |= node["x-kubernetes-validations"].as_array().is_some_and(|a| !a.is_empty());
+        found |= node["x-kubernetes-validations"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty());
     });
     found
 }

@@ -64,7 +64,9 @@ impl Ty {
 
 /// The CEL type of a schema node (`SchemaDeclType`).
 fn schema_type(schema: &Value) -> Ty {
-    if schema["x-kubernetes-int-or-string"] == json!(true) || schema["x-kubernetes-preserve-unknown-fields"] == json!(true) {
+    if schema["x-kubernetes-int-or-string"] == json!(true)
+        || schema["x-kubernetes-preserve-unknown-fields"] == json!(true)
+    {
         return Ty::Unknown;
     }
     match schema["type"].as_str() {
@@ -80,7 +82,10 @@ fn schema_type(schema: &Value) -> Ty {
         Some("array") => Ty::List(Box::new(schema_type(&schema["items"]))),
         Some("object") => {
             if schema["additionalProperties"].is_object() {
-                Ty::Map(Box::new(Ty::String), Box::new(schema_type(&schema["additionalProperties"])))
+                Ty::Map(
+                    Box::new(Ty::String),
+                    Box::new(schema_type(&schema["additionalProperties"])),
+                )
             } else if schema["properties"].is_object() {
                 Ty::Object(schema.clone())
             } else {
@@ -94,27 +99,153 @@ fn schema_type(schema: &Value) -> Ty {
 /// Functions of CEL, its extensions and the Kubernetes libraries that the checker does not type:
 /// a call to one of them is `Unknown`, never an error.
 const KNOWN_FUNCTIONS: &[&str] = &[
-    "int", "uint", "double", "string", "bytes", "bool", "duration", "timestamp", "dyn", "type", "getDate",
-    "getDayOfMonth", "getDayOfWeek", "getDayOfYear", "getFullYear", "getHours", "getMilliseconds", "getMinutes",
-    "getMonth", "getSeconds", "charAt", "indexOf", "lastIndexOf", "lowerAscii", "upperAscii", "replace", "split",
-    "substring", "trim", "join", "quote", "reverse", "format", "isSorted", "sum", "min", "max", "find", "findAll",
-    "url", "isURL", "getScheme", "getHost", "getHostname", "getPort", "getEscapedPath", "getQuery", "quantity",
-    "isQuantity", "isInteger", "asInteger", "asApproximateFloat", "sign", "add", "sub", "compareTo",
-    "isGreaterThan", "isLessThan", "ip", "isIP", "cidr", "isCIDR", "family", "isUnspecified", "isLoopback",
-    "isLinkLocalMulticast", "isLinkLocalUnicast", "isGlobalUnicast", "containsIP", "containsCIDR", "masked",
-    "prefixLength", "semver", "isSemver", "major", "minor", "patch", "slice", "flatten", "distinct", "sort",
-    "sortBy", "range", "hasValue", "value", "orValue", "or", "of", "none", "ofNonZeroValue", "optMap",
-    "optFlatMap", "greatest", "least", "ceil", "floor", "round", "trunc", "abs", "isInf", "isNaN", "isFinite",
-    "bitAnd", "bitOr", "bitXor", "bitNot", "bitShiftLeft", "bitShiftRight", "encode", "decode", "equivalent",
-    "intersects", "transformList", "transformMap", "transformMapEntry", "first", "last", "matches", "contains",
-    "startsWith", "endsWith", "size", "all", "exists", "exists_one", "map", "filter", "existsOne",
+    "int",
+    "uint",
+    "double",
+    "string",
+    "bytes",
+    "bool",
+    "duration",
+    "timestamp",
+    "dyn",
+    "type",
+    "getDate",
+    "getDayOfMonth",
+    "getDayOfWeek",
+    "getDayOfYear",
+    "getFullYear",
+    "getHours",
+    "getMilliseconds",
+    "getMinutes",
+    "getMonth",
+    "getSeconds",
+    "charAt",
+    "indexOf",
+    "lastIndexOf",
+    "lowerAscii",
+    "upperAscii",
+    "replace",
+    "split",
+    "substring",
+    "trim",
+    "join",
+    "quote",
+    "reverse",
+    "format",
+    "isSorted",
+    "sum",
+    "min",
+    "max",
+    "find",
+    "findAll",
+    "url",
+    "isURL",
+    "getScheme",
+    "getHost",
+    "getHostname",
+    "getPort",
+    "getEscapedPath",
+    "getQuery",
+    "quantity",
+    "isQuantity",
+    "isInteger",
+    "asInteger",
+    "asApproximateFloat",
+    "sign",
+    "add",
+    "sub",
+    "compareTo",
+    "isGreaterThan",
+    "isLessThan",
+    "ip",
+    "isIP",
+    "cidr",
+    "isCIDR",
+    "family",
+    "isUnspecified",
+    "isLoopback",
+    "isLinkLocalMulticast",
+    "isLinkLocalUnicast",
+    "isGlobalUnicast",
+    "containsIP",
+    "containsCIDR",
+    "masked",
+    "prefixLength",
+    "semver",
+    "isSemver",
+    "major",
+    "minor",
+    "patch",
+    "slice",
+    "flatten",
+    "distinct",
+    "sort",
+    "sortBy",
+    "range",
+    "hasValue",
+    "value",
+    "orValue",
+    "or",
+    "of",
+    "none",
+    "ofNonZeroValue",
+    "optMap",
+    "optFlatMap",
+    "greatest",
+    "least",
+    "ceil",
+    "floor",
+    "round",
+    "trunc",
+    "abs",
+    "isInf",
+    "isNaN",
+    "isFinite",
+    "bitAnd",
+    "bitOr",
+    "bitXor",
+    "bitNot",
+    "bitShiftLeft",
+    "bitShiftRight",
+    "encode",
+    "decode",
+    "equivalent",
+    "intersects",
+    "transformList",
+    "transformMap",
+    "transformMapEntry",
+    "first",
+    "last",
+    "matches",
+    "contains",
+    "startsWith",
+    "endsWith",
+    "size",
+    "all",
+    "exists",
+    "exists_one",
+    "map",
+    "filter",
+    "existsOne",
 ];
 
 /// Namespaces of namespaced functions (`sets.contains(...)`, `math.greatest(...)`).
 const NAMESPACES: &[&str] = &["sets", "lists", "math", "base64", "strings", "optional", "regex"];
 
 /// Identifiers that name types.
-const TYPE_NAMES: &[&str] = &["int", "uint", "double", "string", "bytes", "bool", "list", "map", "null_type", "type", "dyn"];
+const TYPE_NAMES: &[&str] = &[
+    "int",
+    "uint",
+    "double",
+    "string",
+    "bytes",
+    "bool",
+    "list",
+    "map",
+    "null_type",
+    "type",
+    "dyn",
+];
 
 struct Checker<'a> {
     info: &'a SourceInfo,
@@ -130,7 +261,11 @@ impl Checker<'_> {
     }
 
     fn lookup(&self, name: &str) -> Option<Ty> {
-        self.scopes.iter().rev().find(|(n, _)| n == name).map(|(_, t)| t.clone())
+        self.scopes
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.clone())
     }
 
     fn check(&mut self, e: &IdedExpr) -> Ty {
@@ -149,7 +284,11 @@ impl Checker<'_> {
             Expr::List(l) => {
                 let items: Vec<Ty> = l.elements.iter().map(|x| self.check(x)).collect();
                 let first = items.first().cloned().unwrap_or(Ty::Unknown);
-                let elem = if items.iter().all(|t| *t == first) { first } else { Ty::Dyn };
+                let elem = if items.iter().all(|t| *t == first) {
+                    first
+                } else {
+                    Ty::Dyn
+                };
                 Ty::List(Box::new(elem))
             }
             Expr::Map(_) => Ty::Unknown,
@@ -195,7 +334,14 @@ impl Checker<'_> {
         }
     }
 
-    fn call(&mut self, e: &IdedExpr, name: &str, target_expr: Option<&IdedExpr>, target: Option<Ty>, args: Vec<Ty>) -> Ty {
+    fn call(
+        &mut self,
+        e: &IdedExpr,
+        name: &str,
+        target_expr: Option<&IdedExpr>,
+        target: Option<Ty>,
+        args: Vec<Ty>,
+    ) -> Ty {
         if target.as_ref().is_some_and(|t| *t == Ty::Error) || args.contains(&Ty::Error) {
             return Ty::Error;
         }
@@ -241,7 +387,10 @@ impl Checker<'_> {
         } else {
             format!("({})", names.join(", "))
         };
-        self.error(e, format!("found no matching overload for '{name}' applied to '{signature}'"))
+        self.error(
+            e,
+            format!("found no matching overload for '{name}' applied to '{signature}'"),
+        )
     }
 }
 
@@ -267,26 +416,25 @@ fn same_as(args: &[Ty], overloads: &[&[Ty]], result: Ty) -> Option<Ty> {
     if unjudged(args) {
         return Some(Ty::Unknown);
     }
-    overloads.iter().any(|o| *o == args).then_some(result)
+    overloads.contains(&args).then_some(result)
 }
 
 fn logical(args: &[Ty]) -> Option<Ty> {
-    if args.iter().all(|a| *a == Ty::Bool || !a.known()) {
-        Some(Ty::Bool)
-    } else if unjudged(args) {
-        Some(Ty::Bool)
-    } else {
-        None
-    }
+    let judged = args.iter().all(|a| *a == Ty::Bool || !a.known()) || unjudged(args);
+    judged.then_some(Ty::Bool)
 }
 
 fn negate(args: &[Ty]) -> Option<Ty> {
-    same_as(args, &[&[Ty::Int], &[Ty::Double]], args.first().cloned().unwrap_or(Ty::Unknown))
+    same_as(
+        args,
+        &[&[Ty::Int], &[Ty::Double]],
+        args.first().cloned().unwrap_or(Ty::Unknown),
+    )
 }
 
 /// Equality needs operands of one type (numbers compare across their kinds).
 fn equality(args: &[Ty]) -> Option<Ty> {
-    if unjudged(args) || args.iter().any(|a| *a == Ty::Null) {
+    if unjudged(args) || args.contains(&Ty::Null) {
         return Some(Ty::Bool);
     }
     let same = args[0] == args[1] || (args[0].numeric() && args[1].numeric());
@@ -310,7 +458,14 @@ fn plus(args: &[Ty]) -> Option<Ty> {
     match (a, b) {
         (Ty::List(x), Ty::List(y)) => Some(if x == y { a.clone() } else { Ty::List(Box::new(Ty::Dyn)) }),
         (Ty::Timestamp, Ty::Duration) | (Ty::Duration, Ty::Timestamp) => Some(Ty::Timestamp),
-        _ if a == b && matches!(a, Ty::Int | Ty::Uint | Ty::Double | Ty::String | Ty::Bytes | Ty::Duration) => Some(a.clone()),
+        _ if a == b
+            && matches!(
+                a,
+                Ty::Int | Ty::Uint | Ty::Double | Ty::String | Ty::Bytes | Ty::Duration
+            ) =>
+        {
+            Some(a.clone())
+        }
         _ => None,
     }
 }
@@ -340,7 +495,11 @@ fn conditional(args: &[Ty]) -> Option<Ty> {
     if args[0].known() && args[0] != Ty::Bool {
         return None;
     }
-    Some(if args[1] == args[2] { args[1].clone() } else { Ty::Unknown })
+    Some(if args[1] == args[2] {
+        args[1].clone()
+    } else {
+        Ty::Unknown
+    })
 }
 
 fn index(args: &[Ty]) -> Option<Ty> {
@@ -354,7 +513,9 @@ fn index(args: &[Ty]) -> Option<Ty> {
 
 fn membership(args: &[Ty]) -> Option<Ty> {
     match (&args[0], &args[1]) {
-        (x, Ty::List(elem)) if !x.known() || !elem.known() || **elem == *x || (x.numeric() && elem.numeric()) => Some(Ty::Bool),
+        (x, Ty::List(elem)) if !x.known() || !elem.known() || **elem == *x || (x.numeric() && elem.numeric()) => {
+            Some(Ty::Bool)
+        }
         (x, Ty::Map(key, _)) if !x.known() || **key == *x => Some(Ty::Bool),
         (_, c) if !c.known() || matches!(c, Ty::Object(_)) => Some(Ty::Bool),
         (x, _) if !x.known() => Some(Ty::Bool),
@@ -443,16 +604,23 @@ mod tests {
         );
         assert_eq!(
             detail("self.size > 'a'").as_deref(),
-            Some("compilation failed: ERROR: <input>:1:11: found no matching overload for '_>_' applied to '(int, string)'")
+            Some(
+                "compilation failed: ERROR: <input>:1:11: found no matching overload for '_>_' applied to '(int, string)'"
+            )
         );
         assert_eq!(
             detail("self.name.nope()").as_deref(),
             Some("compilation failed: ERROR: <input>:1:15: undeclared reference to 'nope' (in container '')")
         );
-        assert_eq!(detail("self.size + 1").as_deref(), Some("cel expression must evaluate to a bool"));
+        assert_eq!(
+            detail("self.size + 1").as_deref(),
+            Some("cel expression must evaluate to a bool")
+        );
         assert_eq!(
             detail("self.name.startsWith(1)").as_deref(),
-            Some("compilation failed: ERROR: <input>:1:21: found no matching overload for 'startsWith' applied to 'string.(int)'")
+            Some(
+                "compilation failed: ERROR: <input>:1:21: found no matching overload for 'startsWith' applied to 'string.(int)'"
+            )
         );
     }
 }

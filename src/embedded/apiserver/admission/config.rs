@@ -10,13 +10,18 @@ use crate::embedded::apiserver::error::StatusCause;
 const MAX_DATA: usize = 1024 * 1024;
 
 fn keys(obj: &Value, field: &str) -> Vec<String> {
-    obj[field].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    obj[field]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// The decoded size of a base64 value (Secret data, ConfigMap binaryData).
 fn decoded_len(v: &Value) -> usize {
     let s = v.as_str().unwrap_or_default();
-    base64::engine::general_purpose::STANDARD.decode(s).map_or(s.len(), |b| b.len())
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_or(s.len(), |b| b.len())
 }
 
 fn key_errors(field: &str, key: &str) -> Vec<StatusCause> {

@@ -116,7 +116,11 @@ fn validate_names(names: &Value, errs: &mut Vec<StatusCause>) {
         let v = text(field);
         let msgs = dns1035_label(v);
         if !v.is_empty() && !msgs.is_empty() {
-            errs.push(StatusCause::invalid(&format!("spec.names.{field}"), &json!(v), &msgs.join(",")));
+            errs.push(StatusCause::invalid(
+                &format!("spec.names.{field}"),
+                &json!(v),
+                &msgs.join(","),
+            ));
         }
     }
     for field in ["kind", "listKind"] {
@@ -135,7 +139,11 @@ fn validate_names(names: &Value, errs: &mut Vec<StatusCause>) {
             let v = v.as_str().unwrap_or_default();
             let msgs = dns1035_label(v);
             if !msgs.is_empty() {
-                errs.push(StatusCause::invalid(&format!("spec.names.{field}[{i}]"), &json!(v), &msgs.join(",")));
+                errs.push(StatusCause::invalid(
+                    &format!("spec.names.{field}[{i}]"),
+                    &json!(v),
+                    &msgs.join(","),
+                ));
             }
         }
     }
@@ -191,7 +199,12 @@ fn schemas(versions: &[Value]) -> Vec<(&Value, String)> {
     versions
         .iter()
         .enumerate()
-        .map(|(i, v)| (&v["schema"]["openAPIV3Schema"], format!("spec.versions[{i}].schema.openAPIV3Schema")))
+        .map(|(i, v)| {
+            (
+                &v["schema"]["openAPIV3Schema"],
+                format!("spec.versions[{i}].schema.openAPIV3Schema"),
+            )
+        })
         .collect()
 }
 
@@ -242,7 +255,12 @@ fn rule_json(rule: &Value) -> String {
 fn rule_errors(schema: &Value, path: &str) -> Vec<StatusCause> {
     let mut out = Vec::new();
     schema::visit(schema, path, &mut |node, at| {
-        for (i, rule) in node["x-kubernetes-validations"].as_array().into_iter().flatten().enumerate() {
+        for (i, rule) in node["x-kubernetes-validations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let Some(text) = rule["rule"].as_str().filter(|t| !t.trim().is_empty()) else {
                 continue;
             };
@@ -275,7 +293,10 @@ fn validate_stored_versions(obj: &Value, errs: &mut Vec<StatusCause>) {
             errs.push(StatusCause::invalid(
                 "status.storedVersions",
                 &json!(stored),
-                &format!("must have the storage version {}", v["name"].as_str().unwrap_or_default()),
+                &format!(
+                    "must have the storage version {}",
+                    v["name"].as_str().unwrap_or_default()
+                ),
             ));
         }
     }

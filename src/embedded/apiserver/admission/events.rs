@@ -116,7 +116,11 @@ pub(crate) fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> V
             }
             let kind = text(obj, "type");
             if kind != "Normal" && kind != "Warning" {
-                errs.push(StatusCause::invalid("type", &json!(""), &format!("has invalid value: {kind}")));
+                errs.push(StatusCause::invalid(
+                    "type",
+                    &json!(""),
+                    &format!("has invalid value: {kind}"),
+                ));
             }
             for field in ["firstTimestamp", "lastTimestamp"] {
                 if !text(obj, field).is_empty() {
@@ -147,7 +151,11 @@ fn legacy(obj: &Value, v1: bool) -> Vec<StatusCause> {
     let ns = text(&obj["metadata"], "namespace");
     let involved = text(&obj["involvedObject"], "namespace");
     let mismatch = |value: &str| {
-        StatusCause::invalid("involvedObject.namespace", &json!(value), "does not match event.namespace")
+        StatusCause::invalid(
+            "involvedObject.namespace",
+            &json!(value),
+            "does not match event.namespace",
+        )
     };
     if text(obj, "eventTime").is_empty() {
         if involved.is_empty() {
@@ -162,7 +170,11 @@ fn legacy(obj: &Value, v1: bool) -> Vec<StatusCause> {
     if involved.is_empty() && ns != "default" && ns != "kube-system" {
         errs.push(mismatch(""));
     }
-    let reporter = if v1 { "reportingController" } else { "reportingComponent" };
+    let reporter = if v1 {
+        "reportingController"
+    } else {
+        "reportingComponent"
+    };
     let controller = text(obj, "reportingComponent");
     if controller.is_empty() {
         errs.push(StatusCause::required(reporter, ""));
@@ -176,11 +188,19 @@ fn legacy(obj: &Value, v1: bool) -> Vec<StatusCause> {
             errs.push(StatusCause::required(field, ""));
         }
         if value.len() > 128 {
-            errs.push(StatusCause::invalid(field, &json!(""), "can have at most 128 characters"));
+            errs.push(StatusCause::invalid(
+                field,
+                &json!(""),
+                "can have at most 128 characters",
+            ));
         }
     }
     if text(obj, "message").len() > 1024 {
-        errs.push(StatusCause::invalid("message", &json!(""), "can have at most 1024 characters"));
+        errs.push(StatusCause::invalid(
+            "message",
+            &json!(""),
+            "can have at most 1024 characters",
+        ));
     }
     errs
 }
@@ -260,7 +280,10 @@ fn immutable(obj: &Value, old: &Value) -> Vec<StatusCause> {
     if changed("related") {
         errs.push(immutable("related", &obj["related"]));
     }
-    for (stored, name) in [("reportingComponent", "reportingController"), ("reportingInstance", "reportingInstance")] {
+    for (stored, name) in [
+        ("reportingComponent", "reportingController"),
+        ("reportingInstance", "reportingInstance"),
+    ] {
         if changed(stored) {
             errs.push(immutable(name, &json!(text(obj, stored))));
         }

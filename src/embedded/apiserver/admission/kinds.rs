@@ -34,7 +34,13 @@ const REGISTERED: &[(&str, &[&str])] = &[
     ),
     (
         "apps/v1",
-        &["ControllerRevision", "DaemonSet", "Deployment", "ReplicaSet", "StatefulSet"],
+        &[
+            "ControllerRevision",
+            "DaemonSet",
+            "Deployment",
+            "ReplicaSet",
+            "StatefulSet",
+        ],
     ),
     ("batch/v1", &["CronJob", "Job"]),
     ("coordination.k8s.io/v1", &["Lease"]),
@@ -138,7 +144,11 @@ fn check_custom(rt: &ResourceType, body: &Value) -> ApiResult<()> {
     }
     if kind != rt.kind {
         let name = body["metadata"]["name"].as_str().unwrap_or_default();
-        let errs = [StatusCause::invalid("kind", &json!(kind), &format!("must be {}", rt.kind))];
+        let errs = [StatusCause::invalid(
+            "kind",
+            &json!(kind),
+            &format!("must be {}", rt.kind),
+        )];
         return Err(ApiError::invalid(&rt.group, kind, name, &errs));
     }
     Ok(())

@@ -64,7 +64,10 @@ pub(crate) fn validate_create(rt: &ResourceType, obj: &Value) -> Vec<StatusCause
     }
     let name = meta["name"].as_str().unwrap_or_default();
     if name.is_empty() {
-        errs.push(StatusCause::required("metadata.name", "name or generateName is required"));
+        errs.push(StatusCause::required(
+            "metadata.name",
+            "name or generateName is required",
+        ));
     } else {
         for msg in name_errors(rules.name, name, false) {
             errs.push(StatusCause::invalid("metadata.name", &json!(name), &msg));
@@ -132,7 +135,10 @@ fn common(meta: &Value) -> Vec<StatusCause> {
 fn owner_json(owner: &Value) -> String {
     let mut parts = Vec::new();
     for key in ["apiVersion", "kind", "name", "uid"] {
-        parts.push(format!("\"{key}\":{}", go_json(&json!(owner[key].as_str().unwrap_or_default()))));
+        parts.push(format!(
+            "\"{key}\":{}",
+            go_json(&json!(owner[key].as_str().unwrap_or_default()))
+        ));
     }
     for key in ["controller", "blockOwnerDeletion"] {
         if let Some(b) = owner[key].as_bool() {

@@ -57,7 +57,8 @@ fn max_len_bytes(n: usize) -> String {
 
 fn label_matches(s: &str) -> bool {
     !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -76,7 +77,11 @@ pub(crate) fn dns1123_label(value: &str) -> Vec<String> {
         if subdomain_matches(value) {
             errs.push("must not contain dots".into());
         } else {
-            errs.push(regex_error(DNS1123_LABEL_MSG, DNS1123_LABEL_FMT, &["my-name", "123-abc"]));
+            errs.push(regex_error(
+                DNS1123_LABEL_MSG,
+                DNS1123_LABEL_FMT,
+                &["my-name", "123-abc"],
+            ));
         }
     }
     errs
@@ -105,7 +110,11 @@ fn subdomain_errors(value: &str, bytes: bool) -> Vec<String> {
         errs.push(if bytes { max_len_bytes(253) } else { max_len_chars(253) });
     }
     if !subdomain_matches(value) {
-        errs.push(regex_error(DNS1123_SUBDOMAIN_MSG, DNS1123_SUBDOMAIN_FMT, &["example.com"]));
+        errs.push(regex_error(
+            DNS1123_SUBDOMAIN_MSG,
+            DNS1123_SUBDOMAIN_FMT,
+            &["example.com"],
+        ));
     }
     errs
 }
@@ -174,7 +183,11 @@ pub(crate) fn qualified_name(value: &str) -> Vec<String> {
             if prefix.is_empty() {
                 errs.push("prefix part must be non-empty".into());
             } else {
-                errs.extend(subdomain_errors(prefix, true).into_iter().map(|m| format!("prefix part {m}")));
+                errs.extend(
+                    subdomain_errors(prefix, true)
+                        .into_iter()
+                        .map(|m| format!("prefix part {m}")),
+                );
             }
             *name
         }
@@ -205,7 +218,11 @@ pub(crate) fn label_value(value: &str) -> Vec<String> {
         errs.push(max_len_bytes(63));
     }
     if !(value.is_empty() || label_key_name_matches(value)) {
-        errs.push(regex_error(LABEL_VALUE_MSG, LABEL_VALUE_FMT, &["MyValue", "my_value", "12345"]));
+        errs.push(regex_error(
+            LABEL_VALUE_MSG,
+            LABEL_VALUE_FMT,
+            &["MyValue", "my_value", "12345"],
+        ));
     }
     errs
 }
@@ -248,7 +265,9 @@ pub(crate) fn relaxed_env_var_name(value: &str) -> Vec<String> {
         errs.push("environment variable name must be non-empty".into());
     }
     if value.chars().any(|c| !(' '..='~').contains(&c) || c == '=') {
-        errs.push("a valid environment variable name must consist only of printable ASCII characters other than '='".into());
+        errs.push(
+            "a valid environment variable name must consist only of printable ASCII characters other than '='".into(),
+        );
     }
     errs
 }
@@ -259,7 +278,11 @@ pub(crate) fn port_name(port: &str) -> Vec<String> {
     if port.len() > 15 {
         errs.push(max_len_chars(15));
     }
-    if port.is_empty() || !port.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+    if port.is_empty()
+        || !port
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
         errs.push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".into());
     }
     if !port.chars().any(|c| c.is_ascii_lowercase()) {
@@ -285,7 +308,10 @@ mod tests {
         assert!(qualified_name("UPPER.com/x")[0].starts_with("prefix part a lowercase RFC 1123 subdomain"));
         assert_eq!(qualified_name("example.com/").len(), 2);
         assert!(qualified_name("a/b/c")[0].starts_with("a valid label key must consist"));
-        assert_eq!(qualified_name(&"a".repeat(64)), vec!["name part must be no more than 63 bytes"]);
+        assert_eq!(
+            qualified_name(&"a".repeat(64)),
+            vec!["name part must be no more than 63 bytes"]
+        );
     }
 
     #[test]

@@ -159,7 +159,10 @@ fn default_pull_policy(image: &str) -> &'static str {
     };
     let last = name.rsplit('/').next().unwrap_or_default();
     let tag = last.split_once(':').map(|(_, t)| t);
-    let unparsable = image.is_empty() || name.chars().any(|c| c.is_ascii_uppercase() && !tag.is_some_and(|t| t.contains(c)));
+    let unparsable = image.is_empty()
+        || name
+            .chars()
+            .any(|c| c.is_ascii_uppercase() && !tag.is_some_and(|t| t.contains(c)));
     match tag {
         _ if unparsable => "IfNotPresent",
         Some("latest") => "Always",
@@ -304,7 +307,10 @@ pub(crate) fn validate(obj: &Value, old: Option<&Value>) -> Vec<StatusCause> {
     match old {
         None => {
             if spec["ephemeralContainers"].as_array().is_some_and(|a| !a.is_empty()) {
-                errs.push(StatusCause::forbidden("spec.ephemeralContainers", "cannot be set on create"));
+                errs.push(StatusCause::forbidden(
+                    "spec.ephemeralContainers",
+                    "cannot be set on create",
+                ));
             }
             let gated = spec["schedulingGates"].as_array().is_some_and(|a| !a.is_empty());
             if spec["nodeName"].as_str().is_some_and(|n| !n.is_empty()) && gated {
@@ -339,13 +345,24 @@ fn update_errors(spec: &Value, old: &Value, errs: &mut Vec<StatusCause>) {
         }
     }
     let path = "spec.activeDeadlineSeconds";
-    match (spec["activeDeadlineSeconds"].as_i64(), old["activeDeadlineSeconds"].as_i64()) {
+    match (
+        spec["activeDeadlineSeconds"].as_i64(),
+        old["activeDeadlineSeconds"].as_i64(),
+    ) {
         (Some(d), _) if !(0..=i64::from(i32::MAX)).contains(&d) => {
-            errs.push(StatusCause::invalid(path, &json!(d), "must be between 0 and 2147483647, inclusive"));
+            errs.push(StatusCause::invalid(
+                path,
+                &json!(d),
+                "must be between 0 and 2147483647, inclusive",
+            ));
             return;
         }
         (Some(d), Some(was)) if d > was => {
-            errs.push(StatusCause::invalid(path, &json!(d), "must be less than or equal to previous value"));
+            errs.push(StatusCause::invalid(
+                path,
+                &json!(d),
+                "must be less than or equal to previous value",
+            ));
             return;
         }
         (None, Some(_)) => errs.push(StatusCause::invalid(

@@ -220,7 +220,10 @@ fn volume_source(v: &Value, at: &str) -> Vec<StatusCause> {
         let src = &v[*source];
         match *source {
             "emptyDir" => {
-                let negative = src["sizeLimit"].as_str().and_then(|q| Quantity::parse(q).ok()).is_some_and(|q| q.is_negative());
+                let negative = src["sizeLimit"]
+                    .as_str()
+                    .and_then(|q| Quantity::parse(q).ok())
+                    .is_some_and(|q| q.is_negative());
                 if negative {
                     errs.push(StatusCause::forbidden(
                         &format!("{path}.sizeLimit"),
@@ -231,10 +234,8 @@ fn volume_source(v: &Value, at: &str) -> Vec<StatusCause> {
             "hostPath" => host_path(src, &path, &mut errs),
             "secret" => projection_source(src, &path, "secretName", &mut errs),
             "configMap" => projection_source(src, &path, "name", &mut errs),
-            "persistentVolumeClaim" => {
-                if s(&src["claimName"]).is_empty() {
-                    errs.push(StatusCause::required(&format!("{path}.claimName"), ""));
-                }
+            "persistentVolumeClaim" if s(&src["claimName"]).is_empty() => {
+                errs.push(StatusCause::required(&format!("{path}.claimName"), ""));
             }
             "projected" | "downwardAPI" => file_mode(&src["defaultMode"], &format!("{path}.defaultMode"), &mut errs),
             _ => {}
@@ -343,7 +344,10 @@ fn containers(spec: &Value, volumes: &BTreeSet<String>, errs: &mut Vec<StatusCau
 /// `validateInitContainers`: names unique across both lists; probes and lifecycle only for
 /// restartable (sidecar) init containers.
 fn init_containers(spec: &Value, volumes: &BTreeSet<String>, errs: &mut Vec<StatusCause>) {
-    let mut seen: BTreeSet<String> = list(&spec["containers"]).iter().map(|c| s(&c["name"]).to_string()).collect();
+    let mut seen: BTreeSet<String> = list(&spec["containers"])
+        .iter()
+        .map(|c| s(&c["name"]).to_string())
+        .collect();
     for (i, c) in list(&spec["initContainers"]).iter().enumerate() {
         let at = format!("spec.initContainers[{i}]");
         container_common(c, volumes, &at, errs);
@@ -521,7 +525,10 @@ fn value_from(e: &Value, at: &str, errs: &mut Vec<StatusCause>) {
         let field = format!("{at}.resourceFieldRef.resource");
         if r.is_empty() {
             errs.push(StatusCause::required(&field, ""));
-        } else if !RESOURCE_FIELD_PATHS.contains(&r) && !r.starts_with("requests.hugepages-") && !r.starts_with("limits.hugepages-") {
+        } else if !RESOURCE_FIELD_PATHS.contains(&r)
+            && !r.starts_with("requests.hugepages-")
+            && !r.starts_with("limits.hugepages-")
+        {
             let list: Vec<String> = RESOURCE_FIELD_PATHS.iter().map(|x| x.to_string()).collect();
             errs.push(StatusCause::not_supported(&field, &json!(r), &list));
         }
@@ -596,7 +603,11 @@ fn field_ref(r: &Value, at: &str, errs: &mut Vec<StatusCause>) {
         }
         None if !ENV_FIELD_PATHS.contains(&path) => {
             let list: Vec<String> = ENV_FIELD_PATHS.iter().map(|x| x.to_string()).collect();
-            errs.push(StatusCause::not_supported(&format!("{at}.fieldPath"), &json!(path), &list));
+            errs.push(StatusCause::not_supported(
+                &format!("{at}.fieldPath"),
+                &json!(path),
+                &list,
+            ));
         }
         None => {}
     }
@@ -782,7 +793,11 @@ fn resource_value(name: &str, q: &Value, field: &str, errs: &mut Vec<StatusCause
         errs.push(StatusCause::invalid(field, &json!(parsed.canonical()), NEGATIVE_MSG));
     }
     if !native_resource(name) && !parsed.is_integer() {
-        errs.push(StatusCause::invalid(field, &json!(parsed.canonical()), "must be an integer"));
+        errs.push(StatusCause::invalid(
+            field,
+            &json!(parsed.canonical()),
+            "must be an integer",
+        ));
     }
     Some(parsed)
 }
@@ -801,7 +816,9 @@ fn resources(r: &Value, path: &str, errs: &mut Vec<StatusCause>) {
         let Some(request) = resource_value(name, q, &field, errs) else {
             continue;
         };
-        let limit = limits.and_then(|l| l.get(name)).and_then(|l| Quantity::parse(s(l)).ok());
+        let limit = limits
+            .and_then(|l| l.get(name))
+            .and_then(|l| Quantity::parse(s(l)).ok());
         let requests_path = format!("{path}.requests");
         match limit {
             Some(limit) if request != limit && !overcommit_allowed(name) => errs.push(StatusCause::invalid(
@@ -827,7 +844,11 @@ fn id_range(errs: &mut Vec<StatusCause>, field: &str, v: &Value) {
     if let Some(n) = v.as_i64()
         && !(0..=i64::from(i32::MAX)).contains(&n)
     {
-        errs.push(StatusCause::invalid(field, &json!(n), "must be between 0 and 2147483647, inclusive"));
+        errs.push(StatusCause::invalid(
+            field,
+            &json!(n),
+            "must be between 0 and 2147483647, inclusive",
+        ));
     }
 }
 
@@ -913,7 +934,12 @@ fn security_context(sc: &Value, path: &str, errs: &mut Vec<StatusCause>) {
     }
     id_range(errs, &format!("{path}.runAsUser"), &sc["runAsUser"]);
     id_range(errs, &format!("{path}.runAsGroup"), &sc["runAsGroup"]);
-    optional_one_of(errs, &format!("{path}.procMount"), &sc["procMount"], &["Default", "Unmasked"]);
+    optional_one_of(
+        errs,
+        &format!("{path}.procMount"),
+        &sc["procMount"],
+        &["Default", "Unmasked"],
+    );
     seccomp(&sc["seccompProfile"], &format!("{path}.seccompProfile"), errs);
     if sc["allowPrivilegeEscalation"] == json!(false) && sc["privileged"] == json!(true) {
         errs.push(StatusCause::invalid_rendered(
@@ -943,7 +969,11 @@ fn probes(c: &Value, at: &str, errs: &mut Vec<StatusCause>) {
             if let Some(n) = p[field].as_i64()
                 && n < 0
             {
-                errs.push(StatusCause::invalid(&format!("{path}.{field}"), &json!(n), NEGATIVE_MSG));
+                errs.push(StatusCause::invalid(
+                    &format!("{path}.{field}"),
+                    &json!(n),
+                    NEGATIVE_MSG,
+                ));
             }
         }
         let grace = &p["terminationGracePeriodSeconds"];
@@ -1067,7 +1097,11 @@ pub(crate) fn tolerations(tolerations: &Value, path: &str) -> Vec<StatusCause> {
             "Equal" | "" => {
                 let msgs = label_value(value);
                 if !msgs.is_empty() {
-                    errs.push(StatusCause::invalid(&format!("{at}.operator"), &json!(value), &msgs.join(";")));
+                    errs.push(StatusCause::invalid(
+                        &format!("{at}.operator"),
+                        &json!(value),
+                        &msgs.join(";"),
+                    ));
                 }
             }
             "Exists" => {

@@ -125,7 +125,10 @@ impl Quantity {
             if e >= 0 {
                 10i128.checked_pow(e as u32).and_then(|p| mantissa.checked_mul(p))
             } else {
-                10i128.checked_pow((-e) as u32).map(|p| div_up(mantissa, p)).or(Some(i128::from(mantissa > 0)))
+                10i128
+                    .checked_pow((-e) as u32)
+                    .map(|p| div_up(mantissa, p))
+                    .or(Some(i128::from(mantissa > 0)))
             }
         } else {
             2i128
@@ -160,9 +163,7 @@ impl Quantity {
         if self.nanos == 0 {
             return "0".into();
         }
-        let binary = self.format == Format::BinarySi
-            && self.nanos % NANO == 0
-            && (self.nanos / NANO).abs() >= 1024;
+        let binary = self.format == Format::BinarySi && self.nanos % NANO == 0 && (self.nanos / NANO).abs() >= 1024;
         if binary {
             let mut n = self.nanos / NANO;
             let mut exp = 0;

@@ -5,9 +5,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::embedded::apiserver::admission::crd;
-use crate::embedded::apiserver::admission::{config, leases, meta, pods};
 use crate::embedded::apiserver::admission::schema;
 use crate::embedded::apiserver::admission::{cel, events};
+use crate::embedded::apiserver::admission::{config, leases, meta, pods};
 use crate::embedded::apiserver::error::{ApiError, ApiResult, StatusCause};
 use crate::embedded::apiserver::resources::ResourceType;
 
@@ -227,7 +227,11 @@ pub(crate) fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> A
 fn blocks_rules(e: &StatusCause) -> bool {
     matches!(
         e.reason,
-        "FieldValueNotSupported" | "FieldValueRequired" | "FieldValueTooLong" | "FieldValueTooMany" | "FieldValueTypeInvalid"
+        "FieldValueNotSupported"
+            | "FieldValueRequired"
+            | "FieldValueTooLong"
+            | "FieldValueTooMany"
+            | "FieldValueTypeInvalid"
     )
 }
 
@@ -238,7 +242,10 @@ fn validate_builtin(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<
     let core = rt.group.is_empty();
     if let Some(old) = old
         && core
-        && matches!(rt.plural.as_str(), "pods" | "configmaps" | "secrets" | "serviceaccounts")
+        && matches!(
+            rt.plural.as_str(),
+            "pods" | "configmaps" | "secrets" | "serviceaccounts"
+        )
     {
         errs.extend(meta::validate_create(rt, obj));
         match rt.plural.as_str() {

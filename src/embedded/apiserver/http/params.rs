@@ -82,7 +82,10 @@ pub(super) fn list_options(query: &Query, watch: bool) -> ApiResult<()> {
                 errs.push(StatusCause::not_supported(field, &json!(m), &["NotOlderThan".into()]));
             }
             if continued {
-                errs.push(StatusCause::forbidden(field, "resourceVersionMatch is forbidden when continue is provided"));
+                errs.push(StatusCause::forbidden(
+                    field,
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
             }
         }
     } else {
@@ -95,7 +98,10 @@ pub(super) fn list_options(query: &Query, watch: bool) -> ApiResult<()> {
                 ));
             }
             if continued {
-                errs.push(StatusCause::forbidden(field, "resourceVersionMatch is forbidden when continue is provided"));
+                errs.push(StatusCause::forbidden(
+                    field,
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
             }
             if m != "Exact" && m != "NotOlderThan" {
                 let supported = ["Exact".into(), "NotOlderThan".into(), String::new()];
@@ -109,7 +115,10 @@ pub(super) fn list_options(query: &Query, watch: bool) -> ApiResult<()> {
             }
         }
         if initial {
-            errs.push(StatusCause::forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list"));
+            errs.push(StatusCause::forbidden(
+                "sendInitialEvents",
+                "sendInitialEvents is forbidden for list",
+            ));
         }
     }
     if errs.is_empty() {
@@ -136,6 +145,9 @@ mod tests {
         assert_eq!(int::<u64>(&q, "timeoutSeconds").unwrap(), None);
         assert_eq!(resource_version(&q).unwrap_err().code, 400);
         assert_eq!(resource_version(&parse(Some("resourceVersion=0"))).unwrap(), Some(0));
-        assert_eq!(dry_run(&parse(Some("dryRun=Some")), "CreateOptions").unwrap_err().code, 422);
+        assert_eq!(
+            dry_run(&parse(Some("dryRun=Some")), "CreateOptions").unwrap_err().code,
+            422
+        );
     }
 }

@@ -452,7 +452,12 @@ fn parse_body(rt: &ResourceType, headers: &HeaderMap, body: &[u8]) -> ApiResult<
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     let media = ct.split(';').next().unwrap_or_default().trim();
-    let known = ["", "application/json", "application/yaml", "application/vnd.kubernetes.protobuf"];
+    let known = [
+        "",
+        "application/json",
+        "application/yaml",
+        "application/vnd.kubernetes.protobuf",
+    ];
     if media.contains("cbor") || !known.contains(&media) || (rt.custom.is_some() && media.contains("protobuf")) {
         return Err(ApiError::unsupported_media_type(
             "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf",

@@ -563,7 +563,11 @@ fn conflict_error(conflicts: &[Conflict]) -> ApiError {
         .collect();
     let message = if n == 1 {
         let c = &conflicts[0];
-        format!("Apply failed with 1 conflict: conflict with {}: {}", c.printed, path_string(&c.path))
+        format!(
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            c.printed,
+            path_string(&c.path)
+        )
     } else {
         let mut managers: Vec<&Conflict> = conflicts.iter().collect();
         managers.sort_by(|a, b| a.printed.cmp(&b.printed));

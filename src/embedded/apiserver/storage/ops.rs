@@ -2,8 +2,8 @@
 //! concurrency, generation, status isolation, finalizers and graceful deletion.
 use serde_json::{Value, json};
 
-use crate::embedded::apiserver::admission::{events, kinds};
 use crate::embedded::apiserver::admission::rules::{self as admission, FieldValidation};
+use crate::embedded::apiserver::admission::{events, kinds};
 use crate::embedded::apiserver::error::{ApiError, ApiResult, StatusCause};
 use crate::embedded::apiserver::ids;
 use crate::embedded::apiserver::resources::{ResourceType, StorageKey};
