@@ -13,6 +13,7 @@
 //! - [`wire`]: raw HTTP/1.1 over TLS for hostile clients, and a `/healthz` stopwatch.
 //! - [`bounded`]: the cdkube binary run with a deadline.
 //! - [`realkube`]: the real control plane (etcd, kube-apiserver, kube-controller-manager) of tests/realkube.
+//! - [`differential`]: one raw request to two API servers, answers reduced for comparison.
 //! - [`fixtures`]: the CRD and Pipeline fixtures of the repository.
 //! - [`cdkube`], [`cdkube_command`]: the cdkube binary.
 #![allow(dead_code, unused_imports)]
@@ -21,6 +22,7 @@ pub mod blackhole;
 pub mod bounded;
 pub mod cluster;
 pub mod daemon;
+pub mod differential;
 pub mod fixtures;
 pub mod hostile;
 pub mod http;

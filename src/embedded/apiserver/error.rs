@@ -20,6 +20,26 @@ impl StatusCause {
         Self::with_value("FieldValueInvalid", "Invalid value", field, value, detail)
     }
 
+    /// `Invalid value: <rendered>: <detail>`, for a value already rendered the way Go prints it
+    /// (a Go struct, see [`go_struct`]).
+    pub(crate) fn invalid_rendered(field: &str, rendered: &str, detail: &str) -> Self {
+        let mut message = format!("Invalid value: {rendered}");
+        if !detail.is_empty() {
+            message.push_str(": ");
+            message.push_str(detail);
+        }
+        Self {
+            reason: "FieldValueInvalid",
+            field: field.to_string(),
+            message,
+        }
+    }
+
+    /// `Not found: <value>`.
+    pub(crate) fn not_found(field: &str, value: &Value) -> Self {
+        Self::with_value("FieldValueNotFound", "Not found", field, value, "")
+    }
+
     /// `Required value` (with an optional detail).
     pub(crate) fn required(field: &str, detail: &str) -> Self {
         Self::plain("FieldValueRequired", "Required value", field, detail)
@@ -39,11 +59,12 @@ impl StatusCause {
 
     /// `Too long: may not be more than N bytes`.
     pub(crate) fn too_long(field: &str, max: u64) -> Self {
+        let unit = if max == 1 { "byte" } else { "bytes" };
         Self::plain(
             "FieldValueTooLong",
             "Too long",
             field,
-            &format!("may not be more than {max} bytes"),
+            &format!("may not be more than {max} {unit}"),
         )
     }
 
@@ -110,16 +131,42 @@ impl StatusCause {
     }
 }
 
-/// How Go's `%q`/`%v` print a bad value in a field error.
+/// How apimachinery prints a bad value in a field error: strings quoted (`%q`), numbers and
+/// booleans plain, anything else as Go's `json.Marshal` would (see [`go_json`]).
 fn render_value(value: &Value) -> String {
     match value {
         Value::String(s) => format!("{s:?}"),
-        Value::Null => "null".to_string(),
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
-        Value::Array(_) => "array".to_string(),
-        Value::Object(_) => "object".to_string(),
+        other => go_json(other),
     }
+}
+
+/// JSON as Go's `encoding/json` writes it: compact, map keys sorted, and `<`, `>`, `&`, U+2028
+/// and U+2029 escaped.
+pub(crate) fn go_json(value: &Value) -> String {
+    let mut out = String::new();
+    for c in value.to_string().chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A Go struct as `json.Marshal` writes it: its fields in declaration order (internal API types
+/// have no JSON tags, so their names are the Go field names).
+pub(crate) fn go_struct(fields: &[(&str, &Value)]) -> String {
+    let parts: Vec<String> = fields
+        .iter()
+        .map(|(name, value)| format!("{}:{}", go_json(&json!(name)), go_json(value)))
+        .collect();
+    format!("{{{}}}", parts.join(","))
 }
 
 /// An error response of the API server.
@@ -158,8 +205,15 @@ impl ApiError {
         }
     }
 
+    /// Details naming the object; empty fields are left out, as Go's `omitempty` does.
     fn named(mut self, group: &str, resource: &str, name: &str) -> Self {
-        self.details = Some(json!({"name": name, "group": group, "kind": resource}));
+        let mut details = serde_json::Map::new();
+        for (k, v) in [("name", name), ("group", group), ("kind", resource)] {
+            if !v.is_empty() {
+                details.insert(k.into(), json!(v));
+            }
+        }
+        self.details = Some(Value::Object(details));
         self
     }
 
@@ -261,6 +315,12 @@ impl ApiError {
         Self::new(415, "UnsupportedMediaType", message)
     }
 
+    /// 500 without a reason: what kube-apiserver answers to a request its storage layer refuses
+    /// before validation (a resourceVersion on create).
+    pub(crate) fn storage_refused(message: impl Into<String>) -> Self {
+        Self::new(500, "", message)
+    }
+
     /// 500 InternalError.
     pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(
@@ -292,6 +352,11 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        if self.reason.is_empty()
+            && let Some(m) = status.as_object_mut()
+        {
+            m.remove("reason");
+        }
         if let Some(details) = &self.details {
             status["details"] = details.clone();
         }

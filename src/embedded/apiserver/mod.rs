@@ -32,6 +32,25 @@
 //! - The garbage collector and namespace controller run in-process after every write, not as a
 //!   separate controller manager.
 //!
+//! - No root-CA publisher: kube-controller-manager puts a ConfigMap `kube-root-ca.crt` in every
+//!   namespace; the emulator does not (so a namespace's ConfigMaps list is empty at first).
+//! - Built-in types are validated for the fields cdkube, its runner and common manifests use, with
+//!   kube-apiserver's rules, field paths and messages (Pods: containers, volumes and their common
+//!   sources, env, ports, resources, probes, security contexts, tolerations; ObjectMeta; ConfigMaps,
+//!   Secrets, Leases, Events, CRDs). Pod affinity, topology spread, DNS config, host aliases,
+//!   OS-specific fields, resource claims, sysctls and the cloud volume sources are accepted as sent.
+//! - CRD validation rules are type-checked against their schema at CRD creation for undefined
+//!   fields, operator and function overloads, undeclared names and a non-bool result; types it
+//!   cannot be sure of (unknown-field objects, int-or-string, the Kubernetes CEL libraries) are
+//!   not judged, so a rule kube-apiserver would refuse for those may be accepted. The cost
+//!   estimate (`estimated rule cost exceeds budget`) is not computed.
+//! - Messages that carry Go-specific text are approximated: the Pod update refusal has no Go diff
+//!   after its first line, a JSON body that does not parse reports serde's wording, and a CRD
+//!   error naming its versions prints a version's own schema as null when versions differ.
+//!
+//! `tests/conformance.rs` sends the same requests to the emulator and to a real kube-apiserver
+//! and compares the answers; a case listed there as a deviation names one of the points above.
+//!
 //! Where it does emulate, the wording of errors, Status reasons and codes follows kube-apiserver,
 //! because clients (kubectl, kube-rs) match on them.
 use std::net::SocketAddr;

@@ -85,7 +85,9 @@ impl ResourceType {
 
     /// Whether writes track `metadata.generation`.
     pub(crate) fn tracks_generation(&self) -> bool {
-        self.custom.is_some() || self.plural == "customresourcedefinitions"
+        self.custom.is_some()
+            || self.plural == "customresourcedefinitions"
+            || (self.group.is_empty() && self.plural == "pods")
     }
 }
 
@@ -211,7 +213,7 @@ pub(crate) fn builtins() -> Vec<ResourceType> {
                 status_subresource: matches!(b.plural, "pods" | "namespaces" | "customresourcedefinitions"),
                 log_subresource: b.plural == "pods",
                 create_on_update: events || b.plural == "leases",
-                unconditional_update: b.plural != "customresourcedefinitions",
+                unconditional_update: !matches!(b.plural, "customresourcedefinitions" | "leases"),
                 storage: StorageKey {
                     group: if events { String::new() } else { b.group.to_string() },
                     resource: b.plural.to_string(),

@@ -5,6 +5,17 @@ use serde_json::{Value, json};
 use crate::embedded::apiserver::admission::schema;
 use crate::embedded::apiserver::error::StatusCause;
 
+/// Whether the schema has any `x-kubernetes-validations` rule.
+pub(crate) fn has_rules(schema: &Value) -> bool {
+    let mut found = false;
+    schema::visit(schema, "", &mut |node, _| {
+        found |= node["x-kubernetes-validations"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty());
+    });
+    found
+}
+
 /// Evaluates every rule in the schema against the object (and the old object, on update).
 pub(crate) fn validate(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<StatusCause> {
     let mut errs = Vec::new();
@@ -146,31 +157,6 @@ fn rule_message(rule: &Value, ctx: &cel::Context<'_, '_>) -> Option<String> {
 /// Converts JSON into a CEL value (integers stay integers).
 fn to_cel(v: &Value) -> cel::Value {
     cel::to_value(v).unwrap_or(cel::Value::Null)
-}
-
-/// An error for each rule of the schema that does not compile (kube-apiserver refuses such a CRD).
-pub(crate) fn compile_errors(schema: &Value, path: &str) -> Vec<StatusCause> {
-    let mut out = Vec::new();
-    schema::visit(schema, path, &mut |node, at| {
-        for (i, rule) in node["x-kubernetes-validations"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            if let Some(expr) = rule["rule"].as_str()
-                && let Err(e) = cel::Program::compile(expr)
-            {
-                let field = format!("{at}.x-kubernetes-validations[{i}].rule");
-                out.push(StatusCause::invalid(
-                    &field,
-                    &json!(""),
-                    &format!("compilation failed: {e}"),
-                ));
-            }
-        }
-    });
-    out
 }
 
 #[cfg(test)]

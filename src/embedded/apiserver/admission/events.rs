@@ -3,7 +3,8 @@
 //! reportingController↔reportingComponent, deprecatedSource/FirstTimestamp/LastTimestamp/Count.
 use serde_json::{Map, Value, json};
 
-use crate::embedded::apiserver::error::StatusCause;
+use crate::embedded::apiserver::admission::names::qualified_name;
+use crate::embedded::apiserver::error::{StatusCause, go_struct};
 use crate::embedded::apiserver::resources::{ResourceType, View};
 
 /// (events.k8s.io/v1 name, core/v1 name) of the renamed fields.
@@ -94,40 +95,198 @@ pub(crate) fn selectable(field: &str) -> bool {
     )
 }
 
-/// The stricter validation of events created through events.k8s.io/v1 (storage form).
-pub(crate) fn validate_v1(obj: &Value) -> Vec<StatusCause> {
-    let mut errs = Vec::new();
-    let missing = |v: &Value| v.as_str().is_none_or(str::is_empty);
-    if missing(&obj["eventTime"]) {
-        errs.push(StatusCause::required("eventTime", ""));
+fn text<'a>(obj: &'a Value, field: &str) -> &'a str {
+    obj[field].as_str().unwrap_or_default()
+}
+
+/// `ValidateEventCreate`/`ValidateEventUpdate` (metadata aside) on the storage form: the lenient
+/// rules of core/v1, and for events.k8s.io/v1 the new-style ones. Field names are the core/v1
+/// ones either way (kube-apiserver validates its internal type), but for `reportingController`.
+pub(crate) fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<StatusCause> {
+    let v1 = rt.view == View::EventsV1;
+    let mut errs = legacy(obj, v1);
+    if !v1 {
+        return errs;
     }
-    for (field, name) in [
-        ("reportingComponent", "reportingController"),
-        ("reportingInstance", "reportingInstance"),
-        ("action", "action"),
-        ("reason", "reason"),
-    ] {
-        if missing(&obj[field]) {
-            errs.push(StatusCause::required(name, ""));
+    match old {
+        None => {
+            errs.extend(series(obj));
+            if text(obj, "eventTime").is_empty() {
+                errs.push(StatusCause::required("eventTime", ""));
+            }
+            let kind = text(obj, "type");
+            if kind != "Normal" && kind != "Warning" {
+                errs.push(StatusCause::invalid(
+                    "type",
+                    &json!(""),
+                    &format!("has invalid value: {kind}"),
+                ));
+            }
+            for field in ["firstTimestamp", "lastTimestamp"] {
+                if !text(obj, field).is_empty() {
+                    errs.push(StatusCause::invalid(field, &json!(""), "needs to be unset"));
+                }
+            }
+            if obj["count"].as_i64().unwrap_or(0) != 0 {
+                errs.push(StatusCause::invalid("count", &json!(""), "needs to be unset"));
+            }
+            if !text(&obj["source"], "component").is_empty() || !text(&obj["source"], "host").is_empty() {
+                errs.push(StatusCause::invalid("source", &json!(""), "needs to be unset"));
+            }
+        }
+        Some(old) => {
+            if obj["series"] != old["series"] {
+                errs.extend(series(obj));
+            }
+            errs.extend(immutable(obj, old));
         }
     }
-    let kind = obj["type"].as_str().unwrap_or_default();
-    if kind != "Normal" && kind != "Warning" {
+    errs
+}
+
+/// `legacyValidateEvent`: namespaces agree; an Event with an eventTime names its reporter,
+/// action and reason within their limits.
+fn legacy(obj: &Value, v1: bool) -> Vec<StatusCause> {
+    let mut errs = Vec::new();
+    let ns = text(&obj["metadata"], "namespace");
+    let involved = text(&obj["involvedObject"], "namespace");
+    let mismatch = |value: &str| {
+        StatusCause::invalid(
+            "involvedObject.namespace",
+            &json!(value),
+            "does not match event.namespace",
+        )
+    };
+    if text(obj, "eventTime").is_empty() {
+        if involved.is_empty() {
+            if !ns.is_empty() && ns != "default" {
+                errs.push(mismatch(""));
+            }
+        } else if ns != involved {
+            errs.push(mismatch(involved));
+        }
+        return errs;
+    }
+    if involved.is_empty() && ns != "default" && ns != "kube-system" {
+        errs.push(mismatch(""));
+    }
+    let reporter = if v1 {
+        "reportingController"
+    } else {
+        "reportingComponent"
+    };
+    let controller = text(obj, "reportingComponent");
+    if controller.is_empty() {
+        errs.push(StatusCause::required(reporter, ""));
+    }
+    for msg in qualified_name(controller) {
+        errs.push(StatusCause::invalid(reporter, &json!(controller), &msg));
+    }
+    for field in ["reportingInstance", "action", "reason"] {
+        let value = text(obj, field);
+        if value.is_empty() {
+            errs.push(StatusCause::required(field, ""));
+        }
+        if value.len() > 128 {
+            errs.push(StatusCause::invalid(
+                field,
+                &json!(""),
+                "can have at most 128 characters",
+            ));
+        }
+    }
+    if text(obj, "message").len() > 1024 {
         errs.push(StatusCause::invalid(
-            "type",
-            &json!(kind),
-            "has invalid value, must be one of [Normal Warning]",
+            "message",
+            &json!(""),
+            "can have at most 1024 characters",
         ));
     }
-    if obj["message"].as_str().is_some_and(|m| m.len() > 1024) {
-        errs.push(StatusCause::too_long("note", 1024));
+    errs
+}
+
+/// `validateV1EventSeries`.
+fn series(obj: &Value) -> Vec<StatusCause> {
+    let mut errs = Vec::new();
+    let series = &obj["series"];
+    if series.is_object() {
+        if series["count"].as_i64().unwrap_or(0) < 2 {
+            errs.push(StatusCause::invalid("series.count", &json!(""), "should be at least 2"));
+        }
+        if text(series, "lastObservedTime").is_empty() {
+            errs.push(StatusCause::required("series.lastObservedTime", ""));
+        }
     }
-    if obj["series"].is_object() && obj["series"]["count"].as_i64().unwrap_or(0) < 2 {
-        errs.push(StatusCause::invalid(
-            "series.count",
-            &obj["series"]["count"],
-            "should be at least 2",
+    errs
+}
+
+/// An object reference as Go marshals the internal type.
+fn reference_json(r: &Value) -> String {
+    let fields = [
+        ("Kind", "kind"),
+        ("Namespace", "namespace"),
+        ("Name", "name"),
+        ("UID", "uid"),
+        ("APIVersion", "apiVersion"),
+        ("ResourceVersion", "resourceVersion"),
+        ("FieldPath", "fieldPath"),
+    ];
+    let values: Vec<Value> = fields.iter().map(|(_, js)| json!(text(r, js))).collect();
+    let pairs: Vec<(&str, &Value)> = fields.iter().zip(&values).map(|((go, _), v)| (*go, v)).collect();
+    go_struct(&pairs)
+}
+
+/// The fields an events.k8s.io/v1 update may not change (`ValidateEventUpdate`).
+fn immutable(obj: &Value, old: &Value) -> Vec<StatusCause> {
+    let mut errs = Vec::new();
+    let changed = |f: &str| obj[f] != old[f];
+    let immutable = |f: &str, v: &Value| StatusCause::invalid(f, v, "field is immutable");
+    if changed("involvedObject") {
+        errs.push(StatusCause::invalid_rendered(
+            "involvedObject",
+            &reference_json(&obj["involvedObject"]),
+            "field is immutable",
         ));
+    }
+    for f in ["reason", "message"] {
+        if changed(f) {
+            errs.push(immutable(f, &json!(text(obj, f))));
+        }
+    }
+    if changed("source") {
+        let source = go_struct(&[
+            ("Component", &json!(text(&obj["source"], "component"))),
+            ("Host", &json!(text(&obj["source"], "host"))),
+        ]);
+        errs.push(StatusCause::invalid_rendered("source", &source, "field is immutable"));
+    }
+    for f in ["firstTimestamp", "lastTimestamp"] {
+        if changed(f) {
+            errs.push(immutable(f, &obj[f]));
+        }
+    }
+    if changed("count") {
+        errs.push(immutable("count", &json!(obj["count"].as_i64().unwrap_or(0))));
+    }
+    if changed("type") {
+        errs.push(immutable("type", &json!(text(obj, "type"))));
+    }
+    if changed("eventTime") {
+        errs.push(immutable("eventTime", &obj["eventTime"]));
+    }
+    if changed("action") {
+        errs.push(immutable("action", &json!(text(obj, "action"))));
+    }
+    if changed("related") {
+        errs.push(immutable("related", &obj["related"]));
+    }
+    for (stored, name) in [
+        ("reportingComponent", "reportingController"),
+        ("reportingInstance", "reportingInstance"),
+    ] {
+        if changed(stored) {
+            errs.push(immutable(name, &json!(text(obj, stored))));
+        }
     }
     errs
 }

@@ -5,13 +5,11 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::embedded::apiserver::admission::crd;
-use crate::embedded::apiserver::admission::names::{
-    is_dns_label, is_dns_subdomain, valid_label_key, valid_label_value,
-};
 use crate::embedded::apiserver::admission::schema;
 use crate::embedded::apiserver::admission::{cel, events};
+use crate::embedded::apiserver::admission::{config, leases, meta, pods};
 use crate::embedded::apiserver::error::{ApiError, ApiResult, StatusCause};
-use crate::embedded::apiserver::resources::{ResourceType, View};
+use crate::embedded::apiserver::resources::ResourceType;
 
 /// How the server treats fields the schema does not know (`fieldValidation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -47,19 +45,16 @@ pub(crate) fn prepare(
     } else {
         prepare_builtin(rt, obj, old)?
     };
-    unknown_fields(unknown, validation)
+    unknown_fields(rt, unknown, validation)
 }
 
-fn unknown_fields(unknown: Vec<String>, mode: FieldValidation) -> ApiResult<Vec<String>> {
+fn unknown_fields(rt: &ResourceType, unknown: Vec<String>, mode: FieldValidation) -> ApiResult<Vec<String>> {
     if unknown.is_empty() {
         return Ok(Vec::new());
     }
     let lines: Vec<String> = unknown.iter().map(|p| format!("unknown field {p:?}")).collect();
     match mode {
-        FieldValidation::Strict => Err(ApiError::bad_request(format!(
-            "strict decoding error: {}",
-            lines.join(", ")
-        ))),
+        FieldValidation::Strict => Err(decode_error(rt, format!("strict decoding error: {}", lines.join(", ")))),
         FieldValidation::Warn => Ok(lines),
         FieldValidation::Ignore => Ok(Vec::new()),
     }
@@ -116,7 +111,8 @@ fn prepare_builtin(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> A
     collect_dropped(obj, &roundtrip, "", &mut unknown);
     *obj = roundtrip;
     match rt.plural.as_str() {
-        "pods" => prepare_pod(obj, old),
+        "pods" => pods::prepare(obj, old)?,
+        "leases" => leases::prepare(obj, old),
         "namespaces" => prepare_namespace(obj, old),
         "secrets" => prepare_secret(obj),
         "customresourcedefinitions" => crd::prepare(obj, old),
@@ -172,78 +168,6 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
-fn prepare_pod(obj: &mut Value, old: Option<&Value>) {
-    if let Some(old) = old {
-        // Pod status only changes through pods/status, which copies it in afterwards.
-        if obj["status"].is_null() {
-            obj["status"] = old["status"].clone();
-        }
-        return;
-    }
-    let spec = &mut obj["spec"];
-    for (field, value) in [
-        ("restartPolicy", json!("Always")),
-        ("terminationGracePeriodSeconds", json!(30)),
-        ("dnsPolicy", json!("ClusterFirst")),
-        ("schedulerName", json!("default-scheduler")),
-        ("securityContext", json!({})),
-        ("enableServiceLinks", json!(true)),
-        ("priority", json!(0)),
-        ("preemptionPolicy", json!("PreemptLowerPriority")),
-    ] {
-        if spec[field].is_null() {
-            spec[field] = value;
-        }
-    }
-    if spec["serviceAccountName"].is_null() {
-        spec["serviceAccountName"] = json!("default");
-    }
-    if spec["serviceAccount"].is_null() {
-        spec["serviceAccount"] = spec["serviceAccountName"].clone();
-    }
-    for list in ["initContainers", "containers"] {
-        for c in spec[list].as_array_mut().into_iter().flatten() {
-            if c["terminationMessagePath"].is_null() {
-                c["terminationMessagePath"] = json!("/dev/termination-log");
-            }
-            if c["terminationMessagePolicy"].is_null() {
-                c["terminationMessagePolicy"] = json!("File");
-            }
-            if c["imagePullPolicy"].is_null() {
-                let image = c["image"].as_str().unwrap_or_default();
-                let last = image.rsplit('/').next().unwrap_or_default();
-                let tagged = last.contains(':') && !image.ends_with(":latest");
-                let policy = if tagged || image.contains('@') {
-                    "IfNotPresent"
-                } else {
-                    "Always"
-                };
-                c["imagePullPolicy"] = json!(policy);
-            }
-        }
-    }
-    obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj["spec"])});
-}
-
-fn qos_class(spec: &Value) -> &'static str {
-    let containers: Vec<&Value> = spec["containers"]
-        .as_array()
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    let has = |c: &Value, kind: &str| c["resources"][kind].as_object().is_some_and(|m| !m.is_empty());
-    if containers.iter().all(|c| !has(c, "requests") && !has(c, "limits")) {
-        return "BestEffort";
-    }
-    let guaranteed = containers.iter().all(|c| {
-        let limits = &c["resources"]["limits"];
-        ["cpu", "memory"].iter().all(|r| !limits[r].is_null())
-            && c["resources"]["requests"]
-                .as_object()
-                .is_none_or(|req| req.iter().all(|(k, v)| &limits[k] == v))
-    });
-    if guaranteed { "Guaranteed" } else { "Burstable" }
-}
-
 /// `stringData` is write-only: merged into `data` (base64, winning over a `data` key of the same
 /// name) as the Secret strategy does; `type` defaults to Opaque.
 fn prepare_secret(obj: &mut Value) {
@@ -259,23 +183,6 @@ fn prepare_secret(obj: &mut Value) {
     }
 }
 
-/// Keys of ConfigMap `data`/`binaryData` and Secret `data` (`[-._a-zA-Z0-9]+`, at most 253).
-fn validate_config_keys(obj: &Value, errs: &mut Vec<StatusCause>) {
-    for field in ["data", "binaryData"] {
-        for k in obj[field].as_object().into_iter().flat_map(|m| m.keys()) {
-            let ok =
-                !k.is_empty() && k.len() <= 253 && k.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
-            if !ok || k == "." || k == ".." {
-                errs.push(StatusCause::invalid(
-                    &format!("{field}[{k}]"),
-                    &json!(k),
-                    CONFIG_KEY_MSG,
-                ));
-            }
-        }
-    }
-}
-
 fn prepare_namespace(obj: &mut Value, old: Option<&Value>) {
     let name = obj["metadata"]["name"].clone();
     obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
@@ -288,29 +195,26 @@ fn prepare_namespace(obj: &mut Value, old: Option<&Value>) {
 /// Validates the object after `prepare`; 422 with every field error.
 pub(crate) fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
     let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-    let mut errs = Vec::new();
-    validate_meta(rt, obj, &mut errs);
+    let mut errs = match old {
+        None => meta::validate_create(rt, obj),
+        Some(old) => meta::validate_update(rt, obj, old),
+    };
     if let Some(custom) = &rt.custom {
         errs.extend(schema::validate(&custom.schema, obj));
-        if errs.is_empty() {
-            errs.extend(cel::validate(&custom.schema, obj, old));
+        if cel::has_rules(&custom.schema) {
+            // As apiextensions-apiserver: CEL rules run only on an object without blocking errors.
+            if errs.iter().any(blocks_rules) {
+                errs.push(StatusCause::invalid(
+                    "<nil>",
+                    &Value::Null,
+                    "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+                ));
+            } else {
+                errs.extend(cel::validate(&custom.schema, obj, old));
+            }
         }
     } else {
-        match rt.plural.as_str() {
-            "pods" => validate_pod(obj, old, &mut errs),
-            "customresourcedefinitions" => errs.extend(crd::validate(obj, old)),
-            "events" if rt.view == View::EventsV1 => errs.extend(events::validate_v1(obj)),
-            "secrets" => {
-                validate_config_keys(obj, &mut errs);
-                if let Some(old) = old
-                    && old["type"] != obj["type"]
-                {
-                    errs.push(StatusCause::invalid("type", &obj["type"], "field is immutable"));
-                }
-            }
-            "configmaps" => validate_config_keys(obj, &mut errs),
-            _ => {}
-        }
+        errs.extend(validate_builtin(rt, obj, old));
     }
     if errs.is_empty() {
         Ok(())
@@ -319,151 +223,52 @@ pub(crate) fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> A
     }
 }
 
-const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
-const KEY_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')";
-const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
-const CONFIG_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
-const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-
-fn validate_meta(rt: &ResourceType, obj: &Value, errs: &mut Vec<StatusCause>) {
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-    let label_only = rt.plural == "namespaces";
-    if label_only && !is_dns_label(name) {
-        errs.push(StatusCause::invalid("metadata.name", &json!(name), LABEL_MSG));
-    } else if !label_only && !is_dns_subdomain(name) {
-        errs.push(StatusCause::invalid("metadata.name", &json!(name), SUBDOMAIN_MSG));
-    }
-    for (field, map) in [
-        ("labels", &obj["metadata"]["labels"]),
-        ("annotations", &obj["metadata"]["annotations"]),
-    ] {
-        if !(map.is_null() || map.as_object().is_some_and(|m| m.values().all(Value::is_string))) {
-            errs.push(StatusCause::invalid(
-                &format!("metadata.{field}"),
-                map,
-                "must be a map of strings",
-            ));
-        }
-    }
-    for field in ["labels", "annotations"] {
-        for k in obj["metadata"][field].as_object().into_iter().flat_map(|m| m.keys()) {
-            if !valid_label_key(k) {
-                errs.push(StatusCause::invalid(&format!("metadata.{field}"), &json!(k), KEY_MSG));
-            }
-        }
-    }
-    for v in obj["metadata"]["labels"]
-        .as_object()
-        .into_iter()
-        .flat_map(|m| m.values())
-    {
-        if !valid_label_value(v.as_str().unwrap_or_default()) {
-            errs.push(StatusCause::invalid("metadata.labels", v, LABEL_VALUE_MSG));
-        }
-    }
-    for (i, owner) in obj["metadata"]["ownerReferences"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        for field in ["apiVersion", "kind", "name", "uid"] {
-            if owner[field].as_str().unwrap_or_default().is_empty() {
-                errs.push(StatusCause::invalid(
-                    &format!("metadata.ownerReferences[{i}].{field}"),
-                    &json!(""),
-                    &format!("{field} must not be empty"),
-                ));
-            }
-        }
-    }
-    let controllers = obj["metadata"]["ownerReferences"]
-        .as_array()
-        .map(|a| a.iter().filter(|o| o["controller"] == json!(true)).count())
-        .unwrap_or(0);
-    if controllers > 1 {
-        errs.push(StatusCause::invalid(
-            "metadata.ownerReferences",
-            &obj["metadata"]["ownerReferences"],
-            "Only one reference can have Controller set to true",
-        ));
-    }
+/// The error types after which apiextensions-apiserver skips CEL rules (`hasBlockingErr`).
+fn blocks_rules(e: &StatusCause) -> bool {
+    matches!(
+        e.reason,
+        "FieldValueNotSupported"
+            | "FieldValueRequired"
+            | "FieldValueTooLong"
+            | "FieldValueTooMany"
+            | "FieldValueTypeInvalid"
+    )
 }
 
-/// `<path>.name` of a container or volume: required, a DNS label, unique among `seen`.
-fn check_name(item: &Value, path: &str, seen: &mut Vec<String>, errs: &mut Vec<StatusCause>) {
-    let name = item["name"].as_str().unwrap_or_default();
-    let field = format!("{path}.name");
-    if name.is_empty() {
-        errs.push(StatusCause::required(&field, ""));
-    } else if !is_dns_label(name) {
-        errs.push(StatusCause::invalid(&field, &json!(name), LABEL_MSG));
-    } else if seen.iter().any(|s| s == name) {
-        errs.push(StatusCause::duplicate(&field, &json!(name)));
-    }
-    seen.push(name.to_string());
-}
-
-fn validate_pod(obj: &Value, old: Option<&Value>, errs: &mut Vec<StatusCause>) {
-    let spec = &obj["spec"];
-    let containers = spec["containers"].as_array().cloned().unwrap_or_default();
-    if containers.is_empty() {
-        errs.push(StatusCause::required("spec.containers", ""));
-    }
-    // Container and volume names become file names on the runner's host: DNS labels only.
-    let mut names = Vec::new();
-    for list in ["initContainers", "containers"] {
-        for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
-            let path = format!("spec.{list}[{i}]");
-            check_name(c, &path, &mut names, errs);
-            if c["image"].as_str().unwrap_or_default().is_empty() && old.is_none() {
-                errs.push(StatusCause::required(&format!("{path}.image"), ""));
-            }
-        }
-    }
-    let mut volumes = Vec::new();
-    for (i, v) in spec["volumes"].as_array().into_iter().flatten().enumerate() {
-        check_name(v, &format!("spec.volumes[{i}]"), &mut volumes, errs);
-    }
-    let policy = spec["restartPolicy"].as_str().unwrap_or_default();
-    if !["Always", "OnFailure", "Never"].contains(&policy) {
-        errs.push(StatusCause::not_supported(
-            "spec.restartPolicy",
-            &json!(policy),
-            &["Always".into(), "OnFailure".into(), "Never".into()],
-        ));
-    }
-    if let Some(d) = spec["activeDeadlineSeconds"].as_i64()
-        && d <= 0
+/// The type rules of built-in types; on update the core types also re-check their create rules
+/// (metadata included), as their `ValidateXUpdate` functions do.
+fn validate_builtin(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<StatusCause> {
+    let mut errs = Vec::new();
+    let core = rt.group.is_empty();
+    if let Some(old) = old
+        && core
+        && matches!(
+            rt.plural.as_str(),
+            "pods" | "configmaps" | "secrets" | "serviceaccounts"
+        )
     {
-        errs.push(StatusCause::invalid(
-            "spec.activeDeadlineSeconds",
-            &json!(d),
-            "must be between 1 and 2147483647, inclusive",
-        ));
-    }
-    if let Some(old) = old {
-        // Only images, activeDeadlineSeconds and tolerations may change on a Pod.
-        let mutable = |s: &Value| {
-            let mut s = s.clone();
-            for list in ["initContainers", "containers"] {
-                for c in s[list].as_array_mut().into_iter().flatten() {
-                    c["image"] = Value::Null;
+        errs.extend(meta::validate_create(rt, obj));
+        match rt.plural.as_str() {
+            "configmaps" => errs.extend(config::validate_immutable(obj, old, &["data", "binaryData"])),
+            "secrets" => {
+                if old["type"] != obj["type"] {
+                    errs.push(StatusCause::invalid("type", &obj["type"], "field is immutable"));
                 }
+                errs.extend(config::validate_immutable(obj, old, &["data"]));
             }
-            if let Some(m) = s.as_object_mut() {
-                m.remove("activeDeadlineSeconds");
-                m.remove("tolerations");
-            }
-            s
-        };
-        if mutable(&old["spec"]) != mutable(spec) {
-            errs.push(StatusCause::forbidden(
-                "spec",
-                "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
-            ));
+            _ => {}
         }
     }
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "pods") => errs.extend(pods::validate(obj, old)),
+        ("", "configmaps") => errs.extend(config::validate_configmap(obj)),
+        ("", "secrets") => errs.extend(config::validate_secret(obj)),
+        (_, "events") => errs.extend(events::validate(rt, obj, old)),
+        ("coordination.k8s.io", "leases") => errs.extend(leases::validate(obj)),
+        (_, "customresourcedefinitions") => errs.extend(crd::validate(obj, old)),
+        _ => {}
+    }
+    errs
 }
 
 /// Refuses deletions the real server refuses.

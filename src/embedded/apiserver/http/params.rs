@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use crate::embedded::apiserver::error::{ApiError, ApiResult};
+use serde_json::json;
+
+use crate::embedded::apiserver::error::{ApiError, ApiResult, StatusCause};
 
 /// Query parameters (last value wins, as in Go's `url.Values.Get`).
 pub(super) type Query = HashMap<String, String>;
@@ -40,14 +42,89 @@ pub(super) fn resource_version(query: &Query) -> ApiResult<Option<u64>> {
     }
 }
 
-/// `dryRun`: only `All` exists.
-pub(super) fn dry_run(query: &Query) -> ApiResult<bool> {
+/// `dryRun`: only `All` exists; anything else is a 422 on the verb's options (`CreateOptions`,
+/// `UpdateOptions`, `PatchOptions`, `DeleteOptions`), as `ValidateDryRun` reports it.
+pub(super) fn dry_run(query: &Query, options: &str) -> ApiResult<bool> {
     match query.get("dryRun").map(String::as_str) {
         None | Some("") => Ok(false),
         Some("All") => Ok(true),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "Invalid dry run value: {other:?}; supported values: \"All\""
-        ))),
+        Some(other) => {
+            let errs = [StatusCause::not_supported("dryRun", &json!([other]), &["All".into()])];
+            Err(ApiError::invalid("meta.k8s.io", options, "", &errs))
+        }
+    }
+}
+
+/// `ValidateListOptions`: what `resourceVersionMatch` and `sendInitialEvents` may be combined
+/// with on a list or a watch; 422 with kube-apiserver's causes.
+pub(super) fn list_options(query: &Query, watch: bool) -> ApiResult<()> {
+    let get = |k: &str| query.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let matching = get("resourceVersionMatch");
+    let initial = query.contains_key("sendInitialEvents");
+    let continued = get("continue").is_some();
+    let field = "resourceVersionMatch";
+    let mut errs = Vec::new();
+    if watch {
+        if initial && matching != Some("NotOlderThan") {
+            errs.push(StatusCause::forbidden(
+                field,
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        if let Some(m) = matching {
+            if !initial {
+                errs.push(StatusCause::forbidden(
+                    field,
+                    "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                ));
+            }
+            if m != "NotOlderThan" {
+                errs.push(StatusCause::not_supported(field, &json!(m), &["NotOlderThan".into()]));
+            }
+            if continued {
+                errs.push(StatusCause::forbidden(
+                    field,
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+        }
+    } else {
+        if let Some(m) = matching {
+            let rv = get("resourceVersion");
+            if rv.is_none() {
+                errs.push(StatusCause::forbidden(
+                    field,
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                ));
+            }
+            if continued {
+                errs.push(StatusCause::forbidden(
+                    field,
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+            if m != "Exact" && m != "NotOlderThan" {
+                let supported = ["Exact".into(), "NotOlderThan".into(), String::new()];
+                errs.push(StatusCause::not_supported(field, &json!(m), &supported));
+            }
+            if m == "Exact" && rv == Some("0") {
+                errs.push(StatusCause::forbidden(
+                    field,
+                    "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                ));
+            }
+        }
+        if initial {
+            errs.push(StatusCause::forbidden(
+                "sendInitialEvents",
+                "sendInitialEvents is forbidden for list",
+            ));
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("meta.k8s.io", "ListOptions", "", &errs))
     }
 }
 
@@ -68,6 +145,9 @@ mod tests {
         assert_eq!(int::<u64>(&q, "timeoutSeconds").unwrap(), None);
         assert_eq!(resource_version(&q).unwrap_err().code, 400);
         assert_eq!(resource_version(&parse(Some("resourceVersion=0"))).unwrap(), Some(0));
-        assert_eq!(dry_run(&parse(Some("dryRun=Some"))).unwrap_err().code, 400);
+        assert_eq!(
+            dry_run(&parse(Some("dryRun=Some")), "CreateOptions").unwrap_err().code,
+            422
+        );
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::embedded::apiserver::admission::events;
 use crate::embedded::apiserver::admission::rules::FieldValidation;
 use crate::embedded::apiserver::decode;
-use crate::embedded::apiserver::error::{ApiError, ApiResult};
+use crate::embedded::apiserver::error::{ApiError, ApiResult, StatusCause};
 use crate::embedded::apiserver::http::body;
 use crate::embedded::apiserver::http::context::Server;
 use crate::embedded::apiserver::http::discovery;
@@ -379,6 +379,7 @@ fn snapshot(server: &Server, t: &Target, query: &Query, filter: &Filter) -> ApiR
 
 fn list(server: &Server, t: &Target, query: &Query, headers: &HeaderMap) -> ApiResult<Response> {
     let filter = Filter::parse(t, query)?;
+    params::list_options(query, false)?;
     let limit: usize = params::int(query, "limit")?.unwrap_or(0);
     let (rv, start, all) = snapshot(server, t, query, &filter)?;
     let mut items: Vec<Value> = all
@@ -442,35 +443,46 @@ fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
     crate::input::from_json(&raw, crate::input::Limits::REQUEST).map_err(|_| bad())
 }
 
-fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
+/// The body of a POST or PUT, by its Content-Type (JSON when there is none); 415 for a type the
+/// endpoint does not read, listing the ones kube-apiserver would.
+fn parse_body(rt: &ResourceType, headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    if ct.contains("vnd.kubernetes.protobuf") {
-        return protobuf::decode(body);
-    }
-    if ct.contains("cbor") {
+    let media = ct.split(';').next().unwrap_or_default().trim();
+    let known = [
+        "",
+        "application/json",
+        "application/yaml",
+        "application/vnd.kubernetes.protobuf",
+    ];
+    if media.contains("cbor") || !known.contains(&media) || (rt.custom.is_some() && media.contains("protobuf")) {
         return Err(ApiError::unsupported_media_type(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf",
         ));
     }
-    if ct.contains("yaml") {
+    if media == "application/vnd.kubernetes.protobuf" {
+        return protobuf::decode(body);
+    }
+    if media == "application/yaml" {
         return decode::yaml(body, "error converting YAML to JSON");
     }
     decode::json(body, "error decoding request body")
 }
 
-fn write_opts(query: &Query, headers: &HeaderMap) -> ApiResult<WriteOpts> {
-    let dry_run = params::dry_run(query)?;
+/// The options of a write (`options`: `CreateOptions`, `UpdateOptions` or `PatchOptions`, which
+/// name its errors).
+fn write_opts(query: &Query, headers: &HeaderMap, options: &str) -> ApiResult<WriteOpts> {
+    let dry_run = params::dry_run(query, options)?;
     let validation = match query.get("fieldValidation").map(String::as_str) {
         Some("Strict") => FieldValidation::Strict,
         Some("Ignore") => FieldValidation::Ignore,
         Some("Warn") | Some("") | None => FieldValidation::Warn,
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "fieldValidation: Unsupported value: {other:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
-            )));
+            let supported = [String::new(), "Ignore".into(), "Strict".into(), "Warn".into()];
+            let errs = [StatusCause::not_supported("fieldValidation", &json!(other), &supported)];
+            return Err(ApiError::invalid("meta.k8s.io", options, "", &errs));
         }
     };
     let manager = match query.get("fieldManager").filter(|m| !m.is_empty()) {
@@ -508,8 +520,8 @@ fn outcome_response(t: &Target, out: ops::Outcome) -> Response {
 }
 
 fn create(server: &Server, t: &Target, query: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
-    let obj = parse_body(headers, body)?;
-    let opts = write_opts(query, headers)?;
+    let opts = write_opts(query, headers, "CreateOptions")?;
+    let obj = parse_body(&t.rt, headers, body)?;
     let mut st = server.store.lock();
     let out = ops::create(&mut st, &t.rt, t.namespace.as_deref(), obj, &opts)?;
     drop(st);
@@ -518,8 +530,8 @@ fn create(server: &Server, t: &Target, query: &Query, headers: &HeaderMap, body:
 }
 
 fn update(server: &Server, t: &Target, query: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
-    let obj = parse_body(headers, body)?;
-    let opts = write_opts(query, headers)?;
+    let opts = write_opts(query, headers, "UpdateOptions")?;
+    let obj = parse_body(&t.rt, headers, body)?;
     let name = t.name.as_deref().unwrap_or_default();
     let mut st = server.store.lock();
     let out = ops::update(
@@ -542,13 +554,12 @@ fn patch(server: &Server, t: &Target, query: &Query, headers: &HeaderMap, body: 
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let kind = PatchType::from_content_type(ct, &t.rt)?;
-    let mut opts = write_opts(query, headers)?;
+    let mut opts = write_opts(query, headers, "PatchOptions")?;
     let name = t.name.as_deref().unwrap_or_default();
     let ns = ns_key(t);
     if kind == PatchType::Apply && query.get("fieldManager").is_none_or(|m| m.is_empty()) {
-        return Err(ApiError::bad_request(
-            "PATCH, application/apply-patch+yaml requires fieldManager to be set",
-        ));
+        let errs = [StatusCause::required("fieldManager", "is required for apply patch")];
+        return Err(ApiError::invalid("meta.k8s.io", "PatchOptions", "", &errs));
     }
     // Decoded before the store is locked: other requests wait for the lock.
     let patch_doc = match kind {
@@ -560,6 +571,14 @@ fn patch(server: &Server, t: &Target, query: &Query, headers: &HeaderMap, body: 
     let out = if kind == PatchType::Apply {
         let mut applied = patch_doc;
         check_applied(t, &mut applied, name)?;
+        // An applied resourceVersion is a precondition, as on any write.
+        let applied_rv = applied["metadata"]["resourceVersion"].as_str().unwrap_or_default();
+        if let Some(c) = &current
+            && !applied_rv.is_empty()
+            && applied_rv != c["metadata"]["resourceVersion"].as_str().unwrap_or_default()
+        {
+            return Err(ApiError::stale(&t.rt.group, &t.rt.plural, name));
+        }
         let force = query.get("force").map(String::as_str) == Some("true");
         let live = current.as_ref().map(|c| events::to_view(&t.rt, c));
         let merged = fields::apply(&t.rt, live.as_ref(), &applied, &opts.manager, force, t.sub.as_deref())?;
@@ -642,7 +661,7 @@ fn delete_opts(query: &Query, body: &[u8]) -> ApiResult<DeleteOpts> {
         Some(g) => Some(g),
         None => params::int(query, "gracePeriodSeconds")?,
     };
-    let dry_run = doc.dry_run.is_some_and(|d| d.iter().any(|v| v == "All")) || params::dry_run(query)?;
+    let dry_run = doc.dry_run.is_some_and(|d| d.iter().any(|v| v == "All")) || params::dry_run(query, "DeleteOptions")?;
     let preconditions = doc.preconditions.unwrap_or_default();
     Ok(DeleteOpts {
         propagation,

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::embedded::apiserver::admission::events;
-use crate::embedded::apiserver::error::{ApiError, ApiResult, StatusCause};
+use crate::embedded::apiserver::error::{ApiError, ApiResult};
 use crate::embedded::apiserver::http::context::Server;
 use crate::embedded::apiserver::http::params::{self, Query};
 use crate::embedded::apiserver::http::response::stream_response;
@@ -53,7 +53,12 @@ impl Watch {
             ChangeKind::Added if now => "ADDED",
             ChangeKind::Modified if now && before => "MODIFIED",
             ChangeKind::Modified if now => "ADDED",
-            ChangeKind::Modified if before => "DELETED",
+            ChangeKind::Modified if before => {
+                // Leaving the selection: the object as the watcher last saw it, at this version.
+                let mut previous = change.old.as_deref().cloned().unwrap_or_default();
+                previous["metadata"]["resourceVersion"] = json!(change.rv.to_string());
+                return Some(self.event("DELETED", &previous));
+            }
             ChangeKind::Deleted if before || now => "DELETED",
             _ => return None,
         };
@@ -81,18 +86,8 @@ fn error_event(e: &ApiError) -> Bytes {
 /// Starts a watch; the response streams newline-delimited watch events.
 pub(super) fn serve(server: Arc<Server>, t: &Target, query: &Query, as_table: bool) -> ApiResult<Response> {
     let filter = Filter::parse(t, query)?;
+    params::list_options(query, true)?;
     let send_initial = query.get("sendInitialEvents").map(String::as_str);
-    if send_initial.is_some() && query.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {
-        return Err(ApiError::invalid(
-            "meta.k8s.io",
-            "ListOptions",
-            "",
-            &[StatusCause::forbidden(
-                "resourceVersionMatch",
-                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
-            )],
-        ));
-    }
     let explicit = params::resource_version(query)?.filter(|rv| *rv > 0);
     // 0 or absent: kube-apiserver's default, a random 30-60 minutes so watches do not expire together.
     let timeout = params::int::<u64>(query, "timeoutSeconds")?

@@ -44,11 +44,11 @@ pub(crate) fn bind(st: &mut State, rt: &ResourceType, ns: &str, name: &str, body
         .ok_or_else(|| ApiError::not_found("", "pods", name))?;
     if !current["metadata"]["deletionTimestamp"].is_null() {
         let why = format!("pod {name} is being deleted, cannot be assigned to a host");
-        return Err(ApiError::conflict("", "pods", name, &why));
+        return Err(ApiError::conflict("", "pods/binding", name, &why));
     }
     if let Some(assigned) = current["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
         let why = format!("pod {name} is already assigned to node {assigned:?}");
-        return Err(ApiError::conflict("", "pods", name, &why));
+        return Err(ApiError::conflict("", "pods/binding", name, &why));
     }
     let mut pod = current;
     pod["spec"]["nodeName"] = json!(node);

@@ -475,11 +475,11 @@ pub(crate) fn apply(
     let is_mine = |e: &Entry| e.manager == mine.manager && e.operation == "Apply" && e.subresource == mine.subresource;
     let conflicts = conflicts(&entries, &is_mine, &mine.fields, live, applied);
     if !conflicts.is_empty() && !force {
-        return Err(conflict_error(rt, live, &conflicts));
+        return Err(conflict_error(&conflicts));
     }
-    for (m, _, p) in &conflicts {
-        for e in entries.iter_mut().filter(|e| &e.manager == m) {
-            e.fields.remove(p);
+    for c in &conflicts {
+        for e in entries.iter_mut().filter(|e| e.manager == c.manager) {
+            e.fields.remove(&c.path);
         }
     }
     let mut merged = live.clone();
@@ -507,50 +507,83 @@ pub(crate) fn apply(
     Ok(merged)
 }
 
-/// `(manager, apiVersion, path)` of each field another manager owns with a different value.
+/// A field another manager owns with a different value.
+struct Conflict {
+    /// The manager's name.
+    manager: String,
+    /// How conflict messages name it (`printManager`).
+    printed: String,
+    path: Path,
+}
+
+/// How kube-apiserver names a manager in a conflict (`printManager` over the manager's
+/// identifier, which has no time): `"name"`, its subresource, and for an Update manager the
+/// version it wrote with.
+fn print_manager(e: &Entry) -> String {
+    let mut out = format!("{:?}", e.manager);
+    if !e.subresource.is_empty() {
+        out.push_str(&format!(" with subresource {:?}", e.subresource));
+    }
+    if e.operation == "Update" {
+        out.push_str(&format!(" using {}", e.api_version));
+    }
+    out
+}
+
 fn conflicts(
     entries: &[Entry],
     is_mine: &dyn Fn(&Entry) -> bool,
     applied_set: &FieldSet,
     live: &Value,
     applied: &Value,
-) -> Vec<(String, String, Path)> {
+) -> Vec<Conflict> {
     let mut out = Vec::new();
     for e in entries.iter().filter(|e| !is_mine(e)) {
         for p in e.fields.intersection(applied_set) {
             // Owning a list item is not a value: only leaves conflict.
             let item = matches!(p.last(), Some(Elem::Key(_)));
             if !item && value_at(live, p) != value_at(applied, p) {
-                out.push((e.manager.clone(), e.api_version.clone(), p.clone()));
+                out.push(Conflict {
+                    manager: e.manager.clone(),
+                    printed: print_manager(e),
+                    path: p.clone(),
+                });
             }
         }
     }
     out
 }
 
-fn conflict_error(rt: &ResourceType, live: &Value, conflicts: &[(String, String, Path)]) -> ApiError {
-    let name = live["metadata"]["name"].as_str().unwrap_or_default();
+/// 409 as `NewConflictError`: a cause per conflict; the message lists them by manager.
+fn conflict_error(conflicts: &[Conflict]) -> ApiError {
     let n = conflicts.len();
     let causes: Vec<Value> = conflicts
         .iter()
-        .map(|(m, v, p)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {m:?} using {v}"), "field": path_string(p)}))
+        .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {}", c.printed), "field": path_string(&c.path)}))
         .collect();
     let message = if n == 1 {
-        let (m, v, p) = &conflicts[0];
+        let c = &conflicts[0];
         format!(
-            "Apply failed with 1 conflict: conflict with {m:?} using {v}: {}",
-            path_string(p)
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            c.printed,
+            path_string(&c.path)
         )
     } else {
-        let lines: Vec<String> = conflicts
-            .iter()
-            .map(|(m, _, p)| format!("conflict with {m:?}: {}", path_string(p)))
-            .collect();
+        let mut managers: Vec<&Conflict> = conflicts.iter().collect();
+        managers.sort_by(|a, b| a.printed.cmp(&b.printed));
+        managers.dedup_by(|a, b| a.printed == b.printed);
+        let mut lines = Vec::new();
+        for m in managers {
+            lines.push(format!("conflicts with {}:", m.printed));
+            for c in conflicts.iter().filter(|c| c.printed == m.printed) {
+                lines.push(format!("- {}", path_string(&c.path)));
+            }
+        }
         format!("Apply failed with {n} conflicts: {}", lines.join("\n"))
     };
-    let mut e = ApiError::conflict(&rt.group, &rt.plural, name, "");
+    let mut e = ApiError::conflict("", "", "", "");
     e.message = message;
-    e.details = Some(json!({"name": name, "group": rt.group, "kind": rt.plural, "causes": causes}));
+    e.details = Some(json!({ "causes": causes }));
     e
 }
 

@@ -2,8 +2,8 @@
 //! concurrency, generation, status isolation, finalizers and graceful deletion.
 use serde_json::{Value, json};
 
-use crate::embedded::apiserver::admission::events;
 use crate::embedded::apiserver::admission::rules::{self as admission, FieldValidation};
+use crate::embedded::apiserver::admission::{events, kinds};
 use crate::embedded::apiserver::error::{ApiError, ApiResult, StatusCause};
 use crate::embedded::apiserver::ids;
 use crate::embedded::apiserver::resources::{ResourceType, StorageKey};
@@ -38,22 +38,9 @@ fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
     obj["metadata"][field].as_str().unwrap_or_default()
 }
 
-/// Checks `apiVersion`/`kind` of a request body against the endpoint.
-fn check_type(rt: &ResourceType, body: &Value) -> ApiResult<()> {
-    if !body.is_object() {
-        return Err(ApiError::bad_request("the body of the request was not a JSON object"));
-    }
-    let kind = body["kind"].as_str().unwrap_or_default();
-    let api_version = body["apiVersion"].as_str().unwrap_or_default();
-    if kind.is_empty() {
-        return Err(ApiError::bad_request(format!("Object 'Kind' is missing in '{body}'")));
-    }
-    if kind != rt.kind || api_version != rt.api_version() {
-        return Err(ApiError::bad_request(format!(
-            "the API version in the data ({api_version}) does not match the expected API version ({})",
-            rt.api_version()
-        )));
-    }
+/// Checks (and completes) `apiVersion`/`kind` of a request body against the endpoint.
+fn check_type(rt: &ResourceType, body: &mut Value) -> ApiResult<()> {
+    kinds::check(rt, body)?;
     check_metadata(body)
 }
 
@@ -111,8 +98,8 @@ fn check_namespace_open(st: &State, rt: &ResourceType, ns: &str, name: &str) -> 
 }
 
 /// A POST or PUT body, checked against the endpoint, in storage form with its namespace set.
-fn storage_form(rt: &ResourceType, body: Value, ns: Option<&str>) -> ApiResult<Value> {
-    check_type(rt, &body)?;
+fn storage_form(rt: &ResourceType, mut body: Value, ns: Option<&str>) -> ApiResult<Value> {
+    check_type(rt, &mut body)?;
     let mut obj = events::to_storage(rt, body);
     if obj["metadata"].is_null() {
         obj["metadata"] = json!({});
@@ -131,13 +118,13 @@ pub(crate) fn create(
 ) -> ApiResult<Outcome> {
     let mut obj = storage_form(rt, body, ns)?;
     if !meta_str(&obj, "resourceVersion").is_empty() {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::storage_refused(
             "resourceVersion should not be set on objects to be created",
         ));
     }
     let generate = meta_str(&obj, "generateName").to_string();
     if meta_str(&obj, "name").is_empty() && !generate.is_empty() {
-        obj["metadata"]["name"] = json!(format!("{generate}{}", ids::name_suffix()));
+        obj["metadata"]["name"] = json!(generated_name(&generate));
     }
     let name = meta_str(&obj, "name").to_string();
     let namespace = meta_str(&obj, "namespace").to_string();
@@ -193,6 +180,16 @@ pub(crate) fn create(
     })
 }
 
+/// A name from a generateName: at most 58 bytes of it (cut on a character boundary) and five
+/// random characters, so that it stays within 63 (`names.SimpleNameGenerator`).
+fn generated_name(base: &str) -> String {
+    let mut cut = base.len().min(58);
+    while !base.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{}", &base[..cut], ids::name_suffix())
+}
+
 /// Replaces an object (PUT), on the main resource or the `status` subresource.
 pub(crate) fn update(
     st: &mut State,
@@ -229,12 +226,10 @@ pub(crate) fn update(
     if rv.is_empty() && !rt.unconditional_update {
         let errs = [StatusCause::invalid(
             "metadata.resourceVersion",
-            &json!("0x0"),
+            &json!(0),
             "must be specified for an update",
         )];
-        let mut e = ApiError::invalid(&rt.group, &rt.kind, name, &errs);
-        e.message = e.message.replace("Invalid value: \"0x0\"", "Invalid value: 0x0");
-        return Err(e);
+        return Err(ApiError::invalid(&rt.group, &rt.kind, name, &errs));
     }
     if !rv.is_empty() && rv != meta_str(&current, "resourceVersion") {
         return Err(ApiError::stale(&rt.group, &rt.plural, name));
@@ -267,8 +262,9 @@ pub(crate) fn replace(
     keep_server_metadata(&current, &mut obj);
     check_new_finalizers(rt, &current, &obj)?;
     let mut warnings = admission::prepare(rt, &mut obj, Some(&current), opts.validation)?;
-    admission::validate(rt, &obj, Some(&current))?;
+    // As the strategies' PrepareForUpdate: the generation is the server's, bumped before validation.
     set_generation(rt, &current, &mut obj);
+    admission::validate(rt, &obj, Some(&current))?;
     warnings.dedup();
     if same_ignoring_bookkeeping(&current, &obj) {
         return Ok(Outcome {
@@ -334,6 +330,7 @@ fn keep_server_metadata(current: &Value, obj: &mut Value) {
         "deletionGracePeriodSeconds",
         "namespace",
         "name",
+        "generation",
     ] {
         match current["metadata"].get(field) {
             Some(v) => obj["metadata"][field] = v.clone(),
@@ -500,18 +497,23 @@ pub(crate) fn delete(st: &mut State, rt: &ResourceType, ns: &str, name: &str, op
     Ok(Deleted::Pending(stored))
 }
 
-/// `preconditions.uid` and `preconditions.resourceVersion` of a DELETE: 409 when they differ.
+/// `preconditions.uid` and `preconditions.resourceVersion` of a DELETE: 409 when they differ,
+/// naming the kind as `rest.BeforeDelete` does.
 fn check_preconditions(rt: &ResourceType, current: &Value, opts: &DeleteOpts) -> ApiResult<()> {
     let name = meta_str(current, "name");
-    for (field, wanted) in [("UID", &opts.uid), ("ResourceVersion", &opts.resource_version)] {
+    for (field, wanted, then) in [
+        ("UID", &opts.uid, "deleted and then recreated"),
+        ("ResourceVersion", &opts.resource_version, "modified"),
+    ] {
         let key = if field == "UID" { "uid" } else { "resourceVersion" };
         let actual = meta_str(current, key);
         if let Some(wanted) = wanted
             && wanted != actual
         {
-            let why =
-                format!("Precondition failed: {field} in precondition: {wanted}, {field} in object meta: {actual}");
-            return Err(ApiError::conflict(&rt.group, &rt.plural, name, &why));
+            let why = format!(
+                "the {field} in the precondition ({wanted}) does not match the {field} in record ({actual}). The object might have been {then}"
+            );
+            return Err(ApiError::conflict(&rt.group, &rt.kind, name, &why));
         }
     }
     Ok(())
@@ -527,7 +529,7 @@ fn propagation_finalizer(policy: Option<&str>) -> ApiResult<Option<&'static str>
             let errs = [StatusCause::not_supported(
                 "propagationPolicy",
                 &json!(other),
-                &["Foreground".into(), "Background".into(), "Orphan".into()],
+                &["Foreground".into(), "Background".into(), "Orphan".into(), "nil".into()],
             )];
             Err(ApiError::invalid("meta.k8s.io", "DeleteOptions", "", &errs))
         }

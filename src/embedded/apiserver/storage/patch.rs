@@ -1,7 +1,7 @@
 //! PATCH bodies: JSON merge patch (RFC 7386), JSON patch (RFC 6902) and strategic merge patch
 //! for built-in types (lists merge by their patch merge key, `$patch`/`$retainKeys`/
 //! `$deleteFromPrimitiveList`/`$setElementOrder` directives).
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::embedded::apiserver::decode;
 use crate::embedded::apiserver::error::{ApiError, ApiResult};
@@ -30,6 +30,10 @@ impl PatchType {
             "application/json-patch+json" => Self::Json,
             "application/strategic-merge-patch+json" if rt.custom.is_none() => Self::Strategic,
             "application/apply-patch+yaml" => Self::Apply,
+            // Built-in types' routes refuse other types before their handler (go-restful).
+            _ if rt.custom.is_none() => {
+                return Err(ApiError::unsupported_media_type("415: Unsupported Media Type").with_details(json!({})));
+            }
             _ => {
                 let mut accepted = vec!["application/json-patch+json", "application/merge-patch+json"];
                 if rt.custom.is_none() {
