@@ -144,7 +144,7 @@ async fn allow_builds_every_commit_in_parallel(plane: Plane) {
     let _operator = plane.operator();
     let repos = Repos::new();
     let up = repos.create("allow");
-    let gate = plane.dir().join("gate");
+    let gate = plane.gate();
     plane
         .apply(&pipeline_yaml("allow", &file_url(&up), "Allow", &gated_build(&gate)))
         .await;
@@ -170,7 +170,7 @@ async fn forbid_skips_the_middle_commit_and_builds_the_newest(plane: Plane) {
     let repos = Repos::new();
     let up = repos.create("forbid");
     let first = up.head();
-    let gate = plane.dir().join("gate");
+    let gate = plane.gate();
     plane
         .apply(&pipeline_yaml("forbid", &file_url(&up), "Forbid", &gated_build(&gate)))
         .await;
@@ -211,7 +211,7 @@ async fn replace_cancels_the_running_build_for_the_newest_commit(plane: Plane) {
     let _operator = plane.operator();
     let repos = Repos::new();
     let up = repos.create("replace");
-    let gate = plane.dir().join("gate");
+    let gate = plane.gate();
     plane
         .apply(&pipeline_yaml(
             "replace",
@@ -318,7 +318,7 @@ async fn a_build_past_its_timeout_and_a_deleted_pod_fail_their_runs(plane: Plane
     assert_eq!(run.reason.as_deref(), Some("DeadlineExceeded"));
     assert_eq!(run.message.as_deref(), Some("DeadlineExceeded after 2s"));
 
-    let gate = plane.dir().join("gate");
+    let gate = plane.gate();
     let up2 = repos.create("deleted");
     plane
         .apply(&pipeline_yaml(
@@ -482,7 +482,7 @@ async fn a_killed_operator_adopts_its_running_build_and_builds_nothing_twice(pla
     let mut operator = plane.operator();
     let repos = Repos::new();
     let up = repos.create("crash");
-    let gate = plane.dir().join("gate");
+    let gate = plane.gate();
     plane
         .apply(&pipeline_yaml("crash", &file_url(&up), "Forbid", &gated_build(&gate)))
         .await;

@@ -37,7 +37,15 @@ pub struct Plane {
     kubeconfig: PathBuf,
     /// What the operator authenticates with: on the real plane, a token of deploy/'s ServiceAccount.
     operator_kubeconfig: PathBuf,
+    /// Where gate files live: outside /tmp and the state directory, which builds in a private
+    /// mount namespace do not see.
+    gates: tempfile::TempDir,
     backend: Backend,
+}
+
+/// A directory builds can read: under the target dir, not /tmp.
+fn gates() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("gates dir")
 }
 
 impl Plane {
@@ -52,6 +60,7 @@ impl Plane {
             namespace: "default".into(),
             kubeconfig: cluster.kubeconfig(),
             operator_kubeconfig: cluster.kubeconfig(),
+            gates: gates(),
             backend: Backend::Embedded(cluster),
         }
     }
@@ -85,6 +94,7 @@ impl Plane {
             namespace,
             kubeconfig,
             operator_kubeconfig,
+            gates: gates(),
             backend: Backend::Real {
                 dir,
                 agent: Some(agent),
@@ -95,6 +105,11 @@ impl Plane {
     /// The test's namespace.
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// A file for [`gated_build`]: absent until the test creates it, visible to builds.
+    pub fn gate(&self) -> PathBuf {
+        self.gates.path().join("gate")
     }
 
     /// A scratch directory that lives as long as the plane.
@@ -384,7 +399,8 @@ pub fn pipeline_yaml(name: &str, repo: &str, policy: &str, build: &str) -> Strin
 }
 
 /// A build script that waits until `gate` exists, then exits 0: the test decides when a build ends. A
-/// forgotten build still ends by itself, after 180s (longer than any wait of the tests).
+/// forgotten build still ends by itself, after 180s (longer than any wait of the tests). The gate must
+/// be where builds can see it: [`Plane::gate`].
 pub fn gated_build(gate: &Path) -> String {
     format!(
         "i=0; while [ ! -e '{gate}' ] && [ $i -lt 1800 ]; do sleep 0.1; i=$((i+1)); done; echo built $CDKUBE_COMMIT",
