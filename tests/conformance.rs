@@ -4,6 +4,10 @@
 //! causes of a failure (reason, field and first line of the message) and the body fields a case
 //! names. Every case runs in a fresh namespace of the same name on both servers.
 //!
+//! A watch case starts from a resourceVersion its setup returned and ends by `timeoutSeconds`;
+//! the writes it should see are setup steps (replayed) or `during` steps (sent while it is open),
+//! so its events do not depend on timing. Cases run four at a time; the whole table takes seconds.
+//!
 //! A case the emulator answers differently on purpose names its deviation and the reason beside
 //! it; the same list is in the "Deviations" doc of `src/embedded/apiserver/mod.rs`. Any other
 //! difference fails the test, and so does a listed deviation that no longer differs.
@@ -28,6 +32,8 @@ struct Case {
     setup: Vec<Step>,
     /// The request whose answers are compared.
     request: Step,
+    /// Requests sent while the request is open (a watch), in order; each must succeed.
+    during: Vec<Step>,
     /// Body fields compared besides status, reason and causes (`differential::pick` paths).
     fields: &'static [&'static str],
     /// Why the embedded server may answer differently (also in the API server's Deviations doc).
@@ -44,6 +50,7 @@ const CASE: Case = Case {
         content_type: "application/json",
         body: None,
     },
+    during: Vec::new(),
     fields: &[],
     deviation: None,
 };
@@ -1316,6 +1323,20 @@ fn watch_and_list_cases() -> Vec<Case> {
             ..CASE
         },
         Case {
+            name: "watch: an object relabelled while watched leaves the selection",
+            setup: vec![labelled()],
+            request: get(&format!(
+                "{CONFIGMAPS}?watch=true&timeoutSeconds=2&labelSelector=a%3D1&resourceVersion={{rv0}}"
+            )),
+            during: vec![relabel()],
+            fields: &[
+                "events.*.type",
+                "events.*.object.metadata.labels",
+                "events.*.object.data",
+            ],
+            ..CASE
+        },
+        Case {
             name: "watch: an object entering the selection is ADDED",
             setup: vec![labelled(), relabel()],
             request: watch("labelSelector=a%3D2&resourceVersion={rv0}"),
@@ -1665,19 +1686,36 @@ async fn run_on(client: &kube::Client, case: &Case, ns: &str, side: &str) -> Res
     };
     let mut cleanup = Vec::new();
     for (i, step) in case.setup.iter().enumerate() {
-        let answer = diff::send(client, step, &vars).await?;
-        if !(200..300).contains(&answer.code) {
-            return Err(format!(
-                "setup step {i} failed on the {side} server: {} {}",
-                answer.code, answer.body
-            ));
-        }
+        let answer = succeed(client, step, &vars, &format!("setup step {i}"), side).await?;
         vars.rvs.push(answer.resource_version());
         cleanup.extend(cluster_scoped_leftover(step, &answer));
     }
-    let answer = diff::send(client, &case.request, &vars).await?;
+    // A watch starts from a resourceVersion the setup returned, so what it reports does not
+    // depend on whether the `during` steps land before or after it is registered.
+    let during = async {
+        for (i, step) in case.during.iter().enumerate() {
+            succeed(client, step, &vars, &format!("step {i} during the request"), side).await?;
+        }
+        Ok::<_, String>(())
+    };
+    let (answer, during) = tokio::join!(diff::send(client, &case.request, &vars), during);
+    let answer = answer?;
+    during?;
     cleanup.extend(cluster_scoped_leftover(&case.request, &answer));
     Ok((answer, cleanup))
+}
+
+/// Sends a step that must succeed (2xx).
+async fn succeed(client: &kube::Client, step: &Step, vars: &Vars, what: &str, side: &str) -> Result<Answer, String> {
+    let answer = diff::send(client, step, vars).await?;
+    if (200..300).contains(&answer.code) {
+        Ok(answer)
+    } else {
+        Err(format!(
+            "{what} failed on the {side} server: {} {}",
+            answer.code, answer.body
+        ))
+    }
 }
 
 /// A DELETE for a cluster-scoped object a step created (namespaced ones go with their namespace).
