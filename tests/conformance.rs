@@ -379,8 +379,48 @@ fn verb_cases() -> Vec<Case> {
     ]
 }
 
+/// The builder Pod the controller creates for run 1 of Pipeline `p` (owner uid made up).
+fn builder_pod() -> Value {
+    use cdkube::controller::pod::{PodTemplate, SourceRef};
+    let mut p = pipeline();
+    p["metadata"]["namespace"] = json!("{ns}");
+    p["metadata"]["uid"] = json!("00000000-0000-0000-0000-000000000001");
+    p["spec"]["env"] = json!([{"name": "MODE", "value": "release"}]);
+    p["spec"]["resources"] = json!({"limits": {"cpu": "1", "memory": "512Mi"}});
+    let pipeline: cdkube::api::Pipeline = serde_json::from_value(p).expect("Pipeline");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let run: cdkube::api::Run = serde_json::from_value(json!({"run": 1, "commit": commit, "shortCommit": "0123456",
+        "revision": format!("main@sha1:{commit}"), "targetVersion": "1", "pod": "p-1-0123456", "phase": "Pending",
+        "trigger": "poll"}))
+    .expect("Run");
+    let source = SourceRef {
+        url: "http://127.0.0.1:9/artifacts/a.tar.gz?expires=1&signature=x".into(),
+        digest: format!("sha256:{}", "0".repeat(64)),
+    };
+    let template = PodTemplate {
+        fetch_image: "cdkube:test".into(),
+    };
+    serde_json::to_value(cdkube::controller::pod::builder_pod(
+        &pipeline, &run, &source, &template,
+    ))
+    .expect("Pod")
+}
+
 fn pod_create_cases() -> Vec<Case> {
     vec![
+        Case {
+            name: "pod: the controller's builder Pod",
+            request: post(PODS, builder_pod()),
+            fields: &[
+                "spec.initContainers",
+                "spec.containers",
+                "spec.securityContext",
+                "spec.tolerations",
+                "status.qosClass",
+                "metadata.ownerReferences",
+            ],
+            ..CASE
+        },
         Case {
             name: "pod: a minimal Pod is defaulted",
             request: create_pod(|_| {}),
