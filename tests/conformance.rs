@@ -359,6 +359,55 @@ fn verb_cases() -> Vec<Case> {
             ..CASE
         },
         Case {
+            name: "verb: DELETE of a bound Pod is graceful",
+            setup: vec![create_pod(|p| p["spec"]["nodeName"] = json!("n1"))],
+            request: diff::delete(POD),
+            fields: &[
+                "kind",
+                "metadata.deletionGracePeriodSeconds",
+                "has:metadata.deletionTimestamp",
+                "metadata.generation",
+            ],
+            ..CASE
+        },
+        Case {
+            name: "verb: DELETE of a namespace",
+            setup: vec![post(NAMESPACES, namespace("{ns}-gone"))],
+            request: diff::delete(&format!("{NAMESPACES}/{{ns}}-gone")),
+            fields: &[
+                "kind",
+                "status.phase",
+                "spec.finalizers",
+                "has:metadata.deletionTimestamp",
+            ],
+            ..CASE
+        },
+        Case {
+            name: "verb: a Pipeline's status through /status",
+            setup: vec![post(PIPELINES, pipeline())],
+            request: patch(
+                &format!("{PIPELINES}/p/status"),
+                MERGE,
+                json!({"status": {"phase": "Building", "observedGeneration": 1}, "spec": {"suspend": true}}),
+            ),
+            fields: &["status", "spec.suspend", "metadata.generation"],
+            ..CASE
+        },
+        Case {
+            name: "verb: a Lease by server-side apply",
+            request: patch(
+                &format!("{LEASE}?fieldManager=node&force=true"),
+                APPLY,
+                lease(json!({"holderIdentity": "n1", "leaseDurationSeconds": 40})),
+            ),
+            fields: &[
+                "spec",
+                "metadata.managedFields.0.manager",
+                "metadata.managedFields.0.operation",
+            ],
+            ..CASE
+        },
+        Case {
             name: "verb: a list page and its continue token",
             setup: vec![
                 cm(),
