@@ -4,6 +4,10 @@
 //! causes of a failure (reason, field and first line of the message) and the body fields a case
 //! names. Every case runs in a fresh namespace of the same name on both servers.
 //!
+//! A watch case starts from a resourceVersion its setup returned and ends by `timeoutSeconds`;
+//! the writes it should see are setup steps (replayed) or `during` steps (sent while it is open),
+//! so its events do not depend on timing. Cases run four at a time; the whole table takes seconds.
+//!
 //! A case the emulator answers differently on purpose names its deviation and the reason beside
 //! it; the same list is in the "Deviations" doc of `src/embedded/apiserver/mod.rs`. Any other
 //! difference fails the test, and so does a listed deviation that no longer differs.
@@ -28,6 +32,8 @@ struct Case {
     setup: Vec<Step>,
     /// The request whose answers are compared.
     request: Step,
+    /// Requests sent while the request is open (a watch), in order; each must succeed.
+    during: Vec<Step>,
     /// Body fields compared besides status, reason and causes (`differential::pick` paths).
     fields: &'static [&'static str],
     /// Why the embedded server may answer differently (also in the API server's Deviations doc).
@@ -44,6 +50,7 @@ const CASE: Case = Case {
         content_type: "application/json",
         body: None,
     },
+    during: Vec::new(),
     fields: &[],
     deviation: None,
 };
@@ -352,6 +359,55 @@ fn verb_cases() -> Vec<Case> {
             ..CASE
         },
         Case {
+            name: "verb: DELETE of a bound Pod is graceful",
+            setup: vec![create_pod(|p| p["spec"]["nodeName"] = json!("n1"))],
+            request: diff::delete(POD),
+            fields: &[
+                "kind",
+                "metadata.deletionGracePeriodSeconds",
+                "has:metadata.deletionTimestamp",
+                "metadata.generation",
+            ],
+            ..CASE
+        },
+        Case {
+            name: "verb: DELETE of a namespace",
+            setup: vec![post(NAMESPACES, namespace("{ns}-gone"))],
+            request: diff::delete(&format!("{NAMESPACES}/{{ns}}-gone")),
+            fields: &[
+                "kind",
+                "status.phase",
+                "spec.finalizers",
+                "has:metadata.deletionTimestamp",
+            ],
+            ..CASE
+        },
+        Case {
+            name: "verb: a Pipeline's status through /status",
+            setup: vec![post(PIPELINES, pipeline())],
+            request: patch(
+                &format!("{PIPELINES}/p/status"),
+                MERGE,
+                json!({"status": {"phase": "Building", "observedGeneration": 1}, "spec": {"suspend": true}}),
+            ),
+            fields: &["status", "spec.suspend", "metadata.generation"],
+            ..CASE
+        },
+        Case {
+            name: "verb: a Lease by server-side apply",
+            request: patch(
+                &format!("{LEASE}?fieldManager=node&force=true"),
+                APPLY,
+                lease(json!({"holderIdentity": "n1", "leaseDurationSeconds": 40})),
+            ),
+            fields: &[
+                "spec",
+                "metadata.managedFields.0.manager",
+                "metadata.managedFields.0.operation",
+            ],
+            ..CASE
+        },
+        Case {
             name: "verb: a list page and its continue token",
             setup: vec![
                 cm(),
@@ -372,8 +428,48 @@ fn verb_cases() -> Vec<Case> {
     ]
 }
 
+/// The builder Pod the controller creates for run 1 of Pipeline `p` (owner uid made up).
+fn builder_pod() -> Value {
+    use cdkube::controller::pod::{PodTemplate, SourceRef};
+    let mut p = pipeline();
+    p["metadata"]["namespace"] = json!("{ns}");
+    p["metadata"]["uid"] = json!("00000000-0000-0000-0000-000000000001");
+    p["spec"]["env"] = json!([{"name": "MODE", "value": "release"}]);
+    p["spec"]["resources"] = json!({"limits": {"cpu": "1", "memory": "512Mi"}});
+    let pipeline: cdkube::api::Pipeline = serde_json::from_value(p).expect("Pipeline");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let run: cdkube::api::Run = serde_json::from_value(json!({"run": 1, "commit": commit, "shortCommit": "0123456",
+        "revision": format!("main@sha1:{commit}"), "targetVersion": "1", "pod": "p-1-0123456", "phase": "Pending",
+        "trigger": "poll"}))
+    .expect("Run");
+    let source = SourceRef {
+        url: "http://127.0.0.1:9/artifacts/a.tar.gz?expires=1&signature=x".into(),
+        digest: format!("sha256:{}", "0".repeat(64)),
+    };
+    let template = PodTemplate {
+        fetch_image: "cdkube:test".into(),
+    };
+    serde_json::to_value(cdkube::controller::pod::builder_pod(
+        &pipeline, &run, &source, &template,
+    ))
+    .expect("Pod")
+}
+
 fn pod_create_cases() -> Vec<Case> {
     vec![
+        Case {
+            name: "pod: the controller's builder Pod",
+            request: post(PODS, builder_pod()),
+            fields: &[
+                "spec.initContainers",
+                "spec.containers",
+                "spec.securityContext",
+                "spec.tolerations",
+                "status.qosClass",
+                "metadata.ownerReferences",
+            ],
+            ..CASE
+        },
         Case {
             name: "pod: a minimal Pod is defaulted",
             request: create_pod(|_| {}),
@@ -1316,6 +1412,20 @@ fn watch_and_list_cases() -> Vec<Case> {
             ..CASE
         },
         Case {
+            name: "watch: an object relabelled while watched leaves the selection",
+            setup: vec![labelled()],
+            request: get(&format!(
+                "{CONFIGMAPS}?watch=true&timeoutSeconds=2&labelSelector=a%3D1&resourceVersion={{rv0}}"
+            )),
+            during: vec![relabel()],
+            fields: &[
+                "events.*.type",
+                "events.*.object.metadata.labels",
+                "events.*.object.data",
+            ],
+            ..CASE
+        },
+        Case {
             name: "watch: an object entering the selection is ADDED",
             setup: vec![labelled(), relabel()],
             request: watch("labelSelector=a%3D2&resourceVersion={rv0}"),
@@ -1665,19 +1775,36 @@ async fn run_on(client: &kube::Client, case: &Case, ns: &str, side: &str) -> Res
     };
     let mut cleanup = Vec::new();
     for (i, step) in case.setup.iter().enumerate() {
-        let answer = diff::send(client, step, &vars).await?;
-        if !(200..300).contains(&answer.code) {
-            return Err(format!(
-                "setup step {i} failed on the {side} server: {} {}",
-                answer.code, answer.body
-            ));
-        }
+        let answer = succeed(client, step, &vars, &format!("setup step {i}"), side).await?;
         vars.rvs.push(answer.resource_version());
         cleanup.extend(cluster_scoped_leftover(step, &answer));
     }
-    let answer = diff::send(client, &case.request, &vars).await?;
+    // A watch starts from a resourceVersion the setup returned, so what it reports does not
+    // depend on whether the `during` steps land before or after it is registered.
+    let during = async {
+        for (i, step) in case.during.iter().enumerate() {
+            succeed(client, step, &vars, &format!("step {i} during the request"), side).await?;
+        }
+        Ok::<_, String>(())
+    };
+    let (answer, during) = tokio::join!(diff::send(client, &case.request, &vars), during);
+    let answer = answer?;
+    during?;
     cleanup.extend(cluster_scoped_leftover(&case.request, &answer));
     Ok((answer, cleanup))
+}
+
+/// Sends a step that must succeed (2xx).
+async fn succeed(client: &kube::Client, step: &Step, vars: &Vars, what: &str, side: &str) -> Result<Answer, String> {
+    let answer = diff::send(client, step, vars).await?;
+    if (200..300).contains(&answer.code) {
+        Ok(answer)
+    } else {
+        Err(format!(
+            "{what} failed on the {side} server: {} {}",
+            answer.code, answer.body
+        ))
+    }
 }
 
 /// A DELETE for a cluster-scoped object a step created (namespaced ones go with their namespace).

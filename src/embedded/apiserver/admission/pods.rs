@@ -278,23 +278,42 @@ fn default_tolerations(spec: &mut Value) {
     }
 }
 
+/// `ComputePodQOS`: over init and regular containers, only cpu and memory count; Guaranteed when
+/// every container limits both and the summed requests equal the summed limits.
 fn qos_class(spec: &Value) -> &'static str {
-    let containers: Vec<&Value> = spec["containers"]
-        .as_array()
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    let has = |c: &Value, kind: &str| c["resources"][kind].as_object().is_some_and(|m| !m.is_empty());
-    if containers.iter().all(|c| !has(c, "requests") && !has(c, "limits")) {
+    use std::collections::BTreeMap;
+    let mut requests: BTreeMap<&str, i128> = BTreeMap::new();
+    let mut limits: BTreeMap<&str, i128> = BTreeMap::new();
+    let mut guaranteed = true;
+    let all = ["containers", "initContainers"]
+        .into_iter()
+        .flat_map(|list| spec[list].as_array().into_iter().flatten());
+    for c in all {
+        let mut found = Vec::new();
+        for (kind, sums) in [("requests", &mut requests), ("limits", &mut limits)] {
+            for name in ["cpu", "memory"] {
+                let q = c["resources"][kind][name]
+                    .as_str()
+                    .and_then(|q| Quantity::parse(q).ok());
+                if let Some(q) = q.filter(|q| q.nanos() > 0) {
+                    *sums.entry(name).or_default() += q.nanos();
+                    if kind == "limits" {
+                        found.push(name);
+                    }
+                }
+            }
+        }
+        guaranteed &= found.len() == 2;
+    }
+    if requests.is_empty() && limits.is_empty() {
         return "BestEffort";
     }
-    let guaranteed = containers.iter().all(|c| {
-        let limits = &c["resources"]["limits"];
-        ["cpu", "memory"].iter().all(|r| !limits[r].is_null())
-            && c["resources"]["requests"]
-                .as_object()
-                .is_none_or(|req| req.iter().all(|(k, v)| &limits[k] == v))
-    });
-    if guaranteed { "Guaranteed" } else { "Burstable" }
+    guaranteed &= requests.iter().all(|(name, r)| limits.get(name) == Some(r));
+    if guaranteed && requests.len() == limits.len() {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
 }
 
 /// The fields a Pod update may change.

@@ -148,6 +148,11 @@ impl Quantity {
         })
     }
 
+    /// The value in nano-units.
+    pub(crate) fn nanos(&self) -> i128 {
+        self.nanos
+    }
+
     /// Whether it is below zero.
     pub(crate) fn is_negative(&self) -> bool {
         self.nanos < 0
