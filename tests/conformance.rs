@@ -58,6 +58,7 @@ const CASE: Case = Case {
 const PODS: &str = "/api/v1/namespaces/{ns}/pods";
 const POD: &str = "/api/v1/namespaces/{ns}/pods/p";
 const CONFIGMAPS: &str = "/api/v1/namespaces/{ns}/configmaps";
+const ROLEBINDINGS: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings";
 const CONFIGMAP: &str = "/api/v1/namespaces/{ns}/configmaps/cm";
 const SECRETS: &str = "/api/v1/namespaces/{ns}/secrets";
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases";
@@ -107,6 +108,13 @@ fn create_pod(edit: impl FnOnce(&mut Value)) -> Step {
 /// Changes container `c` of a Pod.
 fn container(p: &mut Value) -> &mut Value {
     &mut p["spec"]["containers"][0]
+}
+
+/// RoleBinding `b` of `kind/role` to ServiceAccount `default`.
+fn role_binding(kind: &str, role: &str) -> Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "b"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": "default"}]})
 }
 
 fn configmap(data: Value) -> Value {
@@ -522,6 +530,61 @@ fn pod_create_cases() -> Vec<Case> {
                 "spec.containers.0.livenessProbe",
                 "spec.containers.0.env",
             ],
+            ..CASE
+        },
+        Case {
+            name: "serviceaccount: a Pod gets the token volume of its ServiceAccount",
+            request: create_pod(|_| {}),
+            fields: &[
+                "spec.serviceAccountName",
+                "spec.volumes.0.projected",
+                "spec.containers.0.volumeMounts.0.mountPath",
+                "spec.containers.0.volumeMounts.0.readOnly",
+            ],
+            ..CASE
+        },
+        Case {
+            name: "serviceaccount: a Pod naming a missing ServiceAccount",
+            request: create_pod(|p| p["spec"]["serviceAccountName"] = json!("ghost")),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "serviceaccount: a TokenRequest shorter than 10 minutes",
+            request: post(
+                "/api/v1/namespaces/{ns}/serviceaccounts/default/token",
+                json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 60}}),
+            ),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "rbac: a RoleBinding's roleRef cannot change",
+            setup: vec![post(ROLEBINDINGS, role_binding("Role", "a"))],
+            request: put(&format!("{ROLEBINDINGS}/b"), role_binding("Role", "other")),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "rbac: a rule without verbs or resources",
+            request: post(
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "r"},
+                    "rules": [{"apiGroups": [""]}]}),
+            ),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "rbac: subjects of unknown kind and ServiceAccounts with an apiGroup",
+            request: post(
+                ROLEBINDINGS,
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "b"},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "a"},
+                    "subjects": [{"kind": "Robot", "name": "r"},
+                        {"kind": "ServiceAccount", "name": "sa", "apiGroup": "rbac.authorization.k8s.io"}]}),
+            ),
+            fields: &["message"],
             ..CASE
         },
         Case {
@@ -1500,10 +1563,6 @@ fn watch_and_list_cases() -> Vec<Case> {
             name: "list: a new namespace's ConfigMaps",
             request: get(CONFIGMAPS),
             fields: &["items.*.metadata.name"],
-            deviation: Some(
-                "no root-CA publisher: kube-controller-manager puts ConfigMap kube-root-ca.crt in every namespace \
-                 (for ServiceAccount token volumes); the emulator mounts no token volumes and has no such ConfigMap",
-            ),
             ..CASE
         },
         Case {

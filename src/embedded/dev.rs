@@ -2,7 +2,11 @@
 //! CRD, the local pod runner — plus the user's manifests, until Ctrl-C.
 //!
 //! The operator runs here too (`--no-operator` leaves it out, for tests that run `cdkube run` as a
-//! separate process), with local repositories allowed and its artifact server on 127.0.0.1. With no
+//! separate process), with local repositories allowed and its artifact server on 127.0.0.1. It runs
+//! as it does on a cluster: as ServiceAccount `cdkube-system/cdkube`, bound only by deploy/'s RBAC
+//! (applied at start), with a TokenRequest token kept in `<state_dir>/operator/token` and renewed
+//! before it expires (its client re-reads the file, as in-cluster clients do); the same identity is
+//! in `<state_dir>/operator.kubeconfig` for `kubectl auth can-i`. With no
 //! `-f`, a demo repository and a Pipeline that follows it are created, so a first build is one
 //! `git commit` away. Each run Event is printed as one line.
 //!
@@ -24,6 +28,18 @@ use super::{ApiServer, ApiServerConfig};
 
 /// Field manager of everything `cdkube dev` applies.
 pub const FIELD_MANAGER: &str = "cdkube-dev";
+
+/// deploy/'s namespace and RBAC, which the operator runs under.
+const OPERATOR_MANIFESTS: [(&str, &str); 2] = [
+    ("deploy/namespace.yaml", include_str!("../../deploy/namespace.yaml")),
+    ("deploy/rbac.yaml", include_str!("../../deploy/rbac.yaml")),
+];
+/// The operator's ServiceAccount in deploy/rbac.yaml.
+pub const OPERATOR_NAMESPACE: &str = "cdkube-system";
+/// The operator's ServiceAccount in deploy/rbac.yaml.
+pub const OPERATOR_SERVICE_ACCOUNT: &str = "cdkube";
+/// Lifetime of the operator's tokens (kube's default); renewed at 80% of it, as kubelet does.
+const OPERATOR_TOKEN_SECONDS: i64 = 3600;
 
 /// What went wrong; each is reported as one line and a non-zero exit.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +101,9 @@ pub enum Error {
     /// The operator did not start.
     #[error("starting the operator: {0}")]
     Operator(#[from] crate::controller::StartError),
+    /// The operator's ServiceAccount, RBAC or token could not be set up.
+    #[error("running the operator as {OPERATOR_NAMESPACE}/{OPERATOR_SERVICE_ACCOUNT}: {0}")]
+    OperatorAccount(String),
     /// The demo repository could not be created.
     #[error("creating the demo repository: {0}")]
     Demo(String),
@@ -171,6 +190,100 @@ pub async fn install_crd(client: &Client) -> Result<(), Error> {
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
+    }
+}
+
+/// A token for ServiceAccount `ns/name` from a TokenRequest, valid for `seconds` (at least 600), for
+/// the API server's own audience.
+pub async fn request_token(client: &Client, ns: &str, name: &str, seconds: i64) -> Result<String, kube::Error> {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(seconds),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let issued: TokenRequest = api
+        .create_subresource("token", name, &kube::api::PostParams::default(), &request)
+        .await?;
+    Ok(issued.status.and_then(|s| s.token).unwrap_or_default())
+}
+
+/// Writes `token` to `path` (mode 0600) by renaming a new file over it, so readers see a whole token.
+fn write_token(path: &Path, token: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The operator's identity on this plane: deploy/'s namespace and RBAC applied, a token for its
+/// ServiceAccount in `<state_dir>/operator/token`, a kubeconfig using that file, and a task that
+/// renews the token.
+struct OperatorAccount {
+    client: Client,
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+async fn operator_account(plane: &ApiServer, admin: &Client, state_dir: &Path) -> Result<OperatorAccount, Error> {
+    for (name, text) in OPERATOR_MANIFESTS {
+        apply_manifests(admin, text, name).await?;
+    }
+    let failed = |e: &dyn std::fmt::Display| Error::OperatorAccount(e.to_string());
+    let token_file = state_dir.join("operator").join("token");
+    let token = request_token(
+        admin,
+        OPERATOR_NAMESPACE,
+        OPERATOR_SERVICE_ACCOUNT,
+        OPERATOR_TOKEN_SECONDS,
+    )
+    .await
+    .map_err(|e| failed(&api_message(&e)))?;
+    write_token(&token_file, &token).map_err(|e| failed(&e))?;
+    let kubeconfig = state_dir.join("operator.kubeconfig");
+    plane
+        .write_kubeconfig(&kubeconfig, super::Credential::TokenFile(&token_file))
+        .map_err(|e| failed(&e))?;
+    let client = ApiServer::client_from(&kubeconfig).await.map_err(|e| failed(&e))?;
+    let renewal = tokio::spawn(renew_token(admin.clone(), token_file));
+    Ok(OperatorAccount { client, renewal })
+}
+
+/// Renews the operator's token at 80% of its lifetime (every 30s after a failure) until aborted.
+async fn renew_token(admin: Client, token_file: PathBuf) {
+    let every = Duration::from_secs((OPERATOR_TOKEN_SECONDS as u64) * 4 / 5);
+    let mut wait = every;
+    loop {
+        tokio::time::sleep(wait).await;
+        let renewed = request_token(
+            &admin,
+            OPERATOR_NAMESPACE,
+            OPERATOR_SERVICE_ACCOUNT,
+            OPERATOR_TOKEN_SECONDS,
+        )
+        .await
+        .map_err(|e| api_message(&e))
+        .and_then(|token| write_token(&token_file, &token).map_err(|e| e.to_string()));
+        wait = match renewed {
+            Ok(()) => every,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot renew the operator's ServiceAccount token; retrying in 30s");
+                Duration::from_secs(30)
+            }
+        };
     }
 }
 
@@ -336,7 +449,7 @@ async fn apply_files(client: &Client, files: Vec<ManifestFile>) -> Result<Vec<Ap
 fn banner(server: &str, kubeconfig: &Path, applied: &[Applied], operator: bool, demo: Option<&Path>) -> String {
     let kc = kubeconfig.display();
     let operator = if operator {
-        "operator: running (polls Pipelines' repositories and builds each new commit)"
+        "operator: running as ServiceAccount cdkube-system/cdkube under deploy/rbac.yaml (polls Pipelines' repositories and builds each new commit)"
     } else {
         "operator: not started (--no-operator); run `cdkube run --allow-local-repos` against this plane"
     };
@@ -469,11 +582,13 @@ async fn apply(
 struct Operator {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
+    renewal: tokio::task::JoinHandle<()>,
 }
 
-/// Starts the operator (local repositories allowed, artifact server on a free 127.0.0.1 port, signing key
-/// in the state directory) and prints one line per run Event.
-async fn start_operator(client: Client, state_dir: &Path) -> Operator {
+/// Starts the operator as its ServiceAccount (local repositories allowed, artifact server on a free
+/// 127.0.0.1 port, signing key in the state directory) and prints one line per run Event.
+async fn start_operator(account: OperatorAccount, state_dir: &Path) -> Operator {
+    let OperatorAccount { client, renewal } = account;
     let (lines, mut printed) = tokio::sync::mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
         while let Some(line) = printed.recv().await {
@@ -500,13 +615,14 @@ async fn start_operator(client: Client, state_dir: &Path) -> Operator {
             eprintln!("cdkube dev: operator: {e}");
         }
     });
-    Operator { stop, task }
+    Operator { stop, task, renewal }
 }
 
 async fn stop_operator(operator: Option<Operator>) {
     if let Some(operator) = operator {
         let _ = operator.stop.send(());
         let _ = operator.task.await;
+        operator.renewal.abort();
     }
 }
 
@@ -537,7 +653,9 @@ pub async fn run(opts: DevOptions) -> Result<(), Error> {
     let result = async {
         install_crd(&client).await?;
         let exe = std::env::current_exe().map_err(Error::CurrentExe)?;
-        let runner = Runner::start(client.clone(), RunnerConfig::new(&state_dir, exe))?;
+        let mut config = RunnerConfig::new(&state_dir, exe);
+        config.api_server = Some(plane.addr());
+        let runner = Runner::start(client.clone(), config)?;
         Ok::<_, Error>(runner)
     }
     .await;
@@ -558,7 +676,14 @@ pub async fn run(opts: DevOptions) -> Result<(), Error> {
         }
     };
     let operator = match opts.operator {
-        true => Some(start_operator(client.clone(), &state_dir).await),
+        true => match operator_account(&plane, &client, &state_dir).await {
+            Ok(account) => Some(start_operator(account, &state_dir).await),
+            Err(e) => {
+                runner.shutdown().await;
+                plane.shutdown().await;
+                return Err(e);
+            }
+        },
         false => None,
     };
     // Write errors (a closed pipe) must not panic the plane away from its Pod processes.

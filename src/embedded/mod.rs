@@ -15,6 +15,6 @@ pub mod runner;
 mod state_dir;
 mod tls;
 
-pub use apiserver::{ApiServer, ApiServerConfig, Error as ApiServerError};
+pub use apiserver::{ApiServer, ApiServerConfig, Credential, Error as ApiServerError};
 pub use conn::ServeLimits;
 pub use runner::{Runner, RunnerConfig};

@@ -1,10 +1,11 @@
 //! The embedded cluster handle: an API server in a temporary state directory, optionally with the
 //! local pod runner, and a wait-for-condition helper.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cdkube::embedded::runner::VolumeMode;
-use cdkube::embedded::{ApiServer, ApiServerConfig, Runner, RunnerConfig};
+use cdkube::embedded::{ApiServer, ApiServerConfig, Credential, Runner, RunnerConfig};
+use k8s_openapi::api::core::v1::ServiceAccount;
 
 /// A running API server (and, once started, a pod runner) with its state directory, removed on drop.
 pub struct Cluster {
@@ -42,6 +43,7 @@ impl Cluster {
     pub async fn start_runner(&mut self, mode: Option<VolumeMode>) {
         let mut config = RunnerConfig::new(self.state_dir(), env!("CARGO_BIN_EXE_cdkube"));
         config.volume_mode = mode;
+        config.api_server = Some(self.server.addr());
         let client = self.client().await;
         self.runner = Some(Runner::start(client, config).expect("start the pod runner"));
     }
@@ -65,6 +67,58 @@ impl Cluster {
     pub async fn client(&self) -> kube::Client {
         self.server.client().await.expect("client")
     }
+
+    /// A kubeconfig (mode 0600, in the cluster's directory) that authenticates as ServiceAccount
+    /// `ns/name` with a fresh one-hour TokenRequest token; the ServiceAccount is created if missing.
+    pub async fn service_account_kubeconfig(&self, ns: &str, name: &str) -> PathBuf {
+        let token = self.service_account_token(ns, name).await;
+        let path = self.dir.path().join(format!("{ns}.{name}.kubeconfig"));
+        self.server
+            .write_kubeconfig(&path, Credential::Token(&token))
+            .expect("write the ServiceAccount's kubeconfig");
+        path
+    }
+
+    /// A fresh one-hour TokenRequest token for ServiceAccount `ns/name`, created if missing.
+    pub async fn service_account_token(&self, ns: &str, name: &str) -> String {
+        let admin = self.client().await;
+        let api: kube::Api<ServiceAccount> = kube::Api::namespaced(admin.clone(), ns);
+        if api.get_opt(name).await.expect("get ServiceAccount").is_none() {
+            let sa: ServiceAccount =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("ServiceAccount");
+            api.create(&Default::default(), &sa)
+                .await
+                .expect("create ServiceAccount");
+        }
+        cdkube::embedded::dev::request_token(&admin, ns, name, 3600)
+            .await
+            .expect("TokenRequest")
+    }
+
+    /// The operator's identity as deploy/ defines it: deploy/namespace.yaml and deploy/rbac.yaml
+    /// applied, and a kubeconfig for their ServiceAccount `cdkube-system/cdkube`.
+    pub async fn operator_kubeconfig(&self) -> PathBuf {
+        let admin = self.client().await;
+        for file in ["namespace.yaml", "rbac.yaml"] {
+            let path = super::fixtures::repo_root().join("deploy").join(file);
+            let text = std::fs::read_to_string(&path).expect("read deploy/ manifest");
+            cdkube::embedded::dev::apply_manifests(&admin, &text, file)
+                .await
+                .expect("apply deploy/ manifest");
+        }
+        self.service_account_kubeconfig(
+            cdkube::embedded::dev::OPERATOR_NAMESPACE,
+            cdkube::embedded::dev::OPERATOR_SERVICE_ACCOUNT,
+        )
+        .await
+    }
+}
+
+/// A kube-rs client from a kubeconfig file.
+pub async fn client_for(kubeconfig: &Path) -> kube::Client {
+    ApiServer::client_from(kubeconfig)
+        .await
+        .expect("client from kubeconfig")
 }
 
 impl Drop for Cluster {

@@ -35,7 +35,7 @@ pub struct Plane {
     namespace: String,
     /// Admin kubeconfig, with the test's namespace as the default.
     kubeconfig: PathBuf,
-    /// What the operator authenticates with: on the real plane, a token of deploy/'s ServiceAccount.
+    /// What the operator authenticates with: a token of deploy/'s ServiceAccount, on either plane.
     operator_kubeconfig: PathBuf,
     /// Where gate files live: outside /tmp and the state directory, which builds in a private
     /// mount namespace do not see.
@@ -49,17 +49,19 @@ fn gates() -> tempfile::TempDir {
 }
 
 impl Plane {
-    /// An embedded plane: starts the server, installs the CRD and starts the runner.
+    /// An embedded plane: starts the server, installs the CRD, starts the runner, and applies
+    /// deploy/'s namespace and RBAC for the operator's identity.
     pub async fn start() -> Plane {
         let mut cluster = Cluster::start().await;
         let client = cluster.client().await;
         cdkube::embedded::dev::install_crd(&client).await.expect("install CRD");
         cluster.start_runner(None).await;
+        let operator_kubeconfig = cluster.operator_kubeconfig().await;
         Plane {
             client,
             namespace: "default".into(),
             kubeconfig: cluster.kubeconfig(),
-            operator_kubeconfig: cluster.kubeconfig(),
+            operator_kubeconfig,
             gates: gates(),
             backend: Backend::Embedded(cluster),
         }

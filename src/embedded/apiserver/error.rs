@@ -291,6 +291,24 @@ impl ApiError {
         Self::new(403, "Forbidden", message).named(group, resource, name)
     }
 
+    /// 403 as apimachinery's `NewForbidden`: `<resource> "<name>" is forbidden: <why>`, without
+    /// the name when there is none, and `forbidden: <why>` without a resource (non-resource URLs).
+    /// Details carry only the fields that are set.
+    pub(crate) fn forbidden_request(group: &str, resource: &str, name: &str, why: &str) -> Self {
+        let message = match (resource.is_empty(), name.is_empty()) {
+            (true, _) => format!("forbidden: {why}"),
+            (false, true) => format!("{} is forbidden: {why}", qualified(group, resource)),
+            (false, false) => format!("{} {name:?} is forbidden: {why}", qualified(group, resource)),
+        };
+        let mut details = serde_json::Map::new();
+        for (k, v) in [("name", name), ("group", group), ("kind", resource)] {
+            if !v.is_empty() {
+                details.insert(k.into(), json!(v));
+            }
+        }
+        Self::new(403, "Forbidden", message).with_details(Value::Object(details))
+    }
+
     /// 405 for a verb the resource does not support.
     pub(crate) fn method_not_allowed() -> Self {
         Self::new(

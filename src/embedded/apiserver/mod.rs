@@ -13,27 +13,56 @@
 //!
 //! Beside them, used by all three: [`error`] (`metav1.Status` errors), [`decode`] (request bodies
 //! within the input limits), [`resources`] (the served types), [`ids`] (UIDs, tokens, timestamps),
-//! and for the start-up only `embedded::tls` and [`kubeconfig`].
+//! [`tokens`] (ServiceAccount JWTs), and for the start-up only `embedded::tls`, [`kubeconfig`]
+//! and [`policy`] (the bootstrap RBAC policy).
+//!
+//! # Authentication and authorization
+//!
+//! The kubeconfig's bearer token is the administrator (user `system:admin`, group
+//! `system:masters`: allowed everything). ServiceAccount tokens from TokenRequest
+//! (`kubectl create token`) authenticate as `system:serviceaccount:NS:NAME` (groups
+//! `system:serviceaccounts`, `system:serviceaccounts:NS`, `system:authenticated`) while their
+//! ServiceAccount exists with the uid they name; every request they make is authorized by RBAC
+//! (Roles, ClusterRoles and their bindings, served under rbac.authorization.k8s.io/v1), with
+//! kube-apiserver's 403 wording, and may grant through RBAC only what it holds.
+//! SelfSubjectAccessReview (`kubectl auth can-i`), SelfSubjectRulesReview (`kubectl auth can-i
+//! --list`) and SelfSubjectReview (`kubectl auth whoami`) are served. Every namespace gets a
+//! `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap; a Pod naming a missing
+//! ServiceAccount is refused (403), and a Pod that automounts a token gets the
+//! `kube-api-access-*` volume, as the ServiceAccount admission plugin does.
 //!
 //! # Deviations from kube-apiserver
 //!
 //! The emulator is honest about what it is: a single-process stand-in for a development machine.
 //! - Storage is in memory: objects are lost when the server stops; one global resourceVersion counter
 //!   and a bounded change history (older resourceVersions answer 410 Expired) stand in for etcd.
-//! - Authentication is one bearer token; there is no authorization (RBAC), no admission webhooks, no
-//!   API aggregation, and anonymous requests reach only `/version` and the health endpoints.
+//! - Authentication is the admin bearer token or a ServiceAccount token (no client certificates,
+//!   OIDC, webhook or static token files); anonymous requests reach only `/version` and the health
+//!   endpoints (elsewhere 401, not RBAC's 403). Tokens are HS256 JWTs signed with
+//!   `<state_dir>/sa-signing.key` (kube-apiserver signs RS256/ES256 and serves
+//!   `/openid/v1/jwks`; this server serves no OIDC discovery), with the issuer and only audience
+//!   `https://kubernetes.default.svc.cluster.local`; there are no legacy Secret-based tokens and no
+//!   `--service-account-max-token-expiration` cap.
+//! - Authorization is RBAC alone (no Node or webhook authorizer), with its escalation checks on
+//!   writes of Roles and bindings (`escalate` and `bind` verbs) and ClusterRole aggregation
+//!   (`aggregationRule`, filled in by the in-process controller). Left out: SubjectAccessReview,
+//!   LocalSubjectAccessReview and impersonation. Of the bootstrap policy
+//!   only `cluster-admin`, `system:discovery`, `system:basic-user` and `system:public-info-viewer`
+//!   exist (with their bindings); `admin`, `edit` and `view` do not.
+//! - Tokens mounted into Pods (the `kube-api-access-*` volume the ServiceAccount admission plugin
+//!   adds) are requested by the pod runner when the Pod starts and not renewed while it runs.
+//! - There are no admission webhooks and no API aggregation.
 //! - Only the built-in types cdkube and its tests use are served (namespaces, pods with `status`,
-//!   `log` and `binding`, secrets, configmaps, serviceaccounts, events in both views, leases and
-//!   CustomResourceDefinitions), plus the custom resources CRDs define.
+//!   `log` and `binding`, secrets, configmaps, serviceaccounts with `token`, events in both views,
+//!   leases, CustomResourceDefinitions, the four RBAC types and the three self-reviews), plus the
+//!   custom resources CRDs define.
 //! - CRDs are established synchronously on write (no apiextensions controller delay), and objects
 //!   are never converted between a CRD's versions (no conversion webhook is called).
 //! - Responses are JSON only: an Accept header that allows nothing but protobuf or CBOR is 406;
 //!   protobuf request bodies are decoded only for the types `kubectl create` sends that way.
-//! - The garbage collector and namespace controller run in-process after every write, not as a
-//!   separate controller manager.
-//!
-//! - No root-CA publisher: kube-controller-manager puts a ConfigMap `kube-root-ca.crt` in every
-//!   namespace; the emulator does not (so a namespace's ConfigMaps list is empty at first).
+//! - The garbage collector and namespace controller (and with them the serviceaccount and
+//!   clusterrole-aggregation controllers) run in-process after writes, not as a separate
+//!   controller manager.
 //! - Built-in types are validated for the fields cdkube, its runner and common manifests use, with
 //!   kube-apiserver's rules, field paths and messages (Pods: containers, volumes and their common
 //!   sources, env, ports, resources, probes, security contexts, tolerations; ObjectMeta; ConfigMaps,
@@ -75,8 +104,11 @@ pub(crate) mod error;
 pub(crate) mod http;
 pub(crate) mod ids;
 mod kubeconfig;
+pub use kubeconfig::Credential;
+mod policy;
 pub(crate) mod resources;
 pub(crate) mod storage;
+pub(crate) mod tokens;
 
 /// Errors starting or using the server.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +146,14 @@ pub enum Error {
     /// The serving certificate could not be generated.
     #[error("cannot generate the serving certificate: {0}")]
     Tls(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The ServiceAccount token signing key could not be read or created.
+    #[error("cannot read or create the ServiceAccount signing key in {path}: {source}")]
+    SigningKey {
+        /// The state directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// Creating a bootstrap object failed.
     #[error("cannot bootstrap the store: {0}")]
     Bootstrap(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -178,18 +218,24 @@ impl ApiServer {
             port: config.port,
             source,
         })?;
+        let signer = tokens::Signer::load_or_create(&config.state_dir).map_err(|source| Error::SigningKey {
+            path: config.state_dir.clone(),
+            source,
+        })?;
+        let certs = tls::generate("cdkube-embedded-apiserver").map_err(|e| Error::Tls(e.into()))?;
         let store = Arc::new(Store::new(config.watch_history));
+        store.lock().set_root_ca(&certs.ca_pem);
         bootstrap(&store)?;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let server = Arc::new(Server {
             store: store.clone(),
             token: token.clone(),
+            signer,
             state_dir: config.state_dir.clone(),
             addr,
             bookmark_interval: config.bookmark_interval,
             shutdown: shutdown_rx.clone(),
         });
-        let certs = tls::generate("cdkube-embedded-apiserver").map_err(|e| Error::Tls(e.into()))?;
         let app = Router::new().fallback(http::entry).with_state(server);
         let serve = tokio::spawn(tls::serve(
             listener,
@@ -204,9 +250,11 @@ impl ApiServer {
         let ca_path = config.state_dir.join("ca.crt");
         crate::embedded::state_dir::write_file(&ca_path, certs.ca_pem.as_bytes())
             .map_err(|source| Error::Kubeconfig { path: ca_path, source })?;
-        kubeconfig::write(&kubeconfig_path, &url, &certs.ca_pem, &token).map_err(|source| Error::Kubeconfig {
-            path: kubeconfig_path.clone(),
-            source,
+        kubeconfig::write(&kubeconfig_path, &url, &certs.ca_pem, Credential::Token(&token)).map_err(|source| {
+            Error::Kubeconfig {
+                path: kubeconfig_path.clone(),
+                source,
+            }
         })?;
         tracing::info!(%url, kubeconfig = %kubeconfig_path.display(), "embedded API server listening");
         Ok(ApiServer {
@@ -232,6 +280,12 @@ fn bootstrap(store: &Store) -> Result<(), Error> {
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
         ops::create(&mut st, &rt, None, ns, &opts).map_err(|e| Error::Bootstrap(e.into()))?;
+    }
+    for (plural, obj) in policy::objects() {
+        let rt = st
+            .find_type("rbac.authorization.k8s.io", "v1", plural)
+            .ok_or_else(|| Error::Bootstrap(ApiError::internal("no RBAC types").into()))?;
+        ops::create(&mut st, &rt, None, obj, &opts).map_err(|e| Error::Bootstrap(e.into()))?;
     }
     Ok(())
 }
@@ -279,10 +333,24 @@ impl ApiServer {
         &self.kubeconfig_path
     }
 
-    /// A kube-rs client configured from the written kubeconfig.
+    /// A kube-rs client configured from the written kubeconfig (the administrator's).
     pub async fn client(&self) -> Result<kube::Client, Error> {
+        Self::client_from(&self.kubeconfig_path).await
+    }
+
+    /// Writes (mode 0600) a kubeconfig for this server that authenticates with `credential`, e.g.
+    /// a ServiceAccount token from a TokenRequest.
+    pub fn write_kubeconfig(&self, path: &Path, credential: Credential<'_>) -> Result<(), Error> {
+        kubeconfig::write(path, &self.url(), &self.ca_pem, credential).map_err(|source| Error::Kubeconfig {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// A kube-rs client configured from a kubeconfig file.
+    pub async fn client_from(kubeconfig: &Path) -> Result<kube::Client, Error> {
         install_crypto_provider();
-        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig_path).map_err(Error::ClientConfig)?;
+        let kc = kube::config::Kubeconfig::read_from(kubeconfig).map_err(Error::ClientConfig)?;
         let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
             .await
             .map_err(Error::ClientConfig)?;

@@ -60,6 +60,8 @@ pub(crate) struct ResourceType {
     pub create_on_update: bool,
     /// PUT without `metadata.resourceVersion` is allowed.
     pub unconditional_update: bool,
+    /// Only `create` is served and nothing is stored (reviews such as SelfSubjectAccessReview).
+    pub create_only: bool,
     /// Storage shared with other views.
     pub storage: StorageKey,
     /// Representation through this version.
@@ -193,6 +195,76 @@ const BUILTINS: &[Builtin] = &[
         short: &["crd", "crds"],
         categories: &["api-extensions"],
     },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "roles",
+        singular: "role",
+        kind: "Role",
+        namespaced: true,
+        short: &[],
+        categories: &[],
+    },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "rolebindings",
+        singular: "rolebinding",
+        kind: "RoleBinding",
+        namespaced: true,
+        short: &[],
+        categories: &[],
+    },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "clusterroles",
+        singular: "clusterrole",
+        kind: "ClusterRole",
+        namespaced: false,
+        short: &[],
+        categories: &[],
+    },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        kind: "ClusterRoleBinding",
+        namespaced: false,
+        short: &[],
+        categories: &[],
+    },
+    Builtin {
+        group: "authorization.k8s.io",
+        version: "v1",
+        plural: "selfsubjectaccessreviews",
+        singular: "selfsubjectaccessreview",
+        kind: "SelfSubjectAccessReview",
+        namespaced: false,
+        short: &[],
+        categories: &[],
+    },
+    Builtin {
+        group: "authorization.k8s.io",
+        version: "v1",
+        plural: "selfsubjectrulesreviews",
+        singular: "selfsubjectrulesreview",
+        kind: "SelfSubjectRulesReview",
+        namespaced: false,
+        short: &[],
+        categories: &[],
+    },
+    Builtin {
+        group: "authentication.k8s.io",
+        version: "v1",
+        plural: "selfsubjectreviews",
+        singular: "selfsubjectreview",
+        kind: "SelfSubjectReview",
+        namespaced: false,
+        short: &[],
+        categories: &[],
+    },
 ];
 
 /// The built-in resource types.
@@ -212,8 +284,10 @@ pub(crate) fn builtins() -> Vec<ResourceType> {
                 categories: b.categories.iter().map(|s| s.to_string()).collect(),
                 status_subresource: matches!(b.plural, "pods" | "namespaces" | "customresourcedefinitions"),
                 log_subresource: b.plural == "pods",
-                create_on_update: events || b.plural == "leases",
+                // As the Event, Lease and RBAC strategies: PUT on a missing object creates it.
+                create_on_update: events || b.plural == "leases" || b.group == "rbac.authorization.k8s.io",
                 unconditional_update: !matches!(b.plural, "customresourcedefinitions" | "leases"),
+                create_only: b.plural.starts_with("selfsubject"),
                 storage: StorageKey {
                     group: if events { String::new() } else { b.group.to_string() },
                     resource: b.plural.to_string(),
@@ -283,6 +357,7 @@ pub(crate) fn from_crd(crd: &Value) -> Vec<ResourceType> {
             log_subresource: false,
             create_on_update: false,
             unconditional_update: false,
+            create_only: false,
             storage: StorageKey {
                 group: group.to_string(),
                 resource: plural.to_string(),

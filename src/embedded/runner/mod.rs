@@ -5,10 +5,13 @@
 //! What is emulated and what is not:
 //! - images are not pulled; a command `cdkube` (or `…/cdkube`) runs the configured cdkube binary;
 //!   a container without `command` cannot start (the image's entrypoint is unknown);
-//! - volumes: `emptyDir` (a directory; `medium` and `sizeLimit` ignored) and `hostPath` directories;
-//!   other types fail the Pod with reason FailedMount;
+//! - volumes: `emptyDir` (a directory; `medium` and `sizeLimit` ignored), `hostPath` directories,
+//!   and `configMap`, `secret`, `downwardAPI` and `projected` volumes (the ServiceAccount token of
+//!   `kube-api-access-*` included) written once at start and never updated (see `files`); other
+//!   types, or a source that cannot be read, fail the Pod with reason FailedMount;
 //! - no readiness/liveness probes (a running container is ready), no resource limits, no network or
-//!   PID isolation (every Pod has IP 127.0.0.1), no service-account token mount;
+//!   PID isolation (every Pod has IP 127.0.0.1); `KUBERNETES_SERVICE_HOST`/`_PORT` name the API
+//!   server when [`RunnerConfig::api_server`] is set;
 //! - restartPolicy Never, OnFailure and Always, with kubelet's crash-loop back-off; a restarted
 //!   container appends to the same log file; restartable init containers (sidecars) are refused;
 //! - a process that leaves its process group (e.g. `setsid`) escapes being stopped;
@@ -18,6 +21,7 @@
 mod container;
 mod context;
 mod env;
+mod files;
 mod pod;
 mod pod_status;
 mod process;
@@ -76,6 +80,8 @@ pub struct RunnerConfig {
     pub cdkube_bin: PathBuf,
     /// How volumes are mounted; `None` probes for mount-namespace support and falls back to rewriting.
     pub volume_mode: Option<VolumeMode>,
+    /// The API server's address, given to containers as `KUBERNETES_SERVICE_HOST`/`_PORT`.
+    pub api_server: Option<std::net::SocketAddr>,
 }
 
 impl RunnerConfig {
@@ -87,6 +93,7 @@ impl RunnerConfig {
             namespace: None,
             cdkube_bin: cdkube_bin.into(),
             volume_mode: None,
+            api_server: None,
         }
     }
 }
@@ -124,7 +131,16 @@ impl Runner {
             host: workspace::Host {
                 mode,
                 cdkube_bin: config.cdkube_bin.clone(),
-                base_env: workspace::Host::default_base_env(),
+                base_env: {
+                    let mut env = workspace::Host::default_base_env();
+                    env.extend(
+                        config
+                            .api_server
+                            .map(workspace::Host::api_server_env)
+                            .unwrap_or_default(),
+                    );
+                    env
+                },
             },
             state_dir: config.state_dir.clone(),
             node: config.node_name.clone(),

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use super::container::{self, Job, Restart, Update};
 use super::context::{Ctx, Stop};
+use super::files;
 use super::pod_status::{Book, Kind, Phase};
 use super::workspace::{self, PodDir};
 
@@ -161,7 +162,14 @@ impl Life {
         self.ctx
             .event(&self.reference, EventType::Normal, "ImageNotPulled", note)
             .await;
-        let volumes = match workspace::prepare_volumes(&self.pod, &self.dir) {
+        let files = match files::write_volumes(&self.ctx.client, &self.pod, &self.dir).await {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail("FailedMount", e).await;
+                return None;
+            }
+        };
+        let volumes = match workspace::prepare_volumes(&self.pod, &self.dir, files) {
             Ok(v) => Arc::new(v),
             Err(e) => {
                 self.fail("FailedMount", e.to_string()).await;

@@ -3,6 +3,7 @@
 //!
 //! Every container gets its own process group so that a shell and the children it forks are stopped
 //! together, as a container runtime stops everything in the container's cgroup.
+use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
@@ -239,14 +240,22 @@ struct NamespacePlan {
 }
 
 enum RootEntry {
+    /// A host directory bound at `target`.
     Dir {
         source: CString,
         target: CString,
         read_only: bool,
     },
-    Symlink {
-        link: CString,
+    /// A symlink recreated at `target`.
+    Symlink { link: CString, target: CString },
+    /// A directory of the tmpfs standing for a host directory whose entries are carried over one
+    /// by one, so that missing mount points can be created in it without touching the host.
+    Shadow { target: CString },
+    /// A non-directory host entry (file, socket…) of a shadowed directory, bound at `target`.
+    File {
+        source: CString,
         target: CString,
+        read_only: bool,
     },
 }
 
@@ -267,34 +276,20 @@ fn cstr(p: &Path) -> Result<CString, Error> {
 
 impl NamespacePlan {
     fn new(iso: &Isolation, cwd: &Path) -> Result<Self, Error> {
-        let prepare = |path: &Path, source| Error::Prepare {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut entries = Vec::new();
-        for entry in std::fs::read_dir("/").map_err(|e| prepare(Path::new("/"), e))? {
-            let entry = entry.map_err(|e| prepare(Path::new("/"), e))?;
-            let host = entry.path();
-            let inside = iso.root.join(entry.file_name());
-            let kind = entry.file_type().map_err(|e| prepare(&host, e))?;
-            if kind.is_symlink() {
-                let link = std::fs::read_link(&host).map_err(|e| prepare(&host, e))?;
-                entries.push(RootEntry::Symlink {
-                    link: cstr(&link)?,
-                    target: cstr(&inside)?,
-                });
-            } else if kind.is_dir() {
-                let name = entry.file_name();
-                entries.push(RootEntry::Dir {
-                    source: cstr(&host)?,
-                    target: cstr(&inside)?,
-                    read_only: !WRITABLE_TOP_LEVEL.iter().any(|w| name.as_bytes() == w.as_bytes()),
-                });
-            }
-            // Top-level regular files (e.g. /.dockerenv) are not carried over.
-        }
         let mut mounts = iso.mounts.clone();
         mounts.sort_by_key(|m| m.target.components().count());
+        // Mount points are resolved through the host's symlinks (`/var/run` → `/run`): the binds
+        // are made before the chroot, where an absolute link would lead out of the new root.
+        for i in 0..mounts.len() {
+            let (earlier, rest) = mounts.split_at_mut(i);
+            rest[0].target = resolve(&rest[0].target, earlier);
+        }
+        let mut shadow = BTreeSet::new();
+        for (i, m) in mounts.iter().enumerate() {
+            shadow.extend(shadowed_for(&m.target, &mounts[..i]));
+        }
+        let mut entries = Vec::new();
+        carry(Path::new("/"), &iso.root, &shadow, false, &mut entries)?;
         let mut steps = Vec::new();
         for hidden in iso.hidden.iter().filter(|h| h.is_absolute() && h.is_dir()) {
             steps.push(Step::Hide(cstr(&inside(&iso.root, hidden))?));
@@ -307,7 +302,7 @@ impl NamespacePlan {
             });
         }
         for (i, m) in mounts.iter().enumerate() {
-            for dir in missing_dirs(&m.target, &mounts[..i])? {
+            for dir in missing_dirs(&m.target, &mounts[..i], &shadow)? {
                 steps.push(Step::Mkdir(cstr(&inside(&iso.root, &dir))?));
             }
             steps.push(Step::Bind {
@@ -316,7 +311,7 @@ impl NamespacePlan {
                 read_only: m.read_only,
             });
         }
-        for dir in missing_dirs(cwd, &mounts)? {
+        for dir in missing_dirs(cwd, &mounts, &BTreeSet::new())? {
             steps.push(Step::Mkdir(cstr(&inside(&iso.root, &dir))?));
         }
         Ok(NamespacePlan {
@@ -364,6 +359,24 @@ impl NamespacePlan {
                         }
                     }
                     RootEntry::Symlink { link, target } => check(libc::symlink(link.as_ptr(), target.as_ptr()))?,
+                    RootEntry::Shadow { target } => check(libc::mkdir(target.as_ptr(), 0o755))?,
+                    RootEntry::File {
+                        source,
+                        target,
+                        read_only,
+                    } => {
+                        // Best effort too: an entry that cannot be carried over stays an empty file.
+                        let fd = libc::open(target.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
+                        if fd >= 0 {
+                            libc::close(fd);
+                            if libc::mount(source.as_ptr(), target.as_ptr(), null, libc::MS_BIND, null as _) == 0
+                                && *read_only
+                            {
+                                let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+                                check(libc::mount(null, target.as_ptr(), null, flags, null as _))?;
+                            }
+                        }
+                    }
                 }
             }
             for step in &self.steps {
@@ -421,30 +434,132 @@ fn inside(root: &Path, p: &Path) -> PathBuf {
 }
 
 /// The directories, shallowest first, to create in the new root so that `path` exists there:
-/// components inside an already-mounted volume, or in the tmpfs root (their top-level directory
-/// does not exist on the host). A missing directory under an existing host directory would have
-/// to be created on the host itself; that is refused rather than done.
-fn missing_dirs(path: &Path, mounted: &[BindMount]) -> Result<Vec<PathBuf>, Error> {
+/// components inside an already-mounted volume, in the tmpfs root (their top-level directory
+/// does not exist on the host), or in a `shadow`ed directory. A missing directory under any other
+/// existing host directory would have to be created on the host itself; that is refused.
+fn missing_dirs(path: &Path, mounted: &[BindMount], shadow: &BTreeSet<PathBuf>) -> Result<Vec<PathBuf>, Error> {
     let mut out = Vec::new();
     let mut acc = PathBuf::from("/");
     let mut on_host = false;
+    let mut in_tmpfs = false;
     for comp in path.components().skip(1) {
+        let parent_shadowed = shadow.contains(&acc);
         acc.push(comp);
         let in_volume = mounted.iter().any(|m| acc.starts_with(&m.target) && acc != m.target);
         if in_volume {
             out.push(acc.clone());
         } else if mounted.iter().any(|m| acc == m.target) {
             continue;
-        } else if !acc.exists() {
-            if on_host {
+        } else if in_tmpfs || !acc.exists() {
+            if on_host && !parent_shadowed && !in_tmpfs {
                 return Err(Error::HostPath(acc));
             }
+            in_tmpfs = true;
             out.push(acc.clone());
         } else {
             on_host = true;
         }
     }
     Ok(out)
+}
+
+/// `target` with its longest prefix that exists on the host (and is not inside a volume mounted
+/// before it) resolved through symlinks.
+fn resolve(target: &Path, mounted: &[BindMount]) -> PathBuf {
+    if mounted.iter().any(|m| target.starts_with(&m.target)) {
+        return target.to_path_buf();
+    }
+    let mut resolved = PathBuf::from("/");
+    let mut components = target.components().skip(1).peekable();
+    while let Some(comp) = components.peek() {
+        let next = resolved.join(comp);
+        match std::fs::canonicalize(&next) {
+            Ok(real) if !mounted.iter().any(|m| real.starts_with(&m.target)) => {
+                resolved = real;
+                components.next();
+            }
+            _ => break,
+        }
+    }
+    resolved.extend(components);
+    resolved
+}
+
+/// The host directories to shadow so that mount point `target` can be created: the deepest
+/// existing host directory above its first missing component, and that directory's ancestors
+/// (the root itself is a tmpfs already). Empty when nothing is missing, or the missing part is
+/// inside a volume or at the top level.
+fn shadowed_for(target: &Path, mounted: &[BindMount]) -> Vec<PathBuf> {
+    if mounted.iter().any(|m| target.starts_with(&m.target)) {
+        return Vec::new();
+    }
+    let mut acc = PathBuf::from("/");
+    for comp in target.components().skip(1) {
+        let next = acc.join(comp);
+        if !next.exists() {
+            return acc
+                .ancestors()
+                .filter(|a| *a != Path::new("/"))
+                .map(Path::to_path_buf)
+                .collect();
+        }
+        acc = next;
+    }
+    Vec::new()
+}
+
+/// The entries of host directory `host` recreated under `inside`: directories bound (or shadowed
+/// and carried over entry by entry), symlinks copied, and, below the top level, other files bound.
+/// Top-level directories are read-only but `/dev` and `/proc`; what is carried over below one keeps
+/// its mode (`read_only`).
+fn carry(
+    host: &Path,
+    inside: &Path,
+    shadow: &BTreeSet<PathBuf>,
+    read_only: bool,
+    out: &mut Vec<RootEntry>,
+) -> Result<(), Error> {
+    let prepare = |path: &Path, source| Error::Prepare {
+        path: path.to_path_buf(),
+        source,
+    };
+    let top_level = host == Path::new("/");
+    for entry in std::fs::read_dir(host).map_err(|e| prepare(host, e))? {
+        let entry = entry.map_err(|e| prepare(host, e))?;
+        let source = entry.path();
+        let target = inside.join(entry.file_name());
+        let kind = entry.file_type().map_err(|e| prepare(&source, e))?;
+        let read_only = if top_level {
+            let name = entry.file_name();
+            !WRITABLE_TOP_LEVEL.iter().any(|w| name.as_bytes() == w.as_bytes())
+        } else {
+            read_only
+        };
+        if kind.is_symlink() {
+            let link = std::fs::read_link(&source).map_err(|e| prepare(&source, e))?;
+            out.push(RootEntry::Symlink {
+                link: cstr(&link)?,
+                target: cstr(&target)?,
+            });
+        } else if kind.is_dir() && shadow.contains(&source) {
+            out.push(RootEntry::Shadow { target: cstr(&target)? });
+            carry(&source, &target, shadow, read_only, out)?;
+        } else if kind.is_dir() {
+            out.push(RootEntry::Dir {
+                source: cstr(&source)?,
+                target: cstr(&target)?,
+                read_only,
+            });
+        } else if !top_level {
+            out.push(RootEntry::File {
+                source: cstr(&source)?,
+                target: cstr(&target)?,
+                read_only,
+            });
+        }
+        // Top-level regular files (e.g. /.dockerenv) are not carried over.
+    }
+    Ok(())
 }
 
 /// Reads the start time (clock ticks since boot, field 22 of `/proc/PID/stat`) of a process, so a
@@ -511,9 +626,10 @@ mod tests {
             target: "/workspace".into(),
             read_only: false,
         };
-        let dirs = missing_dirs(Path::new("/workspace/a"), std::slice::from_ref(&ws)).unwrap();
+        let none = BTreeSet::new();
+        let dirs = missing_dirs(Path::new("/workspace/a"), std::slice::from_ref(&ws), &none).unwrap();
         assert_eq!(dirs, vec![PathBuf::from("/workspace/a")]);
-        let dirs = missing_dirs(Path::new("/cdkube-no-such-top/a"), &[]).unwrap();
+        let dirs = missing_dirs(Path::new("/cdkube-no-such-top/a"), &[], &none).unwrap();
         assert_eq!(
             dirs,
             vec![
@@ -521,9 +637,24 @@ mod tests {
                 PathBuf::from("/cdkube-no-such-top/a")
             ]
         );
-        assert!(missing_dirs(Path::new("/tmp"), &[]).unwrap().is_empty());
-        let err = missing_dirs(Path::new("/usr/cdkube-no-such/x"), &[]).err().unwrap();
+        assert!(missing_dirs(Path::new("/tmp"), &[], &none).unwrap().is_empty());
+        let err = missing_dirs(Path::new("/usr/cdkube-no-such/x"), &[], &none)
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::HostPath(p) if p == Path::new("/usr/cdkube-no-such")));
+        // Under a shadowed directory, the missing ones are made in the tmpfs instead.
+        let shadow: BTreeSet<PathBuf> = [PathBuf::from("/usr")].into();
+        assert_eq!(
+            missing_dirs(Path::new("/usr/cdkube-no-such/x"), &[], &shadow).unwrap(),
+            vec![
+                PathBuf::from("/usr/cdkube-no-such"),
+                PathBuf::from("/usr/cdkube-no-such/x")
+            ]
+        );
+        assert_eq!(
+            shadowed_for(Path::new("/usr/share/cdkube-no-such/x"), &[]),
+            vec![PathBuf::from("/usr/share"), PathBuf::from("/usr")]
+        );
     }
 
     #[tokio::test]

@@ -30,7 +30,9 @@ use crate::embedded::logs::{container_log_path, pod_dir};
 #[derive(Debug, thiserror::Error)]
 pub(super) enum Error {
     /// A volume type the local runner does not provide.
-    #[error("volume {name:?}: {kind} volumes are not supported by the cdkube local runner (emptyDir and hostPath are)")]
+    #[error(
+        "volume {name:?}: {kind} volumes are not supported by the cdkube local runner (emptyDir, hostPath, configMap, secret, downwardAPI and projected are)"
+    )]
     UnsupportedVolume {
         /// Volume name.
         name: String,
@@ -206,11 +208,18 @@ pub fn sweep(state_dir: &Path) {
     let _ = std::fs::remove_dir_all(&pods);
 }
 
-/// Creates the Pod's volumes and returns each volume's host directory by name.
-pub(super) fn prepare_volumes(pod: &Pod, dir: &PodDir) -> Result<HashMap<String, PathBuf>, Error> {
+/// Creates the Pod's volumes and returns each volume's host directory by name; `written` are the
+/// volumes whose files [`super::files`] wrote already.
+pub(super) fn prepare_volumes(
+    pod: &Pod,
+    dir: &PodDir,
+    mut written: HashMap<String, PathBuf>,
+) -> Result<HashMap<String, PathBuf>, Error> {
     let mut out = HashMap::new();
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        let path = if v.empty_dir.is_some() {
+        let path = if let Some(path) = written.remove(&v.name) {
+            path
+        } else if v.empty_dir.is_some() {
             let path = dir.volume(&v.name);
             create_dir(&path)?;
             path
@@ -259,7 +268,8 @@ pub(super) struct Host {
     pub mode: VolumeMode,
     /// The program run for a command `cdkube` (or any path ending in `/cdkube`).
     pub cdkube_bin: PathBuf,
-    /// Variables every container starts with (PATH, HOME); the spec's `env` overrides them.
+    /// Variables every container starts with (PATH, HOME, the API server's address); the spec's
+    /// `env` overrides them.
     pub base_env: Vec<(String, String)>,
 }
 
@@ -272,6 +282,18 @@ impl Host {
             env.push(("HOME".into(), home));
         }
         env
+    }
+
+    /// The variables kubelet gives every container for the `kubernetes` Service, pointing at the
+    /// API server at `addr` (in-cluster clients find the server through them).
+    pub(super) fn api_server_env(addr: std::net::SocketAddr) -> Vec<(String, String)> {
+        let (host, port) = (addr.ip().to_string(), addr.port().to_string());
+        vec![
+            ("KUBERNETES_SERVICE_HOST".into(), host.clone()),
+            ("KUBERNETES_SERVICE_PORT".into(), port.clone()),
+            ("KUBERNETES_SERVICE_PORT_HTTPS".into(), port.clone()),
+            ("KUBERNETES_PORT".into(), format!("tcp://{host}:{port}")),
+        ]
     }
 }
 

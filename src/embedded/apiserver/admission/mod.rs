@@ -16,5 +16,6 @@ pub(crate) mod names;
 pub(crate) mod pods;
 pub(crate) mod podspec;
 pub(crate) mod quantity;
+pub(crate) mod rbac;
 pub(crate) mod rules;
 pub(crate) mod schema;

@@ -5,6 +5,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::embedded::apiserver::admission::crd;
+use crate::embedded::apiserver::admission::rbac;
 use crate::embedded::apiserver::admission::schema;
 use crate::embedded::apiserver::admission::{cel, events};
 use crate::embedded::apiserver::admission::{config, leases, meta, pods};
@@ -94,7 +95,7 @@ fn custom_metadata(rt: &ResourceType, obj: &mut Value) -> ApiResult<Vec<String>>
 /// Decodes a built-in object through its typed form, as the real server does: unknown fields
 /// are dropped (and reported), wrong types are a 400.
 fn prepare_builtin(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> ApiResult<Vec<String>> {
-    use k8s_openapi::api::{coordination::v1 as coord, core::v1 as core};
+    use k8s_openapi::api::{coordination::v1 as coord, core::v1 as core, rbac::v1 as rbacv1};
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as ext;
     let roundtrip = match rt.plural.as_str() {
         "pods" => typed::<core::Pod>(rt, obj),
@@ -105,6 +106,10 @@ fn prepare_builtin(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> A
         "events" => typed::<core::Event>(rt, obj),
         "leases" => typed::<coord::Lease>(rt, obj),
         "customresourcedefinitions" => typed::<ext::CustomResourceDefinition>(rt, obj),
+        "roles" => typed::<rbacv1::Role>(rt, obj),
+        "rolebindings" => typed::<rbacv1::RoleBinding>(rt, obj),
+        "clusterroles" => typed::<rbacv1::ClusterRole>(rt, obj),
+        "clusterrolebindings" => typed::<rbacv1::ClusterRoleBinding>(rt, obj),
         _ => Ok(obj.clone()),
     }?;
     let mut unknown = Vec::new();
@@ -116,6 +121,7 @@ fn prepare_builtin(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> A
         "namespaces" => prepare_namespace(obj, old),
         "secrets" => prepare_secret(obj),
         "customresourcedefinitions" => crd::prepare(obj, old),
+        _ if rbac::is_rbac(&rt.group) => rbac::prepare(&rt.kind, obj),
         _ => {}
     }
     Ok(unknown)
@@ -266,6 +272,7 @@ fn validate_builtin(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<
         (_, "events") => errs.extend(events::validate(rt, obj, old)),
         ("coordination.k8s.io", "leases") => errs.extend(leases::validate(obj)),
         (_, "customresourcedefinitions") => errs.extend(crd::validate(obj, old)),
+        (rbac::GROUP, _) => errs.extend(rbac::validate(&rt.kind, obj, old)),
         _ => {}
     }
     errs

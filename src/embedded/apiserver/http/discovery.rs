@@ -74,7 +74,15 @@ fn groups(types: &[ResourceType]) -> BTreeMap<String, Vec<String>> {
 
 fn group_order(types: &[ResourceType]) -> Vec<(String, Vec<String>)> {
     // Built-in groups first in their fixed order, then custom groups alphabetically.
-    let builtin = ["", "events.k8s.io", "coordination.k8s.io", "apiextensions.k8s.io"];
+    let builtin = [
+        "",
+        "events.k8s.io",
+        "authentication.k8s.io",
+        "authorization.k8s.io",
+        "rbac.authorization.k8s.io",
+        "coordination.k8s.io",
+        "apiextensions.k8s.io",
+    ];
     let mut all: Vec<(String, Vec<String>)> = groups(types).into_iter().collect();
     all.sort_by_key(|(g, _)| (builtin.iter().position(|b| b == g).unwrap_or(usize::MAX), g.clone()));
     all
@@ -125,7 +133,7 @@ pub(super) fn resource_list(types: &[ResourceType], group: &str, version: &str) 
     let mut resources = Vec::new();
     for t in mine {
         let mut r = json!({"name": t.plural, "singularName": t.singular, "namespaced": t.namespaced,
-            "kind": t.kind, "verbs": VERBS});
+            "kind": t.kind, "verbs": verbs(t)});
         if !t.short_names.is_empty() {
             r["shortNames"] = json!(t.short_names);
         }
@@ -134,8 +142,13 @@ pub(super) fn resource_list(types: &[ResourceType], group: &str, version: &str) 
         }
         resources.push(r);
         for sub in subresources(t) {
-            resources.push(json!({"name": format!("{}/{}", t.plural, sub.0), "singularName": "",
-                "namespaced": t.namespaced, "kind": t.kind, "verbs": sub.1}));
+            let mut r = json!({"name": format!("{}/{}", t.plural, sub.name), "singularName": "",
+                "namespaced": t.namespaced, "kind": sub.kind.unwrap_or(&t.kind), "verbs": sub.verbs});
+            if let Some((group, version)) = sub.group_version {
+                r["group"] = json!(group);
+                r["version"] = json!(version);
+            }
+            resources.push(r);
         }
     }
     let gv = if group.is_empty() {
@@ -146,13 +159,42 @@ pub(super) fn resource_list(types: &[ResourceType], group: &str, version: &str) 
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
 }
 
-fn subresources(t: &ResourceType) -> Vec<(&'static str, Vec<&'static str>)> {
+/// The verbs of a resource: all of them, or `create` alone for the reviews.
+fn verbs(t: &ResourceType) -> &'static [&'static str] {
+    if t.create_only { &["create"] } else { VERBS }
+}
+
+/// A subresource as discovery lists it.
+struct Subresource {
+    name: &'static str,
+    verbs: Vec<&'static str>,
+    /// The kind it takes, when not the resource's own (TokenRequest).
+    kind: Option<&'static str>,
+    /// Group and version of that kind.
+    group_version: Option<(&'static str, &'static str)>,
+}
+
+fn subresources(t: &ResourceType) -> Vec<Subresource> {
+    let own = |name, verbs| Subresource {
+        name,
+        verbs,
+        kind: None,
+        group_version: None,
+    };
     let mut out = Vec::new();
     if t.status_subresource {
-        out.push(("status", vec!["get", "patch", "update"]));
+        out.push(own("status", vec!["get", "patch", "update"]));
     }
     if t.log_subresource {
-        out.push(("log", vec!["get"]));
+        out.push(own("log", vec!["get"]));
+    }
+    if t.group.is_empty() && t.plural == "serviceaccounts" {
+        out.push(Subresource {
+            name: "token",
+            verbs: vec!["create"],
+            kind: Some("TokenRequest"),
+            group_version: Some(("authentication.k8s.io", "v1")),
+        });
     }
     out
 }
@@ -174,11 +216,17 @@ pub(super) fn aggregated(types: &[ResourceType], core: bool, api_version: &str) 
                         let kind = json!({"group": t.group, "version": t.version, "kind": t.kind});
                         let subs: Vec<Value> = subresources(t)
                             .into_iter()
-                            .map(|(s, verbs)| json!({"subresource": s, "responseKind": kind, "verbs": verbs}))
+                            .map(|s| {
+                                let response = match (s.kind, s.group_version) {
+                                    (Some(k), Some((g, v))) => json!({"group": g, "version": v, "kind": k}),
+                                    _ => kind.clone(),
+                                };
+                                json!({"subresource": s.name, "responseKind": response, "verbs": s.verbs})
+                            })
                             .collect();
                         let mut r = json!({"resource": t.plural, "responseKind": kind,
                             "scope": if t.namespaced { "Namespaced" } else { "Cluster" },
-                            "singularResource": t.singular, "verbs": VERBS});
+                            "singularResource": t.singular, "verbs": verbs(t)});
                         if !t.short_names.is_empty() {
                             r["shortNames"] = json!(t.short_names);
                         }

@@ -1,9 +1,12 @@
-//! The HTTP layer of the API server: authentication, routing of the Kubernetes REST paths, and
+//! The HTTP layer of the API server: authentication and RBAC authorization, routing of the Kubernetes REST paths, and
 //! everything about the wire format. It reaches the objects through [`storage`](super::storage)
 //! only.
+pub(crate) mod auth;
+pub(crate) mod authz;
 mod body;
 mod context;
 mod discovery;
+mod escalation;
 mod openapi;
 mod params;
 mod podlog;
@@ -11,6 +14,7 @@ mod podlog;
 mod props;
 mod protobuf;
 mod response;
+mod reviews;
 mod router;
 mod table;
 mod target;

@@ -44,6 +44,9 @@ pub(super) fn schema_name(t: &ResourceType) -> String {
             "" => "io.k8s.api.core".to_string(),
             "events.k8s.io" => "io.k8s.api.events".to_string(),
             "coordination.k8s.io" => "io.k8s.api.coordination".to_string(),
+            "rbac.authorization.k8s.io" => "io.k8s.api.rbac".to_string(),
+            "authorization.k8s.io" => "io.k8s.api.authorization".to_string(),
+            "authentication.k8s.io" => "io.k8s.api.authentication".to_string(),
             "apiextensions.k8s.io" => "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions".to_string(),
             g => g.to_string(),
         };

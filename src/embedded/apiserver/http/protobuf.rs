@@ -1,6 +1,7 @@
 //! Request bodies in Kubernetes protobuf (`application/vnd.kubernetes.protobuf`), which kubectl's
-//! typed clients send for `kubectl create secret|configmap|namespace|serviceaccount`. Decoded
-//! into JSON for the types those commands create; responses stay JSON (kubectl accepts both).
+//! typed clients send for `kubectl create secret|configmap|namespace|serviceaccount|token` and
+//! `kubectl auth can-i|whoami`. Decoded into JSON for the types those commands send; responses
+//! stay JSON (kubectl accepts both).
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
@@ -163,6 +164,72 @@ fn name_ref(v: &[u8], name_field: u64) -> Option<Value> {
     Some(Value::Object(o))
 }
 
+/// A message whose fields are strings, named by number (`(1, "namespace")`), plus int64 fields.
+fn flat_message(b: &[u8], strings: &[(u64, &str)], ints: &[(u64, &str)]) -> Option<Value> {
+    let mut o = Map::new();
+    for (n, f) in fields(b)? {
+        match f {
+            Field::Bytes(v) => {
+                if let Some((_, name)) = strings.iter().find(|(num, _)| *num == n) {
+                    o.insert((*name).into(), json!(text(v)?));
+                }
+            }
+            Field::Varint(v) => {
+                if let Some((_, name)) = ints.iter().find(|(num, _)| *num == n) {
+                    o.insert((*name).into(), json!(v as i64));
+                }
+            }
+        }
+    }
+    Some(Value::Object(o))
+}
+
+/// `TokenRequestSpec`: audiences (1), boundObjectRef (3), expirationSeconds (4).
+fn token_request_spec(b: &[u8]) -> Option<Value> {
+    let mut spec = Map::new();
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(v)) => string_list(&mut spec, "audiences", v)?,
+            (3, Field::Bytes(v)) => {
+                let r = flat_message(v, &[(1, "kind"), (2, "apiVersion"), (3, "name"), (4, "uid")], &[])?;
+                spec.insert("boundObjectRef".into(), r);
+            }
+            (4, Field::Varint(v)) => {
+                spec.insert("expirationSeconds".into(), json!(v as i64));
+            }
+            _ => {}
+        }
+    }
+    Some(Value::Object(spec))
+}
+
+/// `SelfSubjectAccessReviewSpec`: resourceAttributes (1), nonResourceAttributes (2).
+fn access_review_spec(b: &[u8]) -> Option<Value> {
+    let mut spec = Map::new();
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(v)) => {
+                let names = [
+                    (1, "namespace"),
+                    (2, "verb"),
+                    (3, "group"),
+                    (4, "version"),
+                    (5, "resource"),
+                    (6, "subresource"),
+                    (7, "name"),
+                ];
+                spec.insert("resourceAttributes".into(), flat_message(v, &names, &[])?);
+            }
+            (2, Field::Bytes(v)) => {
+                let names = [(1, "path"), (2, "verb")];
+                spec.insert("nonResourceAttributes".into(), flat_message(v, &names, &[])?);
+            }
+            _ => {}
+        }
+    }
+    Some(Value::Object(spec))
+}
+
 fn decode_object(kind: &str, raw: &[u8]) -> Option<Value> {
     let mut obj = Map::new();
     for (n, f) in fields(raw)? {
@@ -204,6 +271,15 @@ fn decode_object(kind: &str, raw: &[u8]) -> Option<Value> {
             ("ServiceAccount", 4, Field::Varint(v)) => {
                 obj.insert("automountServiceAccountToken".into(), json!(v != 0));
             }
+            ("TokenRequest", 2, Field::Bytes(v)) => {
+                obj.insert("spec".into(), token_request_spec(v)?);
+            }
+            ("SelfSubjectAccessReview", 2, Field::Bytes(v)) => {
+                obj.insert("spec".into(), access_review_spec(v)?);
+            }
+            ("SelfSubjectRulesReview", 2, Field::Bytes(v)) => {
+                obj.insert("spec".into(), flat_message(v, &[(1, "namespace")], &[])?);
+            }
             _ => {}
         }
     }
@@ -237,7 +313,13 @@ pub(super) fn decode(body: &[u8]) -> ApiResult<Value> {
             _ => {}
         }
     }
-    if api_version != "v1" || !["Secret", "ConfigMap", "Namespace", "ServiceAccount"].contains(&kind.as_str()) {
+    let known = match api_version.as_str() {
+        "v1" => ["Secret", "ConfigMap", "Namespace", "ServiceAccount"].contains(&kind.as_str()),
+        "authentication.k8s.io/v1" => kind == "TokenRequest" || kind == "SelfSubjectReview",
+        "authorization.k8s.io/v1" => kind == "SelfSubjectAccessReview" || kind == "SelfSubjectRulesReview",
+        _ => false,
+    };
+    if !known {
         return Err(unsupported(&format!("{api_version}/{kind}")));
     }
     let mut obj = decode_object(&kind, raw).ok_or_else(bad)?;

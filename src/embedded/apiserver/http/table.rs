@@ -97,6 +97,14 @@ fn columns(rt: &ResourceType) -> Vec<Value> {
         ("coordination.k8s.io", "leases") => {
             vec![c("Name", "string", 0), c("Holder", "string", 0), c("Age", "string", 0)]
         }
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => vec![
+            c("Name", "string", 0),
+            c("Role", "string", 0),
+            c("Age", "string", 0),
+            c("Users", "string", 1),
+            c("Groups", "string", 1),
+            c("ServiceAccounts", "string", 1),
+        ],
         _ => vec![c("Name", "string", 0), col("Created At", "date", 0, AGE_DESC)],
     }
 }
@@ -156,6 +164,7 @@ fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
             json!(or_none(&obj["spec"]["holderIdentity"])),
             json!(created(obj)),
         ],
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => binding_cells(obj),
         _ => vec![name, obj["metadata"]["creationTimestamp"].clone()],
     }
 }
@@ -254,6 +263,28 @@ fn pod_cells(pod: &Value) -> Vec<Value> {
         json!(or_none(&status["nominatedNodeName"])),
         json!("<none>"),
     ]
+}
+
+/// Name, `Kind/name` of the role, age, then users, groups and ServiceAccounts (`ns/name`, or the
+/// name alone when the subject has no namespace), as kube's binding printer writes them.
+fn binding_cells(b: &Value) -> Vec<Value> {
+    let role = format!("{}/{}", s(&b["roleRef"]["kind"]), s(&b["roleRef"]["name"]));
+    let mut lists: [Vec<String>; 3] = Default::default();
+    for subject in b["subjects"].as_array().into_iter().flatten() {
+        let name = s(&subject["name"]);
+        match subject["kind"].as_str() {
+            Some("User") => lists[0].push(name),
+            Some("Group") => lists[1].push(name),
+            Some("ServiceAccount") => lists[2].push(match subject["namespace"].as_str().filter(|n| !n.is_empty()) {
+                Some(ns) => format!("{ns}/{name}"),
+                None => name,
+            }),
+            _ => {}
+        }
+    }
+    let mut cells = vec![json!(s(&b["metadata"]["name"])), json!(role), json!(created(b))];
+    cells.extend(lists.iter().map(|l| json!(l.join(", "))));
+    cells
 }
 
 fn event_cells(ev: &Value) -> Vec<Value> {

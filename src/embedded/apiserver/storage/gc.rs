@@ -1,5 +1,7 @@
 //! The garbage collector and namespace controller: deletes dependents whose owners are gone,
 //! handles the `orphan` and `foregroundDeletion` finalizers, and empties terminating namespaces.
+//! The serviceaccount controller's resync (a deleted `default` ServiceAccount comes back) and the
+//! clusterrole-aggregation controller run with it.
 //!
 //! A pass runs after every write, so it reads the store in place: one scan that only looks at
 //! objects with owners or being deleted, owners found by kind and name as the real collector
@@ -12,6 +14,7 @@ use serde_json::{Value, json};
 use crate::embedded::apiserver::resources::{ResourceType, StorageKey, View};
 use crate::embedded::apiserver::storage::ops::{self, DeleteOpts, WriteOpts};
 use crate::embedded::apiserver::storage::store::{Change, ChangeKind, State, Store, object_key};
+use crate::embedded::apiserver::storage::{aggregation, serviceaccounts};
 
 const MANAGER: &str = "generic-garbage-collector";
 const NAMESPACE_CONTROLLER: &str = "namespace-controller";
@@ -39,16 +42,20 @@ pub(crate) async fn run(store: Arc<Store>, mut shutdown: tokio::sync::watch::Rec
                     break;
                 }
             }
+            serviceaccounts::restore_defaults(&mut st);
+            aggregation::reconcile(&mut st);
         }
         seen = st.rv();
     }
 }
 
 /// Whether a change can give the collector work: a deletion (its dependents may be orphans
-/// now), an object being deleted (finalizers, namespaces) or an object with owners.
+/// now), an object being deleted (finalizers, namespaces) or an object with owners; or the
+/// aggregation controller: a ClusterRole.
 fn concerns_gc(c: &Change) -> bool {
     let meta = &c.object["metadata"];
     c.kind == ChangeKind::Deleted
+        || (c.key.resource == "clusterroles" && c.key.group == "rbac.authorization.k8s.io")
         || !meta["deletionTimestamp"].is_null()
         || meta["ownerReferences"].as_array().is_some_and(|r| !r.is_empty())
 }

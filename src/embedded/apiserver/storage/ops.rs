@@ -8,6 +8,7 @@ use crate::embedded::apiserver::error::{ApiError, ApiResult, StatusCause};
 use crate::embedded::apiserver::ids;
 use crate::embedded::apiserver::resources::{ResourceType, StorageKey};
 use crate::embedded::apiserver::storage::fields;
+use crate::embedded::apiserver::storage::serviceaccounts;
 use crate::embedded::apiserver::storage::store::{State, object_key};
 
 /// Options common to writes.
@@ -123,7 +124,8 @@ pub(crate) fn create(
         ));
     }
     let generate = meta_str(&obj, "generateName").to_string();
-    if meta_str(&obj, "name").is_empty() && !generate.is_empty() {
+    let requested_name = meta_str(&obj, "name").to_string();
+    if requested_name.is_empty() && !generate.is_empty() {
         obj["metadata"]["name"] = json!(generated_name(&generate));
     }
     let name = meta_str(&obj, "name").to_string();
@@ -155,6 +157,9 @@ pub(crate) fn create(
         )];
         return Err(ApiError::invalid(&rt.group, &rt.kind, "", &errs));
     }
+    if is_core(rt, "pods") {
+        serviceaccounts::admit_pod(st, &namespace, &requested_name, &mut obj)?;
+    }
     admission::validate(rt, &obj, None)?;
     if st.get(rt.key(), &namespace, &name).is_some() {
         return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
@@ -170,6 +175,11 @@ pub(crate) fn create(
     } else {
         let stored = st.put(rt.key(), obj);
         after_write(st, rt);
+        if is_core(rt, "namespaces") {
+            // kube-controller-manager's serviceaccount and root-ca-cert-publisher controllers,
+            // without their delay.
+            serviceaccounts::ensure_namespace_defaults(st, &name);
+        }
         stored
     };
     warnings.dedup();
@@ -566,6 +576,10 @@ fn mark_deleting(rt: &ResourceType, obj: &mut Value, grace: i64) {
     obj["metadata"]["deletionTimestamp"] = stamp(deadline);
     obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
     admission::on_terminating(rt, obj);
+}
+
+fn is_core(rt: &ResourceType, plural: &str) -> bool {
+    rt.group.is_empty() && rt.plural == plural
 }
 
 /// Runs after a write of `rt` is stored: CRD changes re-derive the served custom types.

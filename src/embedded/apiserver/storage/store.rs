@@ -56,6 +56,8 @@ pub(crate) struct State {
     floor: u64,
     watchers: Vec<Watcher>,
     types: Vec<ResourceType>,
+    /// PEM of the CA clients trust for this server (published in every namespace).
+    root_ca: String,
 }
 
 /// The shared store.
@@ -76,6 +78,7 @@ impl Store {
             floor: 0,
             watchers: Vec::new(),
             types: resources::builtins(),
+            root_ca: String::new(),
         };
         Self {
             state: Mutex::new(state),
@@ -94,6 +97,16 @@ impl State {
     /// The current global resourceVersion.
     pub(crate) fn rv(&self) -> u64 {
         self.rv
+    }
+
+    /// The CA certificate (PEM) that signs the serving certificate, as `kube-root-ca.crt` publishes it.
+    pub(crate) fn root_ca(&self) -> &str {
+        &self.root_ca
+    }
+
+    /// Sets the CA certificate [`State::root_ca`] returns.
+    pub(crate) fn set_root_ca(&mut self, pem: &str) {
+        self.root_ca = pem.to_string();
     }
 
     /// All served resource types.
