@@ -261,7 +261,7 @@ mod tests {
         let item = |key: &str, path: &str| KeyToPath {
             key: key.into(),
             path: path.into(),
-            mode: None,
+            ..Default::default()
         };
         let one = select(data.clone(), Some(&[item("b", "dir/b.txt")]), false, "missing").unwrap();
         assert_eq!((one[0].path.as_str(), one[0].data.as_slice()), ("dir/b.txt", &b"2"[..]));

@@ -488,7 +488,7 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let pod = pod();
         let dir = PodDir::new(state.path(), "ns", "p");
-        let volumes = prepare_volumes(&pod, &dir).unwrap();
+        let volumes = prepare_volumes(&pod, &dir, HashMap::new()).unwrap();
         let c = &pod.spec.as_ref().unwrap().containers[0];
         let spec = process_spec(&host(VolumeMode::Rewrite), &pod, &dir, c, &volumes, declared()).unwrap();
         let ws = dir.volume("ws");
@@ -515,7 +515,7 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let pod = pod();
         let dir = PodDir::new(state.path(), "ns", "p");
-        let volumes = prepare_volumes(&pod, &dir).unwrap();
+        let volumes = prepare_volumes(&pod, &dir, HashMap::new()).unwrap();
         let c = &pod.spec.as_ref().unwrap().containers[0];
         let spec = process_spec(&host(VolumeMode::Namespace), &pod, &dir, c, &volumes, declared()).unwrap();
         assert_eq!(spec.args[0..2], ["fetch".to_string(), "/workspace/src".into()]);
@@ -545,15 +545,15 @@ mod tests {
         c2.command = Some(vec!["true".into()]);
         let err = process_spec(&host(VolumeMode::Rewrite), &pod, &dir, &c2, &HashMap::new(), vec![]).unwrap_err();
         assert!(matches!(err, Error::UnknownVolume { .. }), "{err}");
-        let secret_pod: Pod = serde_json::from_value(serde_json::json!({
+        let nfs_pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p"},
-            "spec": {"containers": [], "volumes": [{"name": "s", "secret": {"secretName": "x"}}]}
+            "spec": {"containers": [], "volumes": [{"name": "s", "nfs": {"server": "x", "path": "/"}}]}
         }))
         .unwrap();
-        let err = prepare_volumes(&secret_pod, &dir).unwrap_err();
+        let err = prepare_volumes(&nfs_pod, &dir, HashMap::new()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "volume \"s\": secret volumes are not supported by the cdkube local runner (emptyDir and hostPath are)"
+            "volume \"s\": nfs volumes are not supported by the cdkube local runner (emptyDir, hostPath, configMap, secret, downwardAPI and projected are)"
         );
         assert!(absolute("mountPath", "/a/../b").is_err());
         assert!(absolute("mountPath", "rel").is_err());
