@@ -658,6 +658,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_mount_point_missing_on_the_host_is_made_in_a_shadow_of_its_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        if !namespaces_permitted(dir.path()) {
+            eprintln!("NOTICE: mount namespaces are not permitted here; shadowing not tested");
+            return;
+        }
+        let volume = dir.path().join("vol");
+        std::fs::create_dir_all(&volume).unwrap();
+        std::fs::write(volume.join("f"), "in the volume\n").unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        // /usr exists on the host, /usr/cdkube-shadow-test does not: /usr is carried over entry by
+        // entry into the private root, where the mount point is made.
+        let target = "/usr/cdkube-shadow-test/vol";
+        let script = format!("cat {target}/f; test -x /usr/bin/env && echo usr carried over");
+        let mut s = spec(dir.path(), "sh", &["-c", &script]);
+        s.cwd = PathBuf::from("/");
+        s.isolation = Some(Isolation {
+            root,
+            mounts: vec![BindMount {
+                source: volume,
+                target: target.into(),
+                read_only: true,
+            }],
+            tmp: std::env::temp_dir(),
+            hidden: Vec::new(),
+        });
+        assert_eq!(spawn(&s).unwrap().wait().await, Exit::Code(0));
+        let log = std::fs::read_to_string(dir.path().join("c.log")).unwrap();
+        assert_eq!(log, "in the volume\nusr carried over\n");
+        assert!(!Path::new("/usr/cdkube-shadow-test").exists(), "the host was modified");
+    }
+
+    #[tokio::test]
     async fn private_namespace_puts_volumes_at_their_mount_paths() {
         let dir = tempfile::tempdir().unwrap();
         if !namespaces_permitted(dir.path()) {
