@@ -566,3 +566,52 @@ proptest! {
         prop_assert!(valid, "{}", entries[0]);
     }
 }
+
+/// A ConfigMap of `bytes` of YAML in dense flow style: legal, shallow, about a second of serde_yaml.
+fn dense_yaml_configmap(name: &str, bytes: usize) -> String {
+    let mut text = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata: {{");
+    let mut i = 0;
+    while text.len() < bytes - 16 {
+        text.push_str(&format!("k{i}: v, "));
+        i += 1;
+    }
+    text.push_str("z: v}\n");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_are_decoded_off_the_async_workers() {
+    let cluster = Cluster::start().await;
+    let client = cluster.client().await;
+    let mut senders = tokio::task::JoinSet::new();
+    // As many at once as this machine has cores.
+    for i in 0..2 {
+        let client = client.clone();
+        let body = dense_yaml_configmap(&format!("dense-{i}"), 3 * 1024 * 1024 - 1024).into_bytes();
+        senders.spawn(async move {
+            send(
+                &client,
+                "POST",
+                "/api/v1/namespaces/default/configmaps",
+                "application/yaml",
+                body,
+            )
+            .await
+        });
+    }
+    let (slowest, answers) = wire::slowest_healthz_while(
+        cluster.server.addr(),
+        cluster.server.ca_pem(),
+        HEALTHZ,
+        senders.join_all(),
+    )
+    .await;
+    let slowest = slowest.expect("/healthz answered");
+    assert!(
+        slowest < HEALTHZ,
+        "/healthz took {slowest:?} while large bodies were decoded"
+    );
+    for (code, message) in answers {
+        assert_eq!(code, 200, "{message}");
+    }
+}

@@ -76,6 +76,14 @@
 //! - Messages that carry Go-specific text are approximated: the Pod update refusal has no Go diff
 //!   after its first line, a JSON body that does not parse reports serde's wording, and a CRD
 //!   error naming its versions prints a version's own schema as null when versions differ.
+//! - Request limits are kube-apiserver's (3 MiB bodies → 413, 1 MiB of headers → 431, header-read
+//!   32 s, idle 90 s, body 60 s; JSON patches: 10 000 operations, 3 MiB of copies; see
+//!   `embedded::conn` and [`decode`]), but bodies nested deeper than 100 levels are refused (400)
+//!   where kube-apiserver's decoders allow 10 000, a patch whose result nests deeper is 422, and
+//!   idle HTTP/1.1 connections close after the 32 s header timeout rather than 90 s. A patch body
+//!   is decoded before the object is looked up, so a malformed patch of a missing object is 400,
+//!   not 404. There is no etcd request size limit (1.5 MiB): an object of up to 3 MiB is stored,
+//!   and writing a huge one holds the store's lock while it is checked.
 //!
 //! `tests/conformance.rs` sends the same requests to the emulator and to a real kube-apiserver
 //! and compares the answers; a case listed there as a deviation names one of the points above.

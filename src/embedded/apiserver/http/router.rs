@@ -187,7 +187,6 @@ async fn route(
     if matches!(segs.first(), Some(&("api" | "apis"))) {
         check_accept(headers)?;
     }
-    let types = server.store.lock().types().to_vec();
     let get_only = |r: Response| {
         if method == Method::GET {
             Ok(r)
@@ -195,9 +194,14 @@ async fn route(
             Err(ApiError::method_not_allowed())
         }
     };
+    // Answered without the store: a long write holding its lock must not make the server look dead.
     match segs.as_slice() {
-        ["version"] => get_only(json_response(StatusCode::OK, &discovery::version_info(), &[])),
-        ["healthz"] | ["livez"] | ["readyz"] => get_only((StatusCode::OK, "ok").into_response()),
+        ["version"] => return get_only(json_response(StatusCode::OK, &discovery::version_info(), &[])),
+        ["healthz"] | ["livez"] | ["readyz"] => return get_only((StatusCode::OK, "ok").into_response()),
+        _ => {}
+    }
+    let types = server.store.lock().types().to_vec();
+    match segs.as_slice() {
         ["api"] => get_only(discovery_response(
             headers,
             &types,
