@@ -576,6 +576,16 @@ fn pod_create_cases() -> Vec<Case> {
             ..CASE
         },
         Case {
+            name: "rbac: a Role with non-resource URLs",
+            request: post(
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "r"},
+                    "rules": [{"verbs": ["get"], "apiGroups": [""], "nonResourceURLs": ["/healthz", "/version"]}]}),
+            ),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
             name: "rbac: subjects of unknown kind and ServiceAccounts with an apiGroup",
             request: post(
                 ROLEBINDINGS,

@@ -681,7 +681,7 @@ async fn rbac_objects_are_served_and_validated_through_kubectl() {
     let out = kubectl.run_stdin(&["apply", "-f", "-"], &changed).await;
     assert!(!out.success());
     assert!(
-        out.stderr.contains("roleRef: Invalid value: rbac.RoleRef{APIGroup:\"rbac.authorization.k8s.io\", Kind:\"ClusterRole\", Name:\"reader\"}: cannot change roleRef"),
+        out.stderr.contains("roleRef: Invalid value: {\"APIGroup\":\"rbac.authorization.k8s.io\",\"Kind\":\"ClusterRole\",\"Name\":\"reader\"}: field is immutable"),
         "{}",
         out.stderr
     );
@@ -689,8 +689,8 @@ async fn rbac_objects_are_served_and_validated_through_kubectl() {
     let out = kubectl.run_stdin(&["create", "-f", "-"], bad).await;
     assert!(!out.success());
     for cause in [
-        "rules[0].verbs: Required value: verbs must contain at least one value",
         "rules[0].apiGroups: Required value: resource rules must supply at least one api group",
+        "rules[0].verbs: Required value",
     ] {
         assert!(out.stderr.contains(cause), "{cause}: {}", out.stderr);
     }

@@ -85,9 +85,9 @@ fn validate_rule_targets(rule: &Value, namespaced: bool, path: &str, errs: &mut 
     if !urls.is_empty() {
         let field = format!("{path}.nonResourceURLs");
         if namespaced {
-            errs.push(invalid_raw(
+            errs.push(StatusCause::invalid(
                 &field,
-                &go_strings(&urls),
+                &json!(urls),
                 "namespaced rules cannot apply to non-resource URLs",
             ));
         }
@@ -95,9 +95,9 @@ fn validate_rule_targets(rule: &Value, namespaced: bool, path: &str, errs: &mut 
             .iter()
             .any(|f| !strings(&rule[*f]).is_empty());
         if resourceful {
-            errs.push(invalid_raw(
+            errs.push(StatusCause::invalid(
                 &field,
-                &go_strings(&urls),
+                &json!(urls),
                 "rules cannot apply to both regular resources and non-resource URLs",
             ));
         }
@@ -192,24 +192,9 @@ fn validate_subject(s: &Value, namespaced: bool, path: &str, errs: &mut Vec<Stat
     }
 }
 
-/// A `FieldValueInvalid` cause whose value is already rendered (Go's `%#v` of a slice or struct).
-fn invalid_raw(field: &str, rendered: &str, detail: &str) -> StatusCause {
-    StatusCause {
-        reason: "FieldValueInvalid",
-        field: field.to_string(),
-        message: format!("Invalid value: {rendered}: {detail}"),
-    }
-}
-
 /// A RoleRef as kube-apiserver prints it in an immutability error: its Go field names, as JSON.
 fn role_ref_value(r: &Value) -> Value {
     json!({"APIGroup": r["apiGroup"], "Kind": r["kind"], "Name": r["name"]})
-}
-
-/// Go's `%#v` of a `[]string`.
-fn go_strings(items: &[&str]) -> String {
-    let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
-    format!("[]string{{{}}}", quoted.join(", "))
 }
 
 #[cfg(test)]
@@ -241,7 +226,7 @@ mod tests {
                 kind: "Role",
                 obj: json!({"rules": [{"verbs": ["get"], "nonResourceURLs": ["/healthz"]}]}),
                 expected: &[
-                    "rules[0].nonResourceURLs: Invalid value: []string{\"/healthz\"}: namespaced rules cannot apply to non-resource URLs",
+                    "rules[0].nonResourceURLs: Invalid value: [\"/healthz\"]: namespaced rules cannot apply to non-resource URLs",
                 ],
             },
             Case {
