@@ -1919,7 +1919,7 @@ async fn embedded_api_server_answers_as_kube_apiserver() {
         .await
         .expect("install the Pipeline CRD");
     let servers = Servers {
-        real: realkube::client_for(&real.kubeconfig).await,
+        real: support::cluster::client_for(&real.kubeconfig).await,
         embedded,
     };
     let cases = cases();

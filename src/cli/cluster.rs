@@ -29,25 +29,31 @@ pub(crate) struct Cluster {
 impl Scope {
     /// Connects as kubectl would; the error is one line saying what to check.
     pub(crate) async fn connect(&self) -> Result<Cluster, String> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let config = match &self.kubeconfig {
-            Some(path) => {
-                let kubeconfig =
-                    Kubeconfig::read_from(path).map_err(|e| format!("reading kubeconfig {}: {e}", path.display()))?;
-                kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                    .await
-                    .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
-            }
-            None => kube::Config::infer()
-                .await
-                .map_err(|e| format!("no cluster configured ({e}); set KUBECONFIG or pass --kubeconfig"))?,
-        };
+        let config = kube_config(self.kubeconfig.as_deref()).await?;
         let namespace = self
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
         let client = Client::try_from(config).map_err(|e| format!("building the API client: {e}"))?;
         Ok(Cluster { client, namespace })
+    }
+}
+
+/// The client configuration from `path`, or as kubectl finds one (KUBECONFIG, ~/.kube/config,
+/// in-cluster); the error is one line. Installs the crypto provider kube's rustls needs.
+pub(crate) async fn kube_config(path: Option<&std::path::Path>) -> Result<kube::Config, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match path {
+        Some(path) => {
+            let kubeconfig =
+                Kubeconfig::read_from(path).map_err(|e| format!("reading kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| format!("no cluster configured ({e}); set KUBECONFIG or pass --kubeconfig")),
     }
 }
 

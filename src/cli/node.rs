@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use cdkube::embedded::node::{NodeAgent, NodeConfig};
 use cdkube::embedded::runner::RunnerConfig;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 
 /// Arguments of `cdkube node`.
 #[derive(clap::Args)]
@@ -34,7 +33,6 @@ pub(super) fn run(args: NodeArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("starting the async runtime: {e}")),
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
     match runtime.block_on(serve(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
@@ -63,18 +61,7 @@ async fn serve(args: NodeArgs) -> Result<(), String> {
 }
 
 async fn client(path: Option<&std::path::Path>) -> Result<kube::Client, String> {
-    let config = match path {
-        Some(path) => {
-            let kubeconfig =
-                Kubeconfig::read_from(path).map_err(|e| format!("reading kubeconfig {}: {e}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| format!("no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster): {e}"))?,
-    };
+    let config = super::cluster::kube_config(path).await?;
     kube::Client::try_from(config).map_err(|e| format!("building the API client: {e}"))
 }
 

@@ -178,7 +178,7 @@ impl Namespace {
         )
         .expect("set the test namespace");
         kubectl(&kubeconfig, &["create", "namespace", &name]).expect("create namespace");
-        let client = client_for(&kubeconfig).await;
+        let client = super::cluster::client_for(&kubeconfig).await;
         super::cluster::wait_for(
             "the namespace's default ServiceAccount",
             Duration::from_secs(30),
@@ -196,16 +196,4 @@ impl Namespace {
             client,
         }
     }
-}
-
-/// A kube-rs client from a kubeconfig file (its default namespace included).
-pub async fn client_for(path: &Path) -> kube::Client {
-    // kube's rustls needs a process-wide provider; cdkube uses ring (a second install is a no-op).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).expect("kubeconfig");
-    let options = kube::config::KubeConfigOptions::default();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-        .await
-        .expect("client config");
-    kube::Client::try_from(config).expect("client")
 }
