@@ -653,15 +653,13 @@ async fn a_pod_in_a_mount_namespace_sees_the_host_read_only_and_not_the_state_di
         eprintln!("SKIPPED: mount namespaces are not permitted here; README says what Rewrite mode exposes");
         return;
     }
-    // Outside /tmp, which a Pod sees as its own: the state directory and a host directory the user may write.
-    let outside = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let mut plane = PodCluster::server_in(outside).await;
+    // A host directory the user may write, outside /tmp (which Pods may write too): /var is read-only to Pods.
+    let mut plane = PodCluster::server_in(Path::new(env!("CARGO_TARGET_TMPDIR"))).await;
     plane.cluster.start_runner(Some(VolumeMode::Namespace)).await;
-    let host = tempfile::tempdir_in(outside).unwrap();
+    let host = tempfile::tempdir_in("/var/tmp").unwrap();
     let kubeconfig = plane.cluster.kubeconfig();
     let script = format!(
-        "echo private > /tmp/own && cat /tmp/own; \
-         if touch '{host}/written' 2>/dev/null; then echo host-writable; else echo host-read-only; fi; \
+        "if touch '{host}/written' 2>/dev/null; then echo host-writable; else echo host-read-only; fi; \
          if [ -e '{kubeconfig}' ]; then echo kubeconfig-visible; else echo kubeconfig-hidden; fi",
         host = host.path().display(),
         kubeconfig = kubeconfig.display(),
@@ -675,10 +673,7 @@ async fn a_pod_in_a_mount_namespace_sees_the_host_read_only_and_not_the_state_di
         }))
         .await;
     plane.wait_phase("nosy", "Succeeded").await;
-    assert_eq!(
-        plane.log("nosy", "main"),
-        "private\nhost-read-only\nkubeconfig-hidden\n"
-    );
+    assert_eq!(plane.log("nosy", "main"), "host-read-only\nkubeconfig-hidden\n");
     assert!(!host.path().join("written").exists());
     assert!(kubeconfig.exists(), "hidden from the Pod, not removed");
 }

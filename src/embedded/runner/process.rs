@@ -53,22 +53,21 @@ pub(super) struct BindMount {
 }
 
 /// A private root: a tmpfs holding the host's top-level directories, bind-mounted read-only (but
-/// `/dev` and `/proc`), a private `/tmp`, the hidden host directories, and the volumes.
+/// `/dev`, `/proc` and `/tmp`), the hidden host directories, and the volumes.
 #[derive(Clone, Debug)]
 pub(super) struct Isolation {
     /// Host directory on which the tmpfs root is mounted (inside the namespace only).
     pub root: PathBuf,
     /// Volume mounts, applied in order (parents before children).
     pub mounts: Vec<BindMount>,
-    /// Host directory mounted writable at `/tmp` in place of the host's.
-    pub tmp: PathBuf,
     /// Absolute host directories covered by an empty tmpfs (the runner's state directory: the
     /// admin kubeconfig and every other Pod's files).
     pub hidden: Vec<PathBuf>,
 }
 
-/// Top-level host directories bound writable: device nodes and the proc filesystem.
-const WRITABLE_TOP_LEVEL: [&str; 2] = ["dev", "proc"];
+/// Top-level host directories bound writable: device nodes, the proc filesystem, and `/tmp`, which
+/// builds expect to write and where the runner's own binary may live (a checkout under /tmp).
+const WRITABLE_TOP_LEVEL: [&str; 3] = ["dev", "proc", "tmp"];
 
 /// A fully resolved container process.
 #[derive(Clone, Debug)]
@@ -211,7 +210,6 @@ pub fn namespaces_permitted(scratch: &Path) -> bool {
         &Isolation {
             root: root.clone(),
             mounts: Vec::new(),
-            tmp: std::env::temp_dir(),
             hidden: Vec::new(),
         },
         Path::new("/"),
@@ -293,13 +291,6 @@ impl NamespacePlan {
         let mut steps = Vec::new();
         for hidden in iso.hidden.iter().filter(|h| h.is_absolute() && h.is_dir()) {
             steps.push(Step::Hide(cstr(&inside(&iso.root, hidden))?));
-        }
-        if Path::new("/tmp").is_dir() {
-            steps.push(Step::Bind {
-                source: cstr(&iso.tmp)?,
-                target: cstr(&inside(&iso.root, Path::new("/tmp")))?,
-                read_only: false,
-            });
         }
         for (i, m) in mounts.iter().enumerate() {
             for dir in missing_dirs(&m.target, &mounts[..i], &shadow)? {
@@ -682,7 +673,6 @@ mod tests {
                 target: target.into(),
                 read_only: true,
             }],
-            tmp: std::env::temp_dir(),
             hidden: Vec::new(),
         });
         assert_eq!(spawn(&s).unwrap().wait().await, Exit::Code(0));
@@ -716,7 +706,6 @@ mod tests {
         s.isolation = Some(Isolation {
             root,
             mounts: vec![mount],
-            tmp: std::env::temp_dir(),
             hidden: Vec::new(),
         });
         s.args[1] = "pwd; echo made > /cdkube-test-ws/here; cat /cdkube-test-ws/here".into();

@@ -9,8 +9,8 @@
 //!   private mount namespace whose root is a tmpfs holding bind mounts of the host's top-level
 //!   directories, with each volume bind-mounted at its `mountPath` (read-only when asked) and then
 //!   `chroot`. Every path the Pod names works, for every program it runs. The host's directories are
-//!   read-only (but `/dev` and `/proc`; mounts below a top-level directory keep their own mode),
-//!   `/tmp` is the container's own, and the state directory (the admin kubeconfig, other Pods'
+//!   read-only (but `/dev`, `/proc` and `/tmp`, the host's; mounts below a top-level directory keep
+//!   their own mode), and the state directory (the admin kubeconfig, other Pods'
 //!   files) is hidden under an empty tmpfs. Nothing else is isolated: same users, same network,
 //!   same processes.
 //! - `Rewrite` (fallback): nothing is mounted. `workingDir`, and each `command`/`args` token and
@@ -133,11 +133,6 @@ impl PodDir {
     /// Mount point of the container's private root (used only inside its mount namespace).
     pub fn private_root(&self, container: &str) -> PathBuf {
         self.container(container).join("root")
-    }
-
-    /// The container's `/tmp` in `Namespace` mode.
-    pub fn private_tmp(&self, container: &str) -> PathBuf {
-        self.container(container).join("tmp")
     }
 
     /// The container's own files in `Rewrite` mode (its working directory when none is mounted).
@@ -331,15 +326,8 @@ pub(super) fn process_spec(
         VolumeMode::Namespace => {
             let root = dir.private_root(&container.name);
             create_dir(&root)?;
-            let tmp = dir.private_tmp(&container.name);
-            create_dir(&tmp)?;
             let hidden = std::path::absolute(&dir.state_dir).into_iter().collect();
-            let isolation = Isolation {
-                root,
-                mounts,
-                tmp,
-                hidden,
-            };
+            let isolation = Isolation { root, mounts, hidden };
             (working_dir.unwrap_or_else(|| PathBuf::from("/")), Some(isolation))
         }
         VolumeMode::Rewrite => {
