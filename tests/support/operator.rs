@@ -37,13 +37,13 @@ pub struct Plane {
     kubeconfig: PathBuf,
     /// What the operator authenticates with: a token of deploy/'s ServiceAccount, on either plane.
     operator_kubeconfig: PathBuf,
-    /// Where gate files live: outside /tmp and the state directory, which builds in a private
-    /// mount namespace do not see.
+    /// Where gate files live: outside the state directory, which builds in a private mount
+    /// namespace do not see.
     gates: tempfile::TempDir,
     backend: Backend,
 }
 
-/// A directory builds can read: under the target dir, not /tmp.
+/// A directory builds can read: under the target dir, away from the (hidden) state directory.
 fn gates() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("gates dir")
 }
