@@ -214,20 +214,7 @@ pub async fn request_token(client: &Client, ns: &str, name: &str, seconds: i64) 
 
 /// Writes `token` to `path` (mode 0600) by renaming a new file over it, so readers see a whole token.
 fn write_token(path: &Path, token: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(token.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::embedded::state_dir::replace_file(path, token.as_bytes())
 }
 
 /// The operator's identity on this plane: deploy/'s namespace and RBAC applied, a token for its

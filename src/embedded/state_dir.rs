@@ -51,6 +51,20 @@ pub(crate) fn write_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         .write_all(contents)
 }
 
+/// Replaces `path` with `contents` (mode 0600) by renaming a new file over it, so a reader sees the
+/// old file or the whole new one, never a part; a symlink at `path` is replaced, not followed.
+pub(crate) fn replace_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Opens `path` for appending, creating it 0600; a symlink at `path` is refused (`ELOOP`).
 pub(crate) fn open_append(path: &Path) -> std::io::Result<File> {
     OpenOptions::new()

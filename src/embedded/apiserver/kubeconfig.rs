@@ -1,6 +1,4 @@
 //! The kubeconfig the embedded API server writes for kubectl and kube-rs (mode 0600).
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Context, cluster and user name in the kubeconfig.
@@ -34,17 +32,5 @@ pub(super) fn render(server_url: &str, ca_pem: &str, credential: Credential<'_>)
 
 /// Writes the kubeconfig with mode 0600 (replacing any previous file, whose mode may differ).
 pub(super) fn write(path: &Path, server_url: &str, ca_pem: &str, credential: Credential<'_>) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(render(server_url, ca_pem, credential).as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::embedded::state_dir::replace_file(path, render(server_url, ca_pem, credential).as_bytes())
 }
