@@ -13,4 +13,6 @@ pub mod embedded;
 pub mod git;
 pub mod input;
 pub mod schedule;
+pub mod serve;
 pub mod telemetry;
+pub mod webhook;

@@ -83,74 +83,17 @@ impl ArtifactServer {
 }
 
 /// Serve `server` on `listener` until `shutdown` completes, then let the requests in flight finish (each
-/// within its deadline) and return.
-///
-/// Connections are served by hyper directly rather than `axum::serve`, for the deadlines it does not
-/// set: a client must send its request headers within [`HEADER_TIMEOUT`], and a connection lives at most
-/// [`CONNECTION_TIMEOUT`].
+/// within its deadline) and return. See [`crate::serve`] for the connection deadlines.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     server: ArtifactServer,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let app = server.router();
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let mut connections = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => {
-                    connections.spawn(serve_connection(tcp, app.clone(), stopping.clone()));
-                }
-                // Out of file descriptors and the like: wait a little rather than spin.
-                Err(error) => {
-                    tracing::warn!(%error, "artifact server: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    let _ = stop.send(true);
-    // Every connection ends by CONNECTION_TIMEOUT; the bound is only a backstop.
-    let drained = tokio::time::timeout(CONNECTION_TIMEOUT, async {
-        while connections.join_next().await.is_some() {}
-    });
-    if drained.await.is_err() {
-        connections.abort_all();
-    }
-    Ok(())
-}
-
-/// Serve one connection until it closes, its deadline passes, or the server stops (gracefully: the
-/// request in flight is answered, then the connection closes).
-async fn serve_connection(tcp: tokio::net::TcpStream, app: Router, mut stopping: tokio::sync::watch::Receiver<bool>) {
-    let service = hyper_util::service::TowerToHyperService::new(app);
-    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
-    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
-    tokio::pin!(connection);
-    let deadline = tokio::time::sleep(CONNECTION_TIMEOUT);
-    tokio::pin!(deadline);
-    let mut graceful = false;
-    loop {
-        tokio::select! {
-            _ = connection.as_mut() => return,
-            () = &mut deadline => return,
-            changed = stopping.changed(), if !graceful => {
-                graceful = true;
-                if changed.is_ok() {
-                    connection.as_mut().graceful_shutdown();
-                }
-            }
-        }
-    }
+    let limits = crate::serve::Limits {
+        header_timeout: HEADER_TIMEOUT,
+        connection_timeout: CONNECTION_TIMEOUT,
+    };
+    crate::serve::serve(listener, server.router(), limits, shutdown).await
 }
 
 struct Shared {

@@ -2,11 +2,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::{ArgAction, Args, ValueEnum};
 
-use cdkube::controller::{self, SigningKey};
-use cdkube::telemetry::LogFormat;
+use cdkube::controller::{self, Election, SigningKey, WebhookOptions};
+use cdkube::telemetry::{Health, Leadership, LogFormat, Metrics};
+use cdkube::webhook::SecretSource;
 
 /// Flags of `cdkube run`; each has an environment fallback for Deployments.
 #[derive(Args, Debug)]
@@ -52,6 +55,32 @@ pub(crate) struct RunArgs {
     /// Read the signing key from this file instead (created 0600 if absent).
     #[arg(long, env = "CDKUBE_SIGNING_KEY_FILE", conflicts_with = "signing_key_secret")]
     signing_key_file: Option<PathBuf>,
+    /// Handle only the Pipelines this label selector selects (a shard, e.g. `shard=a`); each shard
+    /// elects its own leader.
+    #[arg(long, env = "CDKUBE_LABEL_SELECTOR")]
+    label_selector: Option<String>,
+    /// Address of the ops endpoints: /metrics, /healthz, /readyz.
+    #[arg(long, env = "CDKUBE_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+    metrics_listen: SocketAddr,
+    /// Address of the webhook receiver (/hooks/github, /hooks/gitlab, /hooks/generic).
+    #[arg(long, env = "CDKUBE_WEBHOOK_LISTEN", default_value = "0.0.0.0:9292")]
+    webhook_listen: SocketAddr,
+    /// Secret (in the operator's namespace) with the webhook secrets: keys `github`, `gitlab`, `generic`
+    /// or `token`. Without it, no webhook receiver runs.
+    #[arg(long, env = "CDKUBE_WEBHOOK_SECRET")]
+    webhook_secret: Option<String>,
+    /// Campaign for a Lease so that only one replica works; `--leader-elect=false` for a single replica.
+    #[arg(long, env = "CDKUBE_LEADER_ELECT", default_value_t = true, action = ArgAction::Set)]
+    leader_elect: bool,
+    /// How long the leader's Lease holds without renewal: the longest a takeover waits after a crash.
+    #[arg(long, env = "CDKUBE_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    lease_duration: Duration,
+    /// This replica's identity in the Lease (default: the Pod name, else the host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    leader_identity: Option<String>,
+    /// How long the Pipeline watch may fail without a success before /healthz reports unhealthy.
+    #[arg(long, env = "CDKUBE_WATCH_STALL_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    watch_stall_timeout: Duration,
     /// Log format.
     #[arg(long, env = "CDKUBE_LOG_FORMAT", value_enum, default_value_t = Format::Text)]
     pub(crate) log_format: Format,
@@ -76,7 +105,30 @@ impl From<Format> for LogFormat {
 }
 
 impl RunArgs {
-    fn options(self) -> controller::Options {
+    /// How this replica campaigns, if it does.
+    fn election(&self) -> Option<Election> {
+        if !self.leader_elect {
+            return None;
+        }
+        let pod = std::env::var("POD_NAME").ok().filter(|p| !p.is_empty());
+        let identity = self.leader_identity.clone().unwrap_or_else(default_identity);
+        Some(Election {
+            namespace: self.operator_namespace.clone(),
+            identity,
+            lease_duration: self.lease_duration,
+            pod,
+        })
+    }
+
+    fn options(self, client: &kube::Client, metrics: Arc<Metrics>, health: Health) -> controller::Options {
+        let webhook = self.webhook_secret.map(|name| WebhookOptions {
+            listen: self.webhook_listen,
+            secrets: SecretSource::Kubernetes {
+                client: client.clone(),
+                namespace: self.operator_namespace.clone(),
+                name,
+            },
+        });
         let signing_key = match self.signing_key_file {
             Some(path) => SigningKey::File(path),
             None => SigningKey::Secret {
@@ -96,8 +148,18 @@ impl RunArgs {
             allow_local_repos: self.allow_local_repos,
             signing_key,
             notify: None,
+            label_selector: self.label_selector,
+            webhook,
+            metrics,
+            health,
         }
     }
+}
+
+/// `<host name>-<process id>`: unique among replicas that are not Pods.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
 }
 
 /// Runs the operator until SIGTERM or SIGINT; exit 0 after a graceful stop.
@@ -113,14 +175,42 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
             .await
             .map_err(|e| format!("no Kubernetes configuration (in-cluster or KUBECONFIG): {e}"))?;
         let stop = controller::shutdown_signal().map_err(|e| format!("installing signal handlers: {e}"))?;
-        controller::run(client, args.options(), stop)
-            .await
-            .map_err(|e| e.to_string())
+        let metrics = Arc::new(Metrics::new());
+        let health = Health::new(args.watch_stall_timeout);
+        let ops = serve_ops(args.metrics_listen, metrics.clone(), health.clone()).await?;
+        let election = args.election();
+        let options = args.options(&client, metrics.clone(), health.clone());
+        let result = match election {
+            Some(election) => controller::run_elected(client, options, election, stop).await,
+            None => {
+                health.set_leadership(Leadership::Disabled);
+                metrics.leader.set(1);
+                controller::run(client, options, stop).await
+            }
+        };
+        ops.abort();
+        result.map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
+}
+
+/// Starts the ops endpoints (metrics and health): they answer from start to exit, leader or not.
+async fn serve_ops(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Health,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("ops endpoints on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| format!("ops endpoints on {addr}: {e}"))?;
+    tracing::info!("ops endpoints on http://{bound} (/metrics, /healthz, /readyz)");
+    let router = cdkube::telemetry::router(metrics, health);
+    let limits = cdkube::serve::Limits::SHORT;
+    Ok(tokio::spawn(cdkube::serve::serve(listener, router, limits, std::future::pending())))
 }
 
 fn fail(message: &str) -> ExitCode {

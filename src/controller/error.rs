@@ -47,8 +47,11 @@ pub enum StartError {
     /// The artifact store or signing key could not be set up.
     #[error("artifacts: {0}")]
     Artifact(#[from] crate::artifact::Error),
-    /// The artifact server could not listen.
-    #[error("artifact server on {addr}: {source}")]
+    /// Leader election failed, or this replica lost its Lease.
+    #[error("leader election: {0}")]
+    Election(String),
+    /// A server (artifacts, webhooks) could not listen.
+    #[error("listening on {addr}: {source}")]
     Listen {
         /// The address.
         addr: std::net::SocketAddr,

@@ -56,6 +56,8 @@ pub struct Observation {
     pub spec_digest: String,
     /// The branch head on the remote, if known.
     pub head: Option<Head>,
+    /// Whether `head` was first seen by a probe a push (webhook) asked for.
+    pub pushed: bool,
     /// Why the repository could not be probed or fetched, if it could not.
     pub fetch_error: Option<FetchProblem>,
     /// The `requested-at` annotation, when it differs from `status.lastHandledTriggerAt`.
@@ -130,14 +132,15 @@ pub fn spec_digest(spec: &PipelineSpec) -> String {
 }
 
 /// Whether `head` is a new trigger against `status`: a manual request, a head with no run recorded for it
-/// (or that differs from `latestRevision`), or a build-relevant spec change since the newest run.
-pub fn trigger(status: &PipelineStatus, head: &Head, spec_digest: &str, manual: bool) -> Option<Trigger> {
-    if manual {
+/// (or that differs from `latestRevision`; `webhook` when a push made it known, else `poll`), or a
+/// build-relevant spec change since the newest run.
+pub fn trigger(status: &PipelineStatus, head: &Head, spec_digest: &str, obs: &Observation) -> Option<Trigger> {
+    if obs.manual.is_some() {
         return Some(Trigger::Manual);
     }
     let seen = status.latest_revision.as_deref() == Some(head.revision().as_str());
     if !seen || !status.history.iter().any(|r| r.commit == head.sha) {
-        return Some(Trigger::Poll);
+        return Some(if obs.pushed { Trigger::Webhook } else { Trigger::Poll });
     }
     let newest = status.history.first()?;
     let changed = newest.spec_digest.as_deref().is_some_and(|d| d != spec_digest);
@@ -370,7 +373,7 @@ impl Plan {
 
     /// Takes in the remote head: records it, and starts (or, under Forbid, defers) a run if it is a trigger.
     fn take_head(&mut self, spec: &PipelineSpec, head: &Head, obs: &Observation) {
-        let Some(trigger) = trigger(&self.status, head, &obs.spec_digest, obs.manual.is_some()) else {
+        let Some(trigger) = trigger(&self.status, head, &obs.spec_digest, obs) else {
             return;
         };
         let previous = self.status.latest_revision.replace(head.revision());
@@ -691,6 +694,7 @@ mod tests {
             generation: Some(1),
             spec_digest: spec_digest(spec),
             head: head_sha.map(head),
+            pushed: false,
             fetch_error: None,
             manual: None,
             pods: Vec::new(),
@@ -1010,6 +1014,19 @@ mod tests {
                 name: "new head",
                 change: |_, o| o.head = Some(head(SHA2)),
                 expected: Some(Trigger::Poll),
+            },
+            Case {
+                name: "new head a push made known",
+                change: |_, o| {
+                    o.head = Some(head(SHA2));
+                    o.pushed = true;
+                },
+                expected: Some(Trigger::Webhook),
+            },
+            Case {
+                name: "a push of the head already built",
+                change: |_, o| o.pushed = true,
+                expected: None,
             },
         ];
         for case in cases {

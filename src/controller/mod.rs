@@ -6,8 +6,10 @@
 //! One [`Context`] is shared by every reconcile. Errors carry their own requeue policy
 //! ([`Error::requeue`]); problems of a Pipeline (bad spec, bad Secret, unreachable repository, failed
 //! build) are status conditions and Events, not errors.
+mod election;
 mod error;
 pub mod history;
+mod instruments;
 pub mod pod;
 mod reconcile;
 mod source;
@@ -28,12 +30,15 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc;
 
+pub use election::{Election, LEADER_LABEL, LEASE_NAME, lease_name, run_elected};
 pub use error::{Error, StartError};
 
 use crate::api::Pipeline;
 use crate::artifact::{self, ArtifactServer, Signer};
 use crate::git::{Engine, EngineOptions};
 use crate::schedule::{Backoff, Event as PollEvent, Poller, PollerOptions};
+use crate::telemetry::{Health, Metrics};
+use crate::webhook::SecretSource;
 
 /// `reportingController` of the operator's Events.
 pub const REPORTER: &str = "cdkube-controller";
@@ -79,6 +84,23 @@ pub struct Options {
     pub signing_key: SigningKey,
     /// Receives one line per run Event (`cdkube dev` prints them).
     pub notify: Option<mpsc::UnboundedSender<String>>,
+    /// Handle only the Pipelines this label selector selects (a shard); `None` for all.
+    pub label_selector: Option<String>,
+    /// The webhook receiver, if enabled.
+    pub webhook: Option<WebhookOptions>,
+    /// Where the operator's metrics go.
+    pub metrics: Arc<Metrics>,
+    /// Where the operator reports its health.
+    pub health: Health,
+}
+
+/// The webhook receiver's port and secrets.
+#[derive(Debug, Clone)]
+pub struct WebhookOptions {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// Where its secrets come from.
+    pub secrets: SecretSource,
 }
 
 /// Shared by every reconcile.
@@ -96,6 +118,8 @@ pub struct Context {
     backoff: Retries,
     /// The controller's cache of Pipelines, once it runs (the artifact server's rebuild hook reads it).
     pipelines: OnceLock<Store<Pipeline>>,
+    /// Triggers waiting and reconciles running, for the work queue gauge.
+    queue: instruments::Queue,
 }
 
 impl Context {
@@ -166,6 +190,19 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Listen { addr, source })?;
+    let mut webhook_listener = match &options.webhook {
+        Some(webhook) => {
+            let addr = webhook.listen;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?;
+            if let Ok(bound) = listener.local_addr() {
+                tracing::info!("webhook receiver on http://{bound} (/hooks/github, /hooks/gitlab, /hooks/generic)");
+            }
+            Some((listener, webhook.secrets.clone()))
+        }
+        None => None,
+    };
     let mut options = options;
     if options.artifact_url.is_empty() {
         let bound = listener
@@ -185,12 +222,23 @@ pub async fn run(
         Arc::new(source::Rebuilder { ctx: Arc::clone(&ctx) }),
     );
     let server_task = tokio::spawn(artifact::serve(listener, server, wait_stop(stop_rx.clone())));
+    let webhook_task = match webhook_listener.take() {
+        Some((listener, secrets)) => {
+            let router = crate::webhook::router(ctx.poller.clone(), secrets, Arc::clone(&ctx.options.metrics));
+            let limits = crate::serve::Limits::SHORT;
+            Some(tokio::spawn(crate::serve::serve(listener, router, limits, wait_stop(stop_rx.clone()))))
+        }
+        None => None,
+    };
     let poller_task = tokio::spawn(ctx.poller.clone().run());
     controller(Arc::clone(&ctx), events, pipelines, shutdown).await;
     tracing::info!("stopped reconciling; closing the artifact server");
     poller_task.abort();
     let _ = stop_tx.send(true);
     let _ = server_task.await;
+    if let Some(task) = webhook_task {
+        let _ = task.await;
+    }
     Ok(())
 }
 
@@ -219,8 +267,13 @@ async fn context(
     engine_options.max_concurrency = options.probe_concurrency.max(1);
     engine_options.max_pack_bytes = options.max_pack_bytes;
     let engine = Engine::new(engine_options)?;
-    let (poller, events) = Poller::new(engine.clone(), PollerOptions::default());
+    let poller_options = PollerOptions {
+        observer: Some(instruments::probe_observer(Arc::clone(&options.metrics))),
+        ..PollerOptions::default()
+    };
+    let (poller, events) = Poller::new(engine.clone(), poller_options);
     let store = artifact::Store::open(&options.storage_dir.join("artifacts"))?;
+    options.health.set_storage(store.dir().to_path_buf());
     let signer = match &options.signing_key {
         SigningKey::File(path) => artifact::load_or_create_key_file(path)?,
         SigningKey::Secret { namespace, name } => {
@@ -238,6 +291,7 @@ async fn context(
         refusals: Mutex::default(),
         backoff: Retries::default(),
         pipelines: OnceLock::new(),
+        queue: instruments::Queue::default(),
     };
     Ok((ctx, events))
 }
@@ -255,13 +309,14 @@ async fn controller(
     let config = ControllerConfig::default().concurrency(ctx.options.reconcile_concurrency.max(1));
     // One signal, two uses: the controller's graceful shutdown, and a deadline for it.
     let (graceful, stopped) = split_shutdown(shutdown);
-    let controller = Controller::new(pipelines, watcher::Config::default())
+    let (store, pipeline_events) = instruments::watched_pipelines(pipelines, &ctx.options);
+    let controller = Controller::for_stream(pipeline_events, store.clone())
         .owns(pods, pod_watch)
-        .reconcile_on(poll_triggers(events))
+        .reconcile_on(poll_triggers(events, Arc::clone(&ctx)))
         .with_config(config)
         .graceful_shutdown_on(graceful);
-    let store = controller.store();
     let _ = ctx.pipelines.set(store.clone());
+    instruments::set_refresher(&ctx);
     let deadline = async move {
         stopped.await;
         // Before the caches are filled no reconcile can be running: a stop then needs no grace.
@@ -274,7 +329,7 @@ async fn controller(
     };
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&ctx)));
     let running = controller
-        .run(reconcile::reconcile, error_policy, Arc::clone(&ctx))
+        .run(instruments::timed_reconcile, error_policy, Arc::clone(&ctx))
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!("reconcile: {e}");
@@ -319,8 +374,17 @@ fn split_shutdown(
 /// failed or recovered.
 fn poll_triggers(
     events: mpsc::UnboundedReceiver<PollEvent>,
+    ctx: Arc<Context>,
 ) -> impl futures::Stream<Item = ObjectRef<Pipeline>> + Send {
-    futures::stream::unfold(events, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) }).flat_map(|event| {
+    let receive = move |mut rx: mpsc::UnboundedReceiver<PollEvent>| {
+        let ctx = Arc::clone(&ctx);
+        async move {
+            let event = rx.recv().await;
+            instruments::poll_event_received(&ctx, event.as_ref(), rx.len());
+            event.map(|e| (e, rx))
+        }
+    };
+    futures::stream::unfold(events, receive).flat_map(|event| {
         let subscribers = match event {
             PollEvent::HeadChanged { subscribers, .. }
             | PollEvent::ProbeFailed { subscribers, .. }
@@ -342,6 +406,7 @@ async fn housekeeping(ctx: Arc<Context>) {
     if store.wait_until_ready().await.is_err() {
         return;
     }
+    ctx.options.health.set_caches_synced();
     let mut ticks = 0u64;
     loop {
         tokio::time::sleep(HOUSEKEEPING).await;
@@ -386,7 +451,8 @@ fn prune(ctx: &Context, store: &Store<Pipeline>) {
 }
 
 /// Logs a reconcile error and says when to retry.
-fn error_policy(pipeline: Arc<Pipeline>, error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(pipeline: Arc<Pipeline>, error: &Error, ctx: Arc<Context>) -> Action {
+    instruments::reconcile_failed(&ctx, error);
     if matches!(error, Error::Conflict) {
         // Expected now and then: the cache had not yet seen the previous status write.
         tracing::debug!(pipeline = %pipeline.name_any(), "status conflict; retrying");

@@ -107,6 +107,7 @@ async fn observe(ctx: &Context, pipeline: &Pipeline, old: &PipelineStatus, now: 
         generation: pipeline.metadata.generation,
         spec_digest: history::spec_digest(&pipeline.spec),
         head: None,
+        pushed: false,
         fetch_error: None,
         manual,
         pods,
@@ -148,7 +149,10 @@ async fn sense(ctx: &Context, pipeline: &Pipeline, id: &str, obs: &mut Observati
     };
     ctx.poller.subscribe(id, remote.clone(), schedule(pipeline));
     if obs.manual.is_some() {
-        match ctx.engine.probe(&remote).await {
+        let started = std::time::Instant::now();
+        let probed = ctx.engine.probe(&remote).await;
+        super::instruments::record_probe(&ctx.options.metrics, &remote.key().0, &probed, started.elapsed());
+        match probed {
             Ok(head) => obs.head = Some(head),
             Err(e) => obs.fetch_error = Some(e.into()),
         }
@@ -156,6 +160,7 @@ async fn sense(ctx: &Context, pipeline: &Pipeline, id: &str, obs: &mut Observati
     }
     let known = ctx.poller.status(id);
     obs.head = known.as_ref().and_then(|k| k.head.clone());
+    obs.pushed = known.as_ref().is_some_and(|k| k.pushed);
     obs.fetch_error = known.and_then(|k| k.error).map(Into::into);
     Some(remote)
 }
@@ -171,7 +176,9 @@ fn schedule(pipeline: &Pipeline) -> Schedule {
 
 /// Carries out a plan: status first (the run is recorded before its Pod exists), then Pods, then Events.
 async fn apply(ctx: &Context, pipeline: &Pipeline, old: &PipelineStatus, plan: Plan) -> Result<Action, Error> {
+    let written = plan.status.clone();
     write_status(ctx, pipeline, old, plan.status).await?;
+    super::instruments::record_runs(&ctx.options.metrics, old, &written);
     // The Events belong to the status just written: publish them before a Pod request can fail.
     publish(ctx, pipeline, &plan.notes).await;
     notify(ctx, pipeline, &plan.notes);

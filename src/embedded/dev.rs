@@ -594,6 +594,10 @@ async fn start_operator(account: OperatorAccount, state_dir: &Path) -> Operator 
         allow_local_repos: true,
         signing_key: crate::controller::SigningKey::File(state_dir.join("operator").join("signing-key")),
         notify: Some(lines),
+        label_selector: None,
+        webhook: None,
+        metrics: std::sync::Arc::new(crate::telemetry::Metrics::new()),
+        health: crate::telemetry::Health::new(std::time::Duration::from_secs(60)),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {

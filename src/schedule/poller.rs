@@ -120,6 +120,8 @@ pub struct KeyStatus {
     pub error: Option<git::Error>,
     /// Consecutive failed probes.
     pub failures: u32,
+    /// Whether the current head was first seen by a probe a push (webhook) asked for.
+    pub pushed: bool,
 }
 
 /// How the poller behaves. Probe concurrency is the engine's (`EngineOptions::max_concurrency`).
@@ -127,6 +129,28 @@ pub struct KeyStatus {
 pub struct PollerOptions {
     /// Backoff of failing keys.
     pub backoff: Backoff,
+    /// Told of every probe's result and duration (metrics).
+    pub observer: Option<ProbeObserver>,
+}
+
+/// A callback told of every probe: its key, its result and how long it took.
+#[derive(Clone)]
+pub struct ProbeObserver(pub Arc<dyn Fn(&Key, &git::Result<Head>, Duration) + Send + Sync>);
+
+impl fmt::Debug for ProbeObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProbeObserver")
+    }
+}
+
+/// What [`Poller::push`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// Keys the push matched.
+    pub matched: usize,
+    /// Of those, keys made due now (the others already knew the pushed commit, or are probing and will
+    /// probe again only if the probe under way misses it).
+    pub due: usize,
 }
 
 /// What one [`Poller::sweep`] did.
@@ -172,12 +196,26 @@ struct KeyState {
     /// Subscriptions triggered while a probe was in flight: due again as soon as it completes.
     retrigger: Vec<String>,
     subscribers: BTreeSet<String>,
+    /// The next probe is one a push asked for.
+    push_due: bool,
+    /// Pushes that arrived while a probe was in flight, with the commit each announced (`None`: unknown).
+    /// The probe's answer settles those it already shows; the rest make the key due again.
+    pushes_in_flight: Vec<Option<String>>,
+    /// The current head was first seen by a probe a push asked for.
+    head_pushed: bool,
 }
 
 struct Subscription {
     key: Key,
     schedule: Schedule,
     next_due: Instant,
+}
+
+/// What the pushes that came during a probe still need ([`KeyState::pushes_missed`]).
+enum Missed {
+    Nothing,
+    Probe,
+    AfterBackoff,
 }
 
 enum Outcome {
@@ -237,6 +275,9 @@ impl Poller {
                 in_flight: false,
                 retrigger: Vec::new(),
                 subscribers: BTreeSet::new(),
+                push_due: false,
+                pushes_in_flight: Vec::new(),
+                head_pushed: false,
             });
             entry.subscribers.insert(id.clone());
             let known = entry.head.clone();
@@ -320,7 +361,44 @@ impl Poller {
             head: key_state.head.clone(),
             error: key_state.last_error.clone(),
             failures: key_state.failures,
+            pushed: key_state.head_pushed,
         })
+    }
+
+    /// A push (webhook) announced commit `after` (if known) on the keys `matches` accepts, given each key
+    /// and its last head. A key that already shows `after` is left alone; a key being probed probes again
+    /// after, unless its probe sees `after`; any other key is probed at once. So a burst of pushes costs one
+    /// probe per key, and no API write.
+    pub fn push(&self, matches: impl Fn(&Key, Option<&Head>) -> bool, after: Option<&str>) -> Pushed {
+        let mut pushed = Pushed::default();
+        {
+            let mut state = self.state();
+            let keys: Vec<Key> = state
+                .keys
+                .iter()
+                .filter(|(key, k)| matches(key, k.head.as_ref()))
+                .map(|(key, _)| key.clone())
+                .collect();
+            pushed.matched = keys.len();
+            for key in keys {
+                let Some(key_state) = state.keys.get_mut(&key) else {
+                    continue;
+                };
+                if key_state.in_flight {
+                    key_state.pushes_in_flight.push(after.map(str::to_owned));
+                    continue;
+                }
+                if after.is_some() && key_state.head.as_ref().map(|h| h.sha.as_str()) == after {
+                    continue;
+                }
+                key_state.push_due = true;
+                let ids: Vec<String> = key_state.subscribers.iter().cloned().collect();
+                state.due_now(&key, &ids);
+                pushed.due += 1;
+            }
+        }
+        self.shared.wake.notify_one();
+        pushed
     }
 
     /// Ids of every subscription.
@@ -393,34 +471,46 @@ impl Poller {
                 continue;
             };
             key_state.in_flight = true;
+            let pushed = std::mem::take(&mut key_state.push_due);
             let spec = key_state.spec.clone();
             self.shared.probes.fetch_add(1, Ordering::Relaxed);
             let poller = self.clone();
             tasks.spawn(async move {
+                let started = Instant::now();
                 let result = poller.shared.engine.probe(&spec).await;
-                poller.complete(&key, result)
+                if let Some(observer) = &poller.shared.options.observer {
+                    (observer.0)(&key, &result, started.elapsed());
+                }
+                poller.complete(&key, result, pushed)
             });
         }
         (tasks, next)
     }
 
-    /// Record a probe result, reschedule the key's subscriptions, emit what changed.
-    fn complete(&self, key: &Key, result: git::Result<Head>) -> Outcome {
+    /// Record a probe result (`pushed`: a push asked for it), reschedule the key's subscriptions, emit what
+    /// changed.
+    fn complete(&self, key: &Key, result: git::Result<Head>, pushed: bool) -> Outcome {
         let (outcome, event) = {
             let mut state = self.state();
             let Some(key_state) = state.keys.get_mut(key) else {
                 return Outcome::Unchanged; // unsubscribed while probing
             };
             key_state.in_flight = false;
-            let retrigger = std::mem::take(&mut key_state.retrigger);
+            let mut retrigger = std::mem::take(&mut key_state.retrigger);
             let done = match result {
                 Ok(head) => {
-                    let done = key_state.succeeded(key, head);
+                    let done = key_state.succeeded(key, head, pushed);
                     state.reschedule(key);
                     done
                 }
                 Err(error) => key_state.failed(key, error, &self.shared.options.backoff),
             };
+            if let Some(key_state) = state.keys.get_mut(key) {
+                match key_state.pushes_missed() {
+                    Missed::Probe => retrigger.extend(key_state.subscribers.iter().cloned()),
+                    Missed::AfterBackoff | Missed::Nothing => {}
+                }
+            }
             state.due_now(key, &retrigger);
             done
         };
@@ -459,8 +549,25 @@ fn due_after(schedule: &Schedule, now: Instant, wall: DateTime<Utc>, jitter: f64
 const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl KeyState {
-    /// Take in a successful probe: a new head is news, and so is the same head after failures.
-    fn succeeded(&mut self, key: &Key, head: Head) -> (Outcome, Option<Event>) {
+    /// Settles the pushes that arrived during the probe just completed: those announcing the head it saw
+    /// are done; any other (or one announcing nothing) needs another probe, marked as pushed. After a
+    /// failed probe the pushes wait for the key's next, backed-off, probe.
+    fn pushes_missed(&mut self) -> Missed {
+        let pushes = std::mem::take(&mut self.pushes_in_flight);
+        let head = self.head.as_ref().map(|h| h.sha.as_str());
+        let missed = pushes.iter().any(|after| after.is_none() || after.as_deref() != head);
+        let failing = self.failures > 0 && !pushes.is_empty();
+        self.push_due |= missed || failing;
+        match (failing, missed) {
+            (true, _) => Missed::AfterBackoff,
+            (false, true) => Missed::Probe,
+            (false, false) => Missed::Nothing,
+        }
+    }
+
+    /// Take in a successful probe (`pushed`: a push asked for it): a new head is news, and so is the same
+    /// head after failures.
+    fn succeeded(&mut self, key: &Key, head: Head, pushed: bool) -> (Outcome, Option<Event>) {
         let recovered = std::mem::take(&mut self.failures) > 0;
         self.last_error = None;
         self.retry_at = None;
@@ -475,6 +582,7 @@ impl KeyState {
                 (Outcome::Unchanged, event)
             }
             old => {
+                self.head_pushed = pushed;
                 let event = Event::HeadChanged {
                     key: key.clone(),
                     old,

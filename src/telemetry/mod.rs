@@ -1,5 +1,14 @@
-//! Tracing setup shared by every command.
+//! Logs, metrics and health: tracing setup shared by every command, the operator's Prometheus
+//! [`Metrics`], its [`Health`], and the ops endpoints that serve both ([`router`]).
+mod endpoints;
+mod health;
+mod metrics;
+
 use tracing_subscriber::{EnvFilter, fmt};
+
+pub use endpoints::router;
+pub use health::{Health, Leadership};
+pub use metrics::{Metrics, PhaseLabels, ProbeLabels, ReasonLabels, Refresher, Timer, TransportLabels, TriggerLabels};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -28,6 +28,7 @@ pub mod hostile;
 pub mod http;
 pub mod kubectl;
 pub mod operator;
+pub mod ops;
 pub mod process;
 pub mod realkube;
 pub mod repo;

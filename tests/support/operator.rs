@@ -135,8 +135,14 @@ impl Plane {
     /// Starts `cdkube run` against this plane with local repositories allowed (on the real plane,
     /// watching only the test's namespace, as deploy/'s ServiceAccount).
     pub fn operator(&self) -> Operator {
+        self.operator_with("operator", &[])
+    }
+
+    /// Like [`Plane::operator`], with storage under `name` (also its Lease identity) and more flags.
+    pub fn operator_with(&self, name: &str, args: &[&str]) -> Operator {
         let namespace = matches!(self.backend, Backend::Real { .. }).then(|| self.namespace.clone());
-        Operator::start(&self.operator_kubeconfig, &self.dir().join("operator"), namespace)
+        let args = args.iter().map(|a| a.to_string()).collect();
+        Operator::start_with(&self.operator_kubeconfig, &self.dir().join(name), namespace, args)
     }
 
     /// An API of namespaced kind `K` in the test's namespace.
@@ -288,6 +294,9 @@ impl Drop for Plane {
     }
 }
 
+/// The line the log gets before each start of the process.
+const RUN_MARKER: &str = "--- cdkube run starting";
+
 /// `cdkube run` as a child process; killed when dropped.
 pub struct Operator {
     child: Option<Child>,
@@ -296,12 +305,20 @@ pub struct Operator {
     storage: PathBuf,
     kubeconfig: PathBuf,
     namespace: Option<String>,
+    args: Vec<String>,
 }
 
 impl Operator {
     /// Starts `cdkube run --allow-local-repos` with storage under `storage`, watching `namespace`
     /// (all namespaces when `None`).
     pub fn start(kubeconfig: &Path, storage: &Path, namespace: Option<String>) -> Operator {
+        Operator::start_with(kubeconfig, storage, namespace, Vec::new())
+    }
+
+    /// Like [`Operator::start`], with more flags. The operator's Lease identity is the storage
+    /// directory's name, so a restart re-takes its own Lease at once, as a restarted container of the
+    /// same Pod does; its ops endpoints listen on a free port ([`Operator::endpoint`]).
+    pub fn start_with(kubeconfig: &Path, storage: &Path, namespace: Option<String>, args: Vec<String>) -> Operator {
         std::fs::create_dir_all(storage).expect("operator storage");
         let mut operator = Operator {
             child: None,
@@ -309,10 +326,27 @@ impl Operator {
             storage: storage.to_path_buf(),
             kubeconfig: kubeconfig.to_path_buf(),
             namespace,
+            args,
         };
         operator.spawn();
         operator
     }
+
+    /// The base URL (`http://127.0.0.1:PORT`) of the server the log announces as `what` (`ops
+    /// endpoints`, `webhook receiver`) in its current run; waits for the announcement.
+    pub async fn endpoint(&self, what: &str) -> String {
+        let marker = format!("{what} on http://");
+        wait_for(&format!("the operator's {what}"), Duration::from_secs(60), || async {
+            let log = self.log();
+            let this_run = log.rsplit(RUN_MARKER).next().unwrap_or("");
+            this_run.rsplit_once(&marker).map(|(_, rest)| {
+                let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                format!("http://{addr}")
+            })
+        })
+        .await
+    }
+
 
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
@@ -320,13 +354,19 @@ impl Operator {
             .append(true)
             .open(&self.log)
             .expect("operator log");
+        use std::io::Write;
+        let mut marker = log.try_clone().expect("operator log");
+        let _ = writeln!(marker, "{RUN_MARKER}");
+        let identity = self.storage.file_name().and_then(|n| n.to_str()).unwrap_or("operator").to_owned();
         let mut command = Command::new(env!("CARGO_BIN_EXE_cdkube"));
         command
             .args(["run", "--allow-local-repos", "--artifact-listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0", "--leader-identity", &identity])
             .arg("--storage-dir")
             .arg(&self.storage)
             .arg("--signing-key-file")
-            .arg(self.storage.join("signing-key"));
+            .arg(self.storage.join("signing-key"))
+            .args(&self.args);
         if let Some(ns) = &self.namespace {
             command.args(["--namespace", ns]);
         }
