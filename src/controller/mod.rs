@@ -403,10 +403,9 @@ async fn housekeeping(ctx: Arc<Context>) {
     let Some(store) = ctx.pipelines().cloned() else {
         return;
     };
-    if store.wait_until_ready().await.is_err() {
-        return;
-    }
+    wait_ready(&store).await;
     ctx.options.health.set_caches_synced();
+    tracing::info!("Pipeline cache synced");
     let mut ticks = 0u64;
     loop {
         tokio::time::sleep(HOUSEKEEPING).await;
@@ -423,6 +422,15 @@ async fn housekeeping(ctx: Arc<Context>) {
             prune(&ctx, &store);
         }
     }
+}
+
+/// Waits until `store` holds its first list. Polled rather than awaited once: kube-runtime's readiness
+/// signal wakes only the last of several waiters, and the controller itself waits on it too.
+async fn wait_ready(store: &Store<Pipeline>) {
+    while tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready())
+        .await
+        .is_err()
+    {}
 }
 
 /// Prune every [`PRUNE_EVERY`] housekeeping ticks.
