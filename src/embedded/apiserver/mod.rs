@@ -102,6 +102,7 @@ use tokio::task::JoinHandle;
 use self::error::ApiError;
 use self::http::Server;
 use self::storage::gc;
+use self::storage::{apiservices, services};
 use self::storage::ops::{self, WriteOpts};
 use self::storage::store::Store;
 use crate::embedded::tls;
@@ -233,7 +234,7 @@ impl ApiServer {
         let certs = tls::generate("cdkube-embedded-apiserver").map_err(|e| Error::Tls(e.into()))?;
         let store = Arc::new(Store::new(config.watch_history));
         store.lock().set_root_ca(&certs.ca_pem);
-        bootstrap(&store)?;
+        bootstrap(&store, addr)?;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let server = Arc::new(Server {
             store: store.clone(),
@@ -276,7 +277,7 @@ impl ApiServer {
     }
 }
 
-fn bootstrap(store: &Store) -> Result<(), Error> {
+fn bootstrap(store: &Store, addr: SocketAddr) -> Result<(), Error> {
     let mut st = store.lock();
     let rt = st
         .find_type("", "v1", "namespaces")
@@ -295,6 +296,8 @@ fn bootstrap(store: &Store) -> Result<(), Error> {
             .ok_or_else(|| Error::Bootstrap(ApiError::internal("no RBAC types").into()))?;
         ops::create(&mut st, &rt, None, obj, &opts).map_err(|e| Error::Bootstrap(e.into()))?;
     }
+    apiservices::sync(&mut st);
+    services::bootstrap_kubernetes(&mut st, addr).map_err(|e| Error::Bootstrap(e.into()))?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use crate::embedded::apiserver::error::{ApiError, ApiResult, StatusCause};
 use crate::embedded::apiserver::ids;
 use crate::embedded::apiserver::resources::{ResourceType, StorageKey};
 use crate::embedded::apiserver::storage::fields;
+use crate::embedded::apiserver::storage::{apiservices, services};
 use crate::embedded::apiserver::storage::serviceaccounts;
 use crate::embedded::apiserver::storage::store::{State, object_key};
 
@@ -163,6 +164,9 @@ pub(crate) fn create(
     admission::validate(rt, &obj, None)?;
     if st.get(rt.key(), &namespace, &name).is_some() {
         return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
+    }
+    if is_core(rt, "services") {
+        services::allocate(st, &mut obj)?;
     }
     if !opts.keep_managed {
         fields::track_update(rt, &mut obj, None, &opts.manager, None);
@@ -586,5 +590,6 @@ fn is_core(rt: &ResourceType, plural: &str) -> bool {
 pub(crate) fn after_write(st: &mut State, rt: &ResourceType) {
     if rt.plural == "customresourcedefinitions" && rt.group == "apiextensions.k8s.io" {
         st.refresh_custom_types();
+        apiservices::sync(st);
     }
 }
