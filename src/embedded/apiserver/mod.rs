@@ -102,9 +102,9 @@ use tokio::task::JoinHandle;
 use self::error::ApiError;
 use self::http::Server;
 use self::storage::gc;
-use self::storage::{apiservices, services};
 use self::storage::ops::{self, WriteOpts};
 use self::storage::store::Store;
+use self::storage::{apiservices, services};
 use crate::embedded::tls;
 
 pub(crate) mod admission;

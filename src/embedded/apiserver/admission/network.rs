@@ -69,7 +69,11 @@ pub(crate) fn validate_service(obj: &Value, old: Option<&Value>) -> Vec<StatusCa
     let mut errs = Vec::new();
     let kind = spec["type"].as_str().unwrap_or_default();
     if !SERVICE_TYPES.contains(&kind) {
-        errs.push(StatusCause::not_supported("spec.type", &spec["type"], &strings(&SERVICE_TYPES)));
+        errs.push(StatusCause::not_supported(
+            "spec.type",
+            &spec["type"],
+            &strings(&SERVICE_TYPES),
+        ));
     }
     let headless = spec["clusterIP"] == json!("None");
     let ports = spec["ports"].as_array().cloned().unwrap_or_default();
@@ -81,7 +85,12 @@ pub(crate) fn validate_service(obj: &Value, old: Option<&Value>) -> Vec<StatusCa
     }
     let mut seen = Vec::new();
     for (i, port) in ports.iter().enumerate() {
-        errs.extend(service_port(port, &format!("spec.ports[{i}]"), ports.len() > 1, &mut seen));
+        errs.extend(service_port(
+            port,
+            &format!("spec.ports[{i}]"),
+            ports.len() > 1,
+            &mut seen,
+        ));
     }
     let affinity = &spec["sessionAffinity"];
     if !matches!(affinity.as_str(), Some("ClientIP" | "None")) {
@@ -129,8 +138,7 @@ fn service_port(port: &Value, path: &str, named: bool, seen: &mut Vec<String>) -
 /// A port number in 1..=65535.
 fn port_number(v: &Value, path: &str) -> Option<StatusCause> {
     let n = v.as_i64().unwrap_or(0);
-    (!(1..=65535).contains(&n))
-        .then(|| StatusCause::invalid(path, &json!(n), "must be between 1 and 65535, inclusive"))
+    (!(1..=65535).contains(&n)).then(|| StatusCause::invalid(path, &json!(n), "must be between 1 and 65535, inclusive"))
 }
 
 fn protocol(v: &Value, path: &str) -> Option<StatusCause> {
@@ -143,13 +151,7 @@ fn protocol(v: &Value, path: &str) -> Option<StatusCause> {
 
 fn ip_error(v: &Value, path: &str) -> Option<StatusCause> {
     let valid = v.as_str().is_some_and(|s| s.parse::<IpAddr>().is_ok());
-    (!valid).then(|| {
-        StatusCause::invalid(
-            path,
-            v,
-            "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
-        )
-    })
+    (!valid).then(|| StatusCause::invalid(path, v, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"))
 }
 
 /// Endpoints: each address a valid IP, each port in range with a supported protocol.

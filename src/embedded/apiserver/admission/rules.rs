@@ -96,8 +96,8 @@ fn custom_metadata(rt: &ResourceType, obj: &mut Value) -> ApiResult<Vec<String>>
 /// are dropped (and reported), wrong types are a 400.
 fn prepare_builtin(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> ApiResult<Vec<String>> {
     use k8s_openapi::api::{coordination::v1 as coord, core::v1 as core, discovery::v1 as disc, rbac::v1 as rbacv1};
-    use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apireg;
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as ext;
+    use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apireg;
     let roundtrip = match rt.plural.as_str() {
         "pods" => typed::<core::Pod>(rt, obj),
         "namespaces" => typed::<core::Namespace>(rt, obj),

@@ -13,8 +13,8 @@ mod podlog;
 #[cfg(test)]
 mod props;
 mod protobuf;
-mod response;
 mod represent;
+mod response;
 mod reviews;
 mod router;
 mod scale;

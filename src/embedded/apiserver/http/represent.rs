@@ -21,8 +21,7 @@ pub(super) enum Form {
     MetadataList(&'static str),
 }
 
-const ACCEPTED: &str =
-    "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf";
+const ACCEPTED: &str = "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf";
 
 /// The first form of the Accept header this server gives; 406 when none is (an unknown `as=`,
 /// group or version). Media types other than JSON and YAML are left to `check_accept`.

@@ -27,12 +27,11 @@ pub(super) fn serve(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> ApiResult<Response> {
-    let paths = t
-        .rt
-        .custom
-        .as_ref()
-        .and_then(|c| c.scale.clone())
-        .ok_or_else(ApiError::path_not_found)?;
+    let paths =
+        t.rt.custom
+            .as_ref()
+            .and_then(|c| c.scale.clone())
+            .ok_or_else(ApiError::path_not_found)?;
     let name = t.name.as_deref().unwrap_or_default();
     let not_found = || ApiError::not_found(&t.rt.group, &t.rt.plural, name);
     match *method {
@@ -134,7 +133,11 @@ fn write(
     let out = ops::replace(&mut st, &t.rt, current, next, None, &opts)?;
     drop(st);
     server.store.changed.notify_one();
-    Ok(json_response(StatusCode::OK, &scale_of(&out.object, paths), &out.warnings))
+    Ok(json_response(
+        StatusCode::OK,
+        &scale_of(&out.object, paths),
+        &out.warnings,
+    ))
 }
 
 /// `spec.replicas` of a Scale body: 400 for a body that is not an autoscaling/v1 Scale, 422 for a

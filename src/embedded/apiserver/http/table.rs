@@ -126,7 +126,11 @@ fn columns(rt: &ResourceType) -> Vec<Value> {
             c("Age", "string", 0),
             c("Selector", "string", 1),
         ],
-        ("", "endpoints") => vec![c("Name", "string", 0), c("Endpoints", "string", 0), c("Age", "string", 0)],
+        ("", "endpoints") => vec![
+            c("Name", "string", 0),
+            c("Endpoints", "string", 0),
+            c("Age", "string", 0),
+        ],
         ("discovery.k8s.io", "endpointslices") => vec![
             c("Name", "string", 0),
             c("AddressType", "string", 0),
@@ -355,7 +359,11 @@ fn slice_cells(slice: &Value) -> Vec<Value> {
     vec![
         json!(s(&slice["metadata"]["name"])),
         json!(s(&slice["addressType"])),
-        json!(if ports.is_empty() { "<unset>".to_string() } else { ports.join(",") }),
+        json!(if ports.is_empty() {
+            "<unset>".to_string()
+        } else {
+            ports.join(",")
+        }),
         json!(listed(addresses)),
         json!(created(slice)),
     ]

@@ -92,7 +92,12 @@ pub(super) fn serve(server: Arc<Server>, t: &Target, query: &Query, form: Form) 
     let filter = Filter::parse(t, query)?;
     if let Form::MetadataList(_) = form {
         // kube-apiserver cannot encode a watch event's object as a list: the stream ends empty.
-        return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::empty()).into_response());
+        return Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            Body::empty(),
+        )
+            .into_response());
     }
     params::list_options(query, true)?;
     let send_initial = query.get("sendInitialEvents").map(String::as_str);

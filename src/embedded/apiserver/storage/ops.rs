@@ -8,9 +8,9 @@ use crate::embedded::apiserver::error::{ApiError, ApiResult, StatusCause};
 use crate::embedded::apiserver::ids;
 use crate::embedded::apiserver::resources::{ResourceType, StorageKey};
 use crate::embedded::apiserver::storage::fields;
-use crate::embedded::apiserver::storage::{apiservices, services};
 use crate::embedded::apiserver::storage::serviceaccounts;
 use crate::embedded::apiserver::storage::store::{State, object_key};
+use crate::embedded::apiserver::storage::{apiservices, services};
 
 /// Options common to writes.
 #[derive(Debug, Clone, Default)]

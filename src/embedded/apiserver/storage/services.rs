@@ -108,7 +108,11 @@ fn pick_ip(used: &[String]) -> Option<String> {
 
 fn check_requested(name: &str, ip: &str, used: &[String]) -> ApiResult<()> {
     let invalid = |why: String| {
-        let errs = [StatusCause::invalid_rendered("spec.clusterIPs", &json!([ip]).to_string(), &why)];
+        let errs = [StatusCause::invalid_rendered(
+            "spec.clusterIPs",
+            &json!([ip]).to_string(),
+            &why,
+        )];
         ApiError::invalid("", "Service", name, &errs)
     };
     let inside = ip
@@ -120,7 +124,9 @@ fn check_requested(name: &str, ip: &str, used: &[String]) -> ApiResult<()> {
         )));
     }
     if used.iter().any(|u| u == ip) {
-        return Err(invalid(format!("failed to allocate IP {ip}: provided IP is already allocated")));
+        return Err(invalid(format!(
+            "failed to allocate IP {ip}: provided IP is already allocated"
+        )));
     }
     Ok(())
 }
