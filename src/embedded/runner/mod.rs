@@ -15,6 +15,11 @@
 //! - restartPolicy Never, OnFailure and Always, with kubelet's crash-loop back-off; a restarted
 //!   container appends to the same log file; restartable init containers (sidecars) are refused;
 //! - a process that leaves its process group (e.g. `setsid`) escapes being stopped;
+//! - the runner registers its Node (Ready condition, addresses, capacity) and renews its heartbeat
+//!   Lease in `kube-node-lease` with `cdkube node`'s code (unless [`RunnerConfig::register_node`]
+//!   is off); while the Node is cordoned (`spec.unschedulable`) new Pods stay Pending and unbound
+//!   (with a FailedScheduling Event) and are bound once it is uncordoned. Taints, affinity and
+//!   resources are not considered when binding;
 //! - state lives in the API and in `<state_dir>/pods/`; a Pod this runner (or an earlier run of it)
 //!   had started is, after a runner restart, stopped and reported Failed (reason RunnerRestarted),
 //!   never silently resumed.
