@@ -485,7 +485,36 @@ async fn services_get_cluster_ips_and_kubernetes_exists() {
     if !kubectl::present(SUITE) {
         return;
     }
-    let out = cluster.kubectl().ok(&["get", "services"]).await;
+    let k = cluster.kubectl();
+    // `kubectl create service` sends protobuf; a NodePort Service gets a node port.
+    k.ok(&["create", "service", "nodeport", "np", "--tcp=80:8080"]).await;
+    let np = services.get("np").await.expect("np").spec.unwrap();
+    let node_port = np.ports.unwrap()[0].node_port.expect("a node port");
+    assert!((30000..=32767).contains(&node_port), "{node_port}");
+    // A second client-side apply merges the ports by port number: the name stays.
+    let manifest = |target: u16| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: applied}}\nspec:\n  ports: [{{name: http, port: 80, targetPort: {target}}}]\n"
+        )
+    };
+    for target in [8080, 9090] {
+        let out = k.run_stdin(&["apply", "-f", "-"], &manifest(target)).await;
+        assert!(out.success(), "{}", out.stderr);
+    }
+    let applied = services
+        .get("applied")
+        .await
+        .expect("applied")
+        .spec
+        .unwrap()
+        .ports
+        .unwrap();
+    assert_eq!(applied[0].name.as_deref(), Some("http"));
+    assert_eq!(
+        applied[0].target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(9090))
+    );
+    let out = k.ok(&["get", "services"]).await;
     assert!(
         out.lines()
             .any(|l| l.starts_with("kubernetes ") && l.contains("10.96.0.1") && l.contains("443/TCP")),

@@ -83,8 +83,7 @@
 //!   creation (TaintNodesByCondition) and no NodeRestriction admission.
 //! - Eviction (`pods/eviction`, policy/v1 and v1beta1) deletes the Pod with the Eviction's
 //!   `deleteOptions` and answers 201 Success; with no PodDisruptionBudgets every eviction is
-//!   allowed (never 429). Because the `policy` group is absent from discovery, `kubectl drain`
-//!   deletes the Pods instead of evicting them (the same outcome).
+//!   allowed (never 429); `kubectl drain` evicts through it.
 //! - `scale` exists for custom resources only (no built-in workloads); it takes GET, PUT and merge
 //!   or JSON patches, not server-side apply (415).
 //! - CRDs are established synchronously on write (no apiextensions controller delay), and objects
