@@ -13,7 +13,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ApiResource, DynamicObject, EvictParams, ListParams, Patch, PatchParams, PostParams, WatchParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde_json::json;
 use support::cluster::{Cluster, gone, wait_for};
@@ -72,20 +72,22 @@ async fn metadata_watcher_sees_pods_appear_and_go() {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     // kube 5's metadata watcher: an Api of PartialObjectMeta asks for metadata only.
     let metas: Api<PartialObjectMeta<Pod>> = Api::namespaced(client.clone(), "default");
-    let stream = watcher(metas.clone(), watcher::Config::default()).touched_objects();
-    let mut stream = stream.boxed();
-    create_pod(&client, "watched", json!({"app": "watched"})).await;
-    let seen = tokio::time::timeout(WAIT, async {
-        while let Some(obj) = stream.next().await {
-            let obj = obj.expect("metadata watch event");
-            if obj.metadata.name.as_deref() == Some("watched") {
-                return obj;
-            }
-        }
-        panic!("the metadata watch ended");
+    let mut events = watcher(metas, watcher::Config::default()).boxed();
+    // The watch is listening once its initial list is done.
+    next_event(&mut events, "the initial list", |e| {
+        matches!(e, watcher::Event::InitDone)
     })
-    .await
-    .expect("the metadata watcher saw the Pod");
+    .await;
+    create_pod(&client, "watched", json!({"app": "watched"})).await;
+    let seen = next_event(
+        &mut events,
+        "the Pod appearing",
+        |e| matches!(e, watcher::Event::Apply(o) if o.metadata.name.as_deref() == Some("watched")),
+    )
+    .await;
+    let watcher::Event::Apply(seen) = seen else {
+        unreachable!()
+    };
     assert_eq!(
         seen.types.as_ref().map(|t| t.kind.as_str()),
         Some("PartialObjectMetadata")
@@ -93,26 +95,38 @@ async fn metadata_watcher_sees_pods_appear_and_go() {
     assert_eq!(seen.metadata.labels.unwrap_or_default()["app"], "watched");
 
     // The Pod is unbound (no runner): deleting it removes it at once.
-    let deletions = watcher(metas, watcher::Config::default());
-    let mut deletions = deletions.boxed();
     pods.delete("watched", &Default::default()).await.expect("delete Pod");
-    tokio::time::timeout(WAIT, async {
-        while let Some(event) = deletions.next().await {
-            match event.expect("metadata watch event") {
-                watcher::Event::Delete(obj) if obj.metadata.name.as_deref() == Some("watched") => return,
-                watcher::Event::InitDone => {
-                    if gone(&pods, "watched").await {
-                        // Deleted before this watch listed: the list already showed it gone.
-                        return;
-                    }
-                }
-                _ => {}
+    next_event(
+        &mut events,
+        "the Pod going",
+        |e| matches!(e, watcher::Event::Delete(o) if o.metadata.name.as_deref() == Some("watched")),
+    )
+    .await;
+}
+
+type MetaEvents = futures::stream::BoxStream<'static, watcher::Result<watcher::Event<PartialObjectMeta<Pod>>>>;
+
+/// The next event of a metadata watch that `wanted` accepts (others are skipped), within [`WAIT`].
+async fn next_event(
+    events: &mut MetaEvents,
+    what: &str,
+    wanted: impl Fn(&watcher::Event<PartialObjectMeta<Pod>>) -> bool,
+) -> watcher::Event<PartialObjectMeta<Pod>> {
+    let found = tokio::time::timeout(WAIT, async {
+        while let Some(event) = events.next().await {
+            let event = event.expect("metadata watch event");
+            if wanted(&event) {
+                return Some(event);
             }
         }
-        panic!("the metadata watch ended");
+        None
     })
-    .await
-    .expect("the metadata watcher saw the Pod go");
+    .await;
+    match found {
+        Ok(Some(e)) => e,
+        Ok(None) => panic!("the metadata watch ended before {what}"),
+        Err(_) => panic!("no metadata watch event for {what} within {WAIT:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
