@@ -342,6 +342,56 @@ fn surface_cases() -> Vec<Case> {
             ..CASE
         },
         Case {
+            name: "surface: PUT of a Service without its ClusterIP keeps it",
+            setup: vec![post(SERVICES, service(json!({"ports": [{"port": 80}]})))],
+            request: put(&format!("{SERVICES}/s"), service(json!({"ports": [{"port": 81}]}))),
+            fields: &["spec.ports", "has:spec.clusterIP", "spec.type"],
+            ..CASE
+        },
+        Case {
+            name: "surface: a NodePort Service gets a node port",
+            request: post(SERVICES, service(json!({"type": "NodePort", "ports": [{"port": 80}]}))),
+            fields: &["spec.type", "has:spec.ports.0.nodePort", "spec.externalTrafficPolicy"],
+            ..CASE
+        },
+        Case {
+            name: "surface: an ExternalName Service",
+            request: post(
+                SERVICES,
+                service(json!({"type": "ExternalName", "externalName": "example.com"})),
+            ),
+            fields: &["spec", "status"],
+            ..CASE
+        },
+        Case {
+            name: "surface: a headless Service",
+            request: post(SERVICES, service(json!({"clusterIP": "None", "selector": {"a": "b"}}))),
+            fields: &["spec", "status"],
+            ..CASE
+        },
+        Case {
+            name: "surface: Endpoints with an invalid IP and port",
+            request: post(
+                "/api/v1/namespaces/{ns}/endpoints",
+                json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "e"},
+                    "subsets": [{"addresses": [{"ip": "nope"}], "ports": [{"port": 0}]}]}),
+            ),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "surface: eviction with a stale uid precondition",
+            setup: vec![create_pod(|_| {})],
+            request: post(&format!("{POD}/eviction"), {
+                let mut e = eviction("p");
+                e["deleteOptions"] = json!({"preconditions": {"uid": "00000000-0000-0000-0000-000000000000"}});
+                e
+            }),
+            // The message names the Pod's random uid.
+            fields: &["reason", "details.kind"],
+            ..CASE
+        },
+        Case {
             name: "surface: a Node with an invalid name",
             request: post(
                 "/api/v1/nodes",

@@ -378,13 +378,22 @@ async fn runner_node_is_ready_with_a_lease_and_respects_cordon() {
     })
     .await;
     assert_eq!(node_of(&client, "waiting").await, None, "bound while cordoned");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    wait_for("PodScheduled False (Unschedulable)", WAIT, || async {
+        let status = pods.get("waiting").await.expect("get").status?;
+        status
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))
+            .then_some(())
+    })
+    .await;
 
     k.ok(&["uncordon", NODE]).await;
     wait_for("the Pod to be bound after uncordon", WAIT, || async {
         (node_of(&client, "waiting").await.as_deref() == Some(NODE)).then_some(())
     })
     .await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     pods.delete("waiting", &Default::default()).await.expect("delete");
     wait_for("the Pod to go", WAIT, || async {
         gone(&pods, "waiting").await.then_some(())

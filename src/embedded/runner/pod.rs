@@ -159,6 +159,17 @@ impl Life {
         self.ctx
             .event(&self.reference, EventType::Warning, "FailedScheduling", note.into())
             .await;
+        let unschedulable = serde_json::json!({"status": {"conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": note,
+            "lastTransitionTime": Timestamp::now().to_string(),
+        }]}});
+        if let Err(e) = self
+            .api
+            .patch_status(&self.name, &PatchParams::default(), &Patch::Strategic(&unschedulable))
+            .await
+        {
+            tracing::debug!(pod = %self.name, "reporting PodScheduled False: {e}");
+        }
         tokio::select! {
             _ = sched.wait() => true,
             _ = stop.wait_for(Option::is_some) => false,

@@ -27,7 +27,12 @@ pub(crate) fn prepare_service(obj: &mut Value, old: Option<&Value>) {
     if spec["sessionAffinity"].as_str().is_none_or(str::is_empty) {
         spec["sessionAffinity"] = json!("None");
     }
-    for port in spec["ports"].as_array_mut().into_iter().flatten() {
+    for port in spec
+        .get_mut("ports")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
         if port["protocol"].as_str().is_none_or(str::is_empty) {
             port["protocol"] = json!("TCP");
         }
@@ -36,6 +41,10 @@ pub(crate) fn prepare_service(obj: &mut Value, old: Option<&Value>) {
         }
     }
     let external = spec["type"] == json!("ExternalName");
+    let exposed = matches!(spec["type"].as_str(), Some("NodePort" | "LoadBalancer"));
+    if exposed && spec["externalTrafficPolicy"].as_str().is_none_or(str::is_empty) {
+        spec["externalTrafficPolicy"] = json!("Cluster");
+    }
     if !external {
         if spec["internalTrafficPolicy"].as_str().is_none_or(str::is_empty) {
             spec["internalTrafficPolicy"] = json!("Cluster");
@@ -149,9 +158,16 @@ fn protocol(v: &Value, path: &str) -> Option<StatusCause> {
     }
 }
 
-fn ip_error(v: &Value, path: &str) -> Option<StatusCause> {
-    let valid = v.as_str().is_some_and(|s| s.parse::<IpAddr>().is_ok());
-    (!valid).then(|| StatusCause::invalid(path, v, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"))
+/// An Endpoints address: kube-apiserver reports an invalid one twice (`IsValidIP`, then
+/// `ValidateEndpointIP`'s own parse).
+fn ip_errors(v: &Value, path: &str) -> Vec<StatusCause> {
+    if v.as_str().is_some_and(|s| s.parse::<IpAddr>().is_ok()) {
+        return Vec::new();
+    }
+    vec![
+        StatusCause::invalid(path, v, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"),
+        StatusCause::invalid(path, v, "must be a valid IP address"),
+    ]
 }
 
 /// Endpoints: each address a valid IP, each port in range with a supported protocol.
@@ -160,7 +176,7 @@ pub(crate) fn validate_endpoints(obj: &Value) -> Vec<StatusCause> {
     for (i, subset) in obj["subsets"].as_array().into_iter().flatten().enumerate() {
         for field in ["addresses", "notReadyAddresses"] {
             for (j, a) in subset[field].as_array().into_iter().flatten().enumerate() {
-                errs.extend(ip_error(&a["ip"], &format!("subsets[{i}].{field}[{j}].ip")));
+                errs.extend(ip_errors(&a["ip"], &format!("subsets[{i}].{field}[{j}].ip")));
             }
         }
         for (j, p) in subset["ports"].as_array().into_iter().flatten().enumerate() {
@@ -173,8 +189,18 @@ pub(crate) fn validate_endpoints(obj: &Value) -> Vec<StatusCause> {
 
 /// Endpoints ports default to TCP.
 pub(crate) fn prepare_endpoints(obj: &mut Value) {
-    for subset in obj["subsets"].as_array_mut().into_iter().flatten() {
-        for p in subset["ports"].as_array_mut().into_iter().flatten() {
+    for subset in obj
+        .get_mut("subsets")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        for p in subset
+            .get_mut("ports")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             if p["protocol"].as_str().is_none_or(str::is_empty) {
                 p["protocol"] = json!("TCP");
             }

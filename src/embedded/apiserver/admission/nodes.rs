@@ -5,8 +5,11 @@ use serde_json::{Value, json};
 
 use crate::embedded::apiserver::error::StatusCause;
 
-/// Mirrors `spec.podCIDR` into an absent `spec.podCIDRs`.
+/// Mirrors `spec.podCIDR` into an absent `spec.podCIDRs`; an absent spec is `{}`, as Go writes it.
 pub(crate) fn prepare(obj: &mut Value) {
+    if !obj["spec"].is_object() {
+        obj["spec"] = json!({});
+    }
     let spec = &mut obj["spec"];
     if let Some(cidr) = spec["podCIDR"].as_str().filter(|c| !c.is_empty()).map(str::to_string)
         && spec["podCIDRs"].as_array().is_none_or(Vec::is_empty)

@@ -279,6 +279,9 @@ pub(crate) fn replace(
     // As the strategies' PrepareForUpdate: the generation is the server's, bumped before validation.
     set_generation(rt, &current, &mut obj);
     admission::validate(rt, &obj, Some(&current))?;
+    if is_core(rt, "services") && sub.is_none() {
+        services::allocate(st, &mut obj)?;
+    }
     warnings.dedup();
     if same_ignoring_bookkeeping(&current, &obj) {
         return Ok(Outcome {

@@ -28,19 +28,24 @@ fn services_key() -> StorageKey {
     }
 }
 
-fn in_use(st: &State) -> (Vec<String>, Vec<i64>) {
+/// The ClusterIPs and node ports of the Services other than `svc`.
+fn in_use(st: &State, svc: &Value) -> (Vec<String>, Vec<i64>) {
     let mut ips = Vec::new();
     let mut ports = Vec::new();
-    for svc in st.list(&services_key(), None) {
+    let me = (&svc["metadata"]["namespace"], &svc["metadata"]["name"]);
+    for other in st.list(&services_key(), None) {
+        if (&other["metadata"]["namespace"], &other["metadata"]["name"]) == me {
+            continue;
+        }
         ips.extend(
-            svc["spec"]["clusterIPs"]
+            other["spec"]["clusterIPs"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(|ip| ip.as_str().map(str::to_string)),
         );
         ports.extend(
-            svc["spec"]["ports"]
+            other["spec"]["ports"]
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -55,12 +60,13 @@ fn random_u32() -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// Gives a new Service its ClusterIP (unless ExternalName or headless) and its node ports
-/// (NodePort and LoadBalancer); 422 for a requested IP outside the range or already taken.
+/// Gives a Service its ClusterIP (unless ExternalName or headless) and its node ports
+/// (NodePort and LoadBalancer) where it has none yet — on create, or on an update that changes
+/// its type; 422 for a requested IP outside the range or taken by another Service.
 pub(crate) fn allocate(st: &State, svc: &mut Value) -> ApiResult<()> {
     let name = svc["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let kind = svc["spec"]["type"].as_str().unwrap_or("ClusterIP").to_string();
-    let (ips, ports) = in_use(st);
+    let (ips, ports) = in_use(st, svc);
     let requested = svc["spec"]["clusterIP"].as_str().unwrap_or_default().to_string();
     if kind != "ExternalName" && requested != "None" {
         let ip = if requested.is_empty() {
@@ -76,7 +82,8 @@ pub(crate) fn allocate(st: &State, svc: &mut Value) -> ApiResult<()> {
     }
     if matches!(kind.as_str(), "NodePort" | "LoadBalancer") {
         let mut taken = ports;
-        for port in svc["spec"]["ports"].as_array_mut().into_iter().flatten() {
+        let ports = svc["spec"].get_mut("ports").and_then(Value::as_array_mut);
+        for port in ports.into_iter().flatten() {
             if port["nodePort"].as_i64().unwrap_or(0) == 0 {
                 let free = NODE_PORTS
                     .map(i64::from)
