@@ -392,6 +392,49 @@ fn surface_cases() -> Vec<Case> {
             ..CASE
         },
         Case {
+            name: "surface: a metadata-only watch carries PartialObjectMetadata",
+            setup: vec![cm(), patch(CONFIGMAP, MERGE, json!({"data": {"k": "1"}}))],
+            request: get(&format!(
+                "{CONFIGMAPS}?watch=true&timeoutSeconds=1&resourceVersion={{rv0}}"
+            ))
+            .accepting(METADATA),
+            fields: &[
+                "events.*.type",
+                "events.*.object.kind",
+                "events.*.object.apiVersion",
+                "events.*.object.data",
+            ],
+            ..CASE
+        },
+        Case {
+            name: "surface: a watch asking for PartialObjectMetadataList",
+            setup: vec![cm()],
+            request: get(&format!("{CONFIGMAPS}?watch=true&timeoutSeconds=1&resourceVersion=0"))
+                .accepting(METADATA_LIST),
+            fields: &["events"],
+            ..CASE
+        },
+        Case {
+            name: "surface: a Node is created",
+            request: post(
+                "/api/v1/nodes",
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n-{ns}"},
+                "spec": {"podCIDR": "10.244.0.0/24", "unschedulable": true}}),
+            ),
+            fields: &["kind", "metadata.name", "spec.podCIDRs", "spec.unschedulable"],
+            ..CASE
+        },
+        Case {
+            name: "surface: a new Node's taints",
+            request: post(
+                "/api/v1/nodes",
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "t-{ns}"}}),
+            ),
+            fields: &["spec.taints"],
+            deviation: Some("no TaintNodesByCondition admission: a new Node gets no not-ready taint"),
+            ..CASE
+        },
+        Case {
             name: "surface: a Node with an invalid name",
             request: post(
                 "/api/v1/nodes",
