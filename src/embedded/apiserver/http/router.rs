@@ -1,5 +1,6 @@
 //! HTTP request handling: authentication and authorization, then routing of the Kubernetes REST paths to discovery, OpenAPI and the
-//! resource verbs (get, list, watch, create, update, patch, delete, deletecollection, log).
+//! resource verbs (get, list, watch, create, update, patch, delete, deletecollection) and
+//! subresources (status, log, binding, token, eviction, scale), in the form the Accept header asks for.
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -20,6 +21,7 @@ use crate::embedded::apiserver::http::body;
 use crate::embedded::apiserver::http::context::Server;
 use crate::embedded::apiserver::http::discovery;
 use crate::embedded::apiserver::http::escalation;
+use crate::embedded::apiserver::http::eviction;
 use crate::embedded::apiserver::http::openapi;
 use crate::embedded::apiserver::http::params::{self, Query};
 use crate::embedded::apiserver::http::podlog;
@@ -28,7 +30,6 @@ use crate::embedded::apiserver::http::represent::{self, Form};
 use crate::embedded::apiserver::http::response::{error_response, json_response};
 use crate::embedded::apiserver::http::reviews;
 use crate::embedded::apiserver::http::scale;
-use crate::embedded::apiserver::http::subresources;
 use crate::embedded::apiserver::http::table::{Include, table};
 use crate::embedded::apiserver::http::target::{Filter, Target};
 use crate::embedded::apiserver::http::watch;
@@ -323,7 +324,7 @@ async fn resource(
         (Method::GET, _, Some("log")) => podlog::serve(server.clone(), &t, query).await,
         (Method::POST, true, Some("binding")) => bind(server, &t, &body),
         (Method::POST, true, Some("token")) => reviews::token_request(server, &t, parse_body(&t.rt, headers, &body)?),
-        (Method::POST, true, Some("eviction")) => subresources::evict(server, &t, parse_body(&t.rt, headers, &body)?),
+        (Method::POST, true, Some("eviction")) => eviction::evict(server, &t, parse_body(&t.rt, headers, &body)?),
         (_, true, Some("scale")) => scale::serve(server, method, &t, query, headers, &body),
         // pods/log is read-only, pods/binding, pods/eviction and serviceaccounts/token create-only,
         // as in kube-apiserver.
