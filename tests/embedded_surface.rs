@@ -299,6 +299,19 @@ async fn scale_subresource_of_a_custom_resource() {
         .await
         .expect("patch scale");
     assert_eq!(patched.spec.and_then(|s| s.replicas), Some(2));
+    // A PUT of the Scale, with the resourceVersion it was read at as its precondition.
+    let mut wanted = widgets.get_scale("w1").await.expect("get scale");
+    wanted.spec = Some(k8s_openapi::api::autoscaling::v1::ScaleSpec { replicas: Some(3) });
+    let replaced = widgets
+        .replace_scale("w1", &PostParams::default(), &wanted)
+        .await
+        .expect("replace scale");
+    assert_eq!(replaced.spec.and_then(|s| s.replicas), Some(3));
+    let stale = widgets
+        .replace_scale("w1", &PostParams::default(), &wanted)
+        .await
+        .expect_err("a stale resourceVersion");
+    assert!(matches!(stale, kube::Error::Api(ref s) if s.code == 409), "{stale}");
     let bad = widgets
         .patch_scale(
             "w1",
