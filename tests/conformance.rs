@@ -49,6 +49,7 @@ const CASE: Case = Case {
         path: String::new(),
         content_type: "application/json",
         body: None,
+        accept: "application/json",
     },
     during: Vec::new(),
     fields: &[],
@@ -176,7 +177,292 @@ fn cases() -> Vec<Case> {
     all.extend(apply_cases());
     all.extend(crd_cases());
     all.extend(verb_cases());
+    all.extend(surface_cases());
     all
+}
+
+const METADATA: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+const METADATA_LIST: &str = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+const SERVICES: &str = "/api/v1/namespaces/{ns}/services";
+
+/// A Service `s` with `spec`.
+fn service(spec: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": spec})
+}
+
+/// An Eviction of Pod `name`.
+fn eviction(name: &str) -> Value {
+    json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name}})
+}
+
+/// Metadata-only reads, eviction, Services, Nodes and EndpointSlices.
+fn surface_cases() -> Vec<Case> {
+    let cm = || post(CONFIGMAPS, configmap(json!({"k": "0"})));
+    vec![
+        Case {
+            name: "surface: GET of a ConfigMap as PartialObjectMetadata",
+            setup: vec![cm()],
+            request: get(CONFIGMAP).accepting(METADATA),
+            fields: &["kind", "apiVersion", "metadata.name", "metadata.labels", "has:data"],
+            ..CASE
+        },
+        Case {
+            name: "surface: GET of a ConfigMap as PartialObjectMetadataList",
+            setup: vec![cm()],
+            request: get(CONFIGMAP).accepting(METADATA_LIST),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "surface: list of ConfigMaps as PartialObjectMetadataList",
+            setup: vec![cm()],
+            request: get(&format!("{CONFIGMAPS}?labelSelector=a%3D1")).accepting(METADATA_LIST),
+            fields: &[
+                "kind",
+                "apiVersion",
+                "items.*.kind",
+                "items.*.metadata.name",
+                "has:items.0.data",
+            ],
+            ..CASE
+        },
+        Case {
+            name: "surface: list of ConfigMaps as PartialObjectMetadata",
+            request: get(CONFIGMAPS).accepting(METADATA),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "surface: GET as an unknown form",
+            setup: vec![cm()],
+            request: get(CONFIGMAP).accepting("application/json;as=Foo;g=meta.k8s.io;v=v1"),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "surface: merge patch answered as PartialObjectMetadata",
+            setup: vec![cm()],
+            request: patch(CONFIGMAP, MERGE, json!({"metadata": {"labels": {"b": "2"}}})).accepting(METADATA),
+            fields: &["kind", "metadata.labels", "has:data"],
+            ..CASE
+        },
+        Case {
+            name: "surface: eviction of an unbound Pod",
+            setup: vec![create_pod(|_| {})],
+            request: post(&format!("{POD}/eviction"), eviction("p")),
+            fields: &["kind", "status", "code"],
+            ..CASE
+        },
+        Case {
+            name: "surface: eviction of a missing Pod",
+            request: post(&format!("{POD}/eviction"), eviction("p")),
+            fields: &["message", "details"],
+            ..CASE
+        },
+        Case {
+            name: "surface: eviction naming another Pod",
+            setup: vec![create_pod(|_| {})],
+            request: post(&format!("{POD}/eviction"), eviction("other")),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "surface: GET of pods/eviction",
+            setup: vec![create_pod(|_| {})],
+            request: get(&format!("{POD}/eviction")),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "surface: a Service gets its defaults",
+            request: post(
+                SERVICES,
+                service(json!({"selector": {"app": "a"}, "ports": [{"name": "http", "port": 80}]})),
+            ),
+            fields: &[
+                "spec.type",
+                "spec.sessionAffinity",
+                "spec.ports",
+                "spec.ipFamilies",
+                "spec.ipFamilyPolicy",
+                "spec.internalTrafficPolicy",
+                "has:spec.clusterIP",
+                "status",
+            ],
+            ..CASE
+        },
+        Case {
+            name: "surface: a Service without ports",
+            request: post(SERVICES, service(json!({}))),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "surface: Service ports out of range, unnamed, unknown protocol",
+            request: post(
+                SERVICES,
+                service(json!({"ports": [{"port": 0}, {"port": 70000, "protocol": "XYZ"}]})),
+            ),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "surface: a Service of an unknown type",
+            request: post(SERVICES, service(json!({"type": "Foo", "ports": [{"port": 80}]}))),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "surface: a Service asking for an IP outside the range",
+            request: post(
+                SERVICES,
+                service(json!({"clusterIP": "1.2.3.4", "ports": [{"port": 80}]})),
+            ),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "surface: a Service asking for the kubernetes Service's IP",
+            request: post(
+                SERVICES,
+                service(json!({"clusterIP": "10.96.0.1", "ports": [{"port": 80}]})),
+            ),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "surface: changing a Service's ClusterIP",
+            setup: vec![post(SERVICES, service(json!({"ports": [{"port": 80}]})))],
+            request: patch(
+                &format!("{SERVICES}/s"),
+                MERGE,
+                json!({"spec": {"clusterIP": "10.96.0.55", "clusterIPs": ["10.96.0.55"]}}),
+            ),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "surface: PUT of a Service without its ClusterIP keeps it",
+            setup: vec![post(SERVICES, service(json!({"ports": [{"port": 80}]})))],
+            request: put(&format!("{SERVICES}/s"), service(json!({"ports": [{"port": 81}]}))),
+            fields: &["spec.ports", "has:spec.clusterIP", "spec.type"],
+            ..CASE
+        },
+        Case {
+            name: "surface: a NodePort Service gets a node port",
+            request: post(SERVICES, service(json!({"type": "NodePort", "ports": [{"port": 80}]}))),
+            fields: &["spec.type", "has:spec.ports.0.nodePort", "spec.externalTrafficPolicy"],
+            ..CASE
+        },
+        Case {
+            name: "surface: an ExternalName Service",
+            request: post(
+                SERVICES,
+                service(json!({"type": "ExternalName", "externalName": "example.com"})),
+            ),
+            fields: &["spec", "status"],
+            ..CASE
+        },
+        Case {
+            name: "surface: a headless Service",
+            request: post(SERVICES, service(json!({"clusterIP": "None", "selector": {"a": "b"}}))),
+            fields: &["spec", "status"],
+            ..CASE
+        },
+        Case {
+            name: "surface: Endpoints with an invalid IP and port",
+            request: post(
+                "/api/v1/namespaces/{ns}/endpoints",
+                json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "e"},
+                    "subsets": [{"addresses": [{"ip": "nope"}], "ports": [{"port": 0}]}]}),
+            ),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "surface: eviction with a stale uid precondition",
+            setup: vec![create_pod(|_| {})],
+            request: post(&format!("{POD}/eviction"), {
+                let mut e = eviction("p");
+                e["deleteOptions"] = json!({"preconditions": {"uid": "00000000-0000-0000-0000-000000000000"}});
+                e
+            }),
+            // The message names the Pod's random uid.
+            fields: &["reason", "details.kind"],
+            ..CASE
+        },
+        Case {
+            name: "surface: a metadata-only watch carries PartialObjectMetadata",
+            setup: vec![cm(), patch(CONFIGMAP, MERGE, json!({"data": {"k": "1"}}))],
+            request: get(&format!(
+                "{CONFIGMAPS}?watch=true&timeoutSeconds=1&resourceVersion={{rv0}}"
+            ))
+            .accepting(METADATA),
+            fields: &[
+                "events.*.type",
+                "events.*.object.kind",
+                "events.*.object.apiVersion",
+                "events.*.object.data",
+            ],
+            ..CASE
+        },
+        Case {
+            name: "surface: a watch asking for PartialObjectMetadataList",
+            setup: vec![cm()],
+            request: get(&format!("{CONFIGMAPS}?watch=true&timeoutSeconds=1&resourceVersion=0"))
+                .accepting(METADATA_LIST),
+            fields: &["events"],
+            ..CASE
+        },
+        Case {
+            name: "surface: a Node is created",
+            request: post(
+                "/api/v1/nodes",
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n-{ns}"},
+                "spec": {"podCIDR": "10.244.0.0/24", "unschedulable": true}}),
+            ),
+            fields: &["kind", "metadata.name", "spec.podCIDRs", "spec.unschedulable"],
+            ..CASE
+        },
+        Case {
+            name: "surface: a new Node's taints",
+            request: post(
+                "/api/v1/nodes",
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "t-{ns}"}}),
+            ),
+            fields: &["spec.taints"],
+            deviation: Some("no TaintNodesByCondition admission: a new Node gets no not-ready taint"),
+            ..CASE
+        },
+        Case {
+            name: "surface: a Node with an invalid name",
+            request: post(
+                "/api/v1/nodes",
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "Bad_{ns}"}}),
+            ),
+            fields: &["shape:message"],
+            ..CASE
+        },
+        Case {
+            name: "surface: a Node with an invalid pod CIDR",
+            request: post(
+                "/api/v1/nodes",
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n-{ns}"}, "spec": {"podCIDR": "xyz"}}),
+            ),
+            fields: &["shape:message"],
+            ..CASE
+        },
+        Case {
+            name: "surface: an EndpointSlice without address type or addresses",
+            request: post(
+                "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+                json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": "e"},
+                    "endpoints": [{"addresses": []}]}),
+            ),
+            fields: &["message"],
+            ..CASE
+        },
+    ]
 }
 
 /// The verbs themselves: PUT, DELETE and PATCH preconditions and errors, subresources, dry runs.

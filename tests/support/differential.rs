@@ -23,6 +23,8 @@ pub struct Step {
     pub content_type: &'static str,
     /// The body, with placeholders in its strings.
     pub body: Option<Value>,
+    /// The Accept header (JSON unless a case asks for another form, e.g. metadata only).
+    pub accept: &'static str,
 }
 
 const JSON: &str = "application/json";
@@ -42,7 +44,13 @@ impl Step {
             path: path.to_string(),
             content_type,
             body,
+            accept: JSON,
         }
+    }
+
+    /// The same request with another Accept header.
+    pub fn accepting(self, accept: &'static str) -> Self {
+        Self { accept, ..self }
     }
 }
 
@@ -132,7 +140,7 @@ pub async fn send(client: &Client, step: &Step, vars: &Vars) -> Result<Answer, S
         .method(step.method.clone())
         .uri(&path)
         .header(http::header::CONTENT_TYPE, step.content_type)
-        .header(http::header::ACCEPT, JSON)
+        .header(http::header::ACCEPT, step.accept)
         .body(kube::client::Body::from(body))
         .map_err(|e| e.to_string())?;
     let exchange = async {

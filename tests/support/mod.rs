@@ -10,6 +10,7 @@
 //! - [`cluster`]: the embedded API server (and pod runner) in a temporary state directory.
 //! - [`kubectl`]: the real kubectl, and the rule for when it is missing.
 //! - [`process`]: pids, liveness, children.
+//! - [`raw`]: one request through kube-rs with headers of the test's choosing (Accept).
 //! - [`wire`]: raw HTTP/1.1 over TLS for hostile clients, and a `/healthz` stopwatch.
 //! - [`bounded`]: the cdkube binary run with a deadline.
 //! - [`realkube`]: the real control plane (etcd, kube-apiserver, kube-controller-manager) of tests/realkube.
@@ -30,6 +31,7 @@ pub mod kubectl;
 pub mod operator;
 pub mod ops;
 pub mod process;
+pub mod raw;
 pub mod realkube;
 pub mod repo;
 pub mod ssh;

@@ -52,10 +52,40 @@
 //! - Tokens mounted into Pods (the `kube-api-access-*` volume the ServiceAccount admission plugin
 //!   adds) are requested by the pod runner when the Pod starts and not renewed while it runs.
 //! - There are no admission webhooks and no API aggregation.
-//! - Only the built-in types cdkube and its tests use are served (namespaces, pods with `status`,
-//!   `log` and `binding`, secrets, configmaps, serviceaccounts with `token`, events in both views,
-//!   leases, CustomResourceDefinitions, the four RBAC types and the three self-reviews), plus the
-//!   custom resources CRDs define.
+//! - Only the built-in types cdkube, its tests and common tools use are served (namespaces, pods
+//!   with `status`, `log`, `binding` and `eviction`, secrets, configmaps, serviceaccounts with
+//!   `token`, events in both views, leases, nodes with `status`, services with `status`, endpoints,
+//!   discovery.k8s.io EndpointSlices, apiregistration.k8s.io APIServices, CustomResourceDefinitions,
+//!   the four RBAC types and the three self-reviews), plus the custom resources CRDs define, with
+//!   `scale` where the CRD declares it. Not served (404): workloads (Deployments, ReplicaSets,
+//!   StatefulSets, DaemonSets, Jobs, CronJobs), PersistentVolumes and their claims, StorageClasses,
+//!   CertificateSigningRequests, PodDisruptionBudgets (so the `policy` group is absent),
+//!   NetworkPolicies, Ingresses, ResourceQuotas, LimitRanges, PriorityClasses, ServiceCIDRs and
+//!   IPAddresses, the admission-registration types, ComponentStatuses; and the streaming and proxy
+//!   subresources `pods/portforward`, `pods/proxy`, `services/proxy` and `nodes/proxy`.
+//! - Metadata-only reads (`as=PartialObjectMetadata`/`PartialObjectMetadataList`, meta.k8s.io v1
+//!   and v1beta1) answer as kube-apiserver does, 406s included; a write that asks for the list form
+//!   is answered with the object's metadata rather than a 406 after the write.
+//! - Aggregated discovery (apidiscovery.k8s.io v2 and v2beta1) and the legacy documents are both
+//!   served. APIServices exist for the served group/versions as local ones (Available, reason
+//!   Local); nothing is aggregated, so an APIService a client writes is stored but never proxied
+//!   to and its status is never computed.
+//! - Services get ClusterIPs from 10.96.0.0/12 (`kubernetes` is 10.96.0.1) and node ports from
+//!   30000-32767 (the lowest free one, where kube-apiserver picks at random); IPv4 single-stack
+//!   only. Nothing routes to them (no kube-proxy, no `services/proxy`), and no endpoints or
+//!   EndpointSlice controller fills in Endpoints for selectors: only the `kubernetes` Service's
+//!   Endpoints and EndpointSlice exist (naming this server's address), besides what clients write.
+//!   Validation covers the basics (type, ports and their names, protocols, session affinity,
+//!   ClusterIP allocation and immutability; Endpoints addresses and ports; EndpointSlice address
+//!   type and addresses).
+//! - Nodes are validated for pod CIDRs and taints only; there is no node lifecycle controller (a
+//!   Node whose heartbeat Lease expires stays as it was reported), no `not-ready` taint added on
+//!   creation (TaintNodesByCondition) and no NodeRestriction admission.
+//! - Eviction (`pods/eviction`, policy/v1 and v1beta1) deletes the Pod with the Eviction's
+//!   `deleteOptions` and answers 201 Success; with no PodDisruptionBudgets every eviction is
+//!   allowed (never 429); `kubectl drain` evicts through it.
+//! - `scale` exists for custom resources only (no built-in workloads); it takes GET, PUT and merge
+//!   or JSON patches, not server-side apply (415).
 //! - CRDs are established synchronously on write (no apiextensions controller delay), and objects
 //!   are never converted between a CRD's versions (no conversion webhook is called).
 //! - Responses are JSON only: an Accept header that allows nothing but protobuf or CBOR is 406;
@@ -104,6 +134,7 @@ use self::http::Server;
 use self::storage::gc;
 use self::storage::ops::{self, WriteOpts};
 use self::storage::store::Store;
+use self::storage::{apiservices, services};
 use crate::embedded::tls;
 
 pub(crate) mod admission;
@@ -233,7 +264,7 @@ impl ApiServer {
         let certs = tls::generate("cdkube-embedded-apiserver").map_err(|e| Error::Tls(e.into()))?;
         let store = Arc::new(Store::new(config.watch_history));
         store.lock().set_root_ca(&certs.ca_pem);
-        bootstrap(&store)?;
+        bootstrap(&store, addr)?;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let server = Arc::new(Server {
             store: store.clone(),
@@ -276,7 +307,7 @@ impl ApiServer {
     }
 }
 
-fn bootstrap(store: &Store) -> Result<(), Error> {
+fn bootstrap(store: &Store, addr: SocketAddr) -> Result<(), Error> {
     let mut st = store.lock();
     let rt = st
         .find_type("", "v1", "namespaces")
@@ -295,6 +326,8 @@ fn bootstrap(store: &Store) -> Result<(), Error> {
             .ok_or_else(|| Error::Bootstrap(ApiError::internal("no RBAC types").into()))?;
         ops::create(&mut st, &rt, None, obj, &opts).map_err(|e| Error::Bootstrap(e.into()))?;
     }
+    apiservices::sync(&mut st);
+    services::bootstrap_kubernetes(&mut st, addr).map_err(|e| Error::Bootstrap(e.into()))?;
     Ok(())
 }
 

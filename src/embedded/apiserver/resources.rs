@@ -31,6 +31,19 @@ pub(crate) struct CustomVersion {
     pub printer_columns: Vec<Value>,
     /// `selectableFields[].jsonPath`, e.g. `.spec.color`.
     pub selectable_fields: Vec<String>,
+    /// `subresources.scale`, when the version declares one.
+    pub scale: Option<ScalePaths>,
+}
+
+/// A CRD's `subresources.scale`: where the replica counts and the selector live (`.spec.replicas`).
+#[derive(Debug, Clone)]
+pub(crate) struct ScalePaths {
+    /// `specReplicasPath`.
+    pub spec_replicas: String,
+    /// `statusReplicasPath`.
+    pub status_replicas: String,
+    /// `labelSelectorPath`, if any.
+    pub label_selector: Option<String>,
 }
 
 /// A served resource: group, version, names, scope and subresources.
@@ -176,6 +189,56 @@ const BUILTINS: &[Builtin] = &[
         categories: &[],
     },
     Builtin {
+        group: "",
+        version: "v1",
+        plural: "nodes",
+        singular: "node",
+        kind: "Node",
+        namespaced: false,
+        short: &["no"],
+        categories: &[],
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        plural: "services",
+        singular: "service",
+        kind: "Service",
+        namespaced: true,
+        short: &["svc"],
+        categories: &["all"],
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        plural: "endpoints",
+        singular: "endpoints",
+        kind: "Endpoints",
+        namespaced: true,
+        short: &["ep"],
+        categories: &[],
+    },
+    Builtin {
+        group: "discovery.k8s.io",
+        version: "v1",
+        plural: "endpointslices",
+        singular: "endpointslice",
+        kind: "EndpointSlice",
+        namespaced: true,
+        short: &[],
+        categories: &[],
+    },
+    Builtin {
+        group: "apiregistration.k8s.io",
+        version: "v1",
+        plural: "apiservices",
+        singular: "apiservice",
+        kind: "APIService",
+        namespaced: false,
+        short: &[],
+        categories: &["api-extensions"],
+    },
+    Builtin {
         group: "coordination.k8s.io",
         version: "v1",
         plural: "leases",
@@ -282,10 +345,15 @@ pub(crate) fn builtins() -> Vec<ResourceType> {
                 namespaced: b.namespaced,
                 short_names: b.short.iter().map(|s| s.to_string()).collect(),
                 categories: b.categories.iter().map(|s| s.to_string()).collect(),
-                status_subresource: matches!(b.plural, "pods" | "namespaces" | "customresourcedefinitions"),
+                status_subresource: matches!(
+                    b.plural,
+                    "pods" | "namespaces" | "customresourcedefinitions" | "nodes" | "services" | "apiservices"
+                ),
                 log_subresource: b.plural == "pods",
                 // As the Event, Lease and RBAC strategies: PUT on a missing object creates it.
-                create_on_update: events || b.plural == "leases" || b.group == "rbac.authorization.k8s.io",
+                create_on_update: events
+                    || matches!(b.plural, "leases" | "endpoints")
+                    || b.group == "rbac.authorization.k8s.io",
                 unconditional_update: !matches!(b.plural, "customresourcedefinitions" | "leases"),
                 create_only: b.plural.starts_with("selfsubject"),
                 storage: StorageKey {
@@ -301,6 +369,14 @@ pub(crate) fn builtins() -> Vec<ResourceType> {
             }
         })
         .collect()
+}
+
+fn scale_paths(scale: &Value) -> Option<ScalePaths> {
+    Some(ScalePaths {
+        spec_replicas: scale["specReplicasPath"].as_str()?.to_string(),
+        status_replicas: scale["statusReplicasPath"].as_str()?.to_string(),
+        label_selector: scale["labelSelectorPath"].as_str().map(str::to_string),
+    })
 }
 
 /// The served versions a CRD object defines (empty when it is malformed or being deleted).
@@ -367,6 +443,7 @@ pub(crate) fn from_crd(crd: &Value) -> Vec<ResourceType> {
                 schema: version["schema"]["openAPIV3Schema"].clone(),
                 printer_columns: columns,
                 selectable_fields: selectable,
+                scale: scale_paths(&version["subresources"]["scale"]),
             })),
         });
     }

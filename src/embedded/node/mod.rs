@@ -101,7 +101,10 @@ impl NodeAgent {
         let router = kubelet_api::router(api);
         let serve = tls::serve(listener, certs.acceptor, router, Default::default(), stop_rx.clone());
         let beat = heartbeat(client.clone(), facts, node, stop_rx);
-        let runner = Runner::start(client, config.runner)?;
+        // The agent registers its Node itself (with the kubelet endpoint's address and port).
+        let mut runner_config = config.runner;
+        runner_config.register_node = false;
+        let runner = Runner::start(client, runner_config)?;
         tracing::info!(%kubelet_addr, "node agent ready");
         Ok(NodeAgent {
             runner: Some(runner),
@@ -144,6 +147,28 @@ fn advertised_ip(addr: SocketAddr) -> String {
     } else {
         addr.ip().to_string()
     }
+}
+
+/// Registers Node `name` for a runner without a kubelet endpoint (`cdkube dev`'s: address
+/// 127.0.0.1, port 0), retrying every second until it succeeds, then keeps its heartbeat until
+/// `stop` fires.
+pub(crate) async fn keep_registered(client: Client, name: String, mut stop: watch::Receiver<bool>) {
+    let facts = registration::NodeFacts {
+        name,
+        address: "127.0.0.1".into(),
+        port: 0,
+    };
+    let node = loop {
+        match registration::register(&client, &facts).await {
+            Ok(node) => break node,
+            Err(e) => tracing::warn!(node = %facts.name, "registering the Node: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+    };
+    heartbeat(client, facts, node, stop).await
 }
 
 /// Renews the Lease every [`registration::LEASE_RENEW`] and refreshes the Node's status every

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 
+use super::cordon::Schedulable;
 use super::workspace;
 
 /// Why a Pod task is asked to stop.
@@ -30,6 +31,8 @@ pub(super) struct Ctx {
     pub(super) state_dir: PathBuf,
     pub(super) node: String,
     pub(super) recorder: Recorder,
+    /// Whether the node takes new Pods (not cordoned).
+    pub(super) schedulable: Schedulable,
 }
 
 impl Ctx {

@@ -15,11 +15,17 @@
 //! - restartPolicy Never, OnFailure and Always, with kubelet's crash-loop back-off; a restarted
 //!   container appends to the same log file; restartable init containers (sidecars) are refused;
 //! - a process that leaves its process group (e.g. `setsid`) escapes being stopped;
+//! - the runner registers its Node (Ready condition, addresses, capacity) and renews its heartbeat
+//!   Lease in `kube-node-lease` with `cdkube node`'s code (unless [`RunnerConfig::register_node`]
+//!   is off); while the Node is cordoned (`spec.unschedulable`) new Pods stay Pending and unbound
+//!   (with a FailedScheduling Event) and are bound once it is uncordoned. Taints, affinity and
+//!   resources are not considered when binding;
 //! - state lives in the API and in `<state_dir>/pods/`; a Pod this runner (or an earlier run of it)
 //!   had started is, after a runner restart, stopped and reported Failed (reason RunnerRestarted),
 //!   never silently resumed.
 mod container;
 mod context;
+mod cordon;
 mod env;
 mod files;
 mod pod;
@@ -82,6 +88,9 @@ pub struct RunnerConfig {
     pub volume_mode: Option<VolumeMode>,
     /// The API server's address, given to containers as `KUBERNETES_SERVICE_HOST`/`_PORT`.
     pub api_server: Option<std::net::SocketAddr>,
+    /// Register the Node (Ready, capacity) and keep its heartbeat Lease, as kubelet does
+    /// (`cdkube node` registers its own and turns this off).
+    pub register_node: bool,
 }
 
 impl RunnerConfig {
@@ -94,6 +103,7 @@ impl RunnerConfig {
             cdkube_bin: cdkube_bin.into(),
             volume_mode: None,
             api_server: None,
+            register_node: true,
         }
     }
 }
@@ -103,6 +113,8 @@ impl RunnerConfig {
 pub struct Runner {
     shutdown: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The Node's heartbeat and the cordon watch.
+    node_tasks: Vec<tokio::task::JoinHandle<()>>,
     mode: VolumeMode,
 }
 
@@ -144,17 +156,32 @@ impl Runner {
             },
             state_dir: config.state_dir.clone(),
             node: config.node_name.clone(),
+            schedulable: cordon::Schedulable::new(),
         });
+        let (shutdown, rx) = watch::channel(false);
+        let mut node_tasks = vec![tokio::spawn(cordon::watch_node(
+            client.clone(),
+            ctx.schedulable.clone(),
+            config.node_name.clone(),
+            rx.clone(),
+        ))];
+        if config.register_node {
+            node_tasks.push(tokio::spawn(crate::embedded::node::keep_registered(
+                client.clone(),
+                config.node_name.clone(),
+                rx.clone(),
+            )));
+        }
         let api: Api<Pod> = match &config.namespace {
             Some(ns) => Api::namespaced(client, ns),
             None => Api::all(client),
         };
-        let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(Loop::new(ctx).run(api, rx));
         tracing::info!(node = %config.node_name, ?mode, "pod runner started");
         Ok(Runner {
             shutdown,
             task: Some(task),
+            node_tasks,
             mode,
         })
     }
@@ -170,12 +197,18 @@ impl Runner {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        for task in self.node_tasks.drain(..) {
+            let _ = task.await;
+        }
     }
 }
 
 impl Drop for Runner {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        for task in &self.node_tasks {
             task.abort();
         }
     }

@@ -43,7 +43,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, pod: Pod, mut stop: watch::Receiver<Optio
     let Some(mut life) = Life::new(ctx, pod) else {
         return;
     };
-    if !life.bind().await {
+    if !life.bind(&mut stop).await {
         return;
     }
     // A stop that arrived after the containers had ended (e.g. deletion of a Pod failed by its
@@ -100,12 +100,15 @@ impl Life {
 
     /// Assigns the Pod to this node as the scheduler does, through the `binding` subresource (an
     /// update may not change `spec.nodeName`). False if bound elsewhere or refused.
-    async fn bind(&mut self) -> bool {
+    async fn bind(&mut self, stop: &mut watch::Receiver<Option<Stop>>) -> bool {
         let node = self.ctx.node.clone();
         match self.pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
             Some(n) if n == node => return true,
             Some(_) => return false,
             None => {}
+        }
+        if !self.wait_schedulable(stop).await {
+            return false;
         }
         let binding = serde_json::json!({
             "apiVersion": "v1", "kind": "Binding",
@@ -140,6 +143,36 @@ impl Life {
                     .await;
                 false
             }
+        }
+    }
+
+    /// Waits while the node is cordoned (reporting it as the scheduler does); false when the
+    /// Pod task is told to stop meanwhile.
+    async fn wait_schedulable(&mut self, stop: &mut watch::Receiver<Option<Stop>>) -> bool {
+        let sched = self.ctx.schedulable.clone();
+        sched.refresh(&self.ctx.client, &self.ctx.node).await;
+        if sched.now() {
+            return true;
+        }
+        let note = "0/1 nodes are available: 1 node(s) were unschedulable. preemption: 0/1 nodes are available: \
+                    1 Preemption is not helpful for scheduling.";
+        self.ctx
+            .event(&self.reference, EventType::Warning, "FailedScheduling", note.into())
+            .await;
+        let unschedulable = serde_json::json!({"status": {"conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": note,
+            "lastTransitionTime": Timestamp::now().to_string(),
+        }]}});
+        if let Err(e) = self
+            .api
+            .patch_status(&self.name, &PatchParams::default(), &Patch::Strategic(&unschedulable))
+            .await
+        {
+            tracing::debug!(pod = %self.name, "reporting PodScheduled False: {e}");
+        }
+        tokio::select! {
+            _ = sched.wait() => true,
+            _ = stop.wait_for(Option::is_some) => false,
         }
     }
 

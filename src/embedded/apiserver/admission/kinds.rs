@@ -55,7 +55,7 @@ const REGISTERED: &[(&str, &[&str])] = &[
 ];
 
 /// The Go package of a group's internal types, which conversion errors name.
-fn internal_package(group: &str) -> &str {
+pub(crate) fn internal_package(group: &str) -> &str {
     match group {
         "" | "events.k8s.io" => "core",
         "apiextensions.k8s.io" => "apiextensions",

@@ -17,6 +17,8 @@ enum NameRule {
     Subdomain,
     /// RFC 1123 label (namespaces).
     Label,
+    /// RFC 1035 label (services).
+    Dns1035,
     /// Only what a URL path segment needs (core/v1 Events, RBAC objects).
     PathSegment,
 }
@@ -33,6 +35,7 @@ fn rules(rt: &ResourceType) -> Rules {
     let core = rt.group.is_empty() || rt.view == View::EventsV1;
     let name = match (rt.group.as_str(), rt.plural.as_str()) {
         ("", "namespaces") => NameRule::Label,
+        ("", "services") => NameRule::Dns1035,
         ("", "events") => NameRule::PathSegment,
         ("rbac.authorization.k8s.io", _) => NameRule::PathSegment,
         _ => NameRule::Subdomain,
@@ -47,6 +50,7 @@ fn name_errors(rule: NameRule, name: &str, prefix: bool) -> Vec<String> {
     match rule {
         NameRule::Subdomain => names::name_is_dns_subdomain(name, prefix),
         NameRule::Label => names::name_is_dns_label(name, prefix),
+        NameRule::Dns1035 => names::name_is_dns1035_label(name, prefix),
         NameRule::PathSegment => names::path_segment_name(name, prefix),
     }
 }

@@ -13,6 +13,8 @@ pub(crate) mod kinds;
 pub(crate) mod leases;
 pub(crate) mod meta;
 pub(crate) mod names;
+pub(crate) mod network;
+pub(crate) mod nodes;
 pub(crate) mod pods;
 pub(crate) mod podspec;
 pub(crate) mod quantity;

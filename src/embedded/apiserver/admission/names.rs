@@ -151,6 +151,15 @@ pub(crate) fn name_is_dns_label(name: &str, prefix: bool) -> Vec<String> {
     }
 }
 
+/// `NameIsDNS1035Label` (service names); `prefix` for a generateName.
+pub(crate) fn name_is_dns1035_label(name: &str, prefix: bool) -> Vec<String> {
+    if prefix {
+        dns1035_label(&mask_trailing_dash(name))
+    } else {
+        dns1035_label(name)
+    }
+}
+
 /// `ValidatePathSegmentName`: what any name must be to sit in a URL path (core/v1 Events have
 /// no other rule).
 pub(crate) fn path_segment_name(name: &str, prefix: bool) -> Vec<String> {

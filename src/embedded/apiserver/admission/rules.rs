@@ -8,7 +8,7 @@ use crate::embedded::apiserver::admission::crd;
 use crate::embedded::apiserver::admission::rbac;
 use crate::embedded::apiserver::admission::schema;
 use crate::embedded::apiserver::admission::{cel, events};
-use crate::embedded::apiserver::admission::{config, leases, meta, pods};
+use crate::embedded::apiserver::admission::{config, leases, meta, network, nodes, pods};
 use crate::embedded::apiserver::error::{ApiError, ApiResult, StatusCause};
 use crate::embedded::apiserver::resources::ResourceType;
 
@@ -95,8 +95,9 @@ fn custom_metadata(rt: &ResourceType, obj: &mut Value) -> ApiResult<Vec<String>>
 /// Decodes a built-in object through its typed form, as the real server does: unknown fields
 /// are dropped (and reported), wrong types are a 400.
 fn prepare_builtin(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> ApiResult<Vec<String>> {
-    use k8s_openapi::api::{coordination::v1 as coord, core::v1 as core, rbac::v1 as rbacv1};
+    use k8s_openapi::api::{coordination::v1 as coord, core::v1 as core, discovery::v1 as disc, rbac::v1 as rbacv1};
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as ext;
+    use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apireg;
     let roundtrip = match rt.plural.as_str() {
         "pods" => typed::<core::Pod>(rt, obj),
         "namespaces" => typed::<core::Namespace>(rt, obj),
@@ -110,6 +111,11 @@ fn prepare_builtin(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> A
         "rolebindings" => typed::<rbacv1::RoleBinding>(rt, obj),
         "clusterroles" => typed::<rbacv1::ClusterRole>(rt, obj),
         "clusterrolebindings" => typed::<rbacv1::ClusterRoleBinding>(rt, obj),
+        "nodes" => typed::<core::Node>(rt, obj),
+        "services" => typed::<core::Service>(rt, obj),
+        "endpoints" => typed::<core::Endpoints>(rt, obj),
+        "endpointslices" => typed::<disc::EndpointSlice>(rt, obj),
+        "apiservices" => typed::<apireg::APIService>(rt, obj),
         _ => Ok(obj.clone()),
     }?;
     let mut unknown = Vec::new();
@@ -121,6 +127,9 @@ fn prepare_builtin(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> A
         "namespaces" => prepare_namespace(obj, old),
         "secrets" => prepare_secret(obj),
         "customresourcedefinitions" => crd::prepare(obj, old),
+        "services" => network::prepare_service(obj, old),
+        "endpoints" => network::prepare_endpoints(obj),
+        "nodes" => nodes::prepare(obj),
         _ if rbac::is_rbac(&rt.group) => rbac::prepare(&rt.kind, obj),
         _ => {}
     }
@@ -272,6 +281,10 @@ fn validate_builtin(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<
         (_, "events") => errs.extend(events::validate(rt, obj, old)),
         ("coordination.k8s.io", "leases") => errs.extend(leases::validate(obj)),
         (_, "customresourcedefinitions") => errs.extend(crd::validate(obj, old)),
+        ("", "services") => errs.extend(network::validate_service(obj, old)),
+        ("", "endpoints") => errs.extend(network::validate_endpoints(obj)),
+        ("discovery.k8s.io", "endpointslices") => errs.extend(network::validate_endpoint_slice(obj)),
+        ("", "nodes") => errs.extend(nodes::validate(obj)),
         (rbac::GROUP, _) => errs.extend(rbac::validate(&rt.kind, obj, old)),
         _ => {}
     }

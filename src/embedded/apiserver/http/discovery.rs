@@ -76,12 +76,14 @@ fn group_order(types: &[ResourceType]) -> Vec<(String, Vec<String>)> {
     // Built-in groups first in their fixed order, then custom groups alphabetically.
     let builtin = [
         "",
+        "apiregistration.k8s.io",
         "events.k8s.io",
         "authentication.k8s.io",
         "authorization.k8s.io",
         "rbac.authorization.k8s.io",
         "coordination.k8s.io",
         "apiextensions.k8s.io",
+        "discovery.k8s.io",
     ];
     let mut all: Vec<(String, Vec<String>)> = groups(types).into_iter().collect();
     all.sort_by_key(|(g, _)| (builtin.iter().position(|b| b == g).unwrap_or(usize::MAX), g.clone()));
@@ -187,6 +189,22 @@ fn subresources(t: &ResourceType) -> Vec<Subresource> {
     }
     if t.log_subresource {
         out.push(own("log", vec!["get"]));
+    }
+    if t.group.is_empty() && t.plural == "pods" {
+        out.push(Subresource {
+            name: "eviction",
+            verbs: vec!["create"],
+            kind: Some("Eviction"),
+            group_version: Some(("policy", "v1")),
+        });
+    }
+    if t.custom.as_ref().is_some_and(|c| c.scale.is_some()) {
+        out.push(Subresource {
+            name: "scale",
+            verbs: vec!["get", "patch", "update"],
+            kind: Some("Scale"),
+            group_version: Some(("autoscaling", "v1")),
+        });
     }
     if t.group.is_empty() && t.plural == "serviceaccounts" {
         out.push(Subresource {

@@ -7,15 +7,18 @@ mod body;
 mod context;
 mod discovery;
 mod escalation;
+mod eviction;
 mod openapi;
 mod params;
 mod podlog;
 #[cfg(test)]
 mod props;
 mod protobuf;
+mod represent;
 mod response;
 mod reviews;
 mod router;
+mod scale;
 mod table;
 mod target;
 mod watch;

@@ -1,5 +1,5 @@
 //! Request bodies in Kubernetes protobuf (`application/vnd.kubernetes.protobuf`), which kubectl's
-//! typed clients send for `kubectl create secret|configmap|namespace|serviceaccount|token` and
+//! typed clients send for `kubectl create secret|configmap|namespace|serviceaccount|service|token` and
 //! `kubectl auth can-i|whoami`. Decoded into JSON for the types those commands send; responses
 //! stay JSON (kubectl accepts both).
 use base64::Engine;
@@ -230,6 +230,74 @@ fn access_review_spec(b: &[u8]) -> Option<Value> {
     Some(Value::Object(spec))
 }
 
+/// Inserts a string field unless it is empty (Go's zero value, which JSON leaves out).
+fn non_empty(obj: &mut Map<String, Value>, field: &str, v: &[u8]) -> Option<()> {
+    let t = text(v)?;
+    if !t.is_empty() {
+        obj.insert(field.into(), json!(t));
+    }
+    Some(())
+}
+
+/// `IntOrString`: type (1: 0 int, 1 string), intVal (2), strVal (3).
+fn int_or_string(b: &[u8]) -> Option<Value> {
+    let (mut is_string, mut int, mut string) = (false, 0i64, String::new());
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Varint(v)) => is_string = v == 1,
+            (2, Field::Varint(v)) => int = v as i64,
+            (3, Field::Bytes(v)) => string = text(v)?,
+            _ => {}
+        }
+    }
+    Some(if is_string { json!(string) } else { json!(int) })
+}
+
+/// `ServicePort`: name (1), protocol (2), port (3), targetPort (4), nodePort (5).
+fn service_port(b: &[u8]) -> Option<Value> {
+    let mut p = Map::new();
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(v)) => non_empty(&mut p, "name", v)?,
+            (2, Field::Bytes(v)) => non_empty(&mut p, "protocol", v)?,
+            (3, Field::Varint(v)) => {
+                p.insert("port".into(), json!(v as i64));
+            }
+            (4, Field::Bytes(v)) => {
+                p.insert("targetPort".into(), int_or_string(v)?);
+            }
+            (5, Field::Varint(v)) if v != 0 => {
+                p.insert("nodePort".into(), json!(v as i64));
+            }
+            _ => {}
+        }
+    }
+    Some(Value::Object(p))
+}
+
+/// The `ServiceSpec` fields `kubectl create service` sets: ports (1), selector (2), clusterIP (3),
+/// type (4), externalIPs (5), sessionAffinity (7), externalName (10).
+fn service_spec(b: &[u8]) -> Option<Value> {
+    let mut spec = Map::new();
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(v)) => spec
+                .entry("ports")
+                .or_insert_with(|| json!([]))
+                .as_array_mut()?
+                .push(service_port(v)?),
+            (2, Field::Bytes(v)) => insert_entry(&mut spec, "selector", v, false)?,
+            (3, Field::Bytes(v)) => non_empty(&mut spec, "clusterIP", v)?,
+            (4, Field::Bytes(v)) => non_empty(&mut spec, "type", v)?,
+            (5, Field::Bytes(v)) => string_list(&mut spec, "externalIPs", v)?,
+            (7, Field::Bytes(v)) => non_empty(&mut spec, "sessionAffinity", v)?,
+            (10, Field::Bytes(v)) => non_empty(&mut spec, "externalName", v)?,
+            _ => {}
+        }
+    }
+    Some(Value::Object(spec))
+}
+
 fn decode_object(kind: &str, raw: &[u8]) -> Option<Value> {
     let mut obj = Map::new();
     for (n, f) in fields(raw)? {
@@ -277,6 +345,9 @@ fn decode_object(kind: &str, raw: &[u8]) -> Option<Value> {
             ("SelfSubjectAccessReview", 2, Field::Bytes(v)) => {
                 obj.insert("spec".into(), access_review_spec(v)?);
             }
+            ("Service", 2, Field::Bytes(v)) => {
+                obj.insert("spec".into(), service_spec(v)?);
+            }
             ("SelfSubjectRulesReview", 2, Field::Bytes(v)) => {
                 obj.insert("spec".into(), flat_message(v, &[(1, "namespace")], &[])?);
             }
@@ -314,7 +385,7 @@ pub(super) fn decode(body: &[u8]) -> ApiResult<Value> {
         }
     }
     let known = match api_version.as_str() {
-        "v1" => ["Secret", "ConfigMap", "Namespace", "ServiceAccount"].contains(&kind.as_str()),
+        "v1" => ["Secret", "ConfigMap", "Namespace", "ServiceAccount", "Service"].contains(&kind.as_str()),
         "authentication.k8s.io/v1" => kind == "TokenRequest" || kind == "SelfSubjectReview",
         "authorization.k8s.io/v1" => kind == "SelfSubjectAccessReview" || kind == "SelfSubjectRulesReview",
         _ => false,

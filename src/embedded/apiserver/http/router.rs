@@ -1,5 +1,6 @@
 //! HTTP request handling: authentication and authorization, then routing of the Kubernetes REST paths to discovery, OpenAPI and the
-//! resource verbs (get, list, watch, create, update, patch, delete, deletecollection, log).
+//! resource verbs (get, list, watch, create, update, patch, delete, deletecollection) and
+//! subresources (status, log, binding, token, eviction, scale), in the form the Accept header asks for.
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -20,12 +21,15 @@ use crate::embedded::apiserver::http::body;
 use crate::embedded::apiserver::http::context::Server;
 use crate::embedded::apiserver::http::discovery;
 use crate::embedded::apiserver::http::escalation;
+use crate::embedded::apiserver::http::eviction;
 use crate::embedded::apiserver::http::openapi;
 use crate::embedded::apiserver::http::params::{self, Query};
 use crate::embedded::apiserver::http::podlog;
 use crate::embedded::apiserver::http::protobuf;
+use crate::embedded::apiserver::http::represent::{self, Form};
 use crate::embedded::apiserver::http::response::{error_response, json_response};
 use crate::embedded::apiserver::http::reviews;
+use crate::embedded::apiserver::http::scale;
 use crate::embedded::apiserver::http::table::{Include, table};
 use crate::embedded::apiserver::http::target::{Filter, Target};
 use crate::embedded::apiserver::http::watch;
@@ -147,11 +151,6 @@ fn check_accept(headers: &HeaderMap) -> ApiResult<()> {
             "only the following media types are accepted: application/json, application/yaml (asked for {a})"
         )))
     }
-}
-
-/// Whether the client asked for server-side printing.
-pub(super) fn wants_table(headers: &HeaderMap) -> bool {
-    accept(headers).split(',').any(|part| part.contains("as=Table"))
 }
 
 fn aggregated_version(headers: &HeaderMap) -> Option<&'static str> {
@@ -284,6 +283,8 @@ fn parse_target(types: &[ResourceType], group: &str, version: &str, rest: &[&str
         Some("log") => rt.log_subresource,
         Some("binding") => rt.plural == "pods" && rt.group.is_empty(),
         Some("token") => rt.plural == "serviceaccounts" && rt.group.is_empty(),
+        Some("eviction") => rt.plural == "pods" && rt.group.is_empty(),
+        Some("scale") => rt.custom.as_ref().is_some_and(|c| c.scale.is_some()),
         Some(_) => false,
     };
     if !sub_ok {
@@ -323,9 +324,12 @@ async fn resource(
         (Method::GET, _, Some("log")) => podlog::serve(server.clone(), &t, query).await,
         (Method::POST, true, Some("binding")) => bind(server, &t, &body),
         (Method::POST, true, Some("token")) => reviews::token_request(server, &t, parse_body(&t.rt, headers, &body)?),
-        // pods/log is read-only, pods/binding and serviceaccounts/token create-only, as in kube-apiserver.
-        (_, _, Some("log" | "binding" | "token")) => Err(ApiError::method_not_allowed()),
-        (Method::GET, false, _) if is_watch => watch::serve(server.clone(), &t, query, wants_table(headers)),
+        (Method::POST, true, Some("eviction")) => eviction::evict(server, &t, parse_body(&t.rt, headers, &body)?),
+        (_, true, Some("scale")) => scale::serve(server, method, &t, query, headers, &body),
+        // pods/log is read-only, pods/binding, pods/eviction and serviceaccounts/token create-only,
+        // as in kube-apiserver.
+        (_, _, Some("log" | "binding" | "token" | "eviction")) => Err(ApiError::method_not_allowed()),
+        (Method::GET, false, _) if is_watch => watch::serve(server.clone(), &t, query, represent::form(headers)?),
         (Method::GET, false, _) => list(server, &t, query, headers),
         (Method::GET, true, _) => get(server, &t, query, headers),
         (Method::POST, false, None) => create(server, user, &t, query, headers, &body),
@@ -346,7 +350,7 @@ fn bind(server: &Server, t: &Target, body: &[u8]) -> ApiResult<Response> {
     Ok(json_response(StatusCode::CREATED, &status, &[]))
 }
 
-fn ns_key(t: &Target) -> String {
+pub(super) fn ns_key(t: &Target) -> String {
     if t.rt.namespaced {
         t.namespace.clone().unwrap_or_default()
     } else {
@@ -355,6 +359,8 @@ fn ns_key(t: &Target) -> String {
 }
 
 fn get(server: &Server, t: &Target, query: &Query, headers: &HeaderMap) -> ApiResult<Response> {
+    let form = represent::form(headers)?;
+    represent::check_single(form, &t.rt)?;
     let name = t.name.as_deref().unwrap_or_default();
     let st = server.store.lock();
     let obj = st
@@ -362,7 +368,7 @@ fn get(server: &Server, t: &Target, query: &Query, headers: &HeaderMap) -> ApiRe
         .ok_or_else(|| ApiError::not_found(&t.rt.group, &t.rt.plural, name))?;
     let view = events::to_view(&t.rt, obj);
     drop(st);
-    if wants_table(headers) {
+    if form == Form::Table {
         let include = Include::parse(query.get("includeObject").map(String::as_str));
         let rv = view["metadata"]["resourceVersion"].clone();
         return Ok(json_response(
@@ -371,7 +377,7 @@ fn get(server: &Server, t: &Target, query: &Query, headers: &HeaderMap) -> ApiRe
             &[],
         ));
     }
-    Ok(json_response(StatusCode::OK, &view, &[]))
+    Ok(json_response(StatusCode::OK, &represent::single(form, view), &[]))
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -411,6 +417,8 @@ fn snapshot(server: &Server, t: &Target, query: &Query, filter: &Filter) -> ApiR
 }
 
 fn list(server: &Server, t: &Target, query: &Query, headers: &HeaderMap) -> ApiResult<Response> {
+    let form = represent::form(headers)?;
+    represent::check_list(form, &t.rt)?;
     let filter = Filter::parse(t, query)?;
     params::list_options(query, false)?;
     let limit: usize = params::int(query, "limit")?.unwrap_or(0);
@@ -436,11 +444,18 @@ fn list(server: &Server, t: &Target, query: &Query, headers: &HeaderMap) -> ApiR
         }
     }
     let views: Vec<Value> = items.iter().map(|o| events::to_view(&t.rt, o)).collect();
-    if wants_table(headers) {
-        let include = Include::parse(query.get("includeObject").map(String::as_str));
-        return Ok(json_response(StatusCode::OK, &table(&t.rt, &views, include, meta), &[]));
+    match form {
+        Form::Table => {
+            let include = Include::parse(query.get("includeObject").map(String::as_str));
+            Ok(json_response(StatusCode::OK, &table(&t.rt, &views, include, meta), &[]))
+        }
+        Form::MetadataList(version) => Ok(json_response(
+            StatusCode::OK,
+            &represent::partial_list(&views, version, meta),
+            &[],
+        )),
+        _ => Ok(json_response(StatusCode::OK, &list_body(&t.rt, views, meta), &[])),
     }
-    Ok(json_response(StatusCode::OK, &list_body(&t.rt, views, meta), &[]))
 }
 
 /// A `<Kind>List`; items of built-in types carry no apiVersion/kind, as kube-apiserver sends them.
@@ -478,7 +493,7 @@ fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
 
 /// The body of a POST or PUT, by its Content-Type (JSON when there is none); 415 for a type the
 /// endpoint does not read, listing the ones kube-apiserver would.
-fn parse_body(rt: &ResourceType, headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
+pub(super) fn parse_body(rt: &ResourceType, headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -506,7 +521,7 @@ fn parse_body(rt: &ResourceType, headers: &HeaderMap, body: &[u8]) -> ApiResult<
 
 /// The options of a write (`options`: `CreateOptions`, `UpdateOptions` or `PatchOptions`, which
 /// name its errors).
-fn write_opts(query: &Query, headers: &HeaderMap, options: &str) -> ApiResult<WriteOpts> {
+pub(super) fn write_opts(query: &Query, headers: &HeaderMap, options: &str) -> ApiResult<WriteOpts> {
     let dry_run = params::dry_run(query, options)?;
     let validation = match query.get("fieldValidation").map(String::as_str) {
         Some("Strict") => FieldValidation::Strict,
@@ -543,13 +558,17 @@ fn write_opts(query: &Query, headers: &HeaderMap, options: &str) -> ApiResult<Wr
     })
 }
 
-fn outcome_response(t: &Target, out: ops::Outcome) -> Response {
+/// The object a write stored, in the form the client asked for (`patch_metadata` asks for
+/// PartialObjectMetadata).
+fn outcome_response(t: &Target, headers: &HeaderMap, out: ops::Outcome) -> Response {
     let code = if out.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    json_response(code, &events::to_view(&t.rt, &out.object), &out.warnings)
+    let form = represent::form(headers).unwrap_or(Form::Object);
+    let view = represent::single(form, events::to_view(&t.rt, &out.object));
+    json_response(code, &view, &out.warnings)
 }
 
 /// Runs a write under the store lock. A write of an RBAC object by a user outside
@@ -593,7 +612,7 @@ fn create(
     })?;
     drop(st);
     server.store.changed.notify_one();
-    Ok(outcome_response(t, out))
+    Ok(outcome_response(t, headers, out))
 }
 
 fn update(
@@ -614,7 +633,7 @@ fn update(
     })?;
     drop(st);
     server.store.changed.notify_one();
-    Ok(outcome_response(t, out))
+    Ok(outcome_response(t, headers, out))
 }
 
 fn patch(
@@ -646,7 +665,7 @@ fn patch(
     })?;
     drop(st);
     server.store.changed.notify_one();
-    Ok(outcome_response(t, out))
+    Ok(outcome_response(t, headers, out))
 }
 
 /// A PATCH (any of the four kinds) under the store lock.

@@ -105,6 +105,45 @@ fn columns(rt: &ResourceType) -> Vec<Value> {
             c("Groups", "string", 1),
             c("ServiceAccounts", "string", 1),
         ],
+        ("", "nodes") => vec![
+            c("Name", "string", 0),
+            c("Status", "string", 0),
+            c("Roles", "string", 0),
+            c("Age", "string", 0),
+            c("Version", "string", 0),
+            c("Internal-IP", "string", 1),
+            c("External-IP", "string", 1),
+            c("OS-Image", "string", 1),
+            c("Kernel-Version", "string", 1),
+            c("Container-Runtime", "string", 1),
+        ],
+        ("", "services") => vec![
+            c("Name", "string", 0),
+            c("Type", "string", 0),
+            c("Cluster-IP", "string", 0),
+            c("External-IP", "string", 0),
+            c("Port(s)", "string", 0),
+            c("Age", "string", 0),
+            c("Selector", "string", 1),
+        ],
+        ("", "endpoints") => vec![
+            c("Name", "string", 0),
+            c("Endpoints", "string", 0),
+            c("Age", "string", 0),
+        ],
+        ("discovery.k8s.io", "endpointslices") => vec![
+            c("Name", "string", 0),
+            c("AddressType", "string", 0),
+            c("Ports", "string", 0),
+            c("Endpoints", "string", 0),
+            c("Age", "string", 0),
+        ],
+        ("apiregistration.k8s.io", "apiservices") => vec![
+            c("Name", "string", 0),
+            c("Service", "string", 0),
+            c("Available", "string", 0),
+            c("Age", "string", 0),
+        ],
         _ => vec![c("Name", "string", 0), col("Created At", "date", 0, AGE_DESC)],
     }
 }
@@ -165,8 +204,196 @@ fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
             json!(created(obj)),
         ],
         ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => binding_cells(obj),
+        ("", "nodes") => node_cells(obj),
+        ("", "services") => service_cells(obj),
+        ("", "endpoints") => vec![name, json!(endpoints_text(obj)), json!(created(obj))],
+        ("discovery.k8s.io", "endpointslices") => slice_cells(obj),
+        ("apiregistration.k8s.io", "apiservices") => apiservice_cells(obj),
         _ => vec![name, obj["metadata"]["creationTimestamp"].clone()],
     }
+}
+
+/// kubectl's node printer: Ready/NotReady/Unknown (`,SchedulingDisabled` when cordoned), roles
+/// from `node-role.kubernetes.io/*` labels, addresses and node info.
+fn node_cells(node: &Value) -> Vec<Value> {
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == json!("Ready"));
+    let mut status = match ready.and_then(|c| c["status"].as_str()) {
+        Some("True") => "Ready".to_string(),
+        Some("False") => "NotReady".to_string(),
+        _ => "Unknown".to_string(),
+    };
+    if node["spec"]["unschedulable"] == json!(true) {
+        status.push_str(",SchedulingDisabled");
+    }
+    let mut roles: Vec<String> = node["metadata"]["labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/").map(str::to_string))
+        .filter(|r| !r.is_empty())
+        .collect();
+    roles.sort();
+    let roles = if roles.is_empty() {
+        "<none>".to_string()
+    } else {
+        roles.join(",")
+    };
+    let address = |kind: &str| {
+        node["status"]["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["type"] == json!(kind))
+            .map(|a| s(&a["address"]))
+            .unwrap_or_else(|| "<none>".into())
+    };
+    let info = &node["status"]["nodeInfo"];
+    vec![
+        json!(s(&node["metadata"]["name"])),
+        json!(status),
+        json!(roles),
+        json!(created(node)),
+        json!(s(&info["kubeletVersion"])),
+        json!(address("InternalIP")),
+        json!(address("ExternalIP")),
+        json!(or_none(&info["osImage"])),
+        json!(or_none(&info["kernelVersion"])),
+        json!(or_none(&info["containerRuntimeVersion"])),
+    ]
+}
+
+fn service_cells(svc: &Value) -> Vec<Value> {
+    let spec = &svc["spec"];
+    let ports: Vec<String> = spec["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let proto = p["protocol"].as_str().unwrap_or("TCP");
+            match p["nodePort"].as_i64().filter(|n| *n > 0) {
+                Some(node_port) => format!("{}:{node_port}/{proto}", p["port"]),
+                None => format!("{}/{proto}", p["port"]),
+            }
+        })
+        .collect();
+    let ports = if ports.is_empty() {
+        "<none>".to_string()
+    } else {
+        ports.join(",")
+    };
+    let external = match spec["type"].as_str() {
+        Some("ExternalName") => s(&spec["externalName"]),
+        Some("LoadBalancer") => "<pending>".to_string(),
+        _ => "<none>".to_string(),
+    };
+    let mut selector: Vec<String> = spec["selector"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    selector.sort();
+    let selector = if selector.is_empty() {
+        "<none>".to_string()
+    } else {
+        selector.join(",")
+    };
+    vec![
+        json!(s(&svc["metadata"]["name"])),
+        json!(s(&spec["type"])),
+        json!(or_none(&spec["clusterIP"])),
+        json!(external),
+        json!(ports),
+        json!(created(svc)),
+        json!(selector),
+    ]
+}
+
+/// `ip:port` pairs of the ready addresses (at most three, then `+ N more...`).
+fn endpoints_text(ep: &Value) -> String {
+    let mut pairs = Vec::new();
+    for subset in ep["subsets"].as_array().into_iter().flatten() {
+        let ports: Vec<i64> = subset["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["port"].as_i64())
+            .collect();
+        for a in subset["addresses"].as_array().into_iter().flatten() {
+            let ip = s(&a["ip"]);
+            if ports.is_empty() {
+                pairs.push(ip.clone());
+            }
+            pairs.extend(ports.iter().map(|p| format!("{ip}:{p}")));
+        }
+    }
+    listed(pairs)
+}
+
+fn listed(items: Vec<String>) -> String {
+    match items.len() {
+        0 => "<none>".to_string(),
+        n if n > 3 => format!("{} + {} more...", items[..3].join(","), n - 3),
+        _ => items.join(","),
+    }
+}
+
+fn slice_cells(slice: &Value) -> Vec<Value> {
+    let ports: Vec<String> = slice["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["port"].as_i64().map(|n| n.to_string()))
+        .collect();
+    let addresses: Vec<String> = slice["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+        .map(|a| s(&a))
+        .collect();
+    vec![
+        json!(s(&slice["metadata"]["name"])),
+        json!(s(&slice["addressType"])),
+        json!(if ports.is_empty() {
+            "<unset>".to_string()
+        } else {
+            ports.join(",")
+        }),
+        json!(listed(addresses)),
+        json!(created(slice)),
+    ]
+}
+
+fn apiservice_cells(a: &Value) -> Vec<Value> {
+    let service = match a["spec"]["service"].as_object() {
+        Some(svc) => format!(
+            "{}/{}",
+            svc.get("namespace").and_then(Value::as_str).unwrap_or_default(),
+            svc.get("name").and_then(Value::as_str).unwrap_or_default()
+        ),
+        None => "Local".to_string(),
+    };
+    let available = a["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == json!("Available"));
+    let available = match available {
+        Some(c) if c["status"] == json!("True") => "True".to_string(),
+        Some(c) => format!("{} ({})", s(&c["status"]), s(&c["reason"])),
+        None => "Unknown".to_string(),
+    };
+    vec![
+        json!(s(&a["metadata"]["name"])),
+        json!(service),
+        json!(available),
+        json!(created(a)),
+    ]
 }
 
 /// apiextensions' `cellForJSONValue`: typed cells, dates as ages.

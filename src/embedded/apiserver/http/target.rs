@@ -90,6 +90,8 @@ fn field_supported(rt: &ResourceType, field: &str) -> bool {
                 | "status.nominatedNodeName"
         ),
         "secrets" => field == "type",
+        "nodes" => field == "spec.unschedulable",
+        "services" => matches!(field, "spec.clusterIP" | "spec.type"),
         "namespaces" => field == "status.phase",
         _ => false,
     }

@@ -14,6 +14,7 @@ use crate::embedded::apiserver::admission::events;
 use crate::embedded::apiserver::error::{ApiError, ApiResult};
 use crate::embedded::apiserver::http::context::Server;
 use crate::embedded::apiserver::http::params::{self, Query};
+use crate::embedded::apiserver::http::represent::{self, Form};
 use crate::embedded::apiserver::http::response::stream_response;
 use crate::embedded::apiserver::http::table::{Include, table};
 use crate::embedded::apiserver::http::target::{Filter, Target};
@@ -23,7 +24,7 @@ use crate::embedded::apiserver::storage::store::{Change, ChangeKind};
 struct Watch {
     t: Target,
     filter: Filter,
-    as_table: bool,
+    form: Form,
     include: Include,
     bookmarks: bool,
 }
@@ -31,11 +32,11 @@ struct Watch {
 impl Watch {
     fn render(&self, obj: &Value) -> Value {
         let view = events::to_view(&self.t.rt, obj);
-        if self.as_table {
+        if self.form == Form::Table {
             let rv = view["metadata"]["resourceVersion"].clone();
             table(&self.t.rt, &[view], self.include, json!({"resourceVersion": rv}))
         } else {
-            view
+            represent::single(self.form, view)
         }
     }
 
@@ -70,7 +71,10 @@ impl Watch {
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let object = json!({"kind": self.t.rt.kind, "apiVersion": self.t.rt.api_version(), "metadata": meta});
+        let object = match self.form {
+            Form::Metadata(v) => represent::partial(&json!({"metadata": meta}), v),
+            _ => json!({"kind": self.t.rt.kind, "apiVersion": self.t.rt.api_version(), "metadata": meta}),
+        };
         let mut line = json!({"type": "BOOKMARK", "object": object}).to_string();
         line.push('\n');
         Bytes::from(line)
@@ -84,8 +88,17 @@ fn error_event(e: &ApiError) -> Bytes {
 }
 
 /// Starts a watch; the response streams newline-delimited watch events.
-pub(super) fn serve(server: Arc<Server>, t: &Target, query: &Query, as_table: bool) -> ApiResult<Response> {
+pub(super) fn serve(server: Arc<Server>, t: &Target, query: &Query, form: Form) -> ApiResult<Response> {
     let filter = Filter::parse(t, query)?;
+    if let Form::MetadataList(_) = form {
+        // kube-apiserver cannot encode a watch event's object as a list: the stream ends empty.
+        return Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            Body::empty(),
+        )
+            .into_response());
+    }
     params::list_options(query, true)?;
     let send_initial = query.get("sendInitialEvents").map(String::as_str);
     let explicit = params::resource_version(query)?.filter(|rv| *rv > 0);
@@ -97,7 +110,7 @@ pub(super) fn serve(server: Arc<Server>, t: &Target, query: &Query, as_table: bo
     let w = Watch {
         t: t.clone(),
         filter,
-        as_table,
+        form,
         include: Include::parse(query.get("includeObject").map(String::as_str)),
         bookmarks: params::flag(query, "allowWatchBookmarks"),
     };

@@ -72,10 +72,12 @@ pub(crate) fn list_kind(rt: &ResourceType, pattern: &str) -> ListKind {
         return builtin_list(pattern);
     }
     let Some(custom) = &rt.custom else {
-        return if rt.plural == "pods" {
-            builtin_list(pattern)
-        } else {
-            ListKind::Atomic
+        return match (rt.group.as_str(), rt.plural.as_str(), pattern) {
+            ("", "pods", _) => builtin_list(pattern),
+            // ServiceSpec.ports: `+listMapKey=port, +listMapKey=protocol` (patch merge key `port`).
+            ("", "services", "spec.ports") => ListKind::Map(vec!["port".into(), "protocol".into()]),
+            ("", "nodes", "status.conditions") => ListKind::Map(vec!["type".into()]),
+            _ => ListKind::Atomic,
         };
     };
     let Some(node) = schema_at(&custom.schema, pattern) else {

@@ -2,6 +2,7 @@
 //! to them — kube-apiserver's registry and etcd in one process. It checks writes with
 //! [`admission`](super::admission) and never reaches up to the HTTP layer.
 pub(crate) mod aggregation;
+pub(crate) mod apiservices;
 pub(crate) mod binding;
 pub(crate) mod fields;
 pub(crate) mod gc;
@@ -11,4 +12,5 @@ pub(crate) mod patch;
 mod props;
 pub(crate) mod selector;
 pub(crate) mod serviceaccounts;
+pub(crate) mod services;
 pub(crate) mod store;

@@ -10,6 +10,7 @@ use crate::embedded::apiserver::resources::{ResourceType, StorageKey};
 use crate::embedded::apiserver::storage::fields;
 use crate::embedded::apiserver::storage::serviceaccounts;
 use crate::embedded::apiserver::storage::store::{State, object_key};
+use crate::embedded::apiserver::storage::{apiservices, services};
 
 /// Options common to writes.
 #[derive(Debug, Clone, Default)]
@@ -164,6 +165,9 @@ pub(crate) fn create(
     if st.get(rt.key(), &namespace, &name).is_some() {
         return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
     }
+    if is_core(rt, "services") {
+        services::allocate(st, &mut obj)?;
+    }
     if !opts.keep_managed {
         fields::track_update(rt, &mut obj, None, &opts.manager, None);
     }
@@ -275,6 +279,9 @@ pub(crate) fn replace(
     // As the strategies' PrepareForUpdate: the generation is the server's, bumped before validation.
     set_generation(rt, &current, &mut obj);
     admission::validate(rt, &obj, Some(&current))?;
+    if is_core(rt, "services") && sub.is_none() {
+        services::allocate(st, &mut obj)?;
+    }
     warnings.dedup();
     if same_ignoring_bookkeeping(&current, &obj) {
         return Ok(Outcome {
@@ -586,5 +593,6 @@ fn is_core(rt: &ResourceType, plural: &str) -> bool {
 pub(crate) fn after_write(st: &mut State, rt: &ResourceType) {
     if rt.plural == "customresourcedefinitions" && rt.group == "apiextensions.k8s.io" {
         st.refresh_custom_types();
+        apiservices::sync(st);
     }
 }
