@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use super::context::Ctx;
 use super::pod_status::{Kind, termination};
 use super::workspace::{self, PodDir};
-use super::{env, process};
+use super::{env, exec, process};
 
 /// Kubelet's first crash-loop back-off, doubled per restart up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(10);
@@ -206,6 +206,11 @@ async fn start(
     // Recorded before anything else is awaited: a runner that dies from here on leaves a process
     // the next one can find and stop.
     record_pid(job, running.pid);
+    let rewrite = match spec.isolation {
+        Some(_) => Vec::new(),
+        None => workspace::bind_mounts(&job.container, &job.volumes).unwrap_or_default(),
+    };
+    exec::record(&job.dir, name, &spec, rewrite);
     ctx.event(
         &job.reference,
         EventType::Normal,
@@ -256,6 +261,7 @@ async fn wait(
         }
     };
     let _ = std::fs::remove_file(job.dir.pid_file(name));
+    exec::forget(&job.dir, name);
     let code = exit.code();
     let mut term = termination(code, started, Timestamp::now());
     if let process::Exit::Signal(sig) = exit {

@@ -21,6 +21,7 @@
 mod container;
 mod context;
 mod env;
+pub(crate) mod exec;
 mod files;
 mod pod;
 mod pod_status;

@@ -7,6 +7,7 @@ mod body;
 mod context;
 mod discovery;
 mod escalation;
+mod exec;
 mod openapi;
 mod params;
 mod podlog;

@@ -20,6 +20,7 @@ use crate::embedded::apiserver::http::body;
 use crate::embedded::apiserver::http::context::Server;
 use crate::embedded::apiserver::http::discovery;
 use crate::embedded::apiserver::http::escalation;
+use crate::embedded::apiserver::http::exec;
 use crate::embedded::apiserver::http::openapi;
 use crate::embedded::apiserver::http::params::{self, Query};
 use crate::embedded::apiserver::http::podlog;
@@ -75,6 +76,10 @@ pub(crate) async fn entry(State(server): State<Arc<Server>>, req: Request) -> Re
         Ok(user) => user,
         Err(e) => return error_response(&e),
     };
+    // exec and attach take over the connection (a WebSocket), so they get the request whole.
+    if let Some(target) = exec::stream_target(req.uri().path()) {
+        return exec::serve(server, &user, req, &query, target).await;
+    }
     let (parts, body) = req.into_parts();
     let bytes = match body::read(&parts.headers, body).await {
         Ok(b) => b,
