@@ -3,8 +3,8 @@
 //! see it; and the Events a Pod's life leaves.
 mod support;
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{AttachParams, PostParams};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
+use kube::api::{AttachParams, ListParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Api, Client};
 use serde_json::json;
@@ -204,4 +204,86 @@ async fn kubectl_exec_prints_output_and_returns_the_exit_code() {
 
     let err = k.fails(&["exec", "work", "-c", "other", "--", "true"]).await;
     assert!(err.contains("container other is not valid for pod work"), "{err}");
+}
+
+#[tokio::test]
+async fn a_finished_pod_tells_its_story_in_events() {
+    let plane = Plane::start().await;
+    plane
+        .create(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "build"},
+            "spec": {"restartPolicy": "Never", "containers": [
+                {"name": "compile", "image": "busybox", "command": ["sh", "-c", "echo built"]},
+            ]},
+        }))
+        .await;
+    plane.wait_phase("build", "Succeeded").await;
+
+    // core/v1, as kubectl reads them: kubelet's fieldPath on container Events, each from its reporter.
+    let events: Api<CoreEvent> = Api::namespaced(plane.client.clone(), "default");
+    let list = events.list(&ListParams::default()).await.unwrap().items;
+    let find = |reason: &str| {
+        list.iter()
+            .find(|e| e.reason.as_deref() == Some(reason) && e.involved_object.name.as_deref() == Some("build"))
+            .unwrap_or_else(|| panic!("no {reason} Event for Pod build in {list:#?}"))
+    };
+    struct Case {
+        reason: &'static str,
+        field_path: Option<&'static str>,
+        controller: &'static str,
+        message: &'static str,
+    }
+    let container = Some("spec.containers{compile}");
+    let cases = [
+        Case {
+            reason: "Scheduled",
+            field_path: None,
+            controller: "default-scheduler",
+            message: "Successfully assigned default/build to cdkube-dev",
+        },
+        Case {
+            reason: "Pulled",
+            field_path: container,
+            controller: "kubelet",
+            message: "Container image \"busybox\" not pulled: cdkube runs the container's command on this machine",
+        },
+        Case {
+            reason: "Created",
+            field_path: container,
+            controller: "kubelet",
+            message: "Created container: compile",
+        },
+        Case {
+            reason: "Started",
+            field_path: container,
+            controller: "kubelet",
+            message: "Started container compile",
+        },
+    ];
+    for case in &cases {
+        let e = find(case.reason);
+        assert_eq!(e.involved_object.field_path.as_deref(), case.field_path, "{}", case.reason);
+        assert_eq!(e.reporting_component.as_deref(), Some(case.controller), "{}", case.reason);
+        assert_eq!(e.message.as_deref(), Some(case.message), "{}", case.reason);
+        assert_eq!(e.type_.as_deref(), Some("Normal"), "{}", case.reason);
+    }
+
+    if !kubectl::present("kubectl describe pod / get events") {
+        return;
+    }
+    let k = plane.cluster.kubectl();
+    let described = k.ok(&["describe", "pod", "build"]).await;
+    let get = k.ok(&["get", "events", "--field-selector", "involvedObject.name=build"]).await;
+    for case in &cases {
+        for (what, text) in [("describe pod", &described), ("get events", &get)] {
+            assert!(
+                text.contains(case.reason) && text.contains(case.message),
+                "kubectl {what} lacks {} / {:?}:\n{text}",
+                case.reason,
+                case.message
+            );
+        }
+    }
+    assert!(described.contains("default-scheduler"), "{described}");
+    assert!(get.contains("pod/build"), "{get}");
 }

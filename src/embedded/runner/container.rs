@@ -195,6 +195,9 @@ async fn start(
     let spec = workspace::process_spec(&ctx.host, &job.pod, &job.dir, &job.container, &job.volumes, env)
         .map_err(|e| ("CreateContainerError", e.to_string()))?;
     let name = &job.container.name;
+    let image = job.container.image.as_deref().unwrap_or_default();
+    let note = format!("Container image {image:?} not pulled: cdkube runs the container's command on this machine");
+    ctx.event(&job.reference, EventType::Normal, "Pulled", note).await;
     ctx.event(
         &job.reference,
         EventType::Normal,

@@ -52,8 +52,11 @@ pub use workspace::{PodDir, VolumeMode, sweep};
 
 /// Node name the runner binds Pods to unless configured otherwise.
 pub const DEFAULT_NODE_NAME: &str = "cdkube-dev";
-/// `reportingController` of the runner's Events.
-pub(crate) const REPORTER: &str = "cdkube-runner";
+/// `reportingController` of the runner's Events about containers, as kubelet's (the instance is
+/// the node).
+pub(crate) const REPORTER: &str = "kubelet";
+/// `reportingController` of the runner's scheduling Events, as kube-scheduler's.
+pub(crate) const SCHEDULER: &str = "default-scheduler";
 
 /// What can stop the runner from starting.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +131,7 @@ impl Runner {
         };
         let ctx = Arc::new(Ctx {
             recorder: Recorder::new(client.clone(), reporter),
+            scheduler: Recorder::new(client.clone(), Reporter::from(SCHEDULER)),
             client: client.clone(),
             host: workspace::Host {
                 mode,

@@ -123,7 +123,7 @@ impl Life {
                 let ns = self.namespace();
                 let note = format!("Successfully assigned {ns}/{} to {node}", self.name);
                 self.ctx
-                    .event(&self.reference, EventType::Normal, "Scheduled", note)
+                    .scheduler_event(&self.reference, EventType::Normal, "Scheduled", note)
                     .await;
                 true
             }
@@ -136,7 +136,7 @@ impl Life {
                 tracing::warn!(pod = %self.name, "{message}");
                 let note = format!("cannot bind to node {node}: {message}");
                 self.ctx
-                    .event(&self.reference, EventType::Warning, "FailedScheduling", note)
+                    .scheduler_event(&self.reference, EventType::Warning, "FailedScheduling", note)
                     .await;
                 false
             }
@@ -157,11 +157,6 @@ impl Life {
             .await;
             return None;
         }
-        let images = self.images();
-        let note = format!("images are not pulled: cdkube runs the containers as host processes ({images})");
-        self.ctx
-            .event(&self.reference, EventType::Normal, "ImageNotPulled", note)
-            .await;
         let files = match files::write_volumes(&self.ctx.client, &self.pod, &self.dir).await {
             Ok(f) => f,
             Err(e) => {
@@ -223,19 +218,6 @@ impl Life {
             }
             GroupEnd::Stopped(cause) => self.stopped(cause).await,
         }
-    }
-
-    fn images(&self) -> String {
-        let spec = self.pod.spec.clone().unwrap_or_default();
-        let mut images: Vec<String> = spec
-            .init_containers
-            .iter()
-            .flatten()
-            .chain(spec.containers.iter())
-            .filter_map(|c| c.image.clone())
-            .collect();
-        images.dedup();
-        images.join(", ")
     }
 
     /// activeDeadlineSeconds, counted from the Pod's start time, as a tokio instant.
