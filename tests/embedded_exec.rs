@@ -287,3 +287,128 @@ async fn a_finished_pod_tells_its_story_in_events() {
     assert!(described.contains("default-scheduler"), "{described}");
     assert!(get.contains("pod/build"), "{get}");
 }
+
+/// The state of ephemeral container `name` of the Pod, if reported.
+fn ephemeral_state(pod: &Pod, name: &str) -> Option<k8s_openapi::api::core::v1::ContainerState> {
+    let statuses = pod.status.as_ref()?.ephemeral_container_statuses.as_ref()?;
+    statuses.iter().find(|s| s.name == name)?.state.clone()
+}
+
+impl Plane {
+    /// Waits until ephemeral container `name` of Pod `pod` has terminated; its exit code.
+    async fn ephemeral_exit(&self, pod: &str, name: &str) -> i32 {
+        let n = name.to_string();
+        let cond = move |p: Option<&Pod>| {
+            p.and_then(|p| ephemeral_state(p, &n)).is_some_and(|s| s.terminated.is_some())
+        };
+        let waited = tokio::time::timeout(WAIT, await_condition(self.pods(), pod, cond)).await;
+        let pod = match waited {
+            Ok(Ok(Some(p))) => p,
+            other => panic!("ephemeral container {name} did not end: {other:?}"),
+        };
+        ephemeral_state(&pod, name).unwrap().terminated.unwrap().exit_code
+    }
+
+    /// PATCHes `pods/NAME/ephemeralcontainers` with a strategic merge patch, as kubectl debug does.
+    async fn patch_ephemeral(&self, pod: &str, patch: serde_json::Value) -> Result<Pod, kube::Error> {
+        let pp = kube::api::PatchParams::default();
+        self.pods()
+            .patch_subresource("ephemeralcontainers", pod, &pp, &kube::api::Patch::Strategic(patch))
+            .await
+    }
+}
+
+#[tokio::test]
+async fn ephemeral_containers_are_added_validated_and_run_in_the_workspace() {
+    let plane = Plane::start().await;
+    plane.running_pod("host").await;
+    let debugger = json!({"name": "dbg", "image": "busybox", "targetContainerName": "main",
+        "command": ["sh", "-c", "cat /proc/self/cwd/../workspace/marker 2>/dev/null; echo debugging; exit 4"]});
+    let pod = plane
+        .patch_ephemeral("host", json!({"spec": {"ephemeralContainers": [debugger]}}))
+        .await
+        .unwrap();
+    assert_eq!(pod.spec.unwrap().ephemeral_containers.unwrap()[0].name, "dbg");
+    assert_eq!(plane.ephemeral_exit("host", "dbg").await, 4);
+    let log = cdkube::embedded::logs::container_log_path(&plane.cluster.state_dir(), "default", "host", "dbg");
+    assert!(std::fs::read_to_string(&log).unwrap().ends_with("debugging\n"));
+
+    // Existing ones are immutable, names unique, images required; nothing else of the spec moves.
+    struct Case {
+        name: &'static str,
+        list: serde_json::Value,
+        cause: &'static str,
+    }
+    let cases = [
+        Case {
+            name: "changed",
+            list: json!([{"name": "dbg", "image": "alpine", "targetContainerName": "main",
+                "command": ["sh", "-c", "cat /proc/self/cwd/../workspace/marker 2>/dev/null; echo debugging; exit 4"]}]),
+            cause: "existing ephemeral containers \"dbg\" may not be changed",
+        },
+        Case {
+            name: "duplicate of a container",
+            list: json!([{"name": "main", "image": "busybox", "command": ["true"]}]),
+            cause: "Duplicate value: \"main\"",
+        },
+        Case {
+            name: "no image",
+            list: json!([{"name": "second", "command": ["true"]}]),
+            cause: "spec.ephemeralContainers[1].image: Required value",
+        },
+    ];
+    let pods = plane.pods();
+    for case in cases {
+        let mut pod = pods.get("host").await.unwrap();
+        let mut list = serde_json::to_value(pod.spec.as_ref().unwrap().ephemeral_containers.clone()).unwrap();
+        match case.name {
+            "changed" => list = case.list,
+            _ => list.as_array_mut().unwrap().extend(case.list.as_array().unwrap().iter().cloned()),
+        }
+        pod.spec.as_mut().unwrap().ephemeral_containers = Some(serde_json::from_value(list).unwrap());
+        let err = pods
+            .replace_subresource("ephemeralcontainers", "host", &PostParams::default(), &pod)
+            .await
+            .unwrap_err();
+        match err {
+            kube::Error::Api(e) => {
+                assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"), "{}", case.name);
+                assert!(e.message.contains(case.cause), "{}: {}", case.name, e.message);
+            }
+            other => panic!("{}: {other:?}", case.name),
+        }
+    }
+    // Through the Pod itself, ephemeral containers cannot change.
+    let mut pod = pods.get("host").await.unwrap();
+    pod.spec.as_mut().unwrap().ephemeral_containers = None;
+    let err = pods.replace("host", &PostParams::default(), &pod).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(ref e) if e.code == 422), "{err:?}");
+}
+
+#[tokio::test]
+async fn kubectl_debug_adds_a_container_whose_output_kubectl_logs_shows() {
+    if !kubectl::present("kubectl debug") {
+        return;
+    }
+    let plane = Plane::start().await;
+    plane.running_pod("app").await;
+    let k = plane.cluster.kubectl();
+    let out = k
+        .run(&[
+            "debug",
+            "app",
+            "--image=busybox",
+            "--profile=general",
+            "--target=main",
+            "--",
+            "sh",
+            "-c",
+            "echo from-debug",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "kubectl debug failed: {}", out.stderr);
+    let pod = plane.pods().get("app").await.unwrap();
+    let name = pod.spec.unwrap().ephemeral_containers.unwrap()[0].name.clone();
+    assert_eq!(plane.ephemeral_exit("app", &name).await, 0);
+    assert_eq!(k.ok(&["logs", "app", "-c", &name]).await, "from-debug\n");
+}

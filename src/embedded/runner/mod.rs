@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{EphemeralContainer, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -189,6 +189,8 @@ impl Drop for Runner {
 /// A Pod the runner has taken on.
 struct Entry {
     stop: watch::Sender<Option<Stop>>,
+    /// The Pod's ephemeral containers as last seen, for its task to start the new ones.
+    ephemeral: watch::Sender<Vec<EphemeralContainer>>,
     dir: workspace::PodDir,
     /// A deletion seen while the Pod's task ran; completed when the task ends, should the task
     /// have finished without noticing it.
@@ -325,6 +327,14 @@ impl Loop {
         }
         let deleting = pod.metadata.deletion_timestamp.is_some();
         if let Some(entry) = self.pods.get_mut(&uid) {
+            if !deleting {
+                let listed = ephemeral_containers(&pod);
+                entry.ephemeral.send_if_modified(|e| {
+                    let changed = *e != listed;
+                    *e = listed;
+                    changed
+                });
+            }
             if !deleting || entry.deleting {
                 return;
             }
@@ -342,8 +352,10 @@ impl Loop {
             return;
         }
         let (stop, rx) = watch::channel(None);
+        let (ephemeral, ephemeral_rx) = watch::channel(ephemeral_containers(&pod));
         let entry = Entry {
             stop,
+            ephemeral,
             dir: workspace::PodDir::of(&self.ctx.state_dir, &pod),
             deleted: None,
             vanished: false,
@@ -356,10 +368,17 @@ impl Loop {
         } else if was_started(&pod, &entry.dir) {
             self.spawn(&uid, recover(self.ctx.clone(), pod));
         } else {
-            self.spawn(&uid, pod::run(self.ctx.clone(), pod, rx));
+            self.spawn(&uid, pod::run(self.ctx.clone(), pod, rx, ephemeral_rx));
         }
         self.pods.insert(uid, entry);
     }
+}
+
+fn ephemeral_containers(pod: &Pod) -> Vec<EphemeralContainer> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.ephemeral_containers.clone())
+        .unwrap_or_default()
 }
 
 fn deletion_grace(pod: &Pod) -> Duration {

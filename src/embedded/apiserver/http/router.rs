@@ -287,7 +287,7 @@ fn parse_target(types: &[ResourceType], group: &str, version: &str, rest: &[&str
         None => true,
         Some("status") => rt.status_subresource,
         Some("log") => rt.log_subresource,
-        Some("binding") => rt.plural == "pods" && rt.group.is_empty(),
+        Some("binding" | "ephemeralcontainers") => rt.plural == "pods" && rt.group.is_empty(),
         Some("token") => rt.plural == "serviceaccounts" && rt.group.is_empty(),
         Some(_) => false,
     };

@@ -3,6 +3,7 @@
 //! [`admission`](super::admission) and never reaches up to the HTTP layer.
 pub(crate) mod aggregation;
 pub(crate) mod binding;
+pub(crate) mod ephemeral;
 pub(crate) mod fields;
 pub(crate) mod gc;
 pub(crate) mod ops;
