@@ -185,7 +185,13 @@ fn exec_and_ephemeral_cases() -> Vec<Case> {
     let exec = |query: &str| get(&format!("{POD}/exec?{query}"));
     let debugger = |name: &str, image: &str| json!({"name": name, "image": image, "command": ["true"]});
     let with_debugger = |p: &mut Value| p["spec"]["nodeName"] = json!("n1");
-    let add = |list: Value| patch(&format!("{POD}/ephemeralcontainers"), STRATEGIC, json!({"spec": {"ephemeralContainers": list}}));
+    let add = |list: Value| {
+        patch(
+            &format!("{POD}/ephemeralcontainers"),
+            STRATEGIC,
+            json!({"spec": {"ephemeralContainers": list}}),
+        )
+    };
     vec![
         Case {
             name: "exec: a missing Pod",

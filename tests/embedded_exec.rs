@@ -116,8 +116,14 @@ async fn kube_rs_exec_runs_in_the_container_with_its_env_workdir_and_stdin() {
     assert_eq!(status.status.as_deref(), Some("Success"));
 
     // A non-zero exit: Failure, NonZeroExitCode, the code as the ExitCode cause.
-    let mut p = pods.exec("shell", ["sh", "-c", "exit 7"], &AttachParams::default()).await.unwrap();
-    let status = tokio::time::timeout(WAIT, p.take_status().unwrap()).await.unwrap().unwrap();
+    let mut p = pods
+        .exec("shell", ["sh", "-c", "exit 7"], &AttachParams::default())
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(WAIT, p.take_status().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.status.as_deref(), Some("Failure"));
     assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"));
     let causes = status.details.and_then(|d| d.causes).unwrap_or_default();
@@ -125,8 +131,14 @@ async fn kube_rs_exec_runs_in_the_container_with_its_env_workdir_and_stdin() {
     assert_eq!(causes[0].message.as_deref(), Some("7"));
 
     // A command that cannot start: an InternalError status.
-    let mut p = pods.exec("shell", ["no-such-program-here"], &AttachParams::default()).await.unwrap();
-    let status = tokio::time::timeout(WAIT, p.take_status().unwrap()).await.unwrap().unwrap();
+    let mut p = pods
+        .exec("shell", ["no-such-program-here"], &AttachParams::default())
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(WAIT, p.take_status().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.status.as_deref(), Some("Failure"));
     assert_eq!(status.reason.as_deref(), Some("InternalError"));
 }
@@ -199,8 +211,15 @@ async fn kubectl_exec_prints_output_and_returns_the_exit_code() {
     let out = k.run(&["exec", "work", "--", "sh", "-c", "echo hi; exit 3"]).await;
     assert_eq!((out.code, out.stdout.as_str()), (3, "hi\n"), "stderr: {}", out.stderr);
 
-    let out = k.run_stdin(&["exec", "-i", "work", "--", "sh", "-c", "tr a-z A-Z"], "shout\n").await;
-    assert_eq!((out.code, out.stdout.as_str()), (0, "SHOUT\n"), "stderr: {}", out.stderr);
+    let out = k
+        .run_stdin(&["exec", "-i", "work", "--", "sh", "-c", "tr a-z A-Z"], "shout\n")
+        .await;
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "SHOUT\n"),
+        "stderr: {}",
+        out.stderr
+    );
 
     let err = k.fails(&["exec", "work", "-c", "other", "--", "true"]).await;
     assert!(err.contains("container other is not valid for pod work"), "{err}");
@@ -262,8 +281,18 @@ async fn a_finished_pod_tells_its_story_in_events() {
     ];
     for case in &cases {
         let e = find(case.reason);
-        assert_eq!(e.involved_object.field_path.as_deref(), case.field_path, "{}", case.reason);
-        assert_eq!(e.reporting_component.as_deref(), Some(case.controller), "{}", case.reason);
+        assert_eq!(
+            e.involved_object.field_path.as_deref(),
+            case.field_path,
+            "{}",
+            case.reason
+        );
+        assert_eq!(
+            e.reporting_component.as_deref(),
+            Some(case.controller),
+            "{}",
+            case.reason
+        );
         assert_eq!(e.message.as_deref(), Some(case.message), "{}", case.reason);
         assert_eq!(e.type_.as_deref(), Some("Normal"), "{}", case.reason);
     }
@@ -273,7 +302,9 @@ async fn a_finished_pod_tells_its_story_in_events() {
     }
     let k = plane.cluster.kubectl();
     let described = k.ok(&["describe", "pod", "build"]).await;
-    let get = k.ok(&["get", "events", "--field-selector", "involvedObject.name=build"]).await;
+    let get = k
+        .ok(&["get", "events", "--field-selector", "involvedObject.name=build"])
+        .await;
     for case in &cases {
         for (what, text) in [("describe pod", &described), ("get events", &get)] {
             assert!(
@@ -299,7 +330,8 @@ impl Plane {
     async fn ephemeral_exit(&self, pod: &str, name: &str) -> i32 {
         let n = name.to_string();
         let cond = move |p: Option<&Pod>| {
-            p.and_then(|p| ephemeral_state(p, &n)).is_some_and(|s| s.terminated.is_some())
+            p.and_then(|p| ephemeral_state(p, &n))
+                .is_some_and(|s| s.terminated.is_some())
         };
         let waited = tokio::time::timeout(WAIT, await_condition(self.pods(), pod, cond)).await;
         let pod = match waited {
@@ -363,7 +395,10 @@ async fn ephemeral_containers_are_added_validated_and_run_in_the_workspace() {
         let mut list = serde_json::to_value(pod.spec.as_ref().unwrap().ephemeral_containers.clone()).unwrap();
         match case.name {
             "changed" => list = case.list,
-            _ => list.as_array_mut().unwrap().extend(case.list.as_array().unwrap().iter().cloned()),
+            _ => list
+                .as_array_mut()
+                .unwrap()
+                .extend(case.list.as_array().unwrap().iter().cloned()),
         }
         pod.spec.as_mut().unwrap().ephemeral_containers = Some(serde_json::from_value(list).unwrap());
         let err = pods

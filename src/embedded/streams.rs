@@ -58,7 +58,7 @@ pub(crate) enum Upgrade {
     None,
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> &'a str {
+fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> &str {
     headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
 }
 
@@ -89,7 +89,10 @@ pub(crate) fn switching_protocols(key: &str, protocol: &str) -> Response {
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "Upgrade")
         .header(header::UPGRADE, "websocket")
-        .header(header::SEC_WEBSOCKET_ACCEPT, handshake::derive_accept_key(key.as_bytes()))
+        .header(
+            header::SEC_WEBSOCKET_ACCEPT,
+            handshake::derive_accept_key(key.as_bytes()),
+        )
         .header(header::SEC_WEBSOCKET_PROTOCOL, protocol)
         .body(Body::empty())
         .unwrap_or_default()
@@ -205,7 +208,11 @@ fn pump(mut from: impl AsyncRead + Unpin + Send + 'static, channel: Option<u8>, 
 
 /// Reads the client's messages: stdin into the command, `[255, 0]` closes it. Returns when the
 /// client closes the WebSocket or goes away.
-async fn client_input(mut rx: impl StreamExt<Item = Result<Message, impl std::fmt::Debug>> + Unpin, mut stdin: Option<ChildStdin>, v5: bool) {
+async fn client_input(
+    mut rx: impl StreamExt<Item = Result<Message, impl std::fmt::Debug>> + Unpin,
+    mut stdin: Option<ChildStdin>,
+    v5: bool,
+) {
     while let Some(Ok(msg)) = rx.next().await {
         let data = match msg {
             Message::Binary(data) => data,

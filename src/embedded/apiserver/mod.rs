@@ -52,6 +52,15 @@
 //! - Tokens mounted into Pods (the `kube-api-access-*` volume the ServiceAccount admission plugin
 //!   adds) are requested by the pod runner when the Pod starts and not renewed while it runs.
 //! - There are no admission webhooks and no API aggregation.
+//! - `pods/exec` and `pods/attach` (see `http::exec`) are served by this process itself from the
+//!   pod runner's records in the shared state directory, not forwarded to a kubelet: only Pods of
+//!   a runner sharing the state directory (`cdkube dev`) can be exec'd into. They speak WebSocket
+//!   (`v5.channel.k8s.io`, `v4.channel.k8s.io`) only; a SPDY upgrade is 400 after the Pod checks.
+//!   No terminal is allocated for `tty=true` (stderr joins stdout; resizes are ignored), and
+//!   attach streams the container's output from then on without stdin (containers get none).
+//!   An exec'd command gets its own mount namespace built like its container's (volumes and
+//!   `/tmp` shared) and is killed when the container's process ends or the stream closes.
+//!   `pods/ephemeralcontainers` is served (GET, PUT, PATCH); `pods/portforward` is not.
 //! - Only the built-in types cdkube and its tests use are served (namespaces, pods with `status`,
 //!   `log` and `binding`, secrets, configmaps, serviceaccounts with `token`, events in both views,
 //!   leases, CustomResourceDefinitions, the four RBAC types and the three self-reviews), plus the

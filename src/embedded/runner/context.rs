@@ -42,7 +42,13 @@ impl Ctx {
     }
 
     /// Publishes an Event as the scheduler.
-    pub(super) async fn scheduler_event(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
+    pub(super) async fn scheduler_event(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
         publish(&self.scheduler, reference, type_, reason, note).await;
     }
 }

@@ -89,10 +89,14 @@ pub(crate) fn start(
 ) -> Result<ExecProcess, ExecError> {
     let dir = PodDir::new(state_dir, namespace, pod);
     let not_running = || ExecError::NotRunning(container.to_string());
-    let leader = PidRecord::read(&dir.pid_file(container)).filter(PidRecord::alive).ok_or_else(not_running)?;
+    let leader = PidRecord::read(&dir.pid_file(container))
+        .filter(PidRecord::alive)
+        .ok_or_else(not_running)?;
     let text = std::fs::read(dir.exec_spec(container)).map_err(|_| not_running())?;
     let record: ExecSpec = serde_json::from_slice(&text).map_err(|_| not_running())?;
-    let (program, args) = argv.split_first().ok_or_else(|| ExecError::Start("no command".into()))?;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| ExecError::Start("no command".into()))?;
     let rewrite = |a: &String| workspace::rewrite(a, &record.rewrite);
     let spec = ProcessSpec {
         program: rewrite(program),

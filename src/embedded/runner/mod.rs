@@ -15,6 +15,13 @@
 //! - restartPolicy Never, OnFailure and Always, with kubelet's crash-loop back-off; a restarted
 //!   container appends to the same log file; restartable init containers (sidecars) are refused;
 //! - a process that leaves its process group (e.g. `setsid`) escapes being stopped;
+//! - ephemeral containers (`kubectl debug`) start when they appear in the spec, in the Pod's
+//!   workspace, never restart, get no stdin, and stop with the Pod; `targetContainerName` shares
+//!   nothing more (there is no PID namespace to share);
+//! - `exec`: each running container's environment, working directory and mounts are recorded
+//!   (`exec`) for the embedded API server to start commands like it;
+//! - Events are kubelet's (`reportingController` kubelet, instance the node; `Pulled` says the
+//!   image was not pulled) and, for binding, the scheduler's (`default-scheduler`);
 //! - state lives in the API and in `<state_dir>/pods/`; a Pod this runner (or an earlier run of it)
 //!   had started is, after a runner restart, stopped and reported Failed (reason RunnerRestarted),
 //!   never silently resumed.

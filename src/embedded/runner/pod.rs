@@ -383,7 +383,9 @@ impl Life {
             let idx = self.book.add_ephemeral(&container.name, &container.image);
             let job = self.job(Kind::Ephemeral, idx, container, Restart::Never, &volumes);
             let (tx, kill) = (self.ephemeral.tx.clone(), self.ephemeral.kill.subscribe());
-            self.ephemeral.tasks.spawn(container::run(self.ctx.clone(), job, tx, kill));
+            self.ephemeral
+                .tasks
+                .spawn(container::run(self.ctx.clone(), job, tx, kill));
         }
     }
 

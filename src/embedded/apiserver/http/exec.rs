@@ -47,7 +47,13 @@ pub(super) fn stream_target(path: &str) -> Option<StreamTarget> {
 }
 
 /// Serves an admitted exec or attach request.
-pub(super) async fn serve(server: Arc<Server>, user: &User, mut req: Request, query: &Query, t: StreamTarget) -> Response {
+pub(super) async fn serve(
+    server: Arc<Server>,
+    user: &User,
+    mut req: Request,
+    query: &Query,
+    t: StreamTarget,
+) -> Response {
     let checked = check(&server, user, &req, query, &t);
     let (wanted, argv, container) = match checked {
         Ok(c) => c,
@@ -110,7 +116,9 @@ fn check(
         return Err(ApiError::bad_request("you must specify at least 1 command"));
     }
     if !(wanted.stdin || wanted.stdout || wanted.stderr) {
-        return Err(ApiError::bad_request("you must specify at least one of stdin, stdout, stderr"));
+        return Err(ApiError::bad_request(
+            "you must specify at least one of stdin, stdout, stderr",
+        ));
     }
     let pod = server
         .store
@@ -120,7 +128,10 @@ fn check(
         .ok_or_else(|| ApiError::not_found("", "pods", &t.pod))?;
     let container = pick_container(&pod, &t.pod, query.get("container").map(String::as_str))?;
     if pod["spec"]["nodeName"].as_str().unwrap_or_default().is_empty() {
-        return Err(ApiError::bad_request(format!("pod {} does not have a host assigned", t.pod)));
+        return Err(ApiError::bad_request(format!(
+            "pod {} does not have a host assigned",
+            t.pod
+        )));
     }
     if let Some(phase @ ("Succeeded" | "Failed")) = pod["status"]["phase"].as_str() {
         let verb = if t.attach { "attach" } else { "exec" };
@@ -168,11 +179,17 @@ fn pick_container(pod: &Value, name: &str, asked: Option<&str>) -> ApiResult<Str
     let init = names(pod, "initContainers");
     match asked.filter(|c| !c.is_empty()) {
         Some(c) => {
-            let known = main.iter().chain(&init).chain(&names(pod, "ephemeralContainers")).any(|n| n == c);
+            let known = main
+                .iter()
+                .chain(&init)
+                .chain(&names(pod, "ephemeralContainers"))
+                .any(|n| n == c);
             if known {
                 Ok(c.to_string())
             } else {
-                Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}")))
+                Err(ApiError::bad_request(format!(
+                    "container {c} is not valid for pod {name}"
+                )))
             }
         }
         None => match main.as_slice() {
@@ -219,10 +236,14 @@ fn attach_output(server: &Arc<Server>, t: &StreamTarget, container: &str) -> mps
 
 fn terminated(pod: Option<&Value>, container: &str) -> bool {
     let Some(pod) = pod else { return true };
-    ["initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"]
-        .iter()
-        .filter_map(|l| pod["status"][*l].as_array())
-        .flatten()
-        .find(|s| s["name"].as_str() == Some(container))
-        .is_some_and(|s| s["state"]["terminated"].is_object())
+    [
+        "initContainerStatuses",
+        "containerStatuses",
+        "ephemeralContainerStatuses",
+    ]
+    .iter()
+    .filter_map(|l| pod["status"][*l].as_array())
+    .flatten()
+    .find(|s| s["name"].as_str() == Some(container))
+    .is_some_and(|s| s["state"]["terminated"].is_object())
 }

@@ -35,11 +35,15 @@ fn container_names(pod: &Value, list: &str) -> Vec<String> {
 }
 
 fn status_of<'a>(pod: &'a Value, container: &str) -> Option<&'a Value> {
-    ["initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"]
-        .iter()
-        .filter_map(|l| pod["status"][*l].as_array())
-        .flatten()
-        .find(|s| s["name"].as_str() == Some(container))
+    [
+        "initContainerStatuses",
+        "containerStatuses",
+        "ephemeralContainerStatuses",
+    ]
+    .iter()
+    .filter_map(|l| pod["status"][*l].as_array())
+    .flatten()
+    .find(|s| s["name"].as_str() == Some(container))
 }
 
 fn terminated(pod: Option<&Value>, container: &str) -> bool {

@@ -75,7 +75,10 @@ fn errors(old: &Value, new: &Value) -> Vec<StatusCause> {
         if let Some(target) = c["targetContainerName"].as_str()
             && !targets.contains(target)
         {
-            errs.push(StatusCause::not_found(&format!("{at}.targetContainerName"), &json!(target)));
+            errs.push(StatusCause::not_found(
+                &format!("{at}.targetContainerName"),
+                &json!(target),
+            ));
         }
         for field in ["ports", "livenessProbe", "readinessProbe", "startupProbe", "lifecycle"] {
             if !c[field].is_null() {

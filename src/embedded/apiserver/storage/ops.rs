@@ -276,7 +276,11 @@ pub(crate) fn replace(
     set_generation(rt, &current, &mut obj);
     // Through ephemeralcontainers the rest of the spec is the stored one and its update rules
     // (which forbid touching ephemeral containers) do not apply: validated as an update of itself.
-    let old = if sub == Some("ephemeralcontainers") { &obj } else { &current };
+    let old = if sub == Some("ephemeralcontainers") {
+        &obj
+    } else {
+        &current
+    };
     admission::validate(rt, &obj, Some(old))?;
     warnings.dedup();
     if same_ignoring_bookkeeping(&current, &obj) {
