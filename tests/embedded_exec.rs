@@ -447,3 +447,59 @@ async fn kubectl_debug_adds_a_container_whose_output_kubectl_logs_shows() {
     assert_eq!(plane.ephemeral_exit("app", &name).await, 0);
     assert_eq!(k.ok(&["logs", "app", "-c", &name]).await, "from-debug\n");
 }
+
+/// Grants ServiceAccount `default/name` the Role `name` with `rules` in the default namespace.
+async fn grant(plane: &Plane, name: &str, rules: serde_json::Value) {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let role: Role = serde_json::from_value(json!({"metadata": {"name": name}, "rules": rules})).unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "default"}],
+    }))
+    .unwrap();
+    let pp = PostParams::default();
+    Api::<Role>::namespaced(plane.client.clone(), "default")
+        .create(&pp, &role)
+        .await
+        .unwrap();
+    Api::<RoleBinding>::namespaced(plane.client.clone(), "default")
+        .create(&pp, &binding)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_websocket_exec_needs_create_on_pods_exec_too() {
+    if !kubectl::present("kubectl exec as a ServiceAccount") {
+        return;
+    }
+    let plane = Plane::start().await;
+    plane.running_pod("guarded").await;
+    let read = json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]);
+    let mut get_only = read.clone();
+    get_only
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get"]}));
+    let mut both = read;
+    both.as_array_mut()
+        .unwrap()
+        .push(json!({"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"]}));
+    grant(&plane, "peeker", get_only).await;
+    grant(&plane, "operator", both).await;
+    let k = plane.cluster.kubectl();
+
+    let peeker = plane.cluster.service_account_kubeconfig("default", "peeker").await;
+    let out = k.run_with(&peeker, &["exec", "guarded", "--", "echo", "in"]).await;
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("cannot create resource \"pods/exec\""),
+        "{}",
+        out.stderr
+    );
+
+    let operator = plane.cluster.service_account_kubeconfig("default", "operator").await;
+    let out = k.run_with(&operator, &["exec", "guarded", "--", "echo", "in"]).await;
+    assert_eq!((out.code, out.stdout.as_str()), (0, "in\n"), "{}", out.stderr);
+}
