@@ -503,3 +503,41 @@ async fn a_websocket_exec_needs_create_on_pods_exec_too() {
     let out = k.run_with(&operator, &["exec", "guarded", "--", "echo", "in"]).await;
     assert_eq!((out.code, out.stdout.as_str()), (0, "in\n"), "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn attach_streams_what_the_container_writes_until_it_ends() {
+    let plane = Plane::start().await;
+    plane
+        .create(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "talker"},
+            "spec": {
+                "restartPolicy": "Never",
+                "volumes": [{"name": "ws", "emptyDir": {}}],
+                "containers": [{
+                    "name": "main", "image": "busybox",
+                    "command": ["sh", "-c", "echo before; while [ ! -e /ws/go ]; do sleep 0.1; done; echo after-go"],
+                    "volumeMounts": [{"name": "ws", "mountPath": "/ws"}],
+                }],
+            },
+        }))
+        .await;
+    plane.wait_phase("talker", "Running").await;
+    let pods = plane.pods();
+    let params = AttachParams::default().stderr(false);
+    let mut attached = pods.attach("talker", &params).await.unwrap();
+    let out = attached.stdout().unwrap();
+    let status = attached.take_status().unwrap();
+    // Attached: now let the container go on (through exec, into the shared volume).
+    let mut go = pods
+        .exec("talker", ["touch", "/ws/go"], &AttachParams::default())
+        .await
+        .unwrap();
+    let done = tokio::time::timeout(WAIT, go.take_status().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status.as_deref(), Some("Success"));
+    assert_eq!(read_all(out).await, "after-go\n");
+    let status = tokio::time::timeout(WAIT, status).await.unwrap().unwrap();
+    assert_eq!(status.status.as_deref(), Some("Success"));
+}
