@@ -178,6 +178,7 @@ fn cases() -> Vec<Case> {
     all.extend(crd_cases());
     all.extend(verb_cases());
     all.extend(surface_cases());
+    all.extend(exec_and_ephemeral_cases());
     all
 }
 
@@ -2268,4 +2269,88 @@ async fn cleanup<'a>(real: &kube::Client, run: &str, count: usize, leftovers: im
         let ns = diff::delete(&format!("{NAMESPACES}/conf-{}-{i}", &run[..8]));
         let _ = diff::send(real, &ns, &vars).await;
     }
+}
+
+/// `pods/exec` checks made before any upgrade, and `pods/ephemeralcontainers` writes.
+fn exec_and_ephemeral_cases() -> Vec<Case> {
+    let exec = |query: &str| get(&format!("{POD}/exec?{query}"));
+    let debugger = |name: &str, image: &str| json!({"name": name, "image": image, "command": ["true"]});
+    let with_debugger = |p: &mut Value| p["spec"]["nodeName"] = json!("n1");
+    let add = |list: Value| {
+        patch(
+            &format!("{POD}/ephemeralcontainers"),
+            STRATEGIC,
+            json!({"spec": {"ephemeralContainers": list}}),
+        )
+    };
+    vec![
+        Case {
+            name: "exec: a missing Pod",
+            request: exec("command=true&stdout=true"),
+            ..CASE
+        },
+        Case {
+            name: "exec: a container the Pod does not have",
+            setup: vec![create_pod(with_debugger)],
+            request: exec("command=true&stdout=true&container=other"),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "exec: a Pod without a node",
+            setup: vec![create_pod(|_| {})],
+            request: exec("command=true&stdout=true"),
+            fields: &["message"],
+            ..CASE
+        },
+        Case {
+            name: "ephemeralcontainers: GET is the Pod",
+            setup: vec![create_pod(|_| {})],
+            request: get(&format!("{POD}/ephemeralcontainers")),
+            fields: &["kind", "metadata.name"],
+            ..CASE
+        },
+        Case {
+            name: "ephemeralcontainers: a strategic merge patch adds one",
+            setup: vec![create_pod(with_debugger)],
+            request: add(json!([debugger("dbg", "busybox")])),
+            fields: &["spec.ephemeralContainers", "spec.containers.0.name"],
+            ..CASE
+        },
+        Case {
+            name: "ephemeralcontainers: an existing one changed",
+            setup: vec![create_pod(with_debugger), add(json!([debugger("dbg", "busybox")]))],
+            request: add(json!([debugger("dbg", "alpine")])),
+            ..CASE
+        },
+        Case {
+            name: "ephemeralcontainers: a name taken by a container",
+            setup: vec![create_pod(with_debugger)],
+            request: add(json!([debugger("c", "busybox")])),
+            ..CASE
+        },
+        Case {
+            name: "ephemeralcontainers: no image",
+            setup: vec![create_pod(with_debugger)],
+            request: add(json!([{"name": "dbg", "command": ["true"]}])),
+            ..CASE
+        },
+        Case {
+            name: "ephemeralcontainers: a target that is not a container",
+            setup: vec![create_pod(with_debugger)],
+            request: add(json!([{"name": "dbg", "image": "busybox", "targetContainerName": "nope"}])),
+            ..CASE
+        },
+        Case {
+            name: "ephemeralcontainers: only they change",
+            setup: vec![create_pod(with_debugger)],
+            request: patch(
+                &format!("{POD}/ephemeralcontainers"),
+                MERGE,
+                json!({"metadata": {"labels": {"a": "b"}}, "spec": {"activeDeadlineSeconds": 5}}),
+            ),
+            fields: &["metadata.labels", "spec.activeDeadlineSeconds"],
+            ..CASE
+        },
+    ]
 }

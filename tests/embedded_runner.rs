@@ -208,7 +208,7 @@ async fn echo_pod_succeeds_and_kubectl_logs_shows_the_line() {
         assert_eq!(out, "building something... now I'm done\n");
     }
     let reasons = plane.event_reasons("doing-nothing-1").await;
-    for expected in ["Scheduled", "ImageNotPulled", "Created", "Started"] {
+    for expected in ["Scheduled", "Pulled", "Created", "Started"] {
         assert!(
             reasons.iter().any(|r| r == expected),
             "no {expected} Event in {reasons:?}"
@@ -221,7 +221,7 @@ async fn echo_pod_succeeds_and_kubectl_logs_shows_the_line() {
             "Status:           Succeeded",
             "Exit Code:    0",
             "Successfully assigned default/doing-nothing-1 to cdkube-dev",
-            "images are not pulled",
+            "Container image \"busybox\" not pulled",
             "Started container build",
         ] {
             assert!(text.contains(expected), "kubectl describe lacks {expected:?}:\n{text}");

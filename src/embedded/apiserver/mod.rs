@@ -52,8 +52,17 @@
 //! - Tokens mounted into Pods (the `kube-api-access-*` volume the ServiceAccount admission plugin
 //!   adds) are requested by the pod runner when the Pod starts and not renewed while it runs.
 //! - There are no admission webhooks and no API aggregation.
+//! - `pods/exec` and `pods/attach` (see `http::exec`) are served by this process itself from the
+//!   pod runner's records in the shared state directory, not forwarded to a kubelet: only Pods of
+//!   a runner sharing the state directory (`cdkube dev`) can be exec'd into. They speak WebSocket
+//!   (`v5.channel.k8s.io`, `v4.channel.k8s.io`) only; a SPDY upgrade is 400 after the Pod checks.
+//!   No terminal is allocated for `tty=true` (stderr joins stdout; resizes are ignored), and
+//!   attach streams the container's output from then on without stdin (containers get none).
+//!   An exec'd command gets its own mount namespace built like its container's (volumes and
+//!   `/tmp` shared) and is killed when the container's process ends or the stream closes.
+//!   `pods/ephemeralcontainers` is served (GET, PUT, PATCH); `pods/portforward` is not.
 //! - Only the built-in types cdkube, its tests and common tools use are served (namespaces, pods
-//!   with `status`, `log`, `binding` and `eviction`, secrets, configmaps, serviceaccounts with
+//!   with `status`, `log`, `binding`, `eviction`, `exec`, `attach` and `ephemeralcontainers`, secrets, configmaps, serviceaccounts with
 //!   `token`, events in both views, leases, nodes with `status`, services with `status`, endpoints,
 //!   discovery.k8s.io EndpointSlices, apiregistration.k8s.io APIServices, CustomResourceDefinitions,
 //!   the four RBAC types and the three self-reviews), plus the custom resources CRDs define, with

@@ -87,6 +87,7 @@ async fn terminated(pods: &Api<Pod>, pod: &str, container: &str) -> bool {
         .into_iter()
         .flatten()
         .chain(status.container_statuses.into_iter().flatten())
+        .chain(status.ephemeral_container_statuses.into_iter().flatten())
         .find(|s| s.name == container)
         .and_then(|s| s.state)
         .is_some_and(|s| s.terminated.is_some())

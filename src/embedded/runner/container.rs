@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use super::context::Ctx;
 use super::pod_status::{Kind, termination};
 use super::workspace::{self, PodDir};
-use super::{env, process};
+use super::{env, exec, process};
 
 /// Kubelet's first crash-loop back-off, doubled per restart up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(10);
@@ -195,6 +195,9 @@ async fn start(
     let spec = workspace::process_spec(&ctx.host, &job.pod, &job.dir, &job.container, &job.volumes, env)
         .map_err(|e| ("CreateContainerError", e.to_string()))?;
     let name = &job.container.name;
+    let image = job.container.image.as_deref().unwrap_or_default();
+    let note = format!("Container image {image:?} not pulled: cdkube runs the container's command on this machine");
+    ctx.event(&job.reference, EventType::Normal, "Pulled", note).await;
     ctx.event(
         &job.reference,
         EventType::Normal,
@@ -206,6 +209,11 @@ async fn start(
     // Recorded before anything else is awaited: a runner that dies from here on leaves a process
     // the next one can find and stop.
     record_pid(job, running.pid);
+    let rewrite = match spec.isolation {
+        Some(_) => Vec::new(),
+        None => workspace::bind_mounts(&job.container, &job.volumes).unwrap_or_default(),
+    };
+    exec::record(&job.dir, name, &spec, rewrite);
     ctx.event(
         &job.reference,
         EventType::Normal,
@@ -256,6 +264,7 @@ async fn wait(
         }
     };
     let _ = std::fs::remove_file(job.dir.pid_file(name));
+    exec::forget(&job.dir, name);
     let code = exit.code();
     let mut term = termination(code, started, Timestamp::now());
     if let process::Exit::Signal(sig) = exit {

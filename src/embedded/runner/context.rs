@@ -30,23 +30,42 @@ pub(super) struct Ctx {
     pub(super) host: workspace::Host,
     pub(super) state_dir: PathBuf,
     pub(super) node: String,
+    /// Records as kubelet on this node (containers' Events).
     pub(super) recorder: Recorder,
     /// Whether the node takes new Pods (not cordoned).
     pub(super) schedulable: Schedulable,
+    /// Records as the scheduler (`Scheduled`, `FailedScheduling`).
+    pub(super) scheduler: Recorder,
 }
 
 impl Ctx {
-    /// Publishes an Event; failures are logged, never fatal.
+    /// Publishes an Event as kubelet; failures are logged, never fatal.
     pub(super) async fn event(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
-        let ev = KubeEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: reason.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, reference).await {
-            tracing::debug!("event {reason} not recorded: {e}");
-        }
+        publish(&self.recorder, reference, type_, reason, note).await;
+    }
+
+    /// Publishes an Event as the scheduler.
+    pub(super) async fn scheduler_event(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        publish(&self.scheduler, reference, type_, reason, note).await;
+    }
+}
+
+/// Publishes an Event with `recorder`; failures are logged, never fatal.
+async fn publish(recorder: &Recorder, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
+    let ev = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&ev, reference).await {
+        tracing::debug!("event {reason} not recorded: {e}");
     }
 }

@@ -20,6 +20,13 @@
 //!   is off); while the Node is cordoned (`spec.unschedulable`) new Pods stay Pending and unbound
 //!   (with a FailedScheduling Event) and are bound once it is uncordoned. Taints, affinity and
 //!   resources are not considered when binding;
+//! - ephemeral containers (`kubectl debug`) start when they appear in the spec, in the Pod's
+//!   workspace, never restart, get no stdin, and stop with the Pod; `targetContainerName` shares
+//!   nothing more (there is no PID namespace to share);
+//! - `exec`: each running container's environment, working directory and mounts are recorded
+//!   (`exec`) for the embedded API server to start commands like it;
+//! - Events are kubelet's (`reportingController` kubelet, instance the node; `Pulled` says the
+//!   image was not pulled) and, for binding, the scheduler's (`default-scheduler`);
 //! - state lives in the API and in `<state_dir>/pods/`; a Pod this runner (or an earlier run of it)
 //!   had started is, after a runner restart, stopped and reported Failed (reason RunnerRestarted),
 //!   never silently resumed.
@@ -27,6 +34,7 @@ mod container;
 mod context;
 mod cordon;
 mod env;
+pub(crate) mod exec;
 mod files;
 mod pod;
 mod pod_status;
@@ -39,7 +47,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{EphemeralContainer, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -57,8 +65,11 @@ pub use workspace::{PodDir, VolumeMode, sweep};
 
 /// Node name the runner binds Pods to unless configured otherwise.
 pub const DEFAULT_NODE_NAME: &str = "cdkube-dev";
-/// `reportingController` of the runner's Events.
-pub(crate) const REPORTER: &str = "cdkube-runner";
+/// `reportingController` of the runner's Events about containers, as kubelet's (the instance is
+/// the node).
+pub(crate) const REPORTER: &str = "kubelet";
+/// `reportingController` of the runner's scheduling Events, as kube-scheduler's.
+pub(crate) const SCHEDULER: &str = "default-scheduler";
 
 /// What can stop the runner from starting.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +150,7 @@ impl Runner {
         };
         let ctx = Arc::new(Ctx {
             recorder: Recorder::new(client.clone(), reporter),
+            scheduler: Recorder::new(client.clone(), Reporter::from(SCHEDULER)),
             client: client.clone(),
             host: workspace::Host {
                 mode,
@@ -217,6 +229,8 @@ impl Drop for Runner {
 /// A Pod the runner has taken on.
 struct Entry {
     stop: watch::Sender<Option<Stop>>,
+    /// The Pod's ephemeral containers as last seen, for its task to start the new ones.
+    ephemeral: watch::Sender<Vec<EphemeralContainer>>,
     dir: workspace::PodDir,
     /// A deletion seen while the Pod's task ran; completed when the task ends, should the task
     /// have finished without noticing it.
@@ -353,6 +367,14 @@ impl Loop {
         }
         let deleting = pod.metadata.deletion_timestamp.is_some();
         if let Some(entry) = self.pods.get_mut(&uid) {
+            if !deleting {
+                let listed = ephemeral_containers(&pod);
+                entry.ephemeral.send_if_modified(|e| {
+                    let changed = *e != listed;
+                    *e = listed;
+                    changed
+                });
+            }
             if !deleting || entry.deleting {
                 return;
             }
@@ -370,8 +392,10 @@ impl Loop {
             return;
         }
         let (stop, rx) = watch::channel(None);
+        let (ephemeral, ephemeral_rx) = watch::channel(ephemeral_containers(&pod));
         let entry = Entry {
             stop,
+            ephemeral,
             dir: workspace::PodDir::of(&self.ctx.state_dir, &pod),
             deleted: None,
             vanished: false,
@@ -384,10 +408,17 @@ impl Loop {
         } else if was_started(&pod, &entry.dir) {
             self.spawn(&uid, recover(self.ctx.clone(), pod));
         } else {
-            self.spawn(&uid, pod::run(self.ctx.clone(), pod, rx));
+            self.spawn(&uid, pod::run(self.ctx.clone(), pod, rx, ephemeral_rx));
         }
         self.pods.insert(uid, entry);
     }
+}
+
+fn ephemeral_containers(pod: &Pod) -> Vec<EphemeralContainer> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.ephemeral_containers.clone())
+        .unwrap_or_default()
 }
 
 fn deletion_grace(pod: &Pod) -> Duration {

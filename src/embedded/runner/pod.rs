@@ -2,12 +2,12 @@
 //! prepare its workspace, run the init containers one by one, then all containers together,
 //! enforce `activeDeadlineSeconds`, stop everything when the Pod is deleted, and keep `status`
 //! and Events current.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Container, EphemeralContainer, ObjectReference, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::EventType;
@@ -39,8 +39,13 @@ enum GroupEnd {
 }
 
 /// Runs `pod` to completion, or until `stop` says otherwise.
-pub(super) async fn run(ctx: Arc<Ctx>, pod: Pod, mut stop: watch::Receiver<Option<Stop>>) {
-    let Some(mut life) = Life::new(ctx, pod) else {
+pub(super) async fn run(
+    ctx: Arc<Ctx>,
+    pod: Pod,
+    mut stop: watch::Receiver<Option<Stop>>,
+    ephemeral: watch::Receiver<Vec<EphemeralContainer>>,
+) {
+    let Some(mut life) = Life::new(ctx, pod, ephemeral) else {
         return;
     };
     if !life.bind(&mut stop).await {
@@ -49,6 +54,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, pod: Pod, mut stop: watch::Receiver<Optio
     // A stop that arrived after the containers had ended (e.g. deletion of a Pod failed by its
     // deadline) is still honoured.
     let ended = life.live(&mut stop).await;
+    life.stop_ephemeral().await;
     let request = ended.or_else(|| *stop.borrow());
     match request {
         Some(Stop::Delete { .. }) => life.remove().await,
@@ -75,10 +81,49 @@ struct Life {
     dir: PodDir,
     book: Book,
     reference: ObjectReference,
+    ephemeral: Ephemerals,
+}
+
+/// The ephemeral containers of a Pod (`kubectl debug`): started when they appear in the spec,
+/// once volumes are ready, never restarted, stopped with the Pod.
+struct Ephemerals {
+    /// The spec's list, as the runner's watch last saw it.
+    spec: watch::Receiver<Vec<EphemeralContainer>>,
+    /// Names already started.
+    started: HashSet<String>,
+    /// The Pod's volumes, once prepared (nothing starts before).
+    volumes: Option<Arc<HashMap<String, PathBuf>>>,
+    tx: mpsc::Sender<Update>,
+    rx: mpsc::Receiver<Update>,
+    kill: watch::Sender<Option<Duration>>,
+    tasks: JoinSet<Option<i32>>,
+}
+
+impl Ephemerals {
+    fn new(spec: watch::Receiver<Vec<EphemeralContainer>>) -> Self {
+        let (tx, rx) = mpsc::channel(16);
+        Ephemerals {
+            spec,
+            started: HashSet::new(),
+            volumes: None,
+            tx,
+            rx,
+            kill: watch::channel(None).0,
+            tasks: JoinSet::new(),
+        }
+    }
+}
+
+/// Resolves when the spec's list of ephemeral containers changes while volumes are `ready`
+/// (never before, nor once the runner's watch is gone).
+async fn ephemeral_changed(ready: bool, spec: &mut watch::Receiver<Vec<EphemeralContainer>>) {
+    if !ready || spec.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 impl Life {
-    fn new(ctx: Arc<Ctx>, pod: Pod) -> Option<Self> {
+    fn new(ctx: Arc<Ctx>, pod: Pod, ephemeral: watch::Receiver<Vec<EphemeralContainer>>) -> Option<Self> {
         let name = pod.metadata.name.clone()?;
         let uid = pod.metadata.uid.clone()?;
         let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
@@ -95,6 +140,7 @@ impl Life {
             dir,
             book,
             reference,
+            ephemeral: Ephemerals::new(ephemeral),
         })
     }
 
@@ -126,7 +172,7 @@ impl Life {
                 let ns = self.namespace();
                 let note = format!("Successfully assigned {ns}/{} to {node}", self.name);
                 self.ctx
-                    .event(&self.reference, EventType::Normal, "Scheduled", note)
+                    .scheduler_event(&self.reference, EventType::Normal, "Scheduled", note)
                     .await;
                 true
             }
@@ -139,7 +185,7 @@ impl Life {
                 tracing::warn!(pod = %self.name, "{message}");
                 let note = format!("cannot bind to node {node}: {message}");
                 self.ctx
-                    .event(&self.reference, EventType::Warning, "FailedScheduling", note)
+                    .scheduler_event(&self.reference, EventType::Warning, "FailedScheduling", note)
                     .await;
                 false
             }
@@ -190,11 +236,6 @@ impl Life {
             .await;
             return None;
         }
-        let images = self.images();
-        let note = format!("images are not pulled: cdkube runs the containers as host processes ({images})");
-        self.ctx
-            .event(&self.reference, EventType::Normal, "ImageNotPulled", note)
-            .await;
         let files = match files::write_volumes(&self.ctx.client, &self.pod, &self.dir).await {
             Ok(f) => f,
             Err(e) => {
@@ -209,6 +250,8 @@ impl Life {
                 return None;
             }
         };
+        self.ephemeral.volumes = Some(volumes.clone());
+        self.start_ephemeral();
         self.patch().await;
         let spec = self.pod.spec.clone().unwrap_or_default();
         let restart = match spec.restart_policy.as_deref() {
@@ -258,19 +301,6 @@ impl Life {
         }
     }
 
-    fn images(&self) -> String {
-        let spec = self.pod.spec.clone().unwrap_or_default();
-        let mut images: Vec<String> = spec
-            .init_containers
-            .iter()
-            .flatten()
-            .chain(spec.containers.iter())
-            .filter_map(|c| c.image.clone())
-            .collect();
-        images.dedup();
-        images.join(", ")
-    }
-
     /// activeDeadlineSeconds, counted from the Pod's start time, as a tokio instant.
     fn deadline(&self) -> Option<tokio::time::Instant> {
         let secs = self.pod.spec.as_ref()?.active_deadline_seconds?;
@@ -308,6 +338,14 @@ impl Life {
                     }
                     None => break,
                 },
+                Some(u) = self.ephemeral.rx.recv() => {
+                    self.apply(Kind::Ephemeral, u);
+                    self.patch().await;
+                }
+                () = ephemeral_changed(self.ephemeral.volumes.is_some(), &mut self.ephemeral.spec) => {
+                    self.start_ephemeral();
+                    self.patch().await;
+                }
                 requested = container::requested(stop), if cause.is_none() => {
                     let request = requested.unwrap_or(Stop::Shutdown);
                     let grace = match request {
@@ -343,10 +381,10 @@ impl Life {
         restart: Restart,
         volumes: &Arc<HashMap<String, PathBuf>>,
     ) -> Job {
-        let list = if kind == Kind::Init {
-            "initContainers"
-        } else {
-            "containers"
+        let list = match kind {
+            Kind::Init => "initContainers",
+            Kind::Main => "containers",
+            Kind::Ephemeral => "ephemeralContainers",
         };
         let field_path = format!("spec.{list}{{{}}}", container.name);
         Job {
@@ -359,6 +397,42 @@ impl Life {
             dir: self.dir.clone(),
             restart,
         }
+    }
+
+    /// Starts the ephemeral containers of the spec not started yet (once volumes are ready).
+    fn start_ephemeral(&mut self) {
+        let Some(volumes) = self.ephemeral.volumes.clone() else {
+            return;
+        };
+        let listed = self.ephemeral.spec.borrow_and_update().clone();
+        for e in listed {
+            if !self.ephemeral.started.insert(e.name.clone()) {
+                continue;
+            }
+            // The fields an ephemeral container has are a subset of a container's.
+            let Ok(container) = serde_json::to_value(&e).and_then(serde_json::from_value::<Container>) else {
+                continue;
+            };
+            let idx = self.book.add_ephemeral(&container.name, &container.image);
+            let job = self.job(Kind::Ephemeral, idx, container, Restart::Never, &volumes);
+            let (tx, kill) = (self.ephemeral.tx.clone(), self.ephemeral.kill.subscribe());
+            self.ephemeral
+                .tasks
+                .spawn(container::run(self.ctx.clone(), job, tx, kill));
+        }
+    }
+
+    /// Stops the ephemeral containers still running (the Pod is done) and reports how they ended.
+    async fn stop_ephemeral(&mut self) {
+        if self.ephemeral.tasks.is_empty() {
+            return;
+        }
+        let _ = self.ephemeral.kill.send(Some(SHORT_GRACE));
+        while self.ephemeral.tasks.join_next().await.is_some() {}
+        while let Ok(u) = self.ephemeral.rx.try_recv() {
+            self.apply(Kind::Ephemeral, u);
+        }
+        self.patch().await;
     }
 
     fn apply(&mut self, kind: Kind, update: Update) {

@@ -46,6 +46,8 @@ pub(super) enum Kind {
     Init,
     /// `spec.containers`
     Main,
+    /// `spec.ephemeralContainers`
+    Ephemeral,
 }
 
 /// The runner's record of one Pod's status.
@@ -59,6 +61,7 @@ pub(super) struct Book {
     start_time: Timestamp,
     init: Vec<ContainerStatus>,
     main: Vec<ContainerStatus>,
+    ephemeral: Vec<ContainerStatus>,
     conditions: Vec<PodCondition>,
 }
 
@@ -88,6 +91,7 @@ impl Book {
             start_time: Timestamp::now(),
             init: init.collect(),
             main: main.collect(),
+            ephemeral: Vec::new(),
             conditions: Vec::new(),
         }
     }
@@ -101,7 +105,14 @@ impl Book {
         match kind {
             Kind::Init => &mut self.init,
             Kind::Main => &mut self.main,
+            Kind::Ephemeral => &mut self.ephemeral,
         }
+    }
+
+    /// Adds an ephemeral container (waiting to start); returns its index.
+    pub(super) fn add_ephemeral(&mut self, name: &str, image: &Option<String>) -> usize {
+        self.ephemeral.push(waiting_status(name, image, "ContainerCreating"));
+        self.ephemeral.len() - 1
     }
 
     /// The status of container `idx` of `kind`.
@@ -191,6 +202,7 @@ impl Book {
             start_time: Some(Time(self.start_time)),
             init_container_statuses: (!self.init.is_empty()).then(|| self.init.clone()),
             container_statuses: Some(self.main.clone()),
+            ephemeral_container_statuses: (!self.ephemeral.is_empty()).then(|| self.ephemeral.clone()),
             ..Default::default()
         }
     }

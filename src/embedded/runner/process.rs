@@ -42,7 +42,7 @@ pub(super) enum Error {
 }
 
 /// A bind mount made inside the container's private mount namespace.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) struct BindMount {
     /// Host directory (the volume's directory).
     pub source: PathBuf,
@@ -54,7 +54,7 @@ pub(super) struct BindMount {
 
 /// A private root: a tmpfs holding the host's top-level directories, bind-mounted read-only (but
 /// `/dev`, `/proc` and `/tmp`), the hidden host directories, and the volumes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct Isolation {
     /// Host directory on which the tmpfs root is mounted (inside the namespace only).
     pub root: PathBuf,
@@ -157,13 +157,39 @@ pub(super) fn spawn(spec: &ProcessSpec) -> Result<Running, Error> {
         path: spec.log.clone(),
         source,
     })?;
+    let mut cmd = command(spec)?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(err_log));
+    let child = cmd.spawn().map_err(|source| Error::Spawn {
+        program: spec.program.clone(),
+        source,
+    })?;
+    let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+    Ok(Running { pid, child })
+}
+
+/// Starts the process (an `exec` into a container) with piped stdin, stdout and stderr, as the
+/// leader of its own process group; `stdin` false gives it /dev/null.
+pub(super) fn spawn_piped(spec: &ProcessSpec, stdin: bool) -> Result<Child, Error> {
+    let mut cmd = command(spec)?;
+    cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd.spawn().map_err(|source| Error::Spawn {
+        program: spec.program.clone(),
+        source,
+    })
+}
+
+/// The command of `spec`, stdio not set: its own process group, the spec's environment only, in
+/// its working directory (inside its private mount namespace when isolated).
+fn command(spec: &ProcessSpec) -> Result<tokio::process::Command, Error> {
     let mut cmd = tokio::process::Command::new(&spec.program);
     cmd.args(&spec.args)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(err_log))
         .process_group(0);
     match &spec.isolation {
         None => {
@@ -178,12 +204,7 @@ pub(super) fn spawn(spec: &ProcessSpec) -> Result<Running, Error> {
             }
         }
     }
-    let child = cmd.spawn().map_err(|source| Error::Spawn {
-        program: spec.program.clone(),
-        source,
-    })?;
-    let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
-    Ok(Running { pid, child })
+    Ok(cmd)
 }
 
 fn open_log(path: &Path) -> Result<File, Error> {

@@ -140,6 +140,11 @@ impl PodDir {
         self.container(container).join("fs")
     }
 
+    /// How to start another process in the container (`exec`), while it runs.
+    pub fn exec_spec(&self, container: &str) -> PathBuf {
+        self.container(container).join("exec.json")
+    }
+
     /// `<pid> <start time>` of the container's process group leader while it runs.
     pub fn pid_file(&self, container: &str) -> PathBuf {
         self.container(container).join("pid")
@@ -366,7 +371,7 @@ pub(super) fn process_spec(
 }
 
 /// The container's volumeMounts with host sources (subPath directories created).
-fn bind_mounts(container: &Container, volumes: &HashMap<String, PathBuf>) -> Result<Vec<BindMount>, Error> {
+pub(super) fn bind_mounts(container: &Container, volumes: &HashMap<String, PathBuf>) -> Result<Vec<BindMount>, Error> {
     let mut out = Vec::new();
     for m in container.volume_mounts.iter().flatten() {
         let Some(base) = volumes.get(&m.name) else {
@@ -422,7 +427,7 @@ fn mounted_at(p: &Path, mounts: &[BindMount]) -> Option<PathBuf> {
 }
 
 /// `Rewrite` mode: a token that is a mount path or starts with `mountPath/` becomes a host path.
-fn rewrite(token: &str, mounts: &[BindMount]) -> String {
+pub(super) fn rewrite(token: &str, mounts: &[BindMount]) -> String {
     if !token.starts_with('/') {
         return token.to_string();
     }

@@ -105,7 +105,7 @@ fn default_spec(spec: &mut Value) {
         spec["serviceAccount"] = spec["serviceAccountName"].clone();
     }
     let host_network = spec["hostNetwork"] == json!(true);
-    for list in ["initContainers", "containers"] {
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
         each(spec, list, |c| default_container(c, host_network));
     }
     each(spec, "volumes", default_volume);

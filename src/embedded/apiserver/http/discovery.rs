@@ -146,7 +146,10 @@ pub(super) fn resource_list(types: &[ResourceType], group: &str, version: &str) 
         for sub in subresources(t) {
             let mut r = json!({"name": format!("{}/{}", t.plural, sub.name), "singularName": "",
                 "namespaced": t.namespaced, "kind": sub.kind.unwrap_or(&t.kind), "verbs": sub.verbs});
-            if let Some((group, version)) = sub.group_version {
+            // A core kind of its own (PodExecOptions) is named without group and version here.
+            if let Some((group, version)) = sub.group_version
+                && !group.is_empty()
+            {
                 r["group"] = json!(group);
                 r["version"] = json!(version);
             }
@@ -196,6 +199,20 @@ fn subresources(t: &ResourceType) -> Vec<Subresource> {
             verbs: vec!["create"],
             kind: Some("Eviction"),
             group_version: Some(("policy", "v1")),
+        });
+        for (name, kind) in [("attach", "PodAttachOptions"), ("exec", "PodExecOptions")] {
+            out.push(Subresource {
+                name,
+                verbs: vec!["create", "get"],
+                kind: Some(kind),
+                group_version: Some(("", "v1")),
+            });
+        }
+        out.push(Subresource {
+            name: "ephemeralcontainers",
+            verbs: vec!["get", "patch", "update"],
+            kind: Some("Pod"),
+            group_version: None,
         });
     }
     if t.custom.as_ref().is_some_and(|c| c.scale.is_some()) {

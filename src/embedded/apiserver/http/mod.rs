@@ -8,6 +8,7 @@ mod context;
 mod discovery;
 mod escalation;
 mod eviction;
+mod exec;
 mod openapi;
 mod params;
 mod podlog;

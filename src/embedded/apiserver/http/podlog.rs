@@ -35,11 +35,15 @@ fn container_names(pod: &Value, list: &str) -> Vec<String> {
 }
 
 fn status_of<'a>(pod: &'a Value, container: &str) -> Option<&'a Value> {
-    ["initContainerStatuses", "containerStatuses"]
-        .iter()
-        .filter_map(|l| pod["status"][*l].as_array())
-        .flatten()
-        .find(|s| s["name"].as_str() == Some(container))
+    [
+        "initContainerStatuses",
+        "containerStatuses",
+        "ephemeralContainerStatuses",
+    ]
+    .iter()
+    .filter_map(|l| pod["status"][*l].as_array())
+    .flatten()
+    .find(|s| s["name"].as_str() == Some(container))
 }
 
 fn terminated(pod: Option<&Value>, container: &str) -> bool {
@@ -53,6 +57,7 @@ fn pick_container(pod: &Value, name: &str, query: &Query) -> ApiResult<String> {
     let main = container_names(pod, "containers");
     let mut all = container_names(pod, "initContainers");
     all.extend(main.iter().cloned());
+    all.extend(container_names(pod, "ephemeralContainers"));
     match query.get("container").filter(|c| !c.is_empty()) {
         Some(c) if all.contains(c) => Ok(c.clone()),
         Some(c) => Err(ApiError::bad_request(format!(

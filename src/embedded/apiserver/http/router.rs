@@ -22,6 +22,7 @@ use crate::embedded::apiserver::http::context::Server;
 use crate::embedded::apiserver::http::discovery;
 use crate::embedded::apiserver::http::escalation;
 use crate::embedded::apiserver::http::eviction;
+use crate::embedded::apiserver::http::exec;
 use crate::embedded::apiserver::http::openapi;
 use crate::embedded::apiserver::http::params::{self, Query};
 use crate::embedded::apiserver::http::podlog;
@@ -79,6 +80,10 @@ pub(crate) async fn entry(State(server): State<Arc<Server>>, req: Request) -> Re
         Ok(user) => user,
         Err(e) => return error_response(&e),
     };
+    // exec and attach take over the connection (a WebSocket), so they get the request whole.
+    if let Some(target) = exec::stream_target(req.uri().path()) {
+        return exec::serve(server, &user, req, &query, target).await;
+    }
     let (parts, body) = req.into_parts();
     let bytes = match body::read(&parts.headers, body).await {
         Ok(b) => b,
@@ -281,7 +286,7 @@ fn parse_target(types: &[ResourceType], group: &str, version: &str, rest: &[&str
         None => true,
         Some("status") => rt.status_subresource,
         Some("log") => rt.log_subresource,
-        Some("binding") => rt.plural == "pods" && rt.group.is_empty(),
+        Some("binding" | "ephemeralcontainers") => rt.plural == "pods" && rt.group.is_empty(),
         Some("token") => rt.plural == "serviceaccounts" && rt.group.is_empty(),
         Some("eviction") => rt.plural == "pods" && rt.group.is_empty(),
         Some("scale") => rt.custom.as_ref().is_some_and(|c| c.scale.is_some()),

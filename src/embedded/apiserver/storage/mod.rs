@@ -4,6 +4,7 @@
 pub(crate) mod aggregation;
 pub(crate) mod apiservices;
 pub(crate) mod binding;
+pub(crate) mod ephemeral;
 pub(crate) mod fields;
 pub(crate) mod gc;
 pub(crate) mod ops;

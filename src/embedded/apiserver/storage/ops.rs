@@ -278,7 +278,14 @@ pub(crate) fn replace(
     let mut warnings = admission::prepare(rt, &mut obj, Some(&current), opts.validation)?;
     // As the strategies' PrepareForUpdate: the generation is the server's, bumped before validation.
     set_generation(rt, &current, &mut obj);
-    admission::validate(rt, &obj, Some(&current))?;
+    // Through ephemeralcontainers the rest of the spec is the stored one and its update rules
+    // (which forbid touching ephemeral containers) do not apply: validated as an update of itself.
+    let old = if sub == Some("ephemeralcontainers") {
+        &obj
+    } else {
+        &current
+    };
+    admission::validate(rt, &obj, Some(old))?;
     if is_core(rt, "services") && sub.is_none() {
         services::allocate(st, &mut obj)?;
     }
@@ -324,6 +331,7 @@ fn scoped(rt: &ResourceType, current: &Value, mut obj: Value, sub: Option<&str>)
             }
             Ok(next)
         }
+        Some("ephemeralcontainers") => super::ephemeral::scoped(current, &obj),
         Some(other) => Err(ApiError::not_found(
             &rt.group,
             &format!("{}/{other}", rt.plural),
