@@ -248,8 +248,13 @@ async fn health_reports_a_stuck_pipeline_watch_and_readiness_its_caches() {
     let (_, reason) = get(&ops, "/healthz").await;
     assert!(reason.contains("Pipeline watch"), "{reason}");
 
-    // With the CRD back the watch recovers, and so does the health.
+    // With the CRD back (once the old one is gone) the watch recovers — it says so with the first
+    // Pipeline it delivers — and so does the health.
+    wait_until("the CRD is gone", BUILD, || support::cluster::gone(&crds, "pipelines.delivery.inge.4pr.es")).await;
     cdkube::embedded::dev::install_crd(&plane.client).await.expect("install CRD");
+    let repos = Repos::new();
+    let up = repos.create("app");
+    plane.apply(&hourly("app", &format!("file://{}", up.bare_path()), "true")).await;
     wait_until("/healthz 200 again", BUILD, || async { get(&ops, "/healthz").await.0 == 200 }).await;
     plane.shutdown().await;
 }

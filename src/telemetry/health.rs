@@ -3,7 +3,9 @@
 //! - **healthz** (liveness): the process answers, and the Pipeline watch is not stuck in an error loop —
 //!   failing without a single success for longer than the stall timeout turns it unhealthy, so the
 //!   kubelet restarts a process whose watch cannot recover (expired credentials, a CRD removed and
-//!   reinstalled under it).
+//!   reinstalled under it). A watch that starts again delivers nothing until something changes, so
+//!   [`QUIET`] without an error also counts as recovered: a watch still failing errs at least every
+//!   30 s (kube-runtime's longest backoff).
 //! - **readyz**: the leader state is known; a process that reconciles has synced its caches; the
 //!   artifact store is writable.
 use std::path::PathBuf;
@@ -34,10 +36,21 @@ pub struct Health {
 struct State {
     leadership: Leadership,
     caches_synced: bool,
-    /// Since when the Pipeline watch has failed without a success, and its last error.
-    watch_failing: Option<(Instant, String)>,
+    /// The Pipeline watch's current error streak: since when, the last error and when it came.
+    watch_failing: Option<Failing>,
     storage: Option<PathBuf>,
 }
+
+#[derive(Debug)]
+struct Failing {
+    since: Instant,
+    last: Instant,
+    error: String,
+}
+
+/// How long a watch must go without an error to count as recovered (longer than kube-runtime's
+/// longest watch backoff, 30 s).
+pub const QUIET: Duration = Duration::from_secs(35);
 
 impl Health {
     /// Health with a watch stall timeout of `stall_timeout`.
@@ -85,16 +98,21 @@ impl Health {
     /// The Pipeline watch failed with `error`.
     pub fn watch_failed(&self, error: String) {
         let mut state = self.state();
-        let since = state.watch_failing.as_ref().map_or_else(Instant::now, |(since, _)| *since);
-        state.watch_failing = Some((since, error));
+        let now = Instant::now();
+        let since = match &state.watch_failing {
+            Some(f) if f.last.elapsed() < QUIET => f.since,
+            _ => now,
+        };
+        state.watch_failing = Some(Failing { since, last: now, error });
     }
 
     /// `Ok` while alive; the reason otherwise.
     pub fn healthz(&self) -> Result<(), String> {
         match &self.state().watch_failing {
-            Some((since, error)) if since.elapsed() > self.stall_timeout => Err(format!(
-                "the Pipeline watch has failed for {}s without recovering: {error}",
-                since.elapsed().as_secs()
+            Some(f) if f.since.elapsed() > self.stall_timeout && f.last.elapsed() < QUIET => Err(format!(
+                "the Pipeline watch has failed for {}s without recovering: {}",
+                f.since.elapsed().as_secs(),
+                f.error
             )),
             _ => Ok(()),
         }

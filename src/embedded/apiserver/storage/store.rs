@@ -145,6 +145,16 @@ impl State {
                 }
             }
         }
+        // Watches of a resource no longer served end (after the changes already queued for them), as
+        // kube-apiserver ends them when a CRD's storage is torn down; a client's next list gets 404.
+        let served: Vec<StorageKey> = types.iter().map(|t| t.key().clone()).collect();
+        let gone: Vec<StorageKey> = self
+            .types
+            .iter()
+            .map(|t| t.key().clone())
+            .filter(|k| !served.contains(k))
+            .collect();
+        self.watchers.retain(|w| !gone.contains(&w.key));
         self.types = types;
     }
 
