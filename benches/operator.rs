@@ -1,12 +1,15 @@
 //! The operator end to end: `cdkube run` (a child process, so its memory can be read from /proc) against
 //! the embedded API server, with local `file://` repositories driven by the real `git`.
-//! `cargo bench --bench operator` prints one line per figure:
+//! `cargo bench --bench operator [-- p3|p6|p7]` prints one line per figure:
 //! - P3: commit → builder Pod latency with `interval: 10s` (push returning → the Pod for that commit
 //!   exists, polled every 50 ms), p50/p99/max over CDKUBE_BENCH_PUSHES pushes (default 20).
 //! - P6: CDKUBE_BENCH_PIPELINES Pipelines (default 1000) over CDKUBE_BENCH_REPOS repositories (default 100)
 //!   created at once → every Pipeline has `status.latestRevision` and a builder Pod object. The pod runner
 //!   is left out of P6 (1,000 Pods as host processes would measure the runner, not the operator).
 //! - P4: the operator's VmHWM and VmRSS with those Pipelines.
+//! - P7: webhook → builder Pod latency with `interval: 1h` (a signed GitHub push delivery sent → the Pod
+//!   for that commit exists, polled every 50 ms), p50/p99/max over CDKUBE_BENCH_WEBHOOK_PUSHES pushes
+//!   (default 50); goal p99 <= 1 s; the ratio to P3's poll-driven latency is printed.
 //! - Baseline: `git ls-remote` of the same repositories, one after another, against which the operator's
 //!   P6 time is set as a ratio.
 #[path = "../tests/support/mod.rs"]
@@ -45,6 +48,7 @@ struct Sizes {
     pipelines: usize,
     repos: usize,
     pushes: usize,
+    webhook_pushes: usize,
 }
 
 impl Sizes {
@@ -60,6 +64,7 @@ impl Sizes {
             pipelines: get("CDKUBE_BENCH_PIPELINES", 1000),
             repos: get("CDKUBE_BENCH_REPOS", 100),
             pushes: get("CDKUBE_BENCH_PUSHES", 20),
+            webhook_pushes: get("CDKUBE_BENCH_WEBHOOK_PUSHES", 50),
         }
     }
 }
@@ -84,9 +89,20 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    // `cargo bench --bench operator -- p7` runs one figure (p3, p6, p7); P6 also prints P4.
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     runtime.block_on(async {
-        p3_latency(&bin, sizes.pushes).await;
-        p6_scale(&bin, &sizes).await;
+        let polled = match wanted("p3") {
+            true => p3_latency(&bin, sizes.pushes).await,
+            false => None,
+        };
+        if wanted("p7") {
+            p7_webhook(&bin, sizes.webhook_pushes, polled).await;
+        }
+        if wanted("p6") {
+            p6_scale(&bin, &sizes).await;
+        }
     });
 }
 
@@ -173,8 +189,14 @@ struct Operator {
 }
 
 impl Operator {
-    /// Starts it and waits until it created its signing key (just before it starts watching).
+    /// Starts it (one replica: no leader election) and waits until it created its signing key (just
+    /// before it starts watching).
     async fn start(bin: &Path, kubeconfig: &Path, storage: &Path) -> Operator {
+        Operator::start_with(bin, kubeconfig, storage, &[]).await
+    }
+
+    /// Like [`Operator::start`], with more flags.
+    async fn start_with(bin: &Path, kubeconfig: &Path, storage: &Path, args: &[&str]) -> Operator {
         std::fs::create_dir_all(storage).expect("operator storage");
         let log = storage.join("operator.log");
         let key = storage.join("key");
@@ -189,6 +211,8 @@ impl Operator {
             .arg(storage)
             .arg("--signing-key-file")
             .arg(&key)
+            .args(["--metrics-listen", "127.0.0.1:0", "--leader-elect=false"])
+            .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -352,7 +376,8 @@ async fn wait_pod_for(pods: &Api<Pod>, name: &str, sha: &str, timeout: Duration)
     }
 }
 
-async fn p3_latency(bin: &Path, pushes: usize) {
+/// Returns P3's p50, for P7's ratio.
+async fn p3_latency(bin: &Path, pushes: usize) -> Option<Duration> {
     let plane = Plane::start(bin, true).await;
     let operator = Operator::start(bin, &plane.kubeconfig(), &plane.dir.path().join("operator")).await;
     let repos = Repos::new();
@@ -419,6 +444,96 @@ async fn p3_latency(bin: &Path, pushes: usize) {
     );
     operator.stop().await;
     plane.shutdown().await;
+    (!samples.is_empty()).then(|| percentile(&samples, 50.0))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// P7
+
+/// The webhook receiver's address, from the operator's log.
+async fn webhook_base(operator: &Operator) -> String {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let log = operator.log();
+        if let Some((_, rest)) = log.rsplit_once("webhook receiver on http://") {
+            let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+            return format!("http://{addr}");
+        }
+        assert!(Instant::now() < deadline, "no webhook receiver; log:\n{log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn p7_webhook(bin: &Path, pushes: usize, polled_p50: Option<Duration>) {
+    use support::ops::{Delivery, WEBHOOK_SECRET};
+    let plane = Plane::start(bin, true).await;
+    webhook_secret(&plane.client, WEBHOOK_SECRET).await;
+    let flags = ["--webhook-secret", "cdkube-webhook", "--webhook-listen", "127.0.0.1:0"];
+    let operator = Operator::start_with(bin, &plane.kubeconfig(), &plane.dir.path().join("operator"), &flags).await;
+    let hooks = webhook_base(&operator).await;
+    let repos = Repos::new();
+    let up = repos.create("p7");
+    let pipelines: Api<Pipeline> = Api::namespaced(plane.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(plane.client.clone(), "default");
+    create(&pipelines, &pipeline_yaml("p7", &file_url(&up), "1h", "Allow")).await;
+    wait_pod_for(&pods, "p7", &up.head(), P3_TIMEOUT)
+        .await
+        .unwrap_or_else(|| panic!("no Pod for the first commit; operator log:\n{}", operator.log()));
+    let mut samples = Vec::with_capacity(pushes);
+    let mut missed = 0;
+    for i in 0..pushes {
+        std::fs::write(up.work.join("counter.txt"), format!("{i}\n")).expect("write");
+        up.git(&["add", "-A"]);
+        up.git(&["commit", "-q", "-m", &format!("push {i}")]);
+        let sha = up.head();
+        up.push();
+        let sent = Instant::now();
+        let (status, body) = Delivery::github_push(&file_url(&up), "main", &sha).send(&hooks).await;
+        assert_eq!(status, 202, "{body}");
+        match wait_pod_for(&pods, "p7", &sha, P3_TIMEOUT).await {
+            Some(seen) => samples.push(seen - sent),
+            None => missed += 1,
+        }
+    }
+    samples.sort();
+    if let Some(max) = samples.last().copied() {
+        let (p50, p99) = (percentile(&samples, 50.0), percentile(&samples, 99.0));
+        let ratio = polled_p50.map_or_else(
+            || "no P3 figure".to_owned(),
+            |p| format!("{:.3}x P3's poll-driven p50 {}", p50.as_secs_f64() / p.as_secs_f64(), secs(p)),
+        );
+        println!(
+            "P7 webhook → builder Pod (interval 1h, file://, {} pushes, API polled every {} ms, runner on): \
+             p50 {}, p99 {}, max {}; {} missed; {ratio} (goal p99 <= 1 s: {})",
+            samples.len(),
+            POLL.as_millis(),
+            secs(p50),
+            secs(p99),
+            secs(max),
+            missed,
+            if p99 <= Duration::from_secs(1) && missed == 0 { "met" } else { "NOT met" }
+        );
+    } else {
+        println!("P7 webhook → builder Pod: no Pod seen for any of {pushes} pushes");
+    }
+    operator.stop().await;
+    plane.shutdown().await;
+}
+
+/// Creates namespace cdkube-system and the webhook Secret `cdkube-webhook` in it, with `secret` as `token`.
+async fn webhook_secret(client: &Client, secret: &str) {
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    let namespace: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": "cdkube-system"}}))
+        .expect("Namespace");
+    let _ = Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await;
+    let object: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "cdkube-webhook"}, "stringData": {"token": secret},
+    }))
+    .expect("Secret");
+    Api::<Secret>::namespaced(client.clone(), "cdkube-system")
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("create the webhook Secret");
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -35,6 +35,13 @@ async fn deploy_is_accepted_by_the_real_api_server() {
     ] {
         assert!(out.contains(object), "{object} missing from:\n{out}");
     }
+    // The examples beside it (webhook Secret, a Service exposing the webhook port) are valid too.
+    for example in ["webhook-secret.example.yaml", "webhook-service.example.yaml"] {
+        let file = deploy.join(example);
+        kubectl
+            .ok(&["apply", "--dry-run=server", "-f", file.to_str().unwrap()])
+            .await;
+    }
     // The invalid examples the CRD can tell are refused at apply, with the embedded server's words.
     for case in support::fixtures::REFUSED_BY_THE_CRD {
         let file = support::fixtures::fixture(&format!("invalid/{}", case.file));

@@ -50,7 +50,7 @@ struct Failing {
 
 /// How long a watch must go without an error to count as recovered (longer than kube-runtime's
 /// longest watch backoff, 30 s).
-pub const QUIET: Duration = Duration::from_secs(35);
+const QUIET: Duration = Duration::from_secs(35);
 
 impl Health {
     /// Health with a watch stall timeout of `stall_timeout`.

@@ -53,7 +53,7 @@ pub struct WebhookLabels {
     /// `github`, `gitlab`, `generic`.
     pub provider: String,
     /// `accepted` (a push that probed), `ignored` (202, nothing to do), `unauthorized`, `bad_request`,
-    /// `too_large`, `unsupported`.
+    /// `too_large`, `unavailable` (the secret cannot be read or has no key for the provider).
     pub result: String,
 }
 
