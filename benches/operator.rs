@@ -500,7 +500,13 @@ async fn p7_webhook(bin: &Path, pushes: usize, polled_p50: Option<Duration>) {
         let (p50, p99) = (percentile(&samples, 50.0), percentile(&samples, 99.0));
         let ratio = polled_p50.map_or_else(
             || "no P3 figure".to_owned(),
-            |p| format!("{:.3}x P3's poll-driven p50 {}", p50.as_secs_f64() / p.as_secs_f64(), secs(p)),
+            |p| {
+                format!(
+                    "{:.3}x P3's poll-driven p50 {}",
+                    p50.as_secs_f64() / p.as_secs_f64(),
+                    secs(p)
+                )
+            },
         );
         println!(
             "P7 webhook → builder Pod (interval 1h, file://, {} pushes, API polled every {} ms, runner on): \
@@ -511,7 +517,11 @@ async fn p7_webhook(bin: &Path, pushes: usize, polled_p50: Option<Duration>) {
             secs(p99),
             secs(max),
             missed,
-            if p99 <= Duration::from_secs(1) && missed == 0 { "met" } else { "NOT met" }
+            if p99 <= Duration::from_secs(1) && missed == 0 {
+                "met"
+            } else {
+                "NOT met"
+            }
         );
     } else {
         println!("P7 webhook → builder Pod: no Pod seen for any of {pushes} pushes");
@@ -523,9 +533,11 @@ async fn p7_webhook(bin: &Path, pushes: usize, polled_p50: Option<Duration>) {
 /// Creates namespace cdkube-system and the webhook Secret `cdkube-webhook` in it, with `secret` as `token`.
 async fn webhook_secret(client: &Client, secret: &str) {
     use k8s_openapi::api::core::v1::{Namespace, Secret};
-    let namespace: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": "cdkube-system"}}))
-        .expect("Namespace");
-    let _ = Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await;
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "cdkube-system"}})).expect("Namespace");
+    let _ = Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await;
     let object: Secret = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "cdkube-webhook"}, "stringData": {"token": secret},
     }))

@@ -290,7 +290,13 @@ async fn a_trigger_during_a_probe_polls_again_after_it() {
         initial: Duration::from_secs(3600),
         max: Duration::from_secs(3600),
     };
-    let (poller, mut events) = Poller::new(Engine::new(options).unwrap(), PollerOptions { backoff, ..PollerOptions::default() });
+    let (poller, mut events) = Poller::new(
+        Engine::new(options).unwrap(),
+        PollerOptions {
+            backoff,
+            ..PollerOptions::default()
+        },
+    );
     let url = format!("git://127.0.0.1:{}/r.git", hole.port);
     poller.subscribe(
         "default/slow",

@@ -49,10 +49,15 @@ fn hourly(name: &str, repo: &str, build: &str) -> String {
     pipeline_yaml(name, repo, "Forbid", build).replace("interval: 10s", "interval: 1h")
 }
 
+/// A delivery of a push of the commit it is given.
+type MakeDelivery = fn(&str) -> Delivery;
+
 /// Waits for run `n` of `name` to exist, and returns it.
 async fn wait_started(plane: &Plane, name: &str, n: i64) -> cdkube::api::Run {
     let status = plane
-        .wait_status(name, &format!("run {n} recorded"), BUILD, |s| s.history.iter().any(|r| r.run == n))
+        .wait_status(name, &format!("run {n} recorded"), BUILD, |s| {
+            s.history.iter().any(|r| r.run == n)
+        })
         .await;
     status.history.into_iter().find(|r| r.run == n).expect("run")
 }
@@ -70,9 +75,13 @@ async fn signed_pushes_from_github_gitlab_and_generic_senders_build_at_once() {
     plane.wait_run("app", 1, RunPhase::Succeeded, BUILD).await;
 
     // Each sender spells the repository its own way; each names the git:// repository the Pipeline follows.
-    let senders: [(&str, fn(&str) -> Delivery); 3] = [
-        ("github", |sha| Delivery::github_push("https://127.0.0.1/app.git", "main", sha)),
-        ("gitlab", |sha| Delivery::gitlab_push("http://127.0.0.1:8080/APP", "main", sha)),
+    let senders: [(&str, MakeDelivery); 3] = [
+        ("github", |sha| {
+            Delivery::github_push("https://127.0.0.1/app.git", "main", sha)
+        }),
+        ("gitlab", |sha| {
+            Delivery::gitlab_push("http://127.0.0.1:8080/APP", "main", sha)
+        }),
         ("generic", |_| Delivery::generic_push("git@127.0.0.1:app.git", "main")),
     ];
     for (run, (provider, delivery)) in (2..).zip(senders) {
@@ -80,7 +89,11 @@ async fn signed_pushes_from_github_gitlab_and_generic_senders_build_at_once() {
         let (status, body) = delivery(&sha).send(&hooks).await;
         assert_eq!(status, 202, "{provider}: {body}");
         let started = wait_started(&plane, "app", run).await;
-        assert_eq!((started.commit.as_str(), started.trigger), (sha.as_str(), Trigger::Webhook), "{provider}");
+        assert_eq!(
+            (started.commit.as_str(), started.trigger),
+            (sha.as_str(), Trigger::Webhook),
+            "{provider}"
+        );
         let pod = started.pod.expect("the run names its Pod");
         wait_until(&format!("Pod {pod}"), BUILD, || async {
             plane.pods("app").await.iter().any(|p| p.name_any() == pod)
@@ -92,16 +105,32 @@ async fn signed_pushes_from_github_gitlab_and_generic_senders_build_at_once() {
     let metrics = scrape(&operator.endpoint("ops endpoints").await).await;
     for provider in ["github", "gitlab", "generic"] {
         let accepted = [("provider", provider), ("result", "accepted")];
-        assert_eq!(metrics.value("cdkube_webhook_requests_total", &accepted), 1.0, "{provider}");
+        assert_eq!(
+            metrics.value("cdkube_webhook_requests_total", &accepted),
+            1.0,
+            "{provider}"
+        );
     }
-    assert_eq!(metrics.value("cdkube_builds_started_total", &[("trigger", "webhook")]), 3.0);
-    assert_eq!(metrics.value("cdkube_builds_started_total", &[("trigger", "poll")]), 1.0);
-    assert_eq!(metrics.value("cdkube_builds_finished_total", &[("result", "Succeeded")]), 4.0);
+    assert_eq!(
+        metrics.value("cdkube_builds_started_total", &[("trigger", "webhook")]),
+        3.0
+    );
+    assert_eq!(
+        metrics.value("cdkube_builds_started_total", &[("trigger", "poll")]),
+        1.0
+    );
+    assert_eq!(
+        metrics.value("cdkube_builds_finished_total", &[("result", "Succeeded")]),
+        4.0
+    );
     assert_eq!(metrics.value("cdkube_pipelines", &[("phase", "Succeeded")]), 1.0);
     assert!(metrics.value("cdkube_probes_total", &[("transport", "git"), ("result", "ok")]) >= 4.0);
     assert!(metrics.value("cdkube_build_duration_seconds_count", &[("result", "Succeeded")]) == 4.0);
     assert!(metrics.has("cdkube_reconcile_duration_seconds_count"));
-    assert!(metrics.value("cdkube_artifact_bytes", &[]) > 0.0, "artifacts are stored");
+    assert!(
+        metrics.value("cdkube_artifact_bytes", &[]) > 0.0,
+        "artifacts are stored"
+    );
     assert_eq!(metrics.value("cdkube_leader", &[]), 1.0);
     plane.shutdown().await;
 }
@@ -139,10 +168,30 @@ async fn bad_webhook_requests_get_their_status_and_build_nothing() {
     let mut wrong_token = Delivery::gitlab_push("https://127.0.0.1/app.git", "main", &sha);
     wrong_token.headers[1].1 = "guess".into();
     let cases = [
-        Case { name: "no signature", delivery: unsigned, status: 401, result: "unauthorized" },
-        Case { name: "signed with another secret", delivery: forged, status: 401, result: "unauthorized" },
-        Case { name: "body changed after signing", delivery: tampered, status: 401, result: "unauthorized" },
-        Case { name: "wrong GitLab token", delivery: wrong_token, status: 401, result: "unauthorized" },
+        Case {
+            name: "no signature",
+            delivery: unsigned,
+            status: 401,
+            result: "unauthorized",
+        },
+        Case {
+            name: "signed with another secret",
+            delivery: forged,
+            status: 401,
+            result: "unauthorized",
+        },
+        Case {
+            name: "body changed after signing",
+            delivery: tampered,
+            status: 401,
+            result: "unauthorized",
+        },
+        Case {
+            name: "wrong GitLab token",
+            delivery: wrong_token,
+            status: 401,
+            result: "unauthorized",
+        },
         Case {
             name: "an event that is not a push",
             delivery: Delivery::github("issues", br#"{"action":"opened"}"#.to_vec()),
@@ -179,14 +228,26 @@ async fn bad_webhook_requests_get_their_status_and_build_nothing() {
     for case in &cases {
         let (status, body) = case.delivery.send(&hooks).await;
         assert_eq!(status, case.status, "{}: {body}", case.name);
-        assert!(body.ends_with('\n') && body.len() > 1, "{}: a reason is given", case.name);
+        assert!(
+            body.ends_with('\n') && body.len() > 1,
+            "{}: a reason is given",
+            case.name
+        );
         *expected.entry(case.result).or_default() += 1.0;
     }
     let metrics = scrape(&ops).await;
-    assert_eq!(metrics.value("cdkube_probes_total", &[]), probes_before, "no bad request probed");
+    assert_eq!(
+        metrics.value("cdkube_probes_total", &[]),
+        probes_before,
+        "no bad request probed"
+    );
     assert_eq!(plane.status("app").await.history.len(), 1, "no bad request built");
     for (result, count) in expected {
-        assert_eq!(metrics.value("cdkube_webhook_requests_total", &[("result", result)]), count, "{result}");
+        assert_eq!(
+            metrics.value("cdkube_webhook_requests_total", &[("result", result)]),
+            count,
+            "{result}"
+        );
     }
 
     // The same push, properly signed, builds the commit: only the bad requests were refused.
@@ -224,8 +285,15 @@ async fn a_burst_of_pushes_costs_one_probe_per_repository() {
         assert_eq!((run.commit.as_str(), run.trigger), (sha.as_str(), Trigger::Webhook));
     }
     let metrics = scrape(&ops).await;
-    assert_eq!(metrics.value("cdkube_probes_total", &[]) - probes_before, 1.0, "one probe for 50 pushes");
-    assert_eq!(metrics.value("cdkube_webhook_requests_total", &[("result", "accepted")]), 50.0);
+    assert_eq!(
+        metrics.value("cdkube_probes_total", &[]) - probes_before,
+        1.0,
+        "one probe for 50 pushes"
+    );
+    assert_eq!(
+        metrics.value("cdkube_webhook_requests_total", &[("result", "accepted")]),
+        50.0
+    );
     assert!(daemon.upload_pack_requests() > 0, "the git server served the probes");
     plane.shutdown().await;
 }
@@ -250,18 +318,31 @@ async fn health_reports_a_stuck_pipeline_watch_and_readiness_its_caches() {
 
     // With the CRD back (once the old one is gone) the watch recovers — it says so with the first
     // Pipeline it delivers — and so does the health.
-    wait_until("the CRD is gone", BUILD, || support::cluster::gone(&crds, "pipelines.delivery.inge.4pr.es")).await;
-    cdkube::embedded::dev::install_crd(&plane.client).await.expect("install CRD");
+    wait_until("the CRD is gone", BUILD, || {
+        support::cluster::gone(&crds, "pipelines.delivery.inge.4pr.es")
+    })
+    .await;
+    cdkube::embedded::dev::install_crd(&plane.client)
+        .await
+        .expect("install CRD");
     let repos = Repos::new();
     let up = repos.create("app");
-    plane.apply(&hourly("app", &format!("file://{}", up.bare_path()), "true")).await;
-    wait_until("/healthz 200 again", BUILD, || async { get(&ops, "/healthz").await.0 == 200 }).await;
+    plane
+        .apply(&hourly("app", &format!("file://{}", up.bare_path()), "true"))
+        .await;
+    wait_until("/healthz 200 again", BUILD, || async {
+        get(&ops, "/healthz").await.0 == 200
+    })
+    .await;
     plane.shutdown().await;
 }
 
 /// The scrape of `operator`'s `cdkube_leader` gauge.
 async fn leads(operator: &Operator) -> bool {
-    scrape(&operator.endpoint("ops endpoints").await).await.value("cdkube_leader", &[]) == 1.0
+    scrape(&operator.endpoint("ops endpoints").await)
+        .await
+        .value("cdkube_leader", &[])
+        == 1.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,18 +353,28 @@ async fn two_replicas_elect_one_leader_and_a_killed_leader_hands_over_without_lo
     wait_until("the first replica leads", BUILD, || leads(&first)).await;
     let second = plane.operator_with("second", &election);
     let second_ops = second.endpoint("ops endpoints").await;
-    wait_until("the standby is ready", BUILD, || async { get(&second_ops, "/readyz").await.0 == 200 }).await;
+    wait_until("the standby is ready", BUILD, || async {
+        get(&second_ops, "/readyz").await.0 == 200
+    })
+    .await;
     assert!(!leads(&second).await, "one leader at a time");
 
     let repos = Repos::new();
     let up = repos.create("app");
     let gate = plane.gate();
     plane
-        .apply(&pipeline_yaml("app", &format!("file://{}", up.bare_path()), "Forbid", &gated_build(&gate)))
+        .apply(&pipeline_yaml(
+            "app",
+            &format!("file://{}", up.bare_path()),
+            "Forbid",
+            &gated_build(&gate),
+        ))
         .await;
     let run = wait_started(&plane, "app", 1).await;
     plane
-        .wait_status("app", "run 1 building", BUILD, |s| s.history.iter().any(|r| r.phase == RunPhase::Building))
+        .wait_status("app", "run 1 building", BUILD, |s| {
+            s.history.iter().any(|r| r.phase == RunPhase::Building)
+        })
         .await;
     first.kill();
     wait_until("the standby takes over", BUILD, || leads(&second)).await;
@@ -317,8 +408,10 @@ async fn two_shards_split_the_pipelines_by_label_and_never_both_build_one() {
     let up = repos.create("app");
     let url = format!("file://{}", up.bare_path());
     for (name, shard) in [("alpha", "a"), ("beta", "b")] {
-        let yaml = pipeline_yaml(name, &url, "Forbid", "true")
-            .replace(&format!("metadata: {{name: {name}}}"), &format!("metadata: {{name: {name}, labels: {{shard: {shard}}}}}"));
+        let yaml = pipeline_yaml(name, &url, "Forbid", "true").replace(
+            &format!("metadata: {{name: {name}}}"),
+            &format!("metadata: {{name: {name}, labels: {{shard: {shard}}}}}"),
+        );
         plane.apply(&yaml).await;
     }
     for name in ["alpha", "beta"] {
@@ -333,14 +426,23 @@ async fn two_shards_split_the_pipelines_by_label_and_never_both_build_one() {
     }
     for operator in [&shard_a, &shard_b] {
         let metrics = scrape(&operator.endpoint("ops endpoints").await).await;
-        assert_eq!(metrics.value("cdkube_builds_started_total", &[]), 2.0, "each shard builds its own Pipeline");
+        assert_eq!(
+            metrics.value("cdkube_builds_started_total", &[]),
+            2.0,
+            "each shard builds its own Pipeline"
+        );
         assert_eq!(metrics.value("cdkube_leader", &[]), 1.0, "shards do not contend");
     }
     let leases = Api::<Lease>::namespaced(plane.client.clone(), "cdkube-system")
         .list(&ListParams::default())
         .await
         .expect("Leases");
-    let names: Vec<String> = leases.items.iter().map(|l| l.name_any()).filter(|n| n.starts_with("cdkube-leader-")).collect();
+    let names: Vec<String> = leases
+        .items
+        .iter()
+        .map(|l| l.name_any())
+        .filter(|n| n.starts_with("cdkube-leader-"))
+        .collect();
     assert_eq!(names.len(), 2, "one Lease per shard: {names:?}");
     plane.shutdown().await;
 }

@@ -49,7 +49,7 @@ pub(crate) enum Command {
     /// Resolve a repository branch's head and print `<branch>@sha1:<sha>` and the commit subject.
     Probe(probe::ProbeArgs),
     /// Run the operator: poll Pipelines' repositories and build each new commit in a builder Pod.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// List Pipelines: last built commit, version, phase, age, and how each polls.
     Get(get::GetArgs),
     /// Print a Pipeline's runs, newest first: commit, version, trigger, phase, duration, author, subject.
@@ -77,7 +77,7 @@ impl Command {
             Command::Dev(args) => dev::run(args),
             Command::Version => version::run(),
             Command::Probe(args) => probe::run(args),
-            Command::Run(args) => run::run(args),
+            Command::Run(args) => run::run(*args),
             Command::FetchSource(args) => fetch_source::run(args),
             Command::Node(args) => node::run(args),
             Command::Get(args) => get::run(args),

@@ -206,11 +206,18 @@ async fn serve_ops(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("ops endpoints on {addr}: {e}"))?;
-    let bound = listener.local_addr().map_err(|e| format!("ops endpoints on {addr}: {e}"))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("ops endpoints on {addr}: {e}"))?;
     tracing::info!("ops endpoints on http://{bound} (/metrics, /healthz, /readyz)");
     let router = cdkube::telemetry::router(metrics, health);
     let limits = cdkube::serve::Limits::SHORT;
-    Ok(tokio::spawn(cdkube::serve::serve(listener, router, limits, std::future::pending())))
+    Ok(tokio::spawn(cdkube::serve::serve(
+        listener,
+        router,
+        limits,
+        std::future::pending(),
+    )))
 }
 
 fn fail(message: &str) -> ExitCode {

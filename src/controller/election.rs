@@ -142,7 +142,11 @@ async fn take_leader_label(pods: &Api<Pod>, pod: &str) {
 /// Sets (or removes) the leader label of `pod`; a failure is logged: the Service then misroutes until
 /// the next leader change, which the artifact server's rebuild also covers.
 async fn set_leader_label(pods: &Api<Pod>, pod: &str, leader: bool) {
-    let value = if leader { serde_json::json!("true") } else { serde_json::Value::Null };
+    let value = if leader {
+        serde_json::json!("true")
+    } else {
+        serde_json::Value::Null
+    };
     let patch = serde_json::json!({"metadata": {"labels": {LEADER_LABEL: value}}});
     match pods.patch(pod, &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(_) => {}

@@ -69,7 +69,13 @@ pub(super) fn record_probe<T>(metrics: &Metrics, url: &str, result: &crate::git:
         Ok(_) => "ok".to_owned(),
         Err(e) => e.kind().to_string(),
     };
-    metrics.probes.get_or_create(&ProbeLabels { result, transport: transport.clone() }).inc();
+    metrics
+        .probes
+        .get_or_create(&ProbeLabels {
+            result,
+            transport: transport.clone(),
+        })
+        .inc();
     metrics
         .probe_duration
         .get_or_create(&TransportLabels { transport })
@@ -78,7 +84,9 @@ pub(super) fn record_probe<T>(metrics: &Metrics, url: &str, result: &crate::git:
 
 /// The poller's observer: every probe it sends goes into `metrics`.
 pub(super) fn probe_observer(metrics: Arc<Metrics>) -> ProbeObserver {
-    ProbeObserver(Arc::new(move |key: &Key, result, took| record_probe(&metrics, &key.url, result, took)))
+    ProbeObserver(Arc::new(move |key: &Key, result, took| {
+        record_probe(&metrics, &key.url, result, took)
+    }))
 }
 
 /// Counts the runs a status write starts and finishes.
@@ -109,7 +117,10 @@ pub(super) fn record_runs(metrics: &Metrics, old: &PipelineStatus, new: &Pipelin
 pub(super) fn watched_pipelines(
     api: Api<Pipeline>,
     options: &Options,
-) -> (Store<Pipeline>, impl Stream<Item = Result<Pipeline, watcher::Error>> + Send + 'static) {
+) -> (
+    Store<Pipeline>,
+    impl Stream<Item = Result<Pipeline, watcher::Error>> + Send + 'static,
+) {
     let mut config = watcher::Config::default();
     if let Some(selector) = &options.label_selector {
         config = config.labels(selector);

@@ -226,7 +226,12 @@ pub async fn run(
         Some((listener, secrets)) => {
             let router = crate::webhook::router(ctx.poller.clone(), secrets, Arc::clone(&ctx.options.metrics));
             let limits = crate::serve::Limits::SHORT;
-            Some(tokio::spawn(crate::serve::serve(listener, router, limits, wait_stop(stop_rx.clone()))))
+            Some(tokio::spawn(crate::serve::serve(
+                listener,
+                router,
+                limits,
+                wait_stop(stop_rx.clone()),
+            )))
         }
         None => None,
     };

@@ -17,5 +17,5 @@ mod poller;
 mod timing;
 
 pub use backoff::Backoff;
-pub use poller::{Event, Key, KeyStatus, Poller, PollerOptions, ProbeObserver, Pushed, Sweep};
+pub use poller::{Event, Key, KeyStatus, ObserveProbe, Poller, PollerOptions, ProbeObserver, Pushed, Sweep};
 pub use timing::{Cron, Error, JITTER, MIN_INTERVAL, Schedule, random_jitter};

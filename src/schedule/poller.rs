@@ -135,7 +135,10 @@ pub struct PollerOptions {
 
 /// A callback told of every probe: its key, its result and how long it took.
 #[derive(Clone)]
-pub struct ProbeObserver(pub Arc<dyn Fn(&Key, &git::Result<Head>, Duration) + Send + Sync>);
+pub struct ProbeObserver(pub Arc<ObserveProbe>);
+
+/// What a [`ProbeObserver`] calls.
+pub type ObserveProbe = dyn Fn(&Key, &git::Result<Head>, Duration) + Send + Sync;
 
 impl fmt::Debug for ProbeObserver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -103,7 +103,11 @@ impl Health {
             Some(f) if f.last.elapsed() < QUIET => f.since,
             _ => now,
         };
-        state.watch_failing = Some(Failing { since, last: now, error });
+        state.watch_failing = Some(Failing {
+            since,
+            last: now,
+            error,
+        });
     }
 
     /// `Ok` while alive; the reason otherwise.

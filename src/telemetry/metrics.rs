@@ -148,14 +148,46 @@ impl Metrics {
 
     fn register(&mut self) {
         let r = &mut self.registry;
-        r.register("cdkube_probes", "Ref probes of repositories, by result and transport", self.probes.clone());
-        r.register("cdkube_probe_duration_seconds", "Duration of ref probes", self.probe_duration.clone());
-        r.register("cdkube_head_changes", "Branch heads that moved", self.head_changes.clone());
-        r.register("cdkube_builds_started", "Builds started, by trigger", self.builds_started.clone());
-        r.register("cdkube_builds_finished", "Builds finished, by result", self.builds_finished.clone());
-        r.register("cdkube_build_duration_seconds", "Duration of finished builds", self.build_duration.clone());
-        r.register("cdkube_reconcile_duration_seconds", "Duration of reconciles", self.reconcile_duration.clone());
-        r.register("cdkube_reconcile_errors", "Reconciles that failed, by reason", self.reconcile_errors.clone());
+        r.register(
+            "cdkube_probes",
+            "Ref probes of repositories, by result and transport",
+            self.probes.clone(),
+        );
+        r.register(
+            "cdkube_probe_duration_seconds",
+            "Duration of ref probes",
+            self.probe_duration.clone(),
+        );
+        r.register(
+            "cdkube_head_changes",
+            "Branch heads that moved",
+            self.head_changes.clone(),
+        );
+        r.register(
+            "cdkube_builds_started",
+            "Builds started, by trigger",
+            self.builds_started.clone(),
+        );
+        r.register(
+            "cdkube_builds_finished",
+            "Builds finished, by result",
+            self.builds_finished.clone(),
+        );
+        r.register(
+            "cdkube_build_duration_seconds",
+            "Duration of finished builds",
+            self.build_duration.clone(),
+        );
+        r.register(
+            "cdkube_reconcile_duration_seconds",
+            "Duration of reconciles",
+            self.reconcile_duration.clone(),
+        );
+        r.register(
+            "cdkube_reconcile_errors",
+            "Reconciles that failed, by reason",
+            self.reconcile_errors.clone(),
+        );
         r.register(
             "cdkube_workqueue_depth",
             "Reconcile triggers waiting for the controller, plus reconciles running",
@@ -166,9 +198,17 @@ impl Metrics {
             "Webhook requests, by provider and result",
             self.webhook_requests.clone(),
         );
-        r.register("cdkube_artifact_bytes", "Bytes of source artifacts stored", self.artifact_bytes.clone());
+        r.register(
+            "cdkube_artifact_bytes",
+            "Bytes of source artifacts stored",
+            self.artifact_bytes.clone(),
+        );
         r.register("cdkube_pipelines", "Pipelines by phase", self.pipelines.clone());
-        r.register("cdkube_leader", "1 while this process leads (or runs without election)", self.leader.clone());
+        r.register(
+            "cdkube_leader",
+            "1 while this process leads (or runs without election)",
+            self.leader.clone(),
+        );
     }
 
     /// Runs `refresher` before each scrape (the controller sets it once its caches exist).

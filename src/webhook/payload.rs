@@ -48,7 +48,11 @@ pub(super) fn github(event: &str, body: &[u8]) -> Result<Request, String> {
             let push: GitHubPush = parse(body)?;
             let r = push.repository;
             let urls = [r.clone_url, r.ssh_url, r.git_url, r.html_url];
-            Ok(to_push(&push.reference, push.after, urls.into_iter().flatten().collect()))
+            Ok(to_push(
+                &push.reference,
+                push.after,
+                urls.into_iter().flatten().collect(),
+            ))
         }
         other => Ok(Request::Ignored(format!("GitHub event {other:?} is not a push"))),
     }
@@ -139,7 +143,9 @@ mod tests {
         let body = format!(
             r#"{{"ref":"refs/heads/main","after":"{SHA}","repository":{{"clone_url":"https://github.com/o/r.git","ssh_url":"git@github.com:o/r.git"}}}}"#
         );
-        let Request::Push(push) = github("push", body.as_bytes()).unwrap() else { panic!() };
+        let Request::Push(push) = github("push", body.as_bytes()).unwrap() else {
+            panic!()
+        };
         assert_eq!(push.branch, "main");
         assert_eq!(push.after.as_deref(), Some(SHA));
         assert_eq!(push.urls, ["https://github.com/o/r.git", "git@github.com:o/r.git"]);
@@ -153,9 +159,18 @@ mod tests {
     #[test]
     fn gitlab_push_hook() {
         let body = br#"{"ref":"refs/heads/dev","after":"0000000000000000000000000000000000000000","project":{"git_http_url":"https://gitlab.com/g/p.git"}}"#;
-        let Request::Push(push) = gitlab("Push Hook", body).unwrap() else { panic!() };
-        assert_eq!((push.branch.as_str(), push.after), ("dev", None), "a deleted branch names no commit");
-        assert!(matches!(gitlab("Merge Request Hook", b"{}").unwrap(), Request::Ignored(_)));
+        let Request::Push(push) = gitlab("Push Hook", body).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (push.branch.as_str(), push.after),
+            ("dev", None),
+            "a deleted branch names no commit"
+        );
+        assert!(matches!(
+            gitlab("Merge Request Hook", b"{}").unwrap(),
+            Request::Ignored(_)
+        ));
     }
 
     #[test]

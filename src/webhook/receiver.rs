@@ -46,7 +46,12 @@ pub fn router(poller: Poller, source: SecretSource, metrics: Arc<Metrics>) -> Ro
     });
     Router::new()
         .route("/hooks/{provider}", post(receive))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: POST to /hooks/github, /hooks/gitlab or /hooks/generic\n") })
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "not found: POST to /hooks/github, /hooks/gitlab or /hooks/generic\n",
+            )
+        })
         .with_state(receiver)
 }
 
@@ -83,7 +88,12 @@ async fn receive(
     let answer = handle(&receiver, &provider, &headers, body).await;
     receiver.metrics.webhook(&provider, answer.result);
     if answer.status.is_client_error() || answer.status.is_server_error() {
-        tracing::info!(provider, status = answer.status.as_u16(), "webhook refused: {}", answer.message);
+        tracing::info!(
+            provider,
+            status = answer.status.as_u16(),
+            "webhook refused: {}",
+            answer.message
+        );
     }
     (answer.status, format!("{}\n", answer.message)).into_response()
 }
@@ -151,7 +161,11 @@ fn parse(provider: &str, headers: &HeaderMap, body: &[u8]) -> Result<Request, St
 fn deliver(receiver: &Receiver, push: &Push) -> Answer {
     let identities: Vec<String> = push.urls.iter().filter_map(|u| repo_identity(u)).collect();
     if identities.is_empty() {
-        return Answer::new(StatusCode::BAD_REQUEST, "bad_request", "the push names no repository URL");
+        return Answer::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the push names no repository URL",
+        );
     }
     let pushed = receiver.poller.push(
         |key, head| matches(&identities, &push.branch, key, head),

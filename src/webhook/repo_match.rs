@@ -61,18 +61,54 @@ mod tests {
             identity: Option<&'static str>,
         }
         let cases = [
-            Case { url: "https://github.com/Org/Repo.git", identity: Some("github.com/org/repo") },
-            Case { url: "http://GitHub.com/org/repo", identity: Some("github.com/org/repo") },
-            Case { url: "git@github.com:org/repo.git", identity: Some("github.com/org/repo") },
-            Case { url: "ssh://git@github.com:22/org/repo.git/", identity: Some("github.com/org/repo") },
-            Case { url: "git://github.com/org/repo", identity: Some("github.com/org/repo") },
-            Case { url: "https://user@gitlab.example.com:8443/group/sub/proj.git", identity: Some("gitlab.example.com/group/sub/proj") },
-            Case { url: "http://127.0.0.1:39001/repo.git", identity: Some("127.0.0.1/repo") },
-            Case { url: "http://[::1]:8080/repo.git", identity: Some("::1/repo") },
-            Case { url: "file:///srv/git/app.git", identity: Some("/srv/git/app") },
-            Case { url: "/srv/git/app", identity: Some("/srv/git/app") },
-            Case { url: "https://github.com/", identity: None },
-            Case { url: "", identity: None },
+            Case {
+                url: "https://github.com/Org/Repo.git",
+                identity: Some("github.com/org/repo"),
+            },
+            Case {
+                url: "http://GitHub.com/org/repo",
+                identity: Some("github.com/org/repo"),
+            },
+            Case {
+                url: "git@github.com:org/repo.git",
+                identity: Some("github.com/org/repo"),
+            },
+            Case {
+                url: "ssh://git@github.com:22/org/repo.git/",
+                identity: Some("github.com/org/repo"),
+            },
+            Case {
+                url: "git://github.com/org/repo",
+                identity: Some("github.com/org/repo"),
+            },
+            Case {
+                url: "https://user@gitlab.example.com:8443/group/sub/proj.git",
+                identity: Some("gitlab.example.com/group/sub/proj"),
+            },
+            Case {
+                url: "http://127.0.0.1:39001/repo.git",
+                identity: Some("127.0.0.1/repo"),
+            },
+            Case {
+                url: "http://[::1]:8080/repo.git",
+                identity: Some("::1/repo"),
+            },
+            Case {
+                url: "file:///srv/git/app.git",
+                identity: Some("/srv/git/app"),
+            },
+            Case {
+                url: "/srv/git/app",
+                identity: Some("/srv/git/app"),
+            },
+            Case {
+                url: "https://github.com/",
+                identity: None,
+            },
+            Case {
+                url: "",
+                identity: None,
+            },
         ];
         for case in cases {
             assert_eq!(repo_identity(case.url).as_deref(), case.identity, "{}", case.url);
@@ -87,11 +123,39 @@ mod tests {
             credentials: "none".into(),
         };
         let ids = vec!["github.com/org/repo".to_owned()];
-        let head = Head { branch: "main".into(), sha: "a".repeat(40) };
-        assert!(matches(&ids, "main", &key("git@github.com:org/repo.git", Some("main")), None));
-        assert!(!matches(&ids, "dev", &key("https://github.com/org/repo", Some("main")), None));
-        assert!(matches(&ids, "main", &key("https://github.com/org/repo", None), Some(&head)));
-        assert!(!matches(&ids, "dev", &key("https://github.com/org/repo", None), Some(&head)));
-        assert!(!matches(&ids, "main", &key("https://github.com/org/other", Some("main")), None));
+        let head = Head {
+            branch: "main".into(),
+            sha: "a".repeat(40),
+        };
+        assert!(matches(
+            &ids,
+            "main",
+            &key("git@github.com:org/repo.git", Some("main")),
+            None
+        ));
+        assert!(!matches(
+            &ids,
+            "dev",
+            &key("https://github.com/org/repo", Some("main")),
+            None
+        ));
+        assert!(matches(
+            &ids,
+            "main",
+            &key("https://github.com/org/repo", None),
+            Some(&head)
+        ));
+        assert!(!matches(
+            &ids,
+            "dev",
+            &key("https://github.com/org/repo", None),
+            Some(&head)
+        ));
+        assert!(!matches(
+            &ids,
+            "main",
+            &key("https://github.com/org/other", Some("main")),
+            None
+        ));
     }
 }

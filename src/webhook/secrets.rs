@@ -41,8 +41,11 @@ impl std::fmt::Debug for SecretSource {
 /// The secrets, cached.
 pub(crate) struct SecretStore {
     source: SecretSource,
-    cache: Mutex<Option<(Instant, Arc<BTreeMap<String, Vec<u8>>>)>>,
+    cache: Mutex<Option<(Instant, Keys)>>,
 }
+
+/// A Secret's keys and values.
+type Keys = Arc<BTreeMap<String, Vec<u8>>>;
 
 impl SecretStore {
     pub(crate) fn new(source: SecretSource) -> Self {
@@ -59,10 +62,15 @@ impl SecretStore {
             .or_else(|| keys.get("token"))
             .filter(|v| !v.is_empty())
             .cloned()
-            .ok_or_else(|| format!("{provider} webhooks are not set up: {:?} has no key {provider:?} (or \"token\")", self.source))
+            .ok_or_else(|| {
+                format!(
+                    "{provider} webhooks are not set up: {:?} has no key {provider:?} (or \"token\")",
+                    self.source
+                )
+            })
     }
 
-    async fn keys(&self) -> Result<Arc<BTreeMap<String, Vec<u8>>>, String> {
+    async fn keys(&self) -> Result<Keys, String> {
         let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some((read, keys)) = &cached
             && read.elapsed() < CACHE_TTL
@@ -89,7 +97,11 @@ impl SecretStore {
     async fn read(&self) -> Result<BTreeMap<String, Vec<u8>>, String> {
         let (client, namespace, name) = match &self.source {
             SecretSource::Fixed(keys) => return Ok(keys.clone()),
-            SecretSource::Kubernetes { client, namespace, name } => (client, namespace, name),
+            SecretSource::Kubernetes {
+                client,
+                namespace,
+                name,
+            } => (client, namespace, name),
         };
         let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
         let secret = tokio::time::timeout(READ_TIMEOUT, api.get_opt(name))

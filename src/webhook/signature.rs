@@ -13,7 +13,8 @@ pub(super) fn check_hmac(secret: &[u8], body: &[u8], header: Option<&str>) -> Re
     let given = hex::decode(hex_digest).map_err(|_| "the signature is not hex")?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| "the secret is unusable")?;
     mac.update(body);
-    mac.verify_slice(&given).map_err(|_| "the signature does not match the body")
+    mac.verify_slice(&given)
+        .map_err(|_| "the signature does not match the body")
 }
 
 /// Checks a shared token (`X-Gitlab-Token`).

@@ -347,7 +347,6 @@ impl Operator {
         .await
     }
 
-
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -357,7 +356,12 @@ impl Operator {
         use std::io::Write;
         let mut marker = log.try_clone().expect("operator log");
         let _ = writeln!(marker, "{RUN_MARKER}");
-        let identity = self.storage.file_name().and_then(|n| n.to_str()).unwrap_or("operator").to_owned();
+        let identity = self
+            .storage
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("operator")
+            .to_owned();
         let mut command = Command::new(env!("CARGO_BIN_EXE_cdkube"));
         command
             .args(["run", "--allow-local-repos", "--artifact-listen", "127.0.0.1:0"])

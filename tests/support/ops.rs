@@ -22,7 +22,11 @@ pub struct Scrape(prometheus_parse::Scrape);
 
 /// Scrapes `{base}/metrics`; panics unless it answers 200 with text a Prometheus parser reads.
 pub async fn scrape(base: &str) -> Scrape {
-    let response = http().get(format!("{base}/metrics")).send().await.expect("GET /metrics");
+    let response = http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics");
     assert_eq!(response.status(), 200);
     let text = response.text().await.expect("metrics text");
     assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF:\n{text}");
@@ -111,7 +115,9 @@ impl Delivery {
 
     /// A generic push (`{repo, branch}`), signed.
     pub fn generic_push(repo: &str, branch: &str) -> Delivery {
-        let body = serde_json::json!({"repo": repo, "branch": branch}).to_string().into_bytes();
+        let body = serde_json::json!({"repo": repo, "branch": branch})
+            .to_string()
+            .into_bytes();
         let signature = sign(WEBHOOK_SECRET.as_bytes(), &body);
         Delivery {
             provider: "generic",
