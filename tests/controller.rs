@@ -655,8 +655,15 @@ fn deploy_rbac_allows_every_request_the_operator_makes() {
         request("events.k8s.io", "events", "patch", "ClusterRole"),
         // Credentials Secrets named by Pipelines.
         request("", "secrets", "get", "ClusterRole"),
-        // The artifact signing key in the operator's namespace.
+        // The artifact signing key in the operator's namespace (the webhook Secret is read with `get`).
         request("", "secrets", "create", "Role"),
+        // Leader election (kube-lease-manager: get, create, then server-side apply and strategic patches).
+        request("coordination.k8s.io", "leases", "get", "Role"),
+        request("coordination.k8s.io", "leases", "create", "Role"),
+        request("coordination.k8s.io", "leases", "patch", "Role"),
+        // The leader label on the replicas' own Pods.
+        request("", "pods", "list", "Role"),
+        request("", "pods", "patch", "Role"),
     ];
     let text = std::fs::read_to_string(support::fixtures::repo_root().join("deploy/rbac.yaml")).unwrap();
     let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
@@ -690,7 +697,7 @@ async fn run_refuses_a_wildcard_artifact_address_without_a_url() {
     let output = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_cdkube"))
-            .args(["run", "--artifact-listen", "0.0.0.0:0", "--signing-key-file"])
+            .args(["run", "--artifact-listen", "0.0.0.0:0", "--metrics-listen", "127.0.0.1:0", "--signing-key-file"])
             .arg(storage.join("key"))
             .arg("--storage-dir")
             .arg(&storage)
