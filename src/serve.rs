@@ -1,5 +1,5 @@
-//! Serving an axum [`Router`] with the deadlines `axum::serve` does not set: a client must send its
-//! request headers within [`Limits::header_timeout`], and a connection lives at most
+//! Serving an axum [`Router`] over HTTP/1.1 with the deadlines `axum::serve` does not set: a client must
+//! send its request headers within [`Limits::header_timeout`], and a connection lives at most
 //! [`Limits::connection_timeout`]. The artifact, ops (metrics and health) and webhook servers use it.
 use std::future::Future;
 use std::io;
@@ -73,7 +73,8 @@ async fn serve_connection(
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let service = hyper_util::service::TowerToHyperService::new(app);
-    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    // HTTP/1.1 only: cleartext HTTP/2 would let one connection open many concurrent streams.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())

@@ -397,8 +397,7 @@ fn surface_cases() -> Vec<Case> {
             setup: vec![cm(), patch(CONFIGMAP, MERGE, json!({"data": {"k": "1"}}))],
             // From resourceVersion 0 (the current state): a watch from an earlier answer's version
             // depends on whether a fresh kube-apiserver's watch cache has started yet.
-            request: get(&format!("{CONFIGMAPS}?watch=true&timeoutSeconds=1&resourceVersion=0"))
-                .accepting(METADATA),
+            request: get(&format!("{CONFIGMAPS}?watch=true&timeoutSeconds=1&resourceVersion=0")).accepting(METADATA),
             fields: &[
                 "events.*.type",
                 "events.*.object.kind",

@@ -697,7 +697,14 @@ async fn run_refuses_a_wildcard_artifact_address_without_a_url() {
     let output = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_cdkube"))
-            .args(["run", "--artifact-listen", "0.0.0.0:0", "--metrics-listen", "127.0.0.1:0", "--signing-key-file"])
+            .args([
+                "run",
+                "--artifact-listen",
+                "0.0.0.0:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--signing-key-file",
+            ])
             .arg(storage.join("key"))
             .arg("--storage-dir")
             .arg(&storage)

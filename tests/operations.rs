@@ -102,7 +102,15 @@ async fn signed_pushes_from_github_gitlab_and_generic_senders_build_at_once() {
         plane.wait_run("app", run, RunPhase::Succeeded, BUILD).await;
     }
 
-    let metrics = scrape(&operator.endpoint("ops endpoints").await).await;
+    // Counters follow the status write, and the phase gauge the operator's cache: wait for both.
+    let ops = operator.endpoint("ops endpoints").await;
+    wait_until("the metrics to catch up", BUILD, || async {
+        let metrics = scrape(&ops).await;
+        metrics.value("cdkube_builds_finished_total", &[("result", "Succeeded")]) == 4.0
+            && metrics.value("cdkube_pipelines", &[("phase", "Succeeded")]) == 1.0
+    })
+    .await;
+    let metrics = scrape(&ops).await;
     for provider in ["github", "gitlab", "generic"] {
         let accepted = [("provider", provider), ("result", "accepted")];
         assert_eq!(
@@ -119,11 +127,6 @@ async fn signed_pushes_from_github_gitlab_and_generic_senders_build_at_once() {
         metrics.value("cdkube_builds_started_total", &[("trigger", "poll")]),
         1.0
     );
-    assert_eq!(
-        metrics.value("cdkube_builds_finished_total", &[("result", "Succeeded")]),
-        4.0
-    );
-    assert_eq!(metrics.value("cdkube_pipelines", &[("phase", "Succeeded")]), 1.0);
     assert!(metrics.value("cdkube_probes_total", &[("transport", "git"), ("result", "ok")]) >= 4.0);
     assert!(metrics.value("cdkube_build_duration_seconds_count", &[("result", "Succeeded")]) == 4.0);
     assert!(metrics.has("cdkube_reconcile_duration_seconds_count"));
@@ -165,6 +168,8 @@ async fn bad_webhook_requests_get_their_status_and_build_nothing() {
     forged.headers[1].1 = cdkube::webhook::sign(b"not-the-secret", &forged.body);
     let mut tampered = Delivery::github_push("https://127.0.0.1/app.git", "main", &sha);
     tampered.body.extend_from_slice(b" ");
+    let mut bad_generic = Delivery::generic_push("https://127.0.0.1/app.git", "main");
+    bad_generic.headers[0].1 = cdkube::webhook::sign(b"not-the-secret", &bad_generic.body);
     let mut wrong_token = Delivery::gitlab_push("https://127.0.0.1/app.git", "main", &sha);
     wrong_token.headers[1].1 = "guess".into();
     let cases = [
@@ -191,6 +196,18 @@ async fn bad_webhook_requests_get_their_status_and_build_nothing() {
             delivery: wrong_token,
             status: 401,
             result: "unauthorized",
+        },
+        Case {
+            name: "a generic push signed with another secret",
+            delivery: bad_generic,
+            status: 401,
+            result: "unauthorized",
+        },
+        Case {
+            name: "GitHub's ping",
+            delivery: Delivery::github("ping", br#"{"zen":"Design for failure."}"#.to_vec()),
+            status: 200,
+            result: "ignored",
         },
         Case {
             name: "an event that is not a push",
@@ -284,6 +301,7 @@ async fn a_burst_of_pushes_costs_one_probe_per_repository() {
         let run = plane.wait_run(name, 2, RunPhase::Succeeded, BUILD).await;
         assert_eq!((run.commit.as_str(), run.trigger), (sha.as_str(), Trigger::Webhook));
     }
+    // The probe is counted before the runs it caused are recorded; webhooks before their answer.
     let metrics = scrape(&ops).await;
     assert_eq!(
         metrics.value("cdkube_probes_total", &[]) - probes_before,
@@ -391,7 +409,7 @@ async fn two_replicas_elect_one_leader_and_a_killed_leader_hands_over_without_lo
     assert_eq!(pods.len(), 2, "one Pod per run, no duplicate: {pods:?}");
     assert!(pods.contains(&run.pod.unwrap()));
     let lease = Api::<Lease>::namespaced(plane.client.clone(), "cdkube-system")
-        .get("cdkube-leader")
+        .get(cdkube::controller::LEASE_NAME)
         .await
         .expect("the Lease");
     let holder = lease.spec.and_then(|s| s.holder_identity);
@@ -444,5 +462,44 @@ async fn two_shards_split_the_pipelines_by_label_and_never_both_build_one() {
         .filter(|n| n.starts_with("cdkube-leader-"))
         .collect();
     assert_eq!(names.len(), 2, "one Lease per shard: {names:?}");
+    plane.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_without_its_secret_answers_503_and_names_it() {
+    let plane = Plane::start().await;
+    let operator = plane.operator_with("operator", WEBHOOK_FLAGS);
+    let hooks = operator.endpoint("webhook receiver").await;
+    let push = Delivery::github_push("https://127.0.0.1/app.git", "main", &"a".repeat(40));
+    let (status, body) = push.send(&hooks).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("cdkube-system/cdkube-webhook"), "{body}");
+    plane.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_its_lease_exits_at_once() {
+    let plane = Plane::start().await;
+    let mut operator = plane.operator_with("operator", &["--lease-duration", "4s"]);
+    wait_until("it leads", BUILD, || leads(&operator)).await;
+    // Another holder takes the Lease (as after a partition): the next renewal finds it gone.
+    let leases = Api::<Lease>::namespaced(plane.client.clone(), "cdkube-system");
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now());
+    let patch = serde_json::json!({"spec": {"holderIdentity": "intruder", "renewTime": now, "acquireTime": now}});
+    leases
+        .patch(
+            cdkube::controller::LEASE_NAME,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("take the Lease");
+    let status = operator.wait_exit(BUILD).expect("the operator exits");
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        operator.log().contains("lost the Lease cdkube-system/cdkube-leader"),
+        "{}",
+        operator.log()
+    );
     plane.shutdown().await;
 }

@@ -152,6 +152,7 @@ impl RunArgs {
             webhook,
             metrics,
             health,
+            reconciling_stopped: None,
         }
     }
 }

@@ -1,12 +1,19 @@
 //! Leader election: with several `cdkube run` replicas, exactly one — the holder of a Lease — reconciles,
 //! polls, receives webhooks and serves artifacts; the others wait and take over when its Lease expires.
 //!
-//! The leader labels its own Pod `delivery.inge.4pr.es/leader=true` (and takes the label off any other
-//! Pod), so a Service selecting that label sends builder Pods and webhooks to the leader only. A replica
-//! that loses its Lease stops and exits non-zero, as controller-runtime's managers do: its restart
-//! campaigns again from a clean state. A shard (`--label-selector`) or a namespace-scoped operator uses a
-//! Lease of its own, so shards never contend.
+//! The leader labels its own Pod `delivery.inge.4pr.es/leader=<Lease name>` (and takes the label off
+//! the previous leader's Pod), so a Service selecting that label sends builder Pods and webhooks to the
+//! leader only. A stopping leader releases its Lease as soon as it stops reconciling. A replica that
+//! loses its Lease exits at once with status 1, as controller-runtime's managers do: another replica
+//! may already be working, and its restart campaigns again from a clean state. A shard
+//! (`--label-selector`) or a namespace-scoped operator uses a Lease of its own, so shards never contend.
+//!
+//! Deviation from client-go's leader election: there is no renew deadline. kube-lease-manager keeps
+//! a leader leading while its renewals fail (the API server unreachable), so during an API outage
+//! longer than the Lease duration two replicas may both work; every status write is still guarded by
+//! resourceVersion, and a builder Pod's deterministic name makes a second creation an adoption.
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -14,6 +21,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerBuilder;
 use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
 
 use super::{Options, StartError};
 use crate::telemetry::Leadership;
@@ -60,7 +68,7 @@ pub async fn run_elected(
     let name = lease_name(options.namespace.as_deref(), options.label_selector.as_deref());
     let pods: Api<Pod> = Api::namespaced(client.clone(), &election.namespace);
     if let Some(pod) = &election.pod {
-        set_leader_label(&pods, pod, false).await;
+        set_leader_label(&pods, pod, None).await;
     }
     let seconds = election.lease_duration.as_secs().max(2);
     let manager = LeaseManagerBuilder::new(client.clone(), &name)
@@ -93,45 +101,48 @@ pub async fn run_elected(
     health.set_leadership(Leadership::Leader);
     metrics.leader.set(1);
     if let Some(pod) = &election.pod {
-        take_leader_label(&pods, pod).await;
+        take_leader_label(&pods, pod, &name).await;
     }
-    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<bool>();
+    let mut options = options;
+    let stopped = Arc::new(Notify::new());
+    options.reconciling_stopped = Some(Arc::clone(&stopped));
     let mut watch = leading.clone();
+    let lease = format!("{}/{name}", election.namespace);
     let stop = async move {
-        let lost = tokio::select! {
-            _ = watch.wait_for(|l| !*l) => true,
-            () = shutdown => false,
-        };
-        let _ = lost_tx.send(lost);
+        tokio::select! {
+            _ = watch.wait_for(|l| !*l) => {
+                // Another replica may be working already: stop now, not after a graceful drain.
+                tracing::error!("lost the Lease {lease}; exiting so that a restart campaigns again");
+                std::process::exit(1);
+            }
+            () = shutdown => {}
+        }
     };
-    let result = super::run(client, options, stop).await;
-    let lost = lost_rx.await.unwrap_or(false);
-    metrics.leader.set(0);
-    // Dropping the receiver makes the Lease task release the Lease, so a follower takes over at once.
-    drop(leading);
-    let _ = tokio::time::timeout(RELEASE_TIMEOUT, task).await;
-    result?;
-    match lost {
-        true => Err(StartError::Election(format!(
-            "lost the Lease {}/{name}; exiting so that a restart campaigns again",
-            election.namespace
-        ))),
-        false => Ok(()),
-    }
+    // The Lease is released as soon as reconciling stops, before the servers drain, so a standby
+    // takes over while this replica finishes its downloads.
+    let release = async move {
+        stopped.notified().await;
+        metrics.leader.set(0);
+        drop(leading);
+        let _ = tokio::time::timeout(RELEASE_TIMEOUT, task).await;
+    };
+    let (result, ()) = tokio::join!(super::run(client, options, stop), release);
+    result
 }
 
 /// How long releasing the Lease may take at exit.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Labels `pod` as the leader and takes the label off every other Pod of the namespace that has it.
-async fn take_leader_label(pods: &Api<Pod>, pod: &str) {
-    set_leader_label(pods, pod, true).await;
-    let selector = format!("{LEADER_LABEL}=true");
+/// Labels `pod` as the leader of Lease `lease` (the label's value, so shards sharing a namespace keep
+/// theirs apart) and takes the label off every other Pod of the namespace that has it for that Lease.
+async fn take_leader_label(pods: &Api<Pod>, pod: &str, lease: &str) {
+    set_leader_label(pods, pod, Some(lease)).await;
+    let selector = format!("{LEADER_LABEL}={lease}");
     match pods.list(&ListParams::default().labels(&selector)).await {
         Ok(list) => {
             for other in list.items.iter().filter_map(|p| p.metadata.name.as_deref()) {
                 if other != pod {
-                    set_leader_label(pods, other, false).await;
+                    set_leader_label(pods, other, None).await;
                 }
             }
         }
@@ -139,18 +150,13 @@ async fn take_leader_label(pods: &Api<Pod>, pod: &str) {
     }
 }
 
-/// Sets (or removes) the leader label of `pod`; a failure is logged: the Service then misroutes until
-/// the next leader change, which the artifact server's rebuild also covers.
-async fn set_leader_label(pods: &Api<Pod>, pod: &str, leader: bool) {
-    let value = if leader {
-        serde_json::json!("true")
-    } else {
-        serde_json::Value::Null
-    };
-    let patch = serde_json::json!({"metadata": {"labels": {LEADER_LABEL: value}}});
+/// Sets the leader label of `pod` to `lease` (or removes it); a failure is logged: the Service then
+/// misroutes until the next leader change, which the artifact server's rebuild also covers.
+async fn set_leader_label(pods: &Api<Pod>, pod: &str, lease: Option<&str>) {
+    let patch = serde_json::json!({"metadata": {"labels": {LEADER_LABEL: lease}}});
     match pods.patch(pod, &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 && !leader => {}
+        Err(kube::Error::Api(status)) if status.code == 404 && lease.is_none() => {}
         Err(e) => tracing::warn!(pod, "setting the leader label: {e}"),
     }
 }

@@ -26,10 +26,24 @@ pub(super) struct Queue {
 /// Reconciles `pipeline`, timing it and counting it as running meanwhile.
 pub(super) async fn timed_reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = Timer::start(&ctx.options.metrics.reconcile_duration);
-    ctx.queue.running.fetch_add(1, Ordering::Relaxed);
-    let result = reconcile::reconcile(pipeline, Arc::clone(&ctx)).await;
-    ctx.queue.running.fetch_sub(1, Ordering::Relaxed);
-    result
+    let _running = Running::start(&ctx.queue.running);
+    reconcile::reconcile(pipeline, Arc::clone(&ctx)).await
+}
+
+/// Counts a reconcile as running until dropped (also when the controller drops it unfinished).
+struct Running<'a>(&'a AtomicI64);
+
+impl<'a> Running<'a> {
+    fn start(counter: &'a AtomicI64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Running(counter)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Counts a failed reconcile by its reason.
@@ -43,7 +57,8 @@ pub(super) fn reconcile_failed(ctx: &Context, error: &Error) {
 /// Takes note of a poller event (`pending`: how many more wait behind it).
 pub(super) fn poll_event_received(ctx: &Context, event: Option<&PollEvent>, pending: usize) {
     ctx.queue.waiting.store(pending as i64, Ordering::Relaxed);
-    if let Some(PollEvent::HeadChanged { .. }) = event {
+    // A first sighting (after a start or a new subscription) is not a change.
+    if let Some(PollEvent::HeadChanged { old: Some(_), .. }) = event {
         ctx.options.metrics.head_changes.inc();
     }
 }

@@ -92,6 +92,20 @@ pub struct Options {
     pub metrics: Arc<Metrics>,
     /// Where the operator reports its health.
     pub health: Health,
+    /// Notified once reconciling has stopped (or the start failed), before the servers drain: leader
+    /// election releases its Lease then.
+    pub reconciling_stopped: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// Notifies its `Notify` when dropped (see [`Options::reconciling_stopped`]).
+struct NotifyOnDrop(Option<Arc<tokio::sync::Notify>>);
+
+impl Drop for NotifyOnDrop {
+    fn drop(&mut self) {
+        if let Some(notify) = &self.0 {
+            notify.notify_one();
+        }
+    }
 }
 
 /// The webhook receiver's port and secrets.
@@ -181,6 +195,7 @@ pub async fn run(
     options: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), StartError> {
+    let stopped_reconciling = NotifyOnDrop(options.reconciling_stopped.clone());
     let pipelines: Api<Pipeline> = scoped_api(&client, options.namespace.as_deref());
     pipelines
         .list(&ListParams::default().limit(1))
@@ -237,6 +252,7 @@ pub async fn run(
     };
     let poller_task = tokio::spawn(ctx.poller.clone().run());
     controller(Arc::clone(&ctx), events, pipelines, shutdown).await;
+    drop(stopped_reconciling);
     tracing::info!("stopped reconciling; closing the artifact server");
     poller_task.abort();
     let _ = stop_tx.send(true);

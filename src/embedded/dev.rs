@@ -598,6 +598,7 @@ async fn start_operator(account: OperatorAccount, state_dir: &Path) -> Operator 
         webhook: None,
         metrics: std::sync::Arc::new(crate::telemetry::Metrics::new()),
         health: crate::telemetry::Health::new(std::time::Duration::from_secs(60)),
+        reconciling_stopped: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {

@@ -388,7 +388,11 @@ impl Poller {
                     continue;
                 };
                 if key_state.in_flight {
-                    key_state.pushes_in_flight.push(after.map(str::to_owned));
+                    // A burst repeats the same commit: keep each announcement once.
+                    let after = after.map(str::to_owned);
+                    if !key_state.pushes_in_flight.contains(&after) {
+                        key_state.pushes_in_flight.push(after);
+                    }
                     continue;
                 }
                 if after.is_some() && key_state.head.as_ref().map(|h| h.sha.as_str()) == after {

@@ -12,7 +12,7 @@ mod secrets;
 mod signature;
 
 pub use payload::{Push, Request};
-pub use receiver::{GENERIC_SIGNATURE_HEADER, MAX_BODY, router};
+pub use receiver::{GENERIC_SIGNATURE_HEADER, MAX_BODY, MAX_CONCURRENT, router};
 pub use repo_match::repo_identity;
 pub use secrets::{CACHE_TTL, SecretSource};
 pub use signature::sign;

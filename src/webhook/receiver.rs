@@ -3,9 +3,10 @@
 //! A valid push goes straight to the poller, which probes the repository's key at once (see
 //! [`Poller::push`]): no API write per webhook, one probe per key however many Pipelines follow it or
 //! however many pushes arrive together. Answers: 202 for a push (probing, or nothing follows it) and for
-//! events that are not pushes; 200 `pong` to GitHub's ping; 401 for a missing or wrong signature; 400
-//! for a body that is not a push payload; 413 for a body over [`MAX_BODY`]; 503 while the secret cannot
-//! be read.
+//! events that are not pushes; 200 `pong` to GitHub's ping; 401 for a missing or wrong signature (a
+//! missing one before the body is read); 400 for a body that is not a push payload; 408 for a body slower
+//! than 10 s; 413 for a body over [`MAX_BODY`]; 503 while the secret cannot be read, or after 5 s waiting
+//! behind [`MAX_CONCURRENT`] requests.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,11 +31,17 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The header carrying the generic receiver's signature (`sha256=<hex>` of the body).
 pub const GENERIC_SIGNATURE_HEADER: &str = "x-cdkube-signature-256";
 
+/// Requests handled at once (each may hold a 1 MiB body); more wait up to [`SLOT_WAIT`], then get 503.
+pub const MAX_CONCURRENT: usize = 32;
+/// How long a request waits for one of the [`MAX_CONCURRENT`] slots.
+const SLOT_WAIT: Duration = Duration::from_secs(5);
+
 /// The receivers' shared state.
 struct Receiver {
     poller: Poller,
     secrets: SecretStore,
     metrics: Arc<Metrics>,
+    slots: tokio::sync::Semaphore,
 }
 
 /// The webhook router: pushes go to `poller`; signatures are checked with the secrets of `source`.
@@ -43,6 +50,7 @@ pub fn router(poller: Poller, source: SecretSource, metrics: Arc<Metrics>) -> Ro
         poller,
         secrets: SecretStore::new(source),
         metrics,
+        slots: tokio::sync::Semaphore::new(MAX_CONCURRENT),
     });
     Router::new()
         .route("/hooks/{provider}", post(receive))
@@ -99,6 +107,19 @@ async fn receive(
 }
 
 async fn handle(receiver: &Receiver, provider: &str, headers: &HeaderMap, body: Body) -> Answer {
+    // A burst waits its turn (its bodies unread); only one that waits too long is turned away.
+    let Ok(Ok(_slot)) = tokio::time::timeout(SLOT_WAIT, receiver.slots.acquire()).await else {
+        let message = format!(
+            "over {MAX_CONCURRENT} webhook requests at once for {}s; retry",
+            SLOT_WAIT.as_secs()
+        );
+        return Answer::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
+    };
+    // A request without its credential header is refused before its body is read.
+    if header(headers, credential_header(provider)).is_none() {
+        let message = format!("the {} header is missing", credential_header(provider));
+        return Answer::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    }
     let body = match read_body(body).await {
         Ok(body) => body,
         Err(answer) => return answer,
@@ -141,11 +162,20 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn authenticate(provider: &str, secret: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<(), &'static str> {
+/// The header that authenticates a provider's requests.
+fn credential_header(provider: &str) -> &'static str {
     match provider {
-        "github" => check_hmac(secret, body, header(headers, "x-hub-signature-256")),
-        "gitlab" => check_token(secret, header(headers, "x-gitlab-token")),
-        _ => check_hmac(secret, body, header(headers, GENERIC_SIGNATURE_HEADER)),
+        "github" => "x-hub-signature-256",
+        "gitlab" => "x-gitlab-token",
+        _ => GENERIC_SIGNATURE_HEADER,
+    }
+}
+
+fn authenticate(provider: &str, secret: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<(), &'static str> {
+    let given = header(headers, credential_header(provider));
+    match provider {
+        "gitlab" => check_token(secret, given),
+        _ => check_hmac(secret, body, given),
     }
 }
 

@@ -42,6 +42,7 @@ impl std::fmt::Debug for SecretSource {
 pub(crate) struct SecretStore {
     source: SecretSource,
     cache: Mutex<Option<(Instant, Keys)>>,
+    reading: tokio::sync::Mutex<()>,
 }
 
 /// A Secret's keys and values.
@@ -52,31 +53,41 @@ impl SecretStore {
         SecretStore {
             source,
             cache: Mutex::new(None),
+            reading: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The cached keys, unless they are older than [`CACHE_TTL`].
+    fn fresh(&self) -> Option<Keys> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .as_ref()
+            .filter(|(read, _)| read.elapsed() < CACHE_TTL)
+            .map(|(_, keys)| keys.clone())
     }
 
     /// The secret of `provider`: its own key, else `token`. `Err` says why there is none (for the answer).
     pub(crate) async fn secret(&self, provider: &str) -> Result<Vec<u8>, String> {
         let keys = self.keys().await?;
-        keys.get(provider)
-            .or_else(|| keys.get("token"))
-            .filter(|v| !v.is_empty())
-            .cloned()
-            .ok_or_else(|| {
-                format!(
-                    "{provider} webhooks are not set up: {:?} has no key {provider:?} (or \"token\")",
-                    self.source
-                )
-            })
+        let usable = |key: &str| keys.get(key).filter(|v| !v.is_empty());
+        usable(provider).or_else(|| usable("token")).cloned().ok_or_else(|| {
+            format!(
+                "{provider} webhooks are not set up: {:?} has no key {provider:?} (or \"token\")",
+                self.source
+            )
+        })
     }
 
     async fn keys(&self) -> Result<Keys, String> {
-        let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some((read, keys)) = &cached
-            && read.elapsed() < CACHE_TTL
-        {
-            return Ok(keys.clone());
+        if let Some(keys) = self.fresh() {
+            return Ok(keys);
         }
+        // One read at a time: a burst after the cache went stale waits for it rather than each reading.
+        let _reading = self.reading.lock().await;
+        if let Some(keys) = self.fresh() {
+            return Ok(keys);
+        }
+        let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match self.read().await {
             Ok(keys) => {
                 let keys = Arc::new(keys);
