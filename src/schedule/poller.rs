@@ -260,7 +260,8 @@ impl Poller {
                 && existing.key == key
             {
                 if existing.schedule != schedule {
-                    existing.next_due = first_due(&schedule);
+                    // Never later than it already was: a push may have made it due now.
+                    existing.next_due = existing.next_due.min(first_due(&schedule));
                     existing.schedule = schedule;
                 }
                 let head = state.keys.get(&key).and_then(|k| k.head.clone());
@@ -562,6 +563,10 @@ impl KeyState {
     fn pushes_missed(&mut self) -> Missed {
         let pushes = std::mem::take(&mut self.pushes_in_flight);
         let head = self.head.as_ref().map(|h| h.sha.as_str());
+        // A scheduled probe that happened to see the pushed commit: the push made it known all the same.
+        if head.is_some() && pushes.iter().any(|after| after.as_deref() == head) {
+            self.head_pushed = true;
+        }
         let missed = pushes.iter().any(|after| after.is_none() || after.as_deref() != head);
         let failing = self.failures > 0 && !pushes.is_empty();
         self.push_due |= missed || failing;
