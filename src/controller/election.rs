@@ -55,8 +55,8 @@ pub fn lease_name(namespace: Option<&str>, label_selector: Option<&str>) -> Stri
     format!("{LEASE_NAME}-{}", &digest[..10])
 }
 
-/// Runs the operator (see [`super::run`]) while this replica holds the Lease, until `shutdown`. Losing
-/// the Lease is an error: the process should exit and start over.
+/// Runs the operator (see [`super::run`]) once this replica holds the Lease, until `shutdown`; a
+/// shutdown while waiting returns at once. Losing the Lease ends the process with status 1.
 pub async fn run_elected(
     client: Client,
     options: Options,
