@@ -319,3 +319,40 @@ async fn a_trigger_during_a_probe_polls_again_after_it() {
     );
     runner.abort();
 }
+
+#[tokio::test]
+async fn a_push_probes_its_key_once_and_is_the_trigger_only_for_subscribers_it_reached() {
+    let repos = Repos::new();
+    let up = repos.create("app");
+    let http = HttpGit::start(&repos.root());
+    let storage = tempfile::tempdir().unwrap();
+    let (poller, mut events) = new_poller(storage.path());
+    let hourly = || Schedule::parse_interval("1h").unwrap();
+    let url = http.url("git", "app");
+    poller.subscribe("ns/early", spec(&url, Some("main")), hourly());
+    assert_eq!(poller.sweep().await.probes, 1, "the first probe of a new key");
+    next_event(&mut events).await;
+
+    // Pushes of a commit the key already shows, or of another repository or branch, probe nothing.
+    let ours = |key: &cdkube::schedule::Key, _: Option<&Head>| key.url == url && key.branch.as_deref() == Some("main");
+    assert_eq!(poller.push(ours, Some(&up.head())).due, 0);
+    assert_eq!(poller.push(|_, _| false, None).matched, 0);
+    assert_eq!(poller.sweep().await.probes, 0);
+
+    // A new commit: three pushes of it before the poller runs make one probe, and the head it finds
+    // counts as pushed for the subscription that was there.
+    let sha = up.commit(&[("f", "2")], "second");
+    for _ in 0..3 {
+        assert_eq!(poller.push(ours, Some(&sha)).matched, 1);
+    }
+    let sweep = poller.sweep().await;
+    assert_eq!((sweep.probes, sweep.changed), (1, 1));
+    assert!(matches!(next_event(&mut events).await, Event::HeadChanged { .. }));
+    assert!(poller.status("ns/early").unwrap().pushed);
+
+    // A Pipeline that subscribes afterwards was not reached by that push.
+    poller.subscribe("ns/late", spec(&url, Some("main")), hourly());
+    let late = poller.status("ns/late").unwrap();
+    assert_eq!(late.head.map(|h| h.sha), Some(sha));
+    assert!(!late.pushed);
+}

@@ -120,7 +120,8 @@ pub struct KeyStatus {
     pub error: Option<git::Error>,
     /// Consecutive failed probes.
     pub failures: u32,
-    /// Whether the current head was first seen by a probe a push (webhook) asked for.
+    /// Whether the current head was first seen by a probe a push (webhook) asked for, after this
+    /// subscription was made.
     pub pushed: bool,
 }
 
@@ -212,6 +213,8 @@ struct Subscription {
     key: Key,
     schedule: Schedule,
     next_due: Instant,
+    /// The key's head when the subscription was made: a push that revealed it was not this one's.
+    joined_at: Option<String>,
 }
 
 /// What the pushes that came during a probe still need ([`KeyState::pushes_missed`]).
@@ -297,6 +300,7 @@ impl Poller {
                     key,
                     schedule,
                     next_due,
+                    joined_at: known.as_ref().map(|h| h.sha.clone()),
                 },
             );
             known
@@ -359,13 +363,14 @@ impl Poller {
     /// the last error. `None` for unknown ids.
     pub fn status(&self, id: &str) -> Option<KeyStatus> {
         let state = self.state();
-        let key = &state.subscriptions.get(id)?.key;
-        let key_state = state.keys.get(key)?;
+        let sub = state.subscriptions.get(id)?;
+        let key_state = state.keys.get(&sub.key)?;
+        let head = key_state.head.as_ref().map(|h| h.sha.as_str());
         Some(KeyStatus {
             head: key_state.head.clone(),
             error: key_state.last_error.clone(),
             failures: key_state.failures,
-            pushed: key_state.head_pushed,
+            pushed: key_state.head_pushed && sub.joined_at.as_deref() != head,
         })
     }
 
