@@ -16,7 +16,7 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use support::operator::{Operator, Plane, gated_build, pipeline_yaml, wait_until};
 use support::ops::{Delivery, WEBHOOK_SECRET, get, scrape};
-use support::{GitDaemon, Repos};
+use support::{GitDaemon, Repos, Upstream};
 
 /// Generous: a build here is a probe, a fetch and two local processes on a busy machine.
 const BUILD: Duration = Duration::from_secs(90);
@@ -44,6 +44,41 @@ async fn webhook_secret(plane: &Plane) {
         .expect("create the webhook Secret");
 }
 
+/// A plane with the webhook Secret, an operator receiving webhooks, and repository `app` on `git daemon`.
+struct Bed {
+    plane: Plane,
+    operator: Operator,
+    /// The webhook receiver's base URL.
+    hooks: String,
+    /// The ops endpoints' base URL.
+    ops: String,
+    up: Upstream,
+    daemon: GitDaemon,
+    repos: Repos,
+}
+
+impl Bed {
+    async fn start() -> Bed {
+        let plane = Plane::start().await;
+        webhook_secret(&plane).await;
+        let operator = plane.operator_with("operator", WEBHOOK_FLAGS);
+        let hooks = operator.endpoint("webhook receiver").await;
+        let ops = operator.endpoint("ops endpoints").await;
+        let repos = Repos::new();
+        let up = repos.create("app");
+        let daemon = GitDaemon::start(&repos.root());
+        Bed {
+            plane,
+            operator,
+            hooks,
+            ops,
+            up,
+            daemon,
+            repos,
+        }
+    }
+}
+
 /// A Pipeline following `repo`'s main that polls only hourly: a build sooner than that is a webhook's.
 fn hourly(name: &str, repo: &str, build: &str) -> String {
     pipeline_yaml(name, repo, "Forbid", build).replace("interval: 10s", "interval: 1h")
@@ -64,13 +99,15 @@ async fn wait_started(plane: &Plane, name: &str, n: i64) -> cdkube::api::Run {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_pushes_from_github_gitlab_and_generic_senders_build_at_once() {
-    let plane = Plane::start().await;
-    webhook_secret(&plane).await;
-    let operator = plane.operator_with("operator", WEBHOOK_FLAGS);
-    let hooks = operator.endpoint("webhook receiver").await;
-    let repos = Repos::new();
-    let up = repos.create("app");
-    let daemon = GitDaemon::start(&repos.root());
+    let Bed {
+        plane,
+        operator,
+        hooks,
+        up,
+        daemon,
+        repos: _repos,
+        ..
+    } = Bed::start().await;
     plane.apply(&hourly("app", &daemon.url("app"), "true")).await;
     plane.wait_run("app", 1, RunPhase::Succeeded, BUILD).await;
 
@@ -140,14 +177,15 @@ async fn signed_pushes_from_github_gitlab_and_generic_senders_build_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_webhook_requests_get_their_status_and_build_nothing() {
-    let plane = Plane::start().await;
-    webhook_secret(&plane).await;
-    let operator = plane.operator_with("operator", WEBHOOK_FLAGS);
-    let hooks = operator.endpoint("webhook receiver").await;
-    let ops = operator.endpoint("ops endpoints").await;
-    let repos = Repos::new();
-    let up = repos.create("app");
-    let daemon = GitDaemon::start(&repos.root());
+    let Bed {
+        plane,
+        operator: _operator,
+        hooks,
+        ops,
+        up,
+        daemon,
+        repos: _repos,
+    } = Bed::start().await;
     plane.apply(&hourly("app", &daemon.url("app"), "true")).await;
     plane.wait_run("app", 1, RunPhase::Succeeded, BUILD).await;
     // A commit only a (valid) push would reveal before the next hourly poll.
@@ -277,14 +315,15 @@ async fn bad_webhook_requests_get_their_status_and_build_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_pushes_costs_one_probe_per_repository() {
-    let plane = Plane::start().await;
-    webhook_secret(&plane).await;
-    let operator = plane.operator_with("operator", WEBHOOK_FLAGS);
-    let hooks = operator.endpoint("webhook receiver").await;
-    let ops = operator.endpoint("ops endpoints").await;
-    let repos = Repos::new();
-    let up = repos.create("app");
-    let daemon = GitDaemon::start(&repos.root());
+    let Bed {
+        plane,
+        operator: _operator,
+        hooks,
+        ops,
+        up,
+        daemon,
+        repos: _repos,
+    } = Bed::start().await;
     // Three Pipelines follow the repository: still one key, one probe.
     for name in ["one", "two", "three"] {
         plane.apply(&hourly(name, &daemon.url("app"), "true")).await;

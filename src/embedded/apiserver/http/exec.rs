@@ -20,8 +20,8 @@ use crate::embedded::apiserver::http::auth::User;
 use crate::embedded::apiserver::http::authz::{self, Attributes};
 use crate::embedded::apiserver::http::context::Server;
 use crate::embedded::apiserver::http::params::Query;
+use crate::embedded::apiserver::http::podlog::{container_names, pods_key};
 use crate::embedded::apiserver::http::response::error_response;
-use crate::embedded::apiserver::resources::StorageKey;
 use crate::embedded::logs::{LogStart, container_log_path, follow_log};
 use crate::embedded::runner::exec as runner_exec;
 use crate::embedded::streams::{self, Upgrade, Wanted};
@@ -156,33 +156,17 @@ fn authorize_create(server: &Server, user: &User, req: &Request, query: &Query) 
     }
 }
 
-fn pods_key() -> StorageKey {
-    StorageKey {
-        group: String::new(),
-        resource: "pods".into(),
-    }
-}
-
-fn names(pod: &Value, list: &str) -> Vec<String> {
-    pod["spec"][list]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["name"].as_str().map(str::to_string))
-        .collect()
-}
-
 /// kube-apiserver's `streamLocation` choice of container: the named one (a container, init or
 /// ephemeral container of the Pod), else the only one.
 fn pick_container(pod: &Value, name: &str, asked: Option<&str>) -> ApiResult<String> {
-    let main = names(pod, "containers");
-    let init = names(pod, "initContainers");
+    let main = container_names(pod, "containers");
+    let init = container_names(pod, "initContainers");
     match asked.filter(|c| !c.is_empty()) {
         Some(c) => {
             let known = main
                 .iter()
                 .chain(&init)
-                .chain(&names(pod, "ephemeralContainers"))
+                .chain(&container_names(pod, "ephemeralContainers"))
                 .any(|n| n == c);
             if known {
                 Ok(c.to_string())

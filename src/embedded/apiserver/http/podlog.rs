@@ -17,7 +17,8 @@ use crate::embedded::apiserver::http::target::Target;
 use crate::embedded::apiserver::resources::StorageKey;
 use crate::embedded::logs::{LogWindow, container_log_path, follow_log, read_log};
 
-fn pods_key() -> StorageKey {
+/// Where Pods are stored.
+pub(super) fn pods_key() -> StorageKey {
     StorageKey {
         group: String::new(),
         resource: "pods".into(),
@@ -25,7 +26,7 @@ fn pods_key() -> StorageKey {
 }
 
 /// Names of the containers in `spec.<list>`.
-fn container_names(pod: &Value, list: &str) -> Vec<String> {
+pub(super) fn container_names(pod: &Value, list: &str) -> Vec<String> {
     pod["spec"][list]
         .as_array()
         .into_iter()
